@@ -1,0 +1,321 @@
+"""Every event yuqing puts on Kafka, as immutable pydantic models with deterministic ids.
+
+An event id is a hash of the fields that make the event what it is, so a replay after a crash
+produces the same ids and consumers can deduplicate on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Alert",
+    "AlertKind",
+    "AuthorType",
+    "Deadline",
+    "Delivery",
+    "DeliveryOutcome",
+    "Engagement",
+    "Event",
+    "IncidentAction",
+    "IncidentActionKind",
+    "IncidentEvent",
+    "IncidentEventKind",
+    "IncidentState",
+    "KeywordHit",
+    "Platform",
+    "Post",
+    "TermMatch",
+    "Tier",
+    "TierChange",
+    "event_id",
+]
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a time zone offset (naive times are ambiguous)")
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
+Count = Annotated[int, Field(ge=0, le=10**12)]
+
+
+def event_id(*parts: object) -> str:
+    """sha256 over the '|'-joined parts, hex: the same content always gives the same id."""
+    raw = "|".join(p.isoformat() if isinstance(p, datetime) else str(p) for p in parts)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+class Event(BaseModel):
+    """Common envelope: schema version, deterministic id and event time in UTC."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(default="", description="Deterministic sha256 of the identifying fields.")
+    event_time: UtcDatetime = Field(description="When the fact happened, UTC.")
+
+    _id_fields: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _fill_id(self) -> Self:
+        expected = event_id(type(self).__name__, *(getattr(self, f) for f in self._id_fields))
+        if not self.event_id:
+            object.__setattr__(self, "event_id", expected)
+        return self
+
+
+class Platform(StrEnum):
+    weibo = "weibo"
+    wechat = "wechat"  # 微信公众号 / 视频号
+    douyin = "douyin"
+    xiaohongshu = "xiaohongshu"
+    zhihu = "zhihu"
+    bilibili = "bilibili"
+    news = "news"
+    forum = "forum"
+
+
+class AuthorType(StrEnum):
+    user = "user"
+    media = "media"
+    kol = "kol"
+
+
+class Engagement(BaseModel):
+    """Cumulative counts as the platform reports them at observation time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reposts: Count = 0
+    comments: Count = 0
+    likes: Count = 0
+    extras: dict[str, Count] = Field(
+        default_factory=dict,
+        description="Platform-specific counts kept as reported (views, coins, favourites, reads …).",
+    )
+
+    @property
+    def total(self) -> int:
+        """Spread (传播量) as the plans define it: reposts + comments + likes."""
+        return self.reposts + self.comments + self.likes
+
+
+class Post(Event):
+    """One snapshot of a post. (platform, post_id, observed_at) makes a snapshot unique."""
+
+    platform: Platform
+    post_id: str = Field(min_length=1, max_length=128)
+    text: str = Field(min_length=1, max_length=20_000)
+    author: str | None = Field(default=None, max_length=256)
+    author_type: AuthorType = AuthorType.user
+    url: str | None = Field(default=None, max_length=2048)
+    published_at: UtcDatetime
+    root_post_id: str | None = Field(
+        default=None, max_length=128, description="The original post when this one is a repost or share."
+    )
+    engagement: Engagement = Field(default_factory=Engagement)
+    event_time: UtcDatetime = Field(description="observed_at: when these counts were read from the platform.")
+
+    _id_fields = ("platform", "post_id", "event_time")
+
+    @property
+    def key(self) -> str:
+        """Kafka message key: every snapshot of a post lands on the same partition."""
+        return f"{self.platform.value}:{self.post_id}"
+
+    @property
+    def thread_key(self) -> str:
+        """Key of the thread: a repost is counted with the root post it spreads."""
+        return f"{self.platform.value}:{self.root_post_id or self.post_id}"
+
+
+class TermMatch(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    term: str
+    kind: Literal["brand", "negative", "required"]
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
+class KeywordHit(Event):
+    """A post snapshot that matched a rule group, with the engagement it adds (a positive delta)."""
+
+    group: str
+    platform: Platform
+    post_id: str
+    thread_key: str
+    snapshot_id: str = Field(description="event_id of the Post snapshot that caused the hit.")
+    first_seen: bool = Field(description="True for the first snapshot of this post that matched the group.")
+    matches: tuple[TermMatch, ...] = ()
+    delta: Engagement = Field(description="Engagement added by this snapshot over the previous one.")
+    cumulative: Engagement
+    excerpt: str = Field(default="", max_length=280)
+    url: str | None = None
+    sentiment: float = Field(default=0.0, ge=-1.0, le=1.0)
+    demand: str = "other"
+    rule_version: str = ""
+    detected_at: UtcDatetime
+
+    _id_fields = ("group", "snapshot_id")
+
+
+class Tier(IntEnum):
+    """Crisis tiers. Lower number = more severe; none = 0 means no crisis."""
+
+    none = 0
+    level3 = 3
+    level2 = 2
+    level1 = 1
+
+    @property
+    def severity(self) -> int:
+        """Order for comparisons: none < level3 < level2 < level1."""
+        return 0 if self == 0 else 4 - int(self)
+
+
+class TierChange(Event):
+    group: str
+    previous: Tier
+    tier: Tier
+    direction: Literal["up", "down"]
+    reason: Literal["threshold", "cooldown", "override"]
+    window_end: UtcDatetime
+    counts: dict[str, int] = Field(description="Spread per window, keyed '2h', '4h', '8h'.")
+    top_posts: tuple[dict[str, Any], ...] = ()
+    platform_mix: dict[str, int] = Field(default_factory=dict)
+    rule_version: str = ""
+    operator: str | None = None
+    detected_at: UtcDatetime
+
+    _id_fields = ("group", "previous", "tier", "reason", "window_end")
+
+
+class IncidentState(StrEnum):
+    opened = "opened"
+    acknowledged = "acknowledged"
+    meeting_convened = "meeting_convened"
+    facts_verified = "facts_verified"
+    statement_published = "statement_published"
+    cooling = "cooling"
+    closed = "closed"
+    postmortem_filed = "postmortem_filed"
+
+
+class Deadline(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    due_at: UtcDatetime
+    met_at: UtcDatetime | None = None
+    breached_at: UtcDatetime | None = None
+
+    @property
+    def status(self) -> Literal["pending", "met", "breached"]:
+        if self.met_at is not None and (self.breached_at is None or self.met_at <= self.due_at):
+            return "met"
+        return "breached" if self.breached_at is not None else "pending"
+
+
+class IncidentEventKind(StrEnum):
+    opened = "opened"
+    tier_changed = "tier_changed"
+    transitioned = "transitioned"
+    reminder = "reminder"
+    sla_breached = "sla_breached"
+    escalated = "escalated"
+
+
+class IncidentEvent(Event):
+    incident_id: str
+    group: str
+    kind: IncidentEventKind
+    state: IncidentState
+    tier: Tier
+    actor: str = "system"
+    detail: str = ""
+    deadlines: tuple[Deadline, ...] = ()
+    sequence: int = Field(
+        ge=0, description="Per-incident counter; with incident_id it orders and identifies."
+    )
+
+    _id_fields = ("incident_id", "sequence")
+
+
+class IncidentActionKind(StrEnum):
+    ack = "ack"
+    meeting_convened = "meeting_convened"
+    verified = "verified"
+    statement_published = "statement_published"
+    resolve = "resolve"
+    reopen = "reopen"
+    postmortem_filed = "postmortem_filed"
+
+
+class IncidentAction(Event):
+    incident_id: str
+    group: str
+    action: IncidentActionKind
+    actor: str = Field(min_length=1, max_length=128)
+    comment: str = Field(default="", max_length=4000)
+
+    _id_fields = ("incident_id", "action", "actor", "event_time")
+
+
+class AlertKind(StrEnum):
+    keyword_hits = "keyword_hits"
+    tier_change = "tier_change"
+    incident_opened = "incident_opened"
+    reminder = "reminder"
+    sla_breached = "sla_breached"
+    escalation = "escalation"
+    briefing = "briefing"
+
+
+class Alert(Event):
+    """A message for people. The notifier sends each dedup_key at most once."""
+
+    dedup_key: str
+    kind: AlertKind
+    group: str
+    tier: Tier
+    title: str
+    body: str = Field(description="Markdown.")
+    incident_id: str | None = None
+    audience: Literal["responder", "group_lead", "leadership"] = "responder"
+    hit_time: UtcDatetime | None = Field(
+        default=None, description="Event time of the earliest keyword hit behind this alert (for latency)."
+    )
+    hit_ids: tuple[str, ...] = ()
+
+    _id_fields = ("dedup_key",)
+
+
+class DeliveryOutcome(StrEnum):
+    delivered = "delivered"
+    failed = "failed"
+    retrying = "retrying"
+    duplicate = "duplicate"
+
+
+class Delivery(Event):
+    alert_id: str
+    dedup_key: str
+    channel: str
+    outcome: DeliveryOutcome
+    attempt: int = Field(ge=1)
+    error: str = ""
+    latency_seconds: float | None = Field(default=None, description="From hit_time to this attempt.")
+
+    _id_fields = ("dedup_key", "channel", "attempt", "outcome")

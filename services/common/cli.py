@@ -1,0 +1,134 @@
+"""The `yuqing` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from services.common.broker import DEFAULT_KAFKA_VERSION, BrokerError, EmbeddedBroker
+from services.common.exceptions import YuqingError
+
+__all__ = ["main"]
+
+
+def _broker(args: argparse.Namespace) -> int:
+    broker = EmbeddedBroker(port=args.port, version=args.kafka_version)
+    if args.action == "start":
+        started = broker.start()
+        print(f"Kafka {broker.version} running on {broker.bootstrap} (pid {started}); log: {broker.log_file}")
+    elif args.action == "stop":
+        print("stopped" if broker.stop() else "not running")
+    else:
+        pid = broker.status()
+        print(f"running on {broker.bootstrap} (pid {pid})" if pid else "not running")
+        return 0 if pid else 3
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from services.common.kafka import ensure_topics_sync
+    from services.common.settings import CommonSettings, load_settings
+
+    created = ensure_topics_sync(load_settings(CommonSettings))
+    print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+    return 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from schemas.export import export
+
+    for path in export(Path(args.dir)):
+        print(path)
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from services.common.runner import Stack
+
+    stack = Stack()
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        stack.start()
+        print(
+            f"yuqing is running: API http://127.0.0.1:{stack.api_port}/docs, worker metrics on ports "
+            f"{stack.base_web_port + 1}-{stack.base_web_port + 3}; logs in {stack.log_dir}. Ctrl-C stops."
+        )
+        while not stopping:
+            dead = stack.check()
+            if dead:
+                print(f"service(s) exited: {', '.join(dead)}; see {stack.log_dir}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("stopping …", flush=True)
+        stack.stop()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from services.common.demo import run_demo
+
+    return run_demo(timeout=args.timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="yuqing", description="Early warning for online opinion crises.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="manage the embedded single-node Kafka (KRaft)")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--kafka-version", default=DEFAULT_KAFKA_VERSION)
+    p.set_defaults(func=_broker)
+
+    p = sub.add_parser("topics", help="create every yuqing topic (idempotent)")
+    p.add_argument("action", choices=["create"])
+    p.set_defaults(func=_topics)
+
+    p = sub.add_parser("worker", help="run one service in the foreground")
+    p.add_argument("service", choices=["ingest", "scoring", "escalation", "notifier"])
+    p.set_defaults(func=lambda a: _worker(a.service))
+
+    p = sub.add_parser("schemas", help="export JSON Schemas of every event")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("dir", nargs="?", default="schemas/json")
+    p.set_defaults(func=_schemas)
+
+    p = sub.add_parser(
+        "dev", help="run the whole stack locally (embedded Kafka unless YUQING_KAFKA_BOOTSTRAP)"
+    )
+    p.set_defaults(func=_dev)
+
+    p = sub.add_parser("demo", help="run the stack on a bundled sample crisis and check the outcome")
+    p.add_argument("--timeout", type=float, default=180.0)
+    p.set_defaults(func=_demo)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (YuqingError, BrokerError) as exc:
+        print(f"yuqing: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _worker(service: str) -> int:
+    from services.common.runner import run_service
+
+    run_service(service)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

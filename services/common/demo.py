@@ -1,0 +1,260 @@
+"""`yuqing demo`: the whole stack on a bundled sample crisis, checked end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from aiokafka import AIOKafkaConsumer
+
+from schemas.events import Alert, Delivery, IncidentEvent, TierChange
+from services.common import json
+from services.common.broker import EmbeddedBroker
+from services.common.config import bundled_config_path
+from services.common.runner import Stack
+from services.common.topics import Topics
+from services.notifier.channels import sign
+
+__all__ = ["WebhookReceiver", "load_sample", "run_demo"]
+
+_SECRET = "demo-secret"  # noqa: S105 - a throwaway secret for the local receiver
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class WebhookReceiver:
+    """A local HTTP receiver that checks the HMAC signature of every alert it gets."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret.encode()
+        self.alerts: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        receiver = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                ts = self.headers.get("X-Yuqing-Timestamp", "")
+                expected = "sha256=" + sign(receiver.secret, ts, body)
+                if not hmac.compare_digest(expected, self.headers.get("X-Yuqing-Signature", "")):
+                    receiver.bad_signatures += 1
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                receiver.alerts.append({"received_at": datetime.now(UTC), **json.loads(body)})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def __enter__(self) -> WebhookReceiver:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+
+
+def load_sample(now: datetime | None = None) -> list[dict[str, Any]]:
+    """The bundled crisis, sorted by event time and shifted so that it ends a minute ago."""
+    raw = (resources.files("services.common") / "data" / "sample_crisis.jsonl").read_text(encoding="utf-8")
+    posts = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    posts.sort(key=lambda p: datetime.fromisoformat(p["event_time"]))
+    last = max(datetime.fromisoformat(p["event_time"]) for p in posts)
+    shift = (now or datetime.now(UTC)) - timedelta(minutes=1) - last
+    for p in posts:
+        for field in ("event_time", "published_at"):
+            p[field] = (datetime.fromisoformat(p[field]) + shift).isoformat()
+    return posts
+
+
+def write_config(path: Path, webhook_url: str, data_dir: Path) -> Path:
+    config = yaml.safe_load(bundled_config_path().read_text(encoding="utf-8"))
+    config["notifier"] = {
+        "channels": [
+            {"name": "demo-webhook", "type": "webhook", "url": webhook_url, "secret": _SECRET},
+            {"name": "demo-file", "type": "file", "path": str(data_dir / "alerts.jsonl")},
+        ],
+        "group_wait_seconds": 2,
+        "group_interval_seconds": 10,
+    }
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+class _Collector:
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.tier_changes: list[TierChange] = []
+        self.incidents: list[IncidentEvent] = []
+        self.alerts: list[Alert] = []
+        self.deliveries: list[Delivery] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        t = self.topics
+        consumer = AIOKafkaConsumer(
+            t.tier_changes,
+            t.incidents,
+            t.alerts,
+            t.deliveries,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        kinds = {
+            t.tier_changes: (TierChange, self.tier_changes),
+            t.incidents: (IncidentEvent, self.incidents),
+            t.alerts: (Alert, self.alerts),
+            t.deliveries: (Delivery, self.deliveries),
+        }
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200)
+                for tp, records in batch.items():
+                    model, sink = kinds[tp.topic]
+                    sink.extend(model.model_validate_json(r.value) for r in records)  # type: ignore[attr-defined]
+        finally:
+            await consumer.stop()
+
+
+@contextmanager
+def _stack_for_demo(workdir: Path, config: Path, prefix: str) -> Iterator[Stack]:
+    env = {
+        "YUQING_TOPIC_PREFIX": prefix,
+        "YUQING_CONFIG_FILE": str(config),
+        "YUQING_DATA_DIR": str(workdir),
+        "YUQING_PARTITIONS": "3",
+        "YUQING_LOG_LEVEL": "warn",
+    }
+    stack = Stack(
+        env=env,
+        log_dir=workdir / "logs",
+        api_port=_free_port(),
+        web_ports={s: _free_port() for s in ("scoring", "escalation", "notifier")},
+    )
+    if not os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
+        running = EmbeddedBroker()
+        if running.status():  # a `yuqing dev` broker is up: share it (our topics have their own prefix)
+            stack.env["YUQING_KAFKA_BOOTSTRAP"] = running.bootstrap
+        else:
+            stack.broker = EmbeddedBroker(port=_free_port(), home=workdir / "broker")
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+async def _feed(api: str, posts: list[dict[str, Any]], stack: Stack, deadline: float) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        while True:
+            try:
+                if (await client.get(f"{api}/readyz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or stack.check():
+                raise RuntimeError(f"ingest API never became ready; see {stack.log_dir}")
+            await asyncio.sleep(0.3)
+        for i in range(0, len(posts), 25):
+            resp = await client.post(f"{api}/v1/posts", content=json.dumps(posts[i : i + 25]))
+            if resp.status_code != 202:
+                raise RuntimeError(f"ingest refused a batch: {resp.status_code} {resp.text[:500]}")
+
+
+def _done(c: _Collector, r: WebhookReceiver) -> bool:
+    ups = [int(tc.tier) for tc in c.tier_changes if tc.direction == "up"]
+    return (
+        ups[:3] == [3, 2, 1]
+        and any(e.kind.value == "opened" for e in c.incidents)
+        and any(d.outcome.value == "delivered" for d in c.deliveries)
+        and any(a["kind"] == "keyword_hits" for a in r.alerts)
+        and any(a["kind"] == "incident_opened" for a in r.alerts)
+    )
+
+
+async def _run(budget: float) -> int:
+    started = time.monotonic()
+    deadline = started + budget
+    prefix = f"yuqing-demo-{int(time.time())}."
+    with tempfile.TemporaryDirectory(prefix="yuqing-demo-") as tmp, WebhookReceiver(_SECRET) as receiver:
+        workdir = Path(tmp)
+        config = write_config(workdir / "config.yaml", receiver.url, workdir)
+        posts = load_sample()
+        print(f"demo: {len(posts)} sample posts, topics {prefix}*, webhook {receiver.url}")
+        with _stack_for_demo(workdir, config, prefix) as stack:
+            collector = _Collector(stack.bootstrap_addr, Topics.with_prefix(prefix))
+            stop = asyncio.Event()
+            task = asyncio.create_task(collector.run(stop))
+            api = f"http://127.0.0.1:{stack.api_port}"
+            await _feed(api, posts, stack, deadline)
+            print(f"demo: {len(posts)} posts accepted by {api} in {time.monotonic() - started:.1f}s")
+            while time.monotonic() < deadline and not stack.check():  # state from three sources: poll it
+                if _done(collector, receiver):
+                    break
+                await asyncio.sleep(0.5)
+            stop.set()
+            await task
+            crashed = stack.check()
+        ok = _done(collector, receiver) and receiver.bad_signatures == 0
+        _summary(collector, receiver, time.monotonic() - started, crashed)
+        print("demo: OK" if ok else f"demo: FAILED (logs were in {workdir / 'logs'})")
+        return 0 if ok else 1
+
+
+def _summary(c: _Collector, r: WebhookReceiver, elapsed: float, crashed: list[str]) -> None:
+    print("\n== tier changes ==")
+    for tc in c.tier_changes:
+        print(
+            f"  {tc.group}: {int(tc.previous)} -> {int(tc.tier)} ({tc.direction}, {tc.reason})"
+            f" counts {tc.counts}"
+        )
+    print("== incidents ==")
+    for e in c.incidents:
+        if e.kind.value == "opened":
+            dl = ", ".join(f"{d.name} by {d.due_at.isoformat(timespec='minutes')}" for d in e.deadlines)
+            print(f"  {e.incident_id} {e.group} tier {int(e.tier)} opened; deadlines: {dl}")
+    delivered = [d for d in c.deliveries if d.outcome.value == "delivered"]
+    latencies = sorted(d.latency_seconds for d in delivered if d.latency_seconds is not None)
+    print("== alerts ==")
+    print(
+        f"  {len(c.alerts)} alerts, {len(delivered)} deliveries, {len(r.alerts)} received by the webhook "
+        f"(bad signatures: {r.bad_signatures})"
+    )
+    if latencies:
+        print(
+            f"  keyword hit -> alert delivered: min {latencies[0]:.1f}s, max {latencies[-1]:.1f}s "
+            f"(plan: within 600s)"
+        )
+    if crashed:
+        print(f"  services that exited early: {', '.join(crashed)}")
+    print(f"  total time {elapsed:.1f}s")
+
+
+def run_demo(timeout: float = 180.0) -> int:
+    return asyncio.run(_run(timeout))

@@ -1,0 +1,145 @@
+"""Run one service in this process, or the whole stack as child processes (dev, demo, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from services.common.broker import EmbeddedBroker
+from services.common.kafka import ensure_topics_sync
+from services.common.settings import CommonSettings, load_settings
+
+__all__ = ["SERVICES", "Stack", "run_service"]
+
+SERVICES = ("ingest", "scoring", "escalation", "notifier")
+log = logging.getLogger(__name__)
+
+
+def run_service(name: str) -> None:
+    """Start one service in the foreground; topics are created first so subscriptions never miss one."""
+    if name == "ingest":
+        from services.ingest.settings import IngestSettings
+        from services.ingest.worker import run
+
+        ingest = load_settings(IngestSettings)
+        ensure_topics_sync(ingest)
+        run(ingest)
+        return
+    if name == "scoring":
+        from services.scoring.settings import ScoringSettings as S
+        from services.scoring.worker import build
+    elif name == "escalation":
+        from services.escalation.settings import EscalationSettings as S  # type: ignore[assignment]
+        from services.escalation.worker import build  # type: ignore[assignment]
+    elif name == "notifier":
+        from services.notifier.settings import NotifierSettings as S  # type: ignore[assignment]
+        from services.notifier.worker import build  # type: ignore[assignment]
+    else:
+        raise SystemExit(f"unknown service {name!r}; expected one of: {', '.join(SERVICES)}")
+    settings = load_settings(S)
+    ensure_topics_sync(settings)
+    shell = build(settings)
+    from faust import Worker
+
+    # faust's Worker closes the loop it runs on; give it a fresh one.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    Worker(
+        shell.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
+    ).execute_from_commandline()
+
+
+@dataclass
+class Stack:
+    """The four services as child processes on one host, optionally with the embedded broker."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path = Path(".yuqing-data/logs")
+    api_port: int = 8000
+    base_web_port: int = 6066
+    web_ports: dict[str, int] = field(default_factory=dict)
+    broker: EmbeddedBroker | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def bootstrap(self) -> str:
+        if "YUQING_KAFKA_BOOTSTRAP" in self.env:
+            return self.env["YUQING_KAFKA_BOOTSTRAP"]
+        if os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
+            return os.environ["YUQING_KAFKA_BOOTSTRAP"]
+        self.broker = self.broker or EmbeddedBroker()
+        print(f"starting embedded Kafka on {self.broker.bootstrap} …", flush=True)
+        self.broker.start()
+        return self.broker.bootstrap
+
+    def child_env(self, service: str, index: int) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        env["YUQING_KAFKA_BOOTSTRAP"] = self.bootstrap_addr
+        env["YUQING_API_PORT"] = str(self.api_port)
+        env["YUQING_WEB_PORT"] = str(self.web_ports.get(service, self.base_web_port + index))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def start(self, services: tuple[str, ...] = SERVICES) -> None:
+        self.bootstrap_addr = self.bootstrap()
+        settings = load_settings(
+            CommonSettings, kafka_bootstrap=self.bootstrap_addr, **self._common_overrides()
+        )
+        ensure_topics_sync(settings)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(SERVICES):
+            if name in services:
+                self.start_one(name, i)
+
+    def _common_overrides(self) -> dict[str, str]:
+        keys = {"YUQING_TOPIC_PREFIX": "topic_prefix", "YUQING_PARTITIONS": "partitions"}
+        return {field_: self.env[k] for k, field_ in keys.items() if k in self.env}
+
+    def start_one(self, name: str, index: int | None = None) -> subprocess.Popen[bytes]:
+        index = SERVICES.index(name) if index is None else index
+        out = (self.log_dir / f"{name}.log").open("ab")
+        self._logs.append(out)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.common.cli", "worker", name],
+            env=self.child_env(name, index),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one service, as a crash would."""
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def check(self) -> list[str]:
+        """Names of services that have exited."""
+        return [n for n, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+        for f in self._logs:
+            f.close()
+        self._logs.clear()
+        if self.broker is not None:
+            self.broker.stop()

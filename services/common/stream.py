@@ -1,0 +1,160 @@
+"""The thin Faust shell every stream worker shares: app factory, decoding, dead letters, ticks, metrics."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ValidationError
+
+from services.common import json
+from services.common.exceptions import DeadLetter
+from services.common.metrics import CommonMetrics
+from services.common.settings import CommonSettings
+from services.common.topics import Topics
+
+__all__ = ["StreamShell", "decode"]
+
+M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
+
+TICK = b"__tick__"
+
+
+def decode(model: type[M], raw: bytes | None) -> M:
+    """Bytes to a model, or DeadLetter with a reason from a fixed set."""
+    if raw is None:
+        raise DeadLetter("empty", "message has no value")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DeadLetter("invalid_json", str(exc)) from None
+    if not isinstance(data, dict):
+        raise DeadLetter("invalid_schema", f"expected a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version", 1)
+    if version != 1:
+        raise DeadLetter("unsupported_schema_version", f"schema_version {version!r}; this worker reads 1")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errs = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)[:5]
+        )
+        raise DeadLetter("invalid_schema", f"{model.__name__}: {errs}") from None
+
+
+class StreamShell:
+    """One Faust app per service with the settings, registry and helpers its agents need."""
+
+    def __init__(
+        self, service: str, settings: CommonSettings, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.topics = Topics.with_prefix(settings.topic_prefix)
+        self.registry = registry or CollectorRegistry()
+        self.metrics = CommonMetrics(self.registry, service)
+        (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
+        brokers = ";".join(f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(","))
+        self.app = faust.App(
+            f"{settings.topic_prefix}{service}",
+            broker=brokers,
+            store="memory://",  # durable through changelog topics; rebuilt on start
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication_factor,
+            table_standby_replicas=0,  # a timer walks its tables; standby copies must not fire twice
+            web_enabled=True,
+            web_port=settings.web_port,
+            web_bind=settings.web_host,
+            web_host=settings.web_host,
+            datadir=str(settings.data_dir / service),
+            broker_session_timeout=settings.session_timeout_seconds,
+            broker_heartbeat_interval=settings.heartbeat_interval_seconds,
+            broker_rebalance_timeout=max(settings.session_timeout_seconds * 2, 10.0),
+            producer_acks=-1,
+            consumer_auto_offset_reset="earliest",
+            processing_guarantee="at_least_once",
+            topic_allow_declare=True,
+            key_serializer="json",  # table keys and values; our topics are raw bytes we decode ourselves
+            value_serializer="json",
+        )
+        self.dead_letter_topic = self.raw_topic(self.topics.dead_letter)
+        # Created with the other topics (ensure_topics), co-partitioned with the service's inputs.
+        self.ticks_name = f"{settings.topic_prefix}{service}.ticks"
+        self.ticks_topic = self.raw_topic(self.ticks_name)
+        self._install_pages()
+
+    def raw_topic(self, *names: str) -> Any:
+        return self.app.topic(
+            *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    def table(self, name: str) -> Any:
+        return self.app.Table(name, default=None, partitions=self.settings.partitions)
+
+    def _install_pages(self) -> None:
+        registry = self.registry
+
+        @self.app.page("/metrics")
+        async def _metrics(web: Any, request: Any) -> Any:
+            return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        @self.app.page("/healthz")
+        async def _healthz(web: Any, request: Any) -> Any:
+            return web.json({"status": "ok", "service": self.service})
+
+    def every(self, seconds: float) -> None:
+        """Send a tick to every partition of the ticks topic, so table work runs inside a stream event."""
+
+        @self.app.timer(seconds)
+        async def _tick() -> None:
+            now = datetime.now(UTC).isoformat().encode()
+            for partition in range(self.settings.partitions):
+                await self.ticks_topic.send(key=TICK, value=now, partition=partition)
+
+    async def dead_letter(self, event: Any, reason: str, detail: str) -> None:
+        msg = event.message
+        raw: bytes = event.value if isinstance(event.value, bytes) else b""
+        record = {
+            "event_time": datetime.now(UTC),
+            "service": self.service,
+            "source_topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+            "key": (event.key or b"").decode("utf-8", "replace") if isinstance(event.key, bytes) else None,
+            "reason": reason,
+            "detail": detail[:2000],
+            "value_base64": base64.b64encode(raw).decode(),
+        }
+        self.metrics.dead_letters.labels(self.service, reason).inc()
+        log.warning(
+            "dead letter from %s[%s]@%s: %s %s", msg.topic, msg.partition, msg.offset, reason, detail[:300]
+        )
+        await self.dead_letter_topic.send(key=msg.topic.encode(), value=json.dumps(record))
+
+    async def guarded(self, event: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
+        """Run handler; a DeadLetter or an unexpected error sends the message to the dead-letter topic."""
+        topic = event.message.topic
+        with self.metrics.processing.labels(self.service).time():
+            try:
+                await handler(event)
+            except DeadLetter as exc:
+                await self.dead_letter(event, exc.reason, exc.detail)
+            except Exception as exc:
+                log.exception(
+                    "processing failed for %s[%s]@%s", topic, event.message.partition, event.message.offset
+                )
+                await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
+        self.metrics.messages.labels(self.service, topic).inc()
+
+    @staticmethod
+    def is_tick(event: Any) -> bool:
+        return bool(event.key == TICK)
+
+    async def send_model(self, topic: Any, key: str, model: BaseModel) -> None:
+        await topic.send(key=key.encode(), value=json.dumps(model))

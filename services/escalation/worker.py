@@ -1,0 +1,69 @@
+"""Escalation worker: tier-changes and incident-actions -> incidents and alerts; ticks fire deadlines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from schemas.events import IncidentAction, TierChange
+from services.common.clock import system_clock
+from services.common.config import load_config
+from services.common.exceptions import DeadLetter
+from services.common.stream import StreamShell, decode
+from services.escalation.core import EscalationCore, Incident, Outcome
+from services.escalation.exceptions import InvalidTransition
+from services.escalation.settings import EscalationSettings
+
+__all__ = ["build"]
+
+
+def build(settings: EscalationSettings) -> StreamShell:
+    shell = StreamShell("escalation", settings)
+    config = load_config(settings.config_file)
+    core = EscalationCore(config.escalation)
+    t = shell.topics
+    incidents_topic = shell.raw_topic(t.incidents)
+    alerts_topic = shell.raw_topic(t.alerts)
+    incidents = shell.table("incidents")
+    breaches = Counter(
+        "yuqing_sla_breaches_total",
+        "SLA deadlines breached, per deadline.",
+        ["deadline"],
+        registry=shell.registry,
+    )
+    open_gauge = Gauge(
+        "yuqing_incidents_open", "Open incidents on this worker's partitions.", registry=shell.registry
+    )
+
+    async def publish(out: Outcome) -> None:
+        for ev in out.events:
+            if ev.kind.value == "sla_breached":
+                breaches.labels(ev.detail.split(" ")[0]).inc()
+            await shell.send_model(incidents_topic, ev.group, ev)
+        for alert in out.alerts:
+            await shell.send_model(alerts_topic, alert.group, alert)
+
+    async def handle(event: Any) -> None:
+        now = system_clock()
+        if shell.is_tick(event):
+            await publish(core.on_tick(incidents, now))
+            open_gauge.set(
+                sum(1 for row in incidents.values() if row and Incident.model_validate(row).is_open)
+            )
+            return
+        if event.message.topic == t.tier_changes:
+            await publish(core.on_tier_change(decode(TierChange, event.value), incidents, now))
+            return
+        try:
+            await publish(core.on_action(decode(IncidentAction, event.value), incidents))
+        except InvalidTransition as exc:
+            raise DeadLetter("invalid_transition", str(exc)) from None
+
+    @shell.app.agent(shell.raw_topic(t.tier_changes, t.incident_actions, shell.ticks_name), name="escalation")
+    async def _escalate(stream: Any) -> None:
+        async for event in stream.events():
+            await shell.guarded(event, handle)
+
+    shell.every(settings.tick_seconds)
+    return shell

@@ -1,0 +1,186 @@
+"""The ingest HTTP API: normalised posts in, acknowledged only once Kafka (acks=all) has them."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import ValidationError
+
+from schemas.events import Post
+from services.common import json
+from services.common.topics import Topics
+from services.ingest.settings import IngestSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.accepted = Counter(
+            "yuqing_posts_accepted_total",
+            "Posts acknowledged after Kafka acked them.",
+            ["platform"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "yuqing_posts_rejected_total", "Posts refused, per reason.", ["reason"], registry=registry
+        )
+        self.request = Histogram(
+            "yuqing_ingest_request_seconds", "Ingest request latency.", ["route"], registry=registry
+        )
+
+
+def _error(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+def create_app(settings: IngestSettings, registry: CollectorRegistry | None = None) -> FastAPI:
+    registry = registry or CollectorRegistry()
+    metrics = _Metrics(registry)
+    topics = Topics.with_prefix(settings.topic_prefix)
+    tokens = [t.get_secret_value().encode() for t in settings.ingest_tokens]
+    state: dict[str, AIOKafkaProducer] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            request_timeout_ms=int(settings.produce_timeout_seconds * 1000),
+        )
+        await producer.start()
+        state["producer"] = producer
+        try:
+            yield
+        finally:
+            await producer.stop()
+
+    app = FastAPI(title="yuqing ingest", version="1", lifespan=lifespan)
+
+    def authorised(request: Request) -> JSONResponse | None:
+        if not tokens:
+            return None
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return JSONResponse(
+                {"detail": "missing bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        given = header[7:].strip().encode()
+        if not any(hmac.compare_digest(given, t) for t in tokens):
+            return JSONResponse({"detail": "token not accepted for ingest"}, status_code=403)
+        return None
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        producer = state.get("producer")
+        try:
+            if producer is None:
+                raise KafkaError("producer not started")
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), 3.0)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            return JSONResponse(
+                {"status": "unavailable", "kafka": str(exc) or type(exc).__name__}, status_code=503
+            )
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/v1/posts",
+        status_code=202,
+        responses={
+            207: {"description": "Some items accepted"},
+            422: {"description": "No item valid"},
+            503: {"description": "Kafka unavailable; retry"},
+        },
+    )
+    async def post_posts(request: Request) -> JSONResponse:
+        """Take one normalised post (object) or a JSON array of them."""
+        with metrics.request.labels("/v1/posts").time():
+            denied = authorised(request)
+            if denied is not None:
+                return denied
+            body = await request.body()
+            if len(body) > settings.max_body_bytes:
+                metrics.rejected.labels("too_large").inc()
+                return JSONResponse(
+                    {"detail": f"body is {len(body)} bytes; the limit is {settings.max_body_bytes}"},
+                    status_code=413,
+                )
+            try:
+                data = json.loads(body)
+            except json.JSONDecodeError as exc:
+                metrics.rejected.labels("invalid_json").inc()
+                return JSONResponse(
+                    {"detail": [_error(["body"], f"invalid JSON: {exc}", "json_invalid")]}, status_code=422
+                )
+            items, single = (data, False) if isinstance(data, list) else ([data], True)
+            if len(items) > settings.max_items:
+                return JSONResponse(
+                    {"detail": f"{len(items)} items; the limit is {settings.max_items}"}, status_code=413
+                )
+            now = datetime.now(UTC)
+            posts: list[tuple[int, Post]] = []
+            errors: list[dict[str, Any]] = []
+            for i, item in enumerate(items):
+                loc: list[Any] = ["body"] if single else ["body", i]
+                if not isinstance(item, dict):
+                    errors.append(_error(loc, "expected a JSON object (a post)", "model_type"))
+                    continue
+                if "event_time" not in item:
+                    item = {**item, "event_time": now.isoformat()}
+                try:
+                    posts.append((i, Post.model_validate(item)))
+                except ValidationError as exc:
+                    for e in exc.errors(include_url=False):
+                        errors.append(_error([*loc, *e["loc"]], e["msg"], e["type"]))
+            if errors:
+                metrics.rejected.labels("invalid").inc(len({tuple(e["loc"][:2]) for e in errors}))
+            if not posts:
+                return JSONResponse({"detail": errors}, status_code=422)
+            try:
+                await produce(posts)
+            except (KafkaError, TimeoutError) as exc:
+                log.warning("Kafka unavailable, refusing %d posts: %s", len(posts), exc)
+                metrics.rejected.labels("kafka_unavailable").inc(len(posts))
+                return JSONResponse(
+                    {"detail": "Kafka is unavailable; nothing from this request was accepted"},
+                    status_code=503,
+                    headers={"Retry-After": "5"},
+                )
+            for _, p in posts:
+                metrics.accepted.labels(p.platform.value).inc()
+            accepted = [{"index": i, "key": p.key, "event_id": p.event_id} for i, p in posts]
+            return JSONResponse(
+                {"accepted": accepted, "rejected": errors}, status_code=207 if errors else 202
+            )
+
+    async def produce(posts: list[tuple[int, Post]]) -> None:
+        producer = state["producer"]
+        futures = [
+            await producer.send(topics.posts_raw, key=p.key.encode(), value=json.dumps(p)) for _, p in posts
+        ]
+        await asyncio.wait_for(asyncio.gather(*futures), settings.produce_timeout_seconds)
+
+    return app

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+
+from services.common.settings import CommonSettings
+
+__all__ = ["IngestSettings"]
+
+
+class IngestSettings(CommonSettings):
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0, description="Largest accepted request body.")
+    max_items: int = Field(default=5000, gt=0, description="Most posts in one request.")
+    ingest_tokens: tuple[SecretStr, ...] = Field(
+        default=(), description="Bearer tokens for POST routes (comma separated); empty = no auth (dev only)."
+    )
+    produce_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("ingest_tokens", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value

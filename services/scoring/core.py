@@ -1,0 +1,221 @@
+"""The scoring core: posts to keyword hits, hits to windows, windows to tier changes. No Kafka here.
+
+State lives in MutableMappings handed in by the caller (dicts in tests, faust Tables in the worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.events import Engagement, KeywordHit, Post, Tier, TierChange
+from services.common.clock import Clock, system_clock
+from services.common.config import YuqingConfig
+from services.scoring.engagement import Snapshot, apply_snapshot
+from services.scoring.matcher import RuleMatcher
+from services.scoring.sentiment import analyse
+from services.scoring.tiers import TierDecision, TierState, decide, set_override, window_label
+from services.scoring.windows import WindowCounter, minute_of
+
+__all__ = ["HitStage", "ScoringState", "TierStage"]
+
+_TOP_N = 10
+
+
+@dataclass
+class ScoringState:
+    """Every piece of scoring state, each a mapping the caller controls."""
+
+    snapshots: MutableMapping[str, list[Any]]  # post key -> Snapshot row
+    thread_groups: MutableMapping[str, list[str]]  # thread key -> groups the root post matched
+    seen: MutableMapping[str, bool]  # "post key|group" -> a hit was emitted already
+    buckets: MutableMapping[str, dict[str, int]]  # "group|minute" -> {platform: spread}
+    windows_meta: MutableMapping[str, list[int]]
+    tiers: MutableMapping[str, dict[str, Any]]  # group -> TierState row
+    top: MutableMapping[str, list[list[Any]]]  # group -> [[minute, post key, platform, delta, excerpt, url]]
+
+    @classmethod
+    def in_memory(cls) -> ScoringState:
+        return cls({}, {}, {}, {}, {}, {}, {})
+
+
+class HitStage:
+    """Post snapshot -> KeywordHits (one per matched group), with the engagement delta it adds."""
+
+    def __init__(self, config: YuqingConfig, matcher: RuleMatcher, clock: Clock = system_clock) -> None:
+        self.config = config
+        self.matcher = matcher
+        self.clock = clock
+
+    def process(self, post: Post, state: ScoringState) -> list[KeywordHit]:
+        groups = {m.group: m.matches for m in self.matcher.match(post.text)}
+        is_repost = post.root_post_id is not None and post.root_post_id != post.post_id
+        if not is_repost and groups:
+            known = state.thread_groups.get(post.thread_key) or []
+            merged = sorted(set(known) | set(groups))
+            if merged != known:
+                state.thread_groups[post.thread_key] = merged
+        # A repost spreads its root: it counts for the groups the root matched, and for its own.
+        inherited = state.thread_groups.get(post.thread_key, []) if is_repost else []
+        targets = sorted(set(groups) | set(inherited))
+        if not targets:
+            return []
+        prev_row = state.snapshots.get(post.key)
+        delta, snap = apply_snapshot(Snapshot.from_row(prev_row) if prev_row else None, post)
+        if prev_row is None or snap.observed_at != Snapshot.from_row(prev_row).observed_at:
+            state.snapshots[post.key] = snap.to_row()
+        sentiment, demand = analyse(post.text)
+        now = self.clock()
+        hits = []
+        for group in targets:
+            seen_key = f"{post.key}|{group}"
+            first = not state.seen.get(seen_key, False)
+            if not first and delta.total == 0:
+                continue
+            if first:
+                state.seen[seen_key] = True
+            hits.append(
+                KeywordHit(
+                    event_time=post.event_time,
+                    group=group,
+                    platform=post.platform,
+                    post_id=post.post_id,
+                    thread_key=post.thread_key,
+                    snapshot_id=post.event_id,
+                    first_seen=first,
+                    matches=groups.get(group, ()),
+                    delta=delta,
+                    cumulative=Engagement(
+                        reposts=snap.reposts,
+                        comments=snap.comments,
+                        likes=snap.likes,
+                        extras=post.engagement.extras,
+                    ),
+                    excerpt=post.text[:280],
+                    url=post.url,
+                    sentiment=sentiment,
+                    demand=demand,
+                    rule_version=self.matcher.version,
+                    detected_at=now,
+                )
+            )
+        return hits
+
+
+class TierStage:
+    """KeywordHits -> windowed spread per group -> TierChange on every change, up or down."""
+
+    def __init__(self, config: YuqingConfig, rule_version: str = "", clock: Clock = system_clock) -> None:
+        self.config = config
+        self.rule_version = rule_version
+        self.clock = clock
+
+    def _windows(self, state: ScoringState) -> WindowCounter:
+        return WindowCounter(
+            state.buckets,
+            state.windows_meta,
+            retention=self.config.window(),
+            grace=timedelta(minutes=self.config.tiers.grace_minutes),
+        )
+
+    def process(self, hit: KeywordHit, state: ScoringState) -> list[TierChange]:
+        """Count the hit (raises windows.LateEvent when too late) and re-evaluate its group."""
+        windows = self._windows(state)
+        windows.add(hit.group, hit.event_time, hit.platform.value, hit.delta.total)
+        if hit.delta.total > 0:
+            self._remember_top(hit, state)
+        # Hit-driven evaluation happens at event time, so a replay gives the same decisions and ids.
+        return self._evaluate(hit.group, windows, state, at=hit.event_time)
+
+    def tick(self, state: ScoringState, groups: list[str] | None = None) -> list[TierChange]:
+        """Re-evaluate groups at wall-clock time so that tiers come down when a keyword goes quiet."""
+        windows = self._windows(state)
+        now = self.clock()
+        out: list[TierChange] = []
+        for group in groups if groups is not None else windows.groups():
+            out.extend(self._evaluate(group, windows, state, at=now))
+        return out
+
+    def override(
+        self, group: str, tier: Tier | None, operator: str, state: ScoringState
+    ) -> TierChange | None:
+        windows = self._windows(state)
+        current = TierState.from_row(state.tiers.get(group))
+        decision = set_override(current, tier, operator)
+        until = windows.advance(group, self.clock())
+        return self._apply(group, decision, windows, state, until, operator=operator)
+
+    def _evaluate(
+        self, group: str, windows: WindowCounter, state: ScoringState, at: datetime
+    ) -> list[TierChange]:
+        until = windows.advance(group, at)
+        cfg = self.config.tiers_for(group)
+        totals = {
+            r.window_minutes: sum(windows.totals(group, until, r.window_minutes).values()) for r in cfg.rules
+        }
+        current = TierState.from_row(state.tiers.get(group))
+        decision = decide(current, totals, cfg, datetime.fromtimestamp(until * 60, UTC))
+        change = self._apply(group, decision, windows, state, until)
+        return [change] if change else []
+
+    def _apply(
+        self,
+        group: str,
+        decision: TierDecision,
+        windows: WindowCounter,
+        state: ScoringState,
+        until: int,
+        operator: str | None = None,
+    ) -> TierChange | None:
+        row = decision.state.to_row()
+        if state.tiers.get(group) != row:
+            state.tiers[group] = row
+        if decision.reason is None or (not decision.changed and decision.reason != "override"):
+            return None
+        cfg = self.config.tiers_for(group)
+        longest = max(r.window_minutes for r in cfg.rules)
+        counts = {
+            window_label(r.window_minutes): sum(windows.totals(group, until, r.window_minutes).values())
+            for r in cfg.rules
+        }
+        window_end = datetime.fromtimestamp((until + 1) * 60, UTC)
+        new, old = decision.state.tier, decision.previous
+        return TierChange(
+            event_time=window_end,
+            group=group,
+            previous=old,
+            tier=new,
+            direction="up" if new.severity >= old.severity else "down",
+            reason=decision.reason,
+            window_end=window_end,
+            counts=counts,
+            top_posts=tuple(self._top_posts(group, state, until - longest)),
+            platform_mix=windows.totals(group, until, longest),
+            rule_version=self.rule_version,
+            operator=operator,
+            detected_at=self.clock(),
+        )
+
+    @staticmethod
+    def _remember_top(hit: KeywordHit, state: ScoringState) -> None:
+        entries = list(state.top.get(hit.group) or [])
+        minute = minute_of(hit.event_time)
+        key = f"{hit.platform.value}:{hit.post_id}"
+        for e in entries:
+            if e[1] == key:
+                e[0], e[3] = minute, e[3] + hit.delta.total
+                break
+        else:
+            entries.append([minute, key, hit.platform.value, hit.delta.total, hit.excerpt[:80], hit.url])
+        entries.sort(key=lambda e: -e[3])
+        state.top[hit.group] = entries[: _TOP_N * 2]
+
+    @staticmethod
+    def _top_posts(group: str, state: ScoringState, since_minute: int) -> list[dict[str, Any]]:
+        entries = [e for e in state.top.get(group) or [] if e[0] > since_minute]
+        return [
+            {"post": e[1], "platform": e[2], "spread": e[3], "excerpt": e[4], "url": e[5]}
+            for e in entries[:_TOP_N]
+        ]

@@ -1,0 +1,96 @@
+"""The tier state machine: highest tier that holds wins at once; coming down needs hysteresis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from schemas.events import Tier
+from services.common.config import TiersConfig
+
+__all__ = ["TierDecision", "TierState", "decide", "window_label"]
+
+
+def window_label(minutes: int) -> str:
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
+
+
+@dataclass(frozen=True)
+class TierState:
+    tier: Tier = Tier.none
+    below_since: datetime | None = None  # when spread first fell under the hysteresis band
+    override: Tier | None = None
+    override_by: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "tier": int(self.tier),
+            "below_since": self.below_since.isoformat() if self.below_since else None,
+            "override": None if self.override is None else int(self.override),
+            "override_by": self.override_by,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any] | None) -> TierState:
+        if not row:
+            return cls()
+        return cls(
+            tier=Tier(row["tier"]),
+            below_since=datetime.fromisoformat(row["below_since"]) if row.get("below_since") else None,
+            override=None if row.get("override") is None else Tier(row["override"]),
+            override_by=row.get("override_by"),
+        )
+
+
+@dataclass(frozen=True)
+class TierDecision:
+    state: TierState
+    previous: Tier
+    reason: Literal["threshold", "cooldown", "override"] | None  # None: no change
+
+    @property
+    def changed(self) -> bool:
+        return self.reason is not None and self.state.tier != self.previous
+
+
+def _highest(totals: dict[int, int], cfg: TiersConfig, ratio: float) -> Tier:
+    best = Tier.none
+    for rule in cfg.rules:
+        if totals.get(rule.window_minutes, 0) > rule.threshold * ratio:
+            tier = Tier(rule.tier)
+            if tier.severity > best.severity:
+                best = tier
+    return best
+
+
+def decide(state: TierState, totals: dict[int, int], cfg: TiersConfig, at: datetime) -> TierDecision:
+    """`totals` maps window length in minutes to spread in that window ending at `at`.
+
+    Up: at once, to the highest tier whose threshold is exceeded (10,000 is not more than 10,000).
+    Down: only after spread has stayed below downgrade_ratio x threshold for downgrade_hold_minutes,
+    and then to the highest tier that still holds under the relaxed thresholds.
+    An operator override pins the tier until it is cleared.
+    """
+    at = at.astimezone(UTC)
+    if state.override is not None:
+        return TierDecision(state, state.tier, None)
+    target = _highest(totals, cfg, 1.0)
+    if target.severity > state.tier.severity:
+        return TierDecision(TierState(tier=target), state.tier, "threshold")
+    held = _highest(totals, cfg, cfg.downgrade_ratio)
+    if held.severity >= state.tier.severity:
+        if state.below_since is not None:
+            return TierDecision(TierState(tier=state.tier), state.tier, None)
+        return TierDecision(state, state.tier, None)
+    below_since = state.below_since or at
+    if at - below_since >= timedelta(minutes=cfg.downgrade_hold_minutes):
+        return TierDecision(TierState(tier=held), state.tier, "cooldown")
+    return TierDecision(TierState(tier=state.tier, below_since=below_since), state.tier, None)
+
+
+def set_override(state: TierState, tier: Tier | None, operator: str) -> TierDecision:
+    """Pin (tier) or release (None) the tier by hand; the change is reported with reason 'override'."""
+    if tier is None:
+        return TierDecision(TierState(tier=state.tier), state.tier, "override")
+    return TierDecision(TierState(tier=tier, override=tier, override_by=operator), state.tier, "override")

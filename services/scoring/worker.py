@@ -1,0 +1,102 @@
+"""Scoring worker: posts.raw -> (re-key by thread) -> keyword-hits -> tier-changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from schemas.events import KeywordHit, Post
+from services.common.config import load_config
+from services.common.exceptions import DeadLetter
+from services.common.stream import StreamShell, decode
+from services.scoring.core import HitStage, ScoringState, TierStage
+from services.scoring.matcher import RuleMatcher
+from services.scoring.settings import ScoringSettings
+from services.scoring.windows import LateEvent
+
+__all__ = ["build"]
+
+
+def build(settings: ScoringSettings) -> StreamShell:
+    shell = StreamShell("scoring", settings)
+    config = load_config(settings.config_file)
+    matcher = RuleMatcher(config.rules)
+    hits_stage = HitStage(config, matcher)
+    tier_stage = TierStage(config, rule_version=matcher.version)
+    t = shell.topics
+    posts_raw = shell.raw_topic(t.posts_raw)
+    threads = shell.raw_topic(t.scoring_threads)
+    keyword_hits = shell.raw_topic(t.keyword_hits)
+    tier_changes = shell.raw_topic(t.tier_changes)
+    state = ScoringState(
+        snapshots=shell.table("snapshots"),
+        thread_groups=shell.table("thread-groups"),
+        seen=shell.table("seen"),
+        buckets=shell.table("buckets"),
+        windows_meta=shell.table("windows-meta"),
+        tiers=shell.table("tiers"),
+        top=shell.table("top-posts"),
+    )
+    hits_total = Counter(
+        "yuqing_keyword_hits_total",
+        "Keyword hits emitted, per platform.",
+        ["platform"],
+        registry=shell.registry,
+    )
+    tier_gauge = Gauge(
+        "yuqing_tier_level",
+        "Current crisis tier per rule group (0 none, 1 major … 3 general).",
+        ["group"],
+        registry=shell.registry,
+    )
+    tier_changes_total = Counter(
+        "yuqing_tier_changes_total", "Tier changes emitted.", ["direction"], registry=shell.registry
+    )
+    for g in config.rules.groups:  # group names come from the operator's config: a fixed, small set
+        tier_gauge.labels(g.name).set(0)
+
+    async def emit_changes(changes: list[Any]) -> None:
+        for change in changes:
+            tier_gauge.labels(change.group).set(int(change.tier))
+            tier_changes_total.labels(change.direction).inc()
+            await shell.send_model(tier_changes, change.group, change)
+
+    async def rekey(event: Any) -> None:
+        post = decode(Post, event.value)
+        await threads.send(key=post.thread_key.encode(), value=event.value)
+
+    async def match(event: Any) -> None:
+        post = decode(Post, event.value)
+        for hit in hits_stage.process(post, state):
+            hits_total.labels(hit.platform.value).inc()
+            await shell.send_model(keyword_hits, hit.group, hit)
+
+    async def count(event: Any) -> None:
+        if shell.is_tick(event):
+            await emit_changes(tier_stage.tick(state))
+            return
+        hit = decode(KeywordHit, event.value)
+        try:
+            changes = tier_stage.process(hit, state)
+        except LateEvent as exc:
+            raise DeadLetter("late_event", str(exc)) from None
+        await emit_changes(changes)
+
+    @shell.app.agent(posts_raw, name="scoring-rekey")
+    async def _rekey(stream: Any) -> None:
+        async for event in stream.events():
+            await shell.guarded(event, rekey)
+
+    @shell.app.agent(threads, name="scoring-match")
+    async def _match(stream: Any) -> None:
+        async for event in stream.events():
+            await shell.guarded(event, match)
+
+    @shell.app.agent(shell.raw_topic(t.keyword_hits, shell.ticks_name), name="scoring-tiers")
+    async def _count(stream: Any) -> None:
+        async for event in stream.events():
+            await shell.guarded(event, count)
+
+    shell.every(settings.tick_seconds)
+    return shell
