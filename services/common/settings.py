@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from services.common.exceptions import ConfigError
 
@@ -43,6 +43,8 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         return cls(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, prefix="YUQING_")) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None
 
 
 def _describe(exc: ValidationError, prefix: str = "") -> str:

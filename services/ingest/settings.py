@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from services.common.settings import CommonSettings
 
@@ -12,7 +15,7 @@ class IngestSettings(CommonSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0, description="Largest accepted request body.")
     max_items: int = Field(default=5000, gt=0, description="Most posts in one request.")
-    ingest_tokens: tuple[SecretStr, ...] = Field(
+    ingest_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(), description="Bearer tokens for POST routes (comma separated); empty = no auth (dev only)."
     )
     produce_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+from services.common.broker import BrokerError, EmbeddedBroker
+from services.common.config import load_config
+from services.common.exceptions import ConfigError
+from services.common.settings import CommonSettings, load_settings
+from services.ingest.settings import IngestSettings
+
+
+def test_bundled_config_has_plan_defaults():
+    cfg = load_config()
+    rules = {r.tier: (r.threshold, r.window_minutes) for r in cfg.tiers.rules}
+    assert rules == {3: (10_000, 480), 2: (50_000, 240), 1: (100_000, 120)}
+    assert cfg.escalation.sla.level1.response_minutes == 30
+    assert cfg.escalation.sla.level2.response_minutes == 60
+
+
+def test_config_error_names_file_and_field(tmp_path: Path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("rules:\n  groups:\n    - name: a\n      brands: []\n")
+    with pytest.raises(ConfigError, match=r"rules\.groups\.0\.brands"):
+        load_config(bad)
+    bad.write_text("rules: [")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_tier_rules_must_cover_each_tier(tmp_path: Path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text(
+        "rules: {groups: [{name: a, brands: [x]}]}\n"
+        "tiers: {rules: [{tier: 1, threshold: 5, window_minutes: 5}]}\n"
+    )
+    with pytest.raises(ConfigError, match="one rule for each of tiers"):
+        load_config(bad)
+
+
+def test_world_readable_secrets_file_warns(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "rules: {groups: [{name: a, brands: [x]}]}\nnotifier:\n  channels:\n"
+        "    - {name: w, type: webhook, url: 'http://x', secret: hunter2}\n"
+    )
+    os.chmod(path, 0o644)
+    with pytest.warns(UserWarning, match="world-readable"):
+        load_config(path)
+    os.chmod(path, 0o600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = load_config(path)
+    assert "hunter2" not in repr(cfg)
+
+
+def test_bad_settings_name_the_env_var(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("YUQING_PARTITIONS", "zero")
+    with pytest.raises(ConfigError, match="YUQING_PARTITIONS"):
+        load_settings(CommonSettings)
+
+
+def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("YUQING_INGEST_TOKENS", "alpha,beta")
+    s = load_settings(IngestSettings)
+    assert [t.get_secret_value() for t in s.ingest_tokens] == ["alpha", "beta"]
+    assert "alpha" not in repr(s)
+    assert "alpha" not in str(s.masked())
+
+
+def test_broker_without_java_or_mvn_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("YUQING_CACHE_DIR", str(tmp_path / "cache"))
+    broker = EmbeddedBroker(port=1, home=tmp_path)
+    with pytest.raises(BrokerError, match="java not found"):
+        broker._java()
+    with pytest.raises(BrokerError, match="mvn not found"):
+        broker.fetch()

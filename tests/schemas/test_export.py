@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schemas import EVENT_MODELS
+from schemas.events import KeywordHit, Post, TierChange
+from schemas.export import render
+
+COMMITTED = Path(__file__).resolve().parents[2] / "schemas" / "json"
+
+
+def test_committed_json_schemas_match_the_models():
+    rendered = render()
+    committed = {p.name: p.read_bytes() for p in COMMITTED.glob("*.json")}
+    assert set(committed) == set(rendered), "run `yuqing schemas export` and commit schemas/json/"
+    for name, content in rendered.items():
+        assert committed[name] == content, f"{name} drifted from the model: run `yuqing schemas export`"
+
+
+@pytest.mark.parametrize("model", EVENT_MODELS)
+def test_every_event_has_version_id_and_time(model):
+    fields = model.model_fields
+    assert {"schema_version", "event_id", "event_time"} <= set(fields)
+
+
+def test_ids_are_deterministic_and_content_derived():
+    base = {
+        "platform": "weibo",
+        "post_id": "1",
+        "text": "投诉",
+        "published_at": "2026-11-21T10:00:00+08:00",
+        "event_time": "2026-11-21T10:05:00+08:00",
+    }
+    a, b = Post.model_validate(base), Post.model_validate(base)
+    assert a.event_id == b.event_id
+    assert len(a.event_id) == 64
+    c = Post.model_validate({**base, "event_time": "2026-11-21T10:06:00+08:00"})
+    assert c.event_id != a.event_id
+
+
+def test_naive_event_time_is_rejected():
+    with pytest.raises(ValueError, match="time zone"):
+        TierChange.model_validate(
+            {
+                "group": "g",
+                "previous": 0,
+                "tier": 3,
+                "direction": "up",
+                "reason": "threshold",
+                "window_end": "2026-11-21T10:00:00",
+                "counts": {},
+                "detected_at": "2026-11-21T10:00:00+00:00",
+                "event_time": "2026-11-21T10:00:00Z",
+            }
+        )
+
+
+def test_keyword_hit_schema_has_delta_and_cumulative():
+    props = KeywordHit.model_json_schema()["properties"]
+    assert {"delta", "cumulative", "first_seen", "snapshot_id"} <= set(props)
