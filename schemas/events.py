@@ -186,6 +186,8 @@ class Tier(IntEnum):
 
 
 class TierChange(Event):
+    """The crisis tier of a rule group went up or came down, with the evidence for it."""
+
     group: str
     previous: Tier
     tier: Tier
@@ -238,6 +240,8 @@ class IncidentEventKind(StrEnum):
 
 
 class IncidentEvent(Event):
+    """Something happened to an incident: opened, tier changed, a transition, a reminder, a breach, an escalation."""
+
     incident_id: str
     group: str
     kind: IncidentEventKind
@@ -264,6 +268,8 @@ class IncidentActionKind(StrEnum):
 
 
 class IncidentAction(Event):
+    """An operator's action on an incident (ack, meeting convened, verified, statement, resolve, …)."""
+
     incident_id: str
     group: str
     action: IncidentActionKind
@@ -298,6 +304,7 @@ class Alert(Event):
         default=None, description="Event time of the earliest keyword hit behind this alert (for latency)."
     )
     hit_ids: tuple[str, ...] = ()
+    ack_url: str | None = Field(default=None, description="Signed, expiring one-click acknowledgement link.")
 
     _id_fields = ("dedup_key",)
 
@@ -310,6 +317,8 @@ class DeliveryOutcome(StrEnum):
 
 
 class Delivery(Event):
+    """One attempt to deliver an alert on one channel, and its outcome."""
+
     alert_id: str
     dedup_key: str
     channel: str

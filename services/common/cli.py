@@ -39,9 +39,16 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _schemas(args: argparse.Namespace) -> int:
+    if args.action == "docs":
+        from schemas.docs import render_contracts
+
+        target = Path(args.dir or "docs/contracts.md")
+        target.write_text(render_contracts(), encoding="utf-8")
+        print(target)
+        return 0
     from schemas.export import export
 
-    for path in export(Path(args.dir)):
+    for path in export(Path(args.dir or "schemas/json")):
         print(path)
     return 0
 
@@ -100,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("service", choices=["ingest", "scoring", "escalation", "notifier"])
     p.set_defaults(func=lambda a: _worker(a.service))
 
-    p = sub.add_parser("schemas", help="export JSON Schemas of every event")
-    p.add_argument("action", choices=["export"])
-    p.add_argument("dir", nargs="?", default="schemas/json")
+    p = sub.add_parser("schemas", help="export JSON Schemas of every event, or render docs/contracts.md")
+    p.add_argument("action", choices=["export", "docs"])
+    p.add_argument("dir", nargs="?", default=None, help="schemas/json (export) or docs/contracts.md (docs)")
     p.set_defaults(func=_schemas)
 
     p = sub.add_parser(

@@ -106,9 +106,9 @@ class RulesConfig(_Frozen):
 
 
 class TierSla(_Frozen):
-    ack_minutes: int = Field(gt=0)
-    response_minutes: int = Field(gt=0, description="Meeting convened (level 1) / facts verified (2, 3).")
-    statement_hours: int = Field(default=24, gt=0)
+    ack_minutes: float = Field(gt=0)
+    response_minutes: float = Field(gt=0, description="Meeting convened (level 1) / facts verified (2, 3).")
+    statement_hours: float = Field(default=24, gt=0)
 
 
 class SlaConfig(_Frozen):

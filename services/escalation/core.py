@@ -7,7 +7,7 @@ recovery the next tick fires whatever is due, once, because firing is recorded i
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -86,9 +86,13 @@ def _response_deadline(tier: Tier) -> str:
     return "meeting_convened" if tier == Tier.level1 else "facts_verified"
 
 
+LinkMaker = Callable[[str, str, datetime], str | None]
+
+
 class EscalationCore:
-    def __init__(self, config: EscalationConfig) -> None:
+    def __init__(self, config: EscalationConfig, ack_link: LinkMaker | None = None) -> None:
         self.config = config
+        self.ack_link = ack_link  # (incident_id, group, now) -> signed URL
 
     # -- tier changes ------------------------------------------------------------------
     def on_tier_change(
@@ -171,7 +175,7 @@ class EscalationCore:
                 f"incident {action.incident_id} is not the current incident of group {action.group!r}"
             )
         at = action.event_time
-        target, meets = self._transition(inc, action.action)
+        target, meets = self.check_transition(inc, action.action)
         for name in meets:
             d = inc.deadlines.get(name)
             if d is not None and d.met_at is None:
@@ -188,7 +192,8 @@ class EscalationCore:
         return out
 
     @staticmethod
-    def _transition(inc: Incident, action: IncidentActionKind) -> tuple[IncidentState, list[str]]:
+    def check_transition(inc: Incident, action: IncidentActionKind) -> tuple[IncidentState, list[str]]:
+        """The state `action` leads to and the deadlines it meets; InvalidTransition says why not."""
         s = inc.state
         A, S = IncidentActionKind, IncidentState
         if action == A.reopen:
@@ -353,8 +358,12 @@ class EscalationCore:
             AlertKind.sla_breached: f"[{tier_name}] 超时未处理，已升级: {inc.group}",
         }
         dedup = f"{inc.incident_id}|{kind.value}|{int(inc.tier)}|{suffix or (tc.event_id[:16] if tc else '')}"
+        ack_deadline = inc.deadlines.get("ack")
+        needs_ack = ack_deadline is not None and ack_deadline.met_at is None
+        ack_url = self.ack_link(inc.incident_id, inc.group, now) if self.ack_link and needs_ack else None
         return Alert(
             event_time=now,
+            ack_url=ack_url,
             dedup_key=dedup,
             kind=kind,
             group=inc.group,

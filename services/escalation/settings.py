@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from services.common.settings import CommonSettings
 
@@ -11,3 +11,8 @@ class EscalationSettings(CommonSettings):
     tick_seconds: float = Field(
         default=5.0, gt=0, le=60, description="Deadline check period: the firing delay bound."
     )
+    public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of the API for ack links.")
+    link_secret: SecretStr | None = Field(
+        default=None, description="HMAC key of ack links; no links when unset."
+    )
+    link_ttl_hours: float = Field(default=24.0, gt=0, le=24 * 14)

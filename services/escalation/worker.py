@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -10,6 +12,7 @@ from schemas.events import IncidentAction, TierChange
 from services.common.clock import system_clock
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
+from services.common.links import sign_link
 from services.common.stream import StreamShell, decode
 from services.escalation.core import EscalationCore, Incident, Outcome
 from services.escalation.exceptions import InvalidTransition
@@ -18,10 +21,23 @@ from services.escalation.settings import EscalationSettings
 __all__ = ["build"]
 
 
+def _link_maker(settings: EscalationSettings) -> Callable[[str, str, datetime], str | None] | None:
+    if settings.link_secret is None:
+        return None
+    secret = settings.link_secret.get_secret_value().encode()
+    ttl = timedelta(hours=settings.link_ttl_hours)
+    base = settings.public_url.rstrip("/")
+
+    def make(incident_id: str, group: str, now: datetime) -> str:
+        return f"{base}/v1/ack/{sign_link(secret, incident_id, group, 'ack', now, ttl)}"
+
+    return make
+
+
 def build(settings: EscalationSettings) -> StreamShell:
     shell = StreamShell("escalation", settings)
     config = load_config(settings.config_file)
-    core = EscalationCore(config.escalation)
+    core = EscalationCore(config.escalation, ack_link=_link_maker(settings))
     t = shell.topics
     incidents_topic = shell.raw_topic(t.incidents)
     alerts_topic = shell.raw_topic(t.alerts)

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
-from schemas.events import Post
+from schemas.events import IncidentAction, IncidentEvent, KeywordHit, Post, TierChange
 from services.common import json
 from services.common.topics import Topics
+from services.ingest.auth import TokenCheck
+from services.ingest.operator import operator_router
+from services.ingest.readmodel import ReadModel
 from services.ingest.settings import IngestSettings
 
 __all__ = ["create_app"]
@@ -51,8 +54,8 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     registry = registry or CollectorRegistry()
     metrics = _Metrics(registry)
     topics = Topics.with_prefix(settings.topic_prefix)
-    tokens = [t.get_secret_value().encode() for t in settings.ingest_tokens]
     state: dict[str, AIOKafkaProducer] = {}
+    model = ReadModel()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,25 +68,19 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         )
         await producer.start()
         state["producer"] = producer
+        follower = asyncio.create_task(_follow(settings, topics, model)) if settings.read_model else None
         try:
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
             await producer.stop()
 
     app = FastAPI(title="yuqing ingest", version="1", lifespan=lifespan)
 
-    def authorised(request: Request) -> JSONResponse | None:
-        if not tokens:
-            return None
-        header = request.headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
-            return JSONResponse(
-                {"detail": "missing bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-            )
-        given = header[7:].strip().encode()
-        if not any(hmac.compare_digest(given, t) for t in tokens):
-            return JSONResponse({"detail": "token not accepted for ingest"}, status_code=403)
-        return None
+    authorised = TokenCheck(settings.ingest_tokens, "ingest")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -176,6 +173,17 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
                 {"accepted": accepted, "rejected": errors}, status_code=207 if errors else 202
             )
 
+    async def send_action(group: str, action: IncidentAction) -> None:
+        await state["producer"].send_and_wait(
+            topics.incident_actions, key=group.encode(), value=json.dumps(action)
+        )
+
+    link_secret = settings.link_secret.get_secret_value().encode() if settings.link_secret else None
+    app.include_router(
+        operator_router(model, TokenCheck(settings.operator_tokens, "operator"), send_action, link_secret)
+    )
+    app.state.read_model = model
+
     async def produce(posts: list[tuple[int, Post]]) -> None:
         producer = state["producer"]
         futures = [
@@ -184,3 +192,34 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         await asyncio.wait_for(asyncio.gather(*futures), settings.produce_timeout_seconds)
 
     return app
+
+
+async def _follow(settings: IngestSettings, topics: Topics, model: ReadModel) -> None:
+    """Feed the read model from the event topics, from the beginning; reconnect on errors."""
+    kinds: dict[str, Any] = {
+        topics.keyword_hits: KeywordHit,
+        topics.tier_changes: TierChange,
+        topics.incidents: IncidentEvent,
+    }
+    while True:
+        consumer = AIOKafkaConsumer(
+            *kinds,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        try:
+            await consumer.start()
+            async for record in consumer:
+                try:
+                    model.apply(kinds[record.topic].model_validate_json(record.value))
+                except ValidationError:
+                    log.warning(
+                        "read model skips an undecodable record at %s@%s", record.topic, record.offset
+                    )
+        except KafkaError as exc:
+            log.warning("read model consumer failed, retrying: %s", exc)
+            await asyncio.sleep(2)
+        finally:
+            await consumer.stop()

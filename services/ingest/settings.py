@@ -19,8 +19,18 @@ class IngestSettings(CommonSettings):
         default=(), description="Bearer tokens for POST routes (comma separated); empty = no auth (dev only)."
     )
     produce_timeout_seconds: float = Field(default=10.0, gt=0)
+    operator_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Bearer tokens for operator routes (comma separated); empty = no auth (dev only).",
+    )
+    link_secret: SecretStr | None = Field(
+        default=None, description="HMAC key of ack links (same as escalation)."
+    )
+    read_model: bool = Field(
+        default=True, description="Follow the event topics to serve tiers, ledger, incidents."
+    )
 
-    @field_validator("ingest_tokens", mode="before")
+    @field_validator("ingest_tokens", "operator_tokens", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):

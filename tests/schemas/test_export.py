@@ -60,3 +60,10 @@ def test_naive_event_time_is_rejected():
 def test_keyword_hit_schema_has_delta_and_cumulative():
     props = KeywordHit.model_json_schema()["properties"]
     assert {"delta", "cumulative", "first_seen", "snapshot_id"} <= set(props)
+
+
+def test_contracts_doc_is_in_sync_with_the_code():
+    from schemas.docs import render_contracts
+
+    doc = COMMITTED.parents[1] / "docs" / "contracts.md"
+    assert doc.read_text(encoding="utf-8") == render_contracts(), "run `yuqing schemas docs` and commit it"

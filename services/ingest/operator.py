@@ -1,0 +1,218 @@
+"""Operator routes: the tier board, the ledger, incidents, actions and signed one-click ack links."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.events import IncidentAction, IncidentActionKind, Tier
+from services.common import json
+from services.common.links import BadLink, verify_link
+from services.escalation.core import EscalationCore, Incident
+from services.escalation.exceptions import InvalidTransition
+from services.ingest.auth import TokenCheck
+from services.ingest.readmodel import ReadModel
+
+__all__ = ["ActionRequest", "operator_router"]
+
+Send = Callable[[str, IncidentAction], Awaitable[None]]
+
+
+class ActionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: IncidentActionKind
+    actor: str = Field(min_length=1, max_length=128)
+    comment: str = Field(default="", max_length=4000)
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data), status_code=status, media_type="application/json")
+
+
+def _incident_from(model: ReadModel, incident_id: str) -> Incident | None:
+    events = model.incident(incident_id)
+    if not events:
+        return None
+    last = events[-1]
+    peak = max((e.tier for e in events), key=lambda t: t.severity)
+    return Incident(
+        incident_id=incident_id,
+        group=last.group,
+        tier=last.tier,
+        peak_tier=peak,
+        state=last.state,
+        opened_at=events[0].event_time,
+        sequence=last.sequence,
+    )
+
+
+def operator_router(model: ReadModel, check: TokenCheck, send: Send, link_secret: bytes | None) -> APIRouter:
+    router = APIRouter()
+    used_links: set[str] = set()
+
+    @router.get("/v1/tiers")
+    async def tiers(request: Request) -> Response:
+        return check(request) or _json({"groups": model.tier_board()})
+
+    @router.get("/v1/ledger")
+    async def ledger(
+        request: Request,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        platform: str | None = None,
+        group: str | None = None,
+        tier: int | None = Query(default=None, ge=0, le=3),
+        sentiment: str | None = Query(default=None, pattern="^(negative|neutral|positive)$"),
+        demand: str | None = None,
+        format: str = Query(default="json", pattern="^(json|csv)$"),
+        limit: int = Query(default=100, ge=1, le=10_000),
+        offset: int = Query(default=0, ge=0),
+    ) -> Response:
+        denied = check(request)
+        if denied:
+            return denied
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and value.tzinfo is None:
+                return JSONResponse(
+                    {"detail": [{"loc": ["query", name], "msg": "needs a time zone offset"}]}, 422
+                )
+        rows = model.ledger_rows(
+            since=since,
+            until=until,
+            platform=platform,
+            group=group,
+            tier=tier,
+            sentiment=sentiment,
+            demand=demand,
+        )
+        page = rows[offset : offset + limit]
+        if format == "csv":
+            buf = io.StringIO()
+            fields = [
+                "first_seen",
+                "last_seen",
+                "platform",
+                "post_id",
+                "group",
+                "tier",
+                "reposts",
+                "comments",
+                "likes",
+                "spread",
+                "sentiment",
+                "demand",
+                "excerpt",
+                "url",
+            ]
+            writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(page)
+            # A BOM so that Excel opens the Chinese text as UTF-8.
+            return Response(
+                "\ufeff" + buf.getvalue(),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="ledger.csv"'},
+            )
+        return _json({"total": len(rows), "offset": offset, "items": page})
+
+    @router.get("/v1/incidents")
+    async def incidents(request: Request) -> Response:
+        return check(request) or _json({"items": model.incident_list()})
+
+    @router.get("/v1/incidents/{incident_id}")
+    async def incident(request: Request, incident_id: str) -> Response:
+        denied = check(request)
+        if denied:
+            return denied
+        events = model.incident(incident_id)
+        if not events:
+            return _json({"detail": f"no incident {incident_id}"}, 404)
+        summary = next(i for i in model.incident_list() if i["incident_id"] == incident_id)
+        return _json({**summary, "timeline": [e.model_dump(mode="json") for e in events]})
+
+    async def act(incident_id: str, action: IncidentActionKind, actor: str, comment: str) -> Response:
+        inc = _incident_from(model, incident_id)
+        if inc is None:
+            return _json({"detail": f"no incident {incident_id}"}, 404)
+        if model.current_incident.get(inc.group) != incident_id:
+            return _json(
+                {"detail": f"incident {incident_id} is not the current incident of {inc.group}"}, 409
+            )
+        try:
+            EscalationCore.check_transition(inc, action)
+        except InvalidTransition as exc:
+            return _json({"detail": str(exc)}, 409)
+        event = IncidentAction(
+            event_time=datetime.now(UTC),
+            incident_id=incident_id,
+            group=inc.group,
+            action=action,
+            actor=actor,
+            comment=comment,
+        )
+        await send(inc.group, event)
+        return _json({"accepted": True, "event_id": event.event_id, "from": inc.state.value}, 202)
+
+    @router.post("/v1/incidents/{incident_id}/actions", status_code=202)
+    async def action(request: Request, incident_id: str, body: ActionRequest) -> Response:
+        return check(request) or await act(incident_id, body.action, body.actor, body.comment)
+
+    def _claims(token: str) -> Any:
+        if link_secret is None:
+            return _json({"detail": "ack links are not enabled"}, 404)
+        try:
+            return verify_link(link_secret, token, datetime.now(UTC))
+        except BadLink as exc:
+            return HTMLResponse(_page("链接无效 Link refused", html.escape(str(exc))), status_code=403)
+
+    @router.get("/v1/ack/{token}", response_class=HTMLResponse)
+    async def ack_page(token: str) -> Response:
+        claims = _claims(token)
+        if isinstance(claims, Response):
+            return claims
+        inc = _incident_from(model, claims.incident_id)
+        state = inc.state.value if inc else "unknown"
+        tier = int(inc.tier) if inc else int(Tier.none)
+        body = (
+            f"<p>规则组 <b>{html.escape(claims.group)}</b> · 事件 {html.escape(claims.incident_id)}</p>"
+            f"<p>当前状态 {html.escape(state)} · 等级 {tier}</p>"
+            f'<form method="post"><button type="submit" style="font-size:1.4em;padding:.6em 1.2em">'
+            f"确认已收到 Acknowledge</button></form>"
+        )
+        return HTMLResponse(_page("确认舆情事件 Acknowledge incident", body))
+
+    @router.post("/v1/ack/{token}", response_class=HTMLResponse)
+    async def ack_link(token: str) -> Response:
+        claims = _claims(token)
+        if isinstance(claims, Response):
+            return claims
+        if claims.nonce in used_links:
+            return HTMLResponse(_page("链接已使用 Link already used", "该链接已经确认过。"), status_code=409)
+        result = await act(
+            claims.incident_id, IncidentActionKind.ack, f"link:{claims.nonce}", "one-click ack"
+        )
+        if result.status_code != 202:
+            detail = html.escape(json.loads(bytes(result.body)).get("detail", ""))
+            return HTMLResponse(_page("无法确认 Cannot acknowledge", detail), status_code=result.status_code)
+        used_links.add(claims.nonce)
+        return HTMLResponse(_page("已确认 Acknowledged", "已通知升级流程停止呼叫。Paging stops."))
+
+    return router
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<title>{html.escape(title)}</title></head><body style="font-family:sans-serif;margin:1.5em">'
+        f"<h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
