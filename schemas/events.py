@@ -240,7 +240,7 @@ class IncidentEventKind(StrEnum):
 
 
 class IncidentEvent(Event):
-    """Something happened to an incident: opened, tier changed, a transition, a reminder, a breach, an escalation."""
+    """Something happened to an incident: opened, tier change, transition, reminder, breach, escalation."""
 
     incident_id: str
     group: str
