@@ -6,7 +6,7 @@ import csv
 import html
 import io
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -18,6 +18,7 @@ from services.common import json
 from services.common.links import BadLink, verify_link
 from services.escalation.core import EscalationCore, Incident
 from services.escalation.exceptions import InvalidTransition
+from services.escalation.report import render_html, render_markdown
 from services.ingest.auth import TokenCheck
 from services.ingest.readmodel import ReadModel
 
@@ -138,6 +139,24 @@ def operator_router(model: ReadModel, check: TokenCheck, send: Send, link_secret
             return _json({"detail": f"no incident {incident_id}"}, 404)
         summary = next(i for i in model.incident_list() if i["incident_id"] == incident_id)
         return _json({**summary, "timeline": [e.model_dump(mode="json") for e in events]})
+
+    @router.get("/v1/incidents/{incident_id}/report")
+    async def report(
+        request: Request, incident_id: str, format: str = Query("md", pattern="^(md|html)$")
+    ) -> Response:
+        denied = check(request)
+        if denied:
+            return denied
+        events = model.incident(incident_id)
+        if not events:
+            return _json({"detail": f"no incident {incident_id}"}, 404)
+        group = events[0].group
+        changes = model.tier_changes_between(group, events[0].event_time - timedelta(hours=8), None)
+        top = sorted(model.ledger_rows(group=group), key=lambda r: -int(r["spread"]))[:10]
+        markdown = render_markdown(events, changes, top)
+        if format == "html":
+            return HTMLResponse(render_html(markdown))
+        return Response(markdown, media_type="text/markdown; charset=utf-8")
 
     async def act(incident_id: str, action: IncidentActionKind, actor: str, comment: str) -> Response:
         inc = _incident_from(model, incident_id)

@@ -58,6 +58,7 @@ class LedgerEntry:
 class _TierView:
     change: TierChange
     history: deque[tuple[str, int, dict[str, int]]] = field(default_factory=lambda: deque(maxlen=200))
+    changes: deque[TierChange] = field(default_factory=lambda: deque(maxlen=500))
 
 
 class ReadModel:
@@ -82,6 +83,7 @@ class ReadModel:
             if view is None:
                 view = self.tiers[event.group] = _TierView(event)
             view.change = event
+            view.changes.append(event)
             view.history.append((event.window_end.isoformat(), int(event.tier), dict(event.counts)))
         else:
             timeline = self.incidents.setdefault(event.incident_id, [])
@@ -160,6 +162,14 @@ class ReadModel:
                 continue
             rows.append(e.as_dict(t))
         return rows
+
+    def tier_changes_between(self, group: str, start: datetime, end: datetime | None) -> list[TierChange]:
+        view = self.tiers.get(group)
+        if view is None:
+            return []
+        return [
+            tc for tc in view.changes if tc.detected_at >= start and (end is None or tc.detected_at <= end)
+        ]
 
     def incident(self, incident_id: str) -> list[IncidentEvent] | None:
         return self.incidents.get(incident_id)

@@ -1,0 +1,180 @@
+"""Operator routes over a real producer: tiers, ledger, incidents, actions (409s), report, auth scopes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from schemas.events import (
+    Deadline,
+    Engagement,
+    IncidentAction,
+    IncidentEvent,
+    IncidentEventKind,
+    IncidentState,
+    KeywordHit,
+    Platform,
+    Tier,
+    TierChange,
+)
+from services.common.kafka import ensure_topics
+from services.common.links import sign_link
+from services.ingest.api import create_app
+from services.ingest.settings import IngestSettings
+from tests.conftest import collect
+
+pytestmark = pytest.mark.kafka
+
+T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+
+
+def hit(post_id: str, group: str, spread: int, platform: Platform = Platform.weibo, sentiment: float = -0.8):
+    return KeywordHit(
+        event_time=T0,
+        group=group,
+        platform=platform,
+        post_id=post_id,
+        thread_key=f"weibo:{post_id}",
+        snapshot_id=post_id,
+        first_seen=True,
+        delta=Engagement(likes=spread),
+        cumulative=Engagement(likes=spread),
+        excerpt=f"投诉 {post_id}",
+        sentiment=sentiment,
+        demand="refund",
+        detected_at=T0,
+    )
+
+
+def incident_event(seq: int, state: IncidentState, tier: Tier = Tier.level2) -> IncidentEvent:
+    deadlines = (
+        Deadline(name="ack", due_at=T0 + timedelta(minutes=30)),
+        Deadline(name="facts_verified", due_at=T0 + timedelta(minutes=60)),
+    )
+    return IncidentEvent(
+        event_time=T0 + timedelta(minutes=seq),
+        incident_id="inc1",
+        group="xinghe",
+        kind=IncidentEventKind.opened if seq == 1 else IncidentEventKind.transitioned,
+        state=state,
+        tier=tier,
+        deadlines=deadlines,
+        sequence=seq,
+    )
+
+
+@pytest.fixture
+async def settings(kafka: str, prefix: str) -> IngestSettings:
+    s = IngestSettings(
+        kafka_bootstrap=kafka,
+        topic_prefix=prefix,
+        partitions=1,
+        ingest_tokens=("ing",),
+        operator_tokens=("op",),
+        link_secret="k",
+        read_model=False,
+    )
+    await ensure_topics(s)
+    return s
+
+
+@pytest.fixture
+def client(settings: IngestSettings) -> Iterator[TestClient]:
+    app = create_app(settings)
+    model = app.state.read_model
+    model.apply(hit("a", "xinghe", 500))
+    model.apply(hit("b", "xinghe", 9000, Platform.douyin))
+    model.apply(hit("c", "other", 7))
+    model.apply(
+        TierChange(
+            event_time=T0,
+            group="xinghe",
+            previous=Tier.none,
+            tier=Tier.level2,
+            direction="up",
+            reason="threshold",
+            window_end=T0,
+            counts={"2h": 1, "4h": 50_001, "8h": 60_000},
+            detected_at=T0,
+        )
+    )
+    model.apply(incident_event(1, IncidentState.opened))
+    with TestClient(app, headers={"Authorization": "Bearer op"}) as c:
+        yield c
+
+
+def test_scopes_are_enforced(client):
+    assert client.get("/v1/tiers", headers={"Authorization": "Bearer ing"}).status_code == 403
+    assert client.get("/v1/tiers", headers={"Authorization": ""}).status_code == 401
+    post = {"platform": "weibo", "post_id": "1", "text": "x", "published_at": "2026-11-21T10:00:00+08:00"}
+    assert client.post("/v1/posts", json=post).status_code == 403
+
+
+def test_tier_board(client):
+    groups = client.get("/v1/tiers").json()["groups"]
+    assert [(g["group"], g["tier"], g["counts"]["4h"]) for g in groups] == [("xinghe", 2, 50_001)]
+
+
+def test_ledger_filters_and_csv(client):
+    items = client.get("/v1/ledger").json()["items"]
+    assert {i["post_id"] for i in items} == {"a", "b", "c"}
+    assert [
+        i["post_id"] for i in client.get("/v1/ledger", params={"platform": "douyin"}).json()["items"]
+    ] == ["b"]
+    assert {i["post_id"] for i in client.get("/v1/ledger", params={"tier": 2}).json()["items"]} == {"a", "b"}
+    assert client.get("/v1/ledger", params={"group": "other"}).json()["total"] == 1
+    assert client.get("/v1/ledger", params={"since": "2026-11-21T10:00:00"}).status_code == 422
+    csv = client.get("/v1/ledger", params={"format": "csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text.lstrip("\ufeff").splitlines()
+    assert lines[0].startswith("first_seen,last_seen,platform,post_id")
+    assert len(lines) == 4
+    assert "投诉 b" in csv.text
+
+
+def test_actions_produce_or_get_409(client, kafka, topics):
+    bad = client.post("/v1/incidents/inc1/actions", json={"action": "meeting_convened", "actor": "张三"})
+    assert bad.status_code == 409
+    assert "level-1" in bad.json()["detail"]
+    assert client.post("/v1/incidents/nope/actions", json={"action": "ack", "actor": "a"}).status_code == 404
+    assert (
+        client.post("/v1/incidents/inc1/actions", json={"action": "dance", "actor": "a"}).status_code == 422
+    )
+    ok = client.post("/v1/incidents/inc1/actions", json={"action": "ack", "actor": "张三", "comment": "收到"})
+    assert ok.status_code == 202
+    values = asyncio.run(collect(kafka, topics.incident_actions, lambda v: len(v) >= 1, within=20))
+    action = IncidentAction.model_validate_json(values[0])
+    assert (action.incident_id, action.group, action.action.value, action.actor) == (
+        "inc1",
+        "xinghe",
+        "ack",
+        "张三",
+    )
+
+
+def test_incident_timeline_and_report(client):
+    client.app.state.read_model.apply(incident_event(2, IncidentState.acknowledged))
+    detail = client.get("/v1/incidents/inc1").json()
+    assert detail["state"] == "acknowledged"
+    assert [e["sequence"] for e in detail["timeline"]] == [1, 2]
+    md = client.get("/v1/incidents/inc1/report")
+    assert md.status_code == 200
+    assert "危机复盘报告" in md.text
+    assert "facts verified" in md.text
+    assert "9,000" in md.text  # the top post by spread
+    page = client.get("/v1/incidents/inc1/report", params={"format": "html"})
+    assert "<table>" in page.text
+
+
+def test_expired_link_is_refused(client):
+    token = sign_link(
+        b"k", "inc1", "xinghe", "ack", datetime.now(UTC) - timedelta(days=2), timedelta(hours=1)
+    )
+    resp = client.get(f"/v1/ack/{token}")
+    assert resp.status_code == 403
+    assert "expired" in resp.text
+    assert client.post(f"/v1/ack/{token}").status_code == 403
