@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from datetime import timedelta
+from datetime import time, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from services.common.exceptions import ConfigError
+from services.common.schedule import OnCall, Route
 
 __all__ = [
     "ChannelConfig",
@@ -149,10 +150,28 @@ class ChannelConfig(_Frozen):
 
 class NotifierConfig(_Frozen):
     channels: tuple[ChannelConfig, ...] = (ChannelConfig(name="console", type="console"),)
+    routes: tuple[Route, ...] = Field(default=(), description="First match wins; no routes = every channel.")
+    oncall: OnCall = OnCall()
+    rate_per_minute: float = Field(
+        default=20, gt=0, description="Per-channel send rate (robots allow ~20/min)."
+    )
+    briefing_times: tuple[time, ...] = Field(default=(time(9), time(14), time(20)), description="简报 times.")
+    briefing_tz: str = "Asia/Shanghai"
     group_wait_seconds: float = Field(default=30, ge=0, le=600)
     group_interval_seconds: float = Field(default=120, ge=0, le=600)
     max_wait_seconds: float = Field(default=300, gt=0, le=600, description="Hard bound; never above 10 min.")
     max_attempts: int = Field(default=5, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _routes_name_channels(self) -> NotifierConfig:
+        names = {c.name for c in self.channels}
+        for r in self.routes:
+            unknown = [c for c in (*r.channels, *r.fallback) if c not in names]
+            if unknown:
+                raise ValueError(
+                    f"route {r.name!r} names unknown channel(s) {unknown}; channels are {sorted(names)}"
+                )
+        return self
 
 
 class YuqingConfig(_Frozen):

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -19,11 +19,13 @@ from pydantic import ValidationError
 
 from schemas.events import IncidentAction, IncidentEvent, KeywordHit, Post, TierChange
 from services.common import json
+from services.common.config import load_config
 from services.common.topics import Topics
 from services.ingest.auth import TokenCheck
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
 from services.ingest.settings import IngestSettings
+from services.notifier.briefing import build_briefing, due_slots
 
 __all__ = ["create_app"]
 
@@ -68,14 +70,18 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         )
         await producer.start()
         state["producer"] = producer
-        follower = asyncio.create_task(_follow(settings, topics, model)) if settings.read_model else None
+        tasks = []
+        if settings.read_model:
+            tasks.append(asyncio.create_task(_follow(settings, topics, model)))
+            if settings.briefings:
+                tasks.append(asyncio.create_task(_brief(settings, topics, model, producer)))
         try:
             yield
         finally:
-            if follower is not None:
-                follower.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await follower
+                    await task
             await producer.stop()
 
     app = FastAPI(title="yuqing ingest", version="1", lifespan=lifespan)
@@ -223,3 +229,28 @@ async def _follow(settings: IngestSettings, topics: Topics, model: ReadModel) ->
             await asyncio.sleep(2)
         finally:
             await consumer.stop()
+
+
+async def _brief(
+    settings: IngestSettings, topics: Topics, model: ReadModel, producer: AIOKafkaProducer
+) -> None:
+    """Publish a briefing for every due slot. Slots are deduplicated downstream by their dedup key, so
+    starting a little in the past is safe and covers a restart right at a slot."""
+    config = load_config(settings.config_file).notifier
+    last = datetime.now(UTC) - timedelta(minutes=5)
+    while True:
+        now = datetime.now(UTC)
+        for slot in due_slots(config.briefing_times, config.briefing_tz, last, now):
+            since = due_slots(config.briefing_times, config.briefing_tz, slot - timedelta(days=1), slot)[-2]
+            alert = build_briefing(
+                slot, since, model.tier_board(), model.ledger_rows(), model.incident_list()
+            )
+            try:
+                await producer.send_and_wait(topics.alerts, key=b"*", value=json.dumps(alert))
+            except KafkaError as exc:
+                log.warning("briefing for %s not published yet: %s", slot.isoformat(), exc)
+                break
+            last = slot
+        else:
+            last = now
+        await asyncio.sleep(20)

@@ -30,6 +30,10 @@ class IngestSettings(CommonSettings):
         default=True, description="Follow the event topics to serve tiers, ledger, incidents."
     )
 
+    briefings: bool = Field(
+        default=True, description="Publish 简报 at the configured times (needs read_model)."
+    )
+
     @field_validator("ingest_tokens", "operator_tokens", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:

@@ -1,63 +1,131 @@
-"""The notifier pipeline as stages: dedup -> send with retry -> record. No Kafka here."""
+"""The notifier pipeline as stages: route -> dedup -> rate-limit -> send with retry -> fallback -> record.
+
+No Kafka here; time, sleeping and randomness are injected.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import datetime
 from typing import Any
 
 from schemas.events import Alert, Delivery, DeliveryOutcome
 from services.common.clock import Clock, system_clock
 from services.notifier.channels import Channel
+from services.notifier.ratelimit import TokenBucket
+from services.notifier.routing import OnCall, Router
 
 __all__ = ["Dispatcher"]
 
+_MAX_RETRY_AFTER = 30.0  # a channel asking for longer is failed over instead of stalling the partition
+
 
 class Dispatcher:
-    """Sends an alert to every channel once per dedup key; every attempt becomes a Delivery."""
+    """Sends an alert to its routed channels once per dedup key; every attempt becomes a Delivery."""
 
     def __init__(
         self,
-        channels: list[Channel],
+        channels: Mapping[str, Channel] | list[Channel],
         max_attempts: int = 5,
         clock: Clock = system_clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         base_delay: float = 0.5,
+        router: Router | None = None,
+        oncall: OnCall | None = None,
+        rate_per_minute: Mapping[str, float] | None = None,
+        observe: Callable[[str, str], None] = lambda event, channel: None,
     ) -> None:
-        self.channels = channels
+        self.channels = channels if isinstance(channels, Mapping) else {c.name: c for c in channels}
         self.max_attempts = max_attempts
         self.clock = clock
         self.sleep = sleep
         self.base_delay = base_delay
+        self.router = router or Router((), tuple(self.channels))
+        self.oncall = oncall
+        self.buckets = {name: TokenBucket(rate, clock()) for name, rate in (rate_per_minute or {}).items()}
+        self.observe = observe
 
     async def dispatch(self, alert: Alert, log: MutableMapping[str, dict[str, Any]]) -> list[Delivery]:
+        now = self.clock()
+        primary, fallback = self.router.route(alert, now)
+        alert = self._with_oncall(alert, now)
         out: list[Delivery] = []
-        for channel in self.channels:
-            key = f"{alert.dedup_key}|{channel.name}"
-            if log.get(key, {}).get("outcome") == DeliveryOutcome.delivered.value:
-                continue  # sent before a restart or rebalance: never page twice
-            for attempt in range(1, self.max_attempts + 1):
-                retryable, error = await channel.send(alert)
-                now = self.clock()
-                if error is None:
-                    out.append(self._record(alert, channel.name, DeliveryOutcome.delivered, attempt, "", now))
-                    log[key] = {"outcome": DeliveryOutcome.delivered.value, "at": now.isoformat()}
-                    break
-                last = not retryable or attempt == self.max_attempts
-                outcome = DeliveryOutcome.failed if last else DeliveryOutcome.retrying
-                out.append(self._record(alert, channel.name, outcome, attempt, error, now))
-                if last:
+        delivered = [await self._deliver(alert, name, log, out) for name in primary]
+        if primary and not any(delivered) and fallback:
+            for name in fallback:
+                self.observe("fallback", name)
+                await self._deliver(alert, name, log, out)
+        return out
+
+    def _with_oncall(self, alert: Alert, now: datetime) -> Alert:
+        who = self.oncall.who(alert.audience, now) if self.oncall else None
+        if not who:
+            return alert
+        return alert.model_copy(update={"body": f"{alert.body}\n\n值班 on call ({alert.audience}): @{who}"})
+
+    async def _deliver(
+        self, alert: Alert, name: str, log: MutableMapping[str, dict[str, Any]], out: list[Delivery]
+    ) -> bool:
+        channel = self.channels.get(name)
+        if channel is None:
+            return False
+        key = f"{alert.dedup_key}|{name}"
+        if log.get(key, {}).get("outcome") == DeliveryOutcome.delivered.value:
+            return True  # sent before a restart or rebalance: never page twice
+        for attempt in range(1, self.max_attempts + 1):
+            await self._respect_rate_limit(name)
+            retryable, error = await channel.send(alert)
+            now = self.clock()
+            if error is None:
+                out.append(self._record(alert, name, DeliveryOutcome.delivered, attempt, "", now))
+                log[key] = {"outcome": DeliveryOutcome.delivered.value, "at": now.isoformat()}
+                return True
+            last = not retryable or attempt == self.max_attempts
+            out.append(
+                self._record(
+                    alert,
+                    name,
+                    DeliveryOutcome.failed if last else DeliveryOutcome.retrying,
+                    attempt,
+                    error,
+                    now,
+                )
+            )
+            if last:
+                log[key] = {
+                    "outcome": DeliveryOutcome.failed.value,
+                    "at": now.isoformat(),
+                    "error": error[:300],
+                }
+                return False
+            self.observe("retry", name)
+            # Backoff with full jitter, or the channel's Retry-After. Not a security use of random.
+
+            delay = random.uniform(0, self.base_delay * 2 ** (attempt - 1))  # noqa: S311
+            retry_after = getattr(channel, "retry_after", None)
+            if retry_after:
+                if retry_after > _MAX_RETRY_AFTER:
                     log[key] = {
                         "outcome": DeliveryOutcome.failed.value,
                         "at": now.isoformat(),
                         "error": error,
                     }
-                    break
-                # Exponential backoff with full jitter; not a security use of random.
-                await self.sleep(random.uniform(0, self.base_delay * 2 ** (attempt - 1)))  # noqa: S311
-        return out
+                    return False
+                delay = max(delay, float(retry_after))
+            await self.sleep(delay)
+        return False
+
+    async def _respect_rate_limit(self, name: str) -> None:
+        bucket = self.buckets.get(name)
+        if bucket is None:
+            return
+        wait = bucket.wait_for(self.clock())
+        if wait > 0:
+            self.observe("rate_limited", name)
+            await self.sleep(wait)
+            bucket.wait_for(self.clock())
 
     @staticmethod
     def _record(

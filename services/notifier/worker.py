@@ -9,10 +9,12 @@ from prometheus_client import Counter, Histogram
 from schemas.events import Alert, AlertKind, KeywordHit
 from services.common.clock import system_clock
 from services.common.config import load_config
+from services.common.exceptions import DeadLetter
 from services.common.stream import StreamShell, decode
 from services.notifier.channels import build_channel
 from services.notifier.core import Dispatcher
 from services.notifier.grouping import HitGrouper
+from services.notifier.routing import Router
 from services.notifier.settings import NotifierSettings
 
 __all__ = ["build"]
@@ -20,10 +22,22 @@ __all__ = ["build"]
 
 def build(settings: NotifierSettings) -> StreamShell:
     shell = StreamShell("notifier", settings)
-    config = load_config(settings.config_file)
-    grouper = HitGrouper(config.notifier)
+    n = load_config(settings.config_file).notifier
+    grouper = HitGrouper(n)
+    channels = {c.name: build_channel(c) for c in n.channels}
+    events = Counter(
+        "yuqing_notifier_events_total",
+        "Retries, rate-limited waits and fallbacks, per channel.",
+        ["event", "channel"],
+        registry=shell.registry,
+    )
     dispatcher = Dispatcher(
-        [build_channel(c) for c in config.notifier.channels], config.notifier.max_attempts
+        channels,
+        n.max_attempts,
+        router=Router(n.routes, tuple(channels)),
+        oncall=n.oncall,
+        rate_per_minute={name: n.rate_per_minute for name in channels},
+        observe=lambda event, channel: events.labels(event, channel).inc(),
     )
     t = shell.topics
     deliveries_topic = shell.raw_topic(t.deliveries)
@@ -31,7 +45,7 @@ def build(settings: NotifierSettings) -> StreamShell:
     delivery_log = shell.table("delivery-log")
     latency = Histogram(
         "yuqing_alert_latency_seconds",
-        "From keyword-hit event time to delivery.",
+        "From keyword hit (detection) to delivery.",
         buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 3600),
         registry=shell.registry,
     )
@@ -43,11 +57,15 @@ def build(settings: NotifierSettings) -> StreamShell:
     )
 
     async def deliver(alert: Alert) -> None:
-        for d in await dispatcher.dispatch(alert, delivery_log):
+        deliveries = await dispatcher.dispatch(alert, delivery_log)
+        for d in deliveries:
             outcomes.labels(d.channel, d.outcome.value).inc()
             if d.outcome.value == "delivered" and d.latency_seconds is not None:
                 latency.observe(max(0.0, d.latency_seconds))
             await shell.send_model(deliveries_topic, d.dedup_key, d)
+        if deliveries and not any(d.outcome.value == "delivered" for d in deliveries):
+            failed = {d.channel: d.error for d in deliveries if d.outcome.value == "failed"}
+            raise DeadLetter("delivery_failed", f"alert {alert.dedup_key} was not delivered: {failed}")
 
     async def handle(event: Any) -> None:
         now = system_clock()

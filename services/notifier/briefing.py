@@ -1,0 +1,81 @@
+"""Scheduled briefings (简报) at the manual-patrol times, 09:00, 14:00 and 20:00 Asia/Shanghai by default.
+
+Pure functions: which slots are due between two instants, and the briefing for one slot built from plain
+rows (tier board, ledger, incidents). The dedup key is the slot, so a briefing is sent once however many
+API replicas schedule it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from schemas.events import Alert, AlertKind, Tier
+
+__all__ = ["build_briefing", "due_slots"]
+
+_TIER = {0: "无", 1: "一级", 2: "二级", 3: "三级"}
+
+
+def due_slots(times: Sequence[time], tz: str, after: datetime, now: datetime) -> list[datetime]:
+    """Slots s with after < s <= now, in local time of `tz`, whatever the host's zone."""
+    zone = ZoneInfo(tz)
+    day = after.astimezone(zone).date()
+    last_day = now.astimezone(zone).date()
+    out = []
+    while day <= last_day:
+        for t in sorted(times):
+            slot = datetime.combine(day, t, tzinfo=zone)
+            if after < slot <= now:
+                out.append(slot)
+        day += timedelta(days=1)
+    return out
+
+
+def build_briefing(
+    slot: datetime,
+    since: datetime,
+    tiers: Sequence[dict[str, Any]],
+    ledger: Sequence[dict[str, Any]],
+    incidents: Sequence[dict[str, Any]],
+) -> Alert:
+    new_items = [r for r in ledger if r["first_seen"] >= since.isoformat()]
+    open_incidents = [i for i in incidents if i["state"] not in ("closed", "postmortem_filed")]
+    missed = [
+        (i["incident_id"], d["name"])
+        for i in incidents
+        for d in i["deadlines"]
+        if d.get("status") == "breached"
+    ]
+    worst = min((int(t["tier"]) for t in tiers if int(t["tier"])), default=0)
+    lines = [
+        f"**舆情简报 Briefing {slot:%Y-%m-%d %H:%M}** (since {since.astimezone(slot.tzinfo):%m-%d %H:%M})",
+        f"- 新增负面 New negative items: {len(new_items)}",
+    ]
+    by_group: dict[str, int] = {}
+    for r in new_items:
+        by_group[r["group"]] = by_group.get(r["group"], 0) + 1
+    lines += [f"  - {g}: {n}" for g, n in sorted(by_group.items(), key=lambda kv: -kv[1])]
+    lines.append(
+        "- 当前等级 Current tiers: "
+        + (", ".join(f"{t['group']} {_TIER[int(t['tier'])]}" for t in tiers) or "—")
+    )
+    lines.append(f"- 未结事件 Open incidents: {len(open_incidents)}")
+    lines += [
+        f"  - {i['incident_id']} {i['group']} {i['state']} ({_TIER[int(i['tier'])]})" for i in open_incidents
+    ]
+    lines.append(f"- 超时 Missed SLAs: {len(missed)}")
+    lines += [f"  - {iid}: {name}" for iid, name in missed]
+    top = sorted(new_items, key=lambda r: -int(r["spread"]))[:3]
+    lines += [f"- [{r['platform']}] {r['excerpt'][:60]} ({int(r['spread']):,})" for r in top]
+    return Alert(
+        event_time=slot,
+        dedup_key=f"briefing|{slot.isoformat()}",
+        kind=AlertKind.briefing,
+        group="*",
+        tier=Tier(worst),
+        title=f"舆情简报 {slot:%m-%d %H:%M}: {len(new_items)} 条新增, {len(open_incidents)} 个未结事件",
+        body="\n".join(lines),
+    )
