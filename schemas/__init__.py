@@ -9,6 +9,7 @@ from schemas.events import (
     KeywordHit,
     Post,
     TierChange,
+    TierOverride,
 )
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "KeywordHit",
     "Post",
     "TierChange",
+    "TierOverride",
 ]
 
-EVENT_MODELS = (Post, KeywordHit, TierChange, IncidentEvent, IncidentAction, Alert, Delivery)
+EVENT_MODELS = (Post, KeywordHit, TierChange, TierOverride, IncidentEvent, IncidentAction, Alert, Delivery)

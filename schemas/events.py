@@ -204,6 +204,17 @@ class TierChange(Event):
     _id_fields = ("group", "previous", "tier", "reason", "window_end")
 
 
+class TierOverride(Event):
+    """An operator pins a rule group's tier by hand (tier), or releases the pin (tier null)."""
+
+    group: str
+    tier: Tier | None
+    actor: str = Field(min_length=1, max_length=128)
+    comment: str = Field(default="", max_length=4000)
+
+    _id_fields = ("group", "tier", "actor", "event_time")
+
+
 class IncidentState(StrEnum):
     opened = "opened"
     acknowledged = "acknowledged"

@@ -11,6 +11,7 @@ TOPIC_DOCS: dict[str, tuple[str, str, str]] = {
     "posts_raw": ("posts.raw", "platform:post_id", "Post"),
     "keyword_hits": ("keyword-hits", "rule group", "KeywordHit"),
     "tier_changes": ("tier-changes", "rule group", "TierChange"),
+    "tier_overrides": ("tier-overrides", "rule group", "TierOverride"),
     "incidents": ("incidents", "rule group", "IncidentEvent"),
     "incident_actions": ("incident-actions", "rule group", "IncidentAction"),
     "alerts": ("alerts", "rule group", "Alert"),
@@ -28,6 +29,7 @@ class Topics:
     posts_raw: str
     keyword_hits: str
     tier_changes: str
+    tier_overrides: str
     incidents: str
     incident_actions: str
     alerts: str

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
-from schemas.events import IncidentAction, IncidentEvent, KeywordHit, Post, TierChange
+from schemas.events import IncidentAction, IncidentEvent, KeywordHit, Post, TierChange, TierOverride
 from services.common import json
 from services.common.config import load_config
 from services.common.topics import Topics
@@ -185,8 +185,16 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         )
 
     link_secret = settings.link_secret.get_secret_value().encode() if settings.link_secret else None
+
+    async def send_override(group: str, cmd: TierOverride) -> None:
+        await state["producer"].send_and_wait(
+            topics.tier_overrides, key=group.encode(), value=json.dumps(cmd)
+        )
+
     app.include_router(
-        operator_router(model, TokenCheck(settings.operator_tokens, "operator"), send_action, link_secret)
+        operator_router(
+            model, TokenCheck(settings.operator_tokens, "operator"), send_action, link_secret, send_override
+        )
     )
     app.state.read_model = model
 

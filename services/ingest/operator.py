@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.events import IncidentAction, IncidentActionKind, Tier
+from schemas.events import IncidentAction, IncidentActionKind, Tier, TierOverride
 from services.common import json
 from services.common.links import BadLink, verify_link
 from services.escalation.core import EscalationCore, Incident
@@ -22,9 +22,17 @@ from services.escalation.report import render_html, render_markdown
 from services.ingest.auth import TokenCheck
 from services.ingest.readmodel import ReadModel
 
-__all__ = ["ActionRequest", "operator_router"]
+__all__ = ["ActionRequest", "OverrideRequest", "operator_router"]
 
 Send = Callable[[str, IncidentAction], Awaitable[None]]
+
+
+class OverrideRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tier: Tier | None = Field(description="0-3 pins the tier; null releases the pin.")
+    actor: str = Field(min_length=1, max_length=128)
+    comment: str = Field(default="", max_length=4000)
 
 
 class ActionRequest(BaseModel):
@@ -56,13 +64,30 @@ def _incident_from(model: ReadModel, incident_id: str) -> Incident | None:
     )
 
 
-def operator_router(model: ReadModel, check: TokenCheck, send: Send, link_secret: bytes | None) -> APIRouter:
+def operator_router(
+    model: ReadModel,
+    check: TokenCheck,
+    send: Send,
+    link_secret: bytes | None,
+    send_override: Callable[[str, TierOverride], Awaitable[None]],
+) -> APIRouter:
     router = APIRouter()
     used_links: set[str] = set()
 
     @router.get("/v1/tiers")
     async def tiers(request: Request) -> Response:
         return check(request) or _json({"groups": model.tier_board()})
+
+    @router.post("/v1/tiers/{group}/override", status_code=202)
+    async def override(request: Request, group: str, body: OverrideRequest) -> Response:
+        denied = check(request)
+        if denied:
+            return denied
+        cmd = TierOverride(
+            event_time=datetime.now(UTC), group=group, tier=body.tier, actor=body.actor, comment=body.comment
+        )
+        await send_override(group, cmd)
+        return _json({"accepted": True, "event_id": cmd.event_id}, 202)
 
     @router.get("/v1/ledger")
     async def ledger(

@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from schemas.events import KeywordHit, Post
+from schemas.events import KeywordHit, Post, TierOverride
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.stream import StreamShell, decode
@@ -76,6 +76,11 @@ def build(settings: ScoringSettings) -> StreamShell:
         if shell.is_tick(event):
             await emit_changes(tier_stage.tick(state))
             return
+        if event.message.topic == t.tier_overrides:
+            cmd = decode(TierOverride, event.value)
+            change = tier_stage.override(cmd.group, cmd.tier, cmd.actor, state)
+            await emit_changes([change] if change else [])
+            return
         hit = decode(KeywordHit, event.value)
         try:
             changes = tier_stage.process(hit, state)
@@ -93,7 +98,9 @@ def build(settings: ScoringSettings) -> StreamShell:
         async for event in stream.events():
             await shell.guarded(event, match)
 
-    @shell.app.agent(shell.raw_topic(t.keyword_hits, shell.ticks_name), name="scoring-tiers")
+    @shell.app.agent(
+        shell.raw_topic(t.keyword_hits, t.tier_overrides, shell.ticks_name), name="scoring-tiers"
+    )
     async def _count(stream: Any) -> None:
         async for event in stream.events():
             await shell.guarded(event, count)

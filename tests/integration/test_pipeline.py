@@ -73,6 +73,18 @@ async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory
         assert tiers[0].top_posts
         assert tiers[0].top_posts[0]["platform"] == "weibo"
 
+        async with httpx.AsyncClient() as client:
+            pin = await client.post(f"{api}/v1/tiers/xinghe/override", json={"tier": 2, "actor": "王组长"})
+        assert pin.status_code == 202, pin.text
+        changes = await collect(kafka, topics.tier_changes, lambda v: len(v) >= 4)
+        pinned = TierChange.model_validate_json(changes[3])
+        assert (pinned.reason, int(pinned.previous), int(pinned.tier), pinned.operator) == (
+            "override",
+            1,
+            2,
+            "王组长",
+        )
+
         incidents = await collect(kafka, topics.incidents, lambda v: len(v) >= 1)
         opened = IncidentEvent.model_validate_json(incidents[0])
         assert (opened.kind.value, int(opened.tier)) == ("opened", 3)
