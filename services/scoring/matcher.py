@@ -27,6 +27,10 @@ jieba.setLogLevel(logging.WARNING)
 _CLAUSE_SPLIT = re.compile(r"[^\w]+")
 
 
+def _latin(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
 def default_negatives() -> tuple[str, ...]:
     """The bundled negative-tag lexicon (负面标签), one term per line."""
     text = (resources.files("services.scoring") / "data" / "negatives.txt").read_text(encoding="utf-8")
@@ -105,6 +109,11 @@ class RuleMatcher:
     def _on_boundaries(
         self, text: str, start: int, end: int, cache: dict[tuple[int, int], frozenset[int]]
     ) -> bool:
+        # jieba splits an unknown Latin word around a known one (apple in pineapple): letters decide there.
+        if start > 0 and _latin(text[start]) and _latin(text[start - 1]):
+            return False
+        if end < len(text) and _latin(text[end - 1]) and _latin(text[end]):
+            return False
         lo, hi = self._clause(text, start, end)
         cuts = cache.get((lo, hi))
         if cuts is None:

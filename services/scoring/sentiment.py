@@ -14,6 +14,7 @@ __all__ = ["DEMANDS", "analyse"]
 
 DEMANDS = ("refund", "quality", "service", "safety", "privacy", "false_advertising", "other")
 _NEGATORS = ("不", "没", "没有", "别", "未", "无", "非")
+_INTENSIFIERS = ("非常", "特别", "无比", "格外")
 
 
 @lru_cache(maxsize=1)
@@ -24,8 +25,13 @@ def _lexicon() -> dict[str, list[str]]:
 
 
 def _negated(text: str, at: int) -> bool:
-    """A negator in the two characters before the word, within the same clause."""
+    """A negator in the two characters before the word, within the same clause.
+
+    非常, 特别 and 无比 are intensifiers that merely contain a negator character: they do not negate.
+    """
     window = re.split(r"[^\w]", text[max(0, at - 2) : at])[-1]
+    if any(window.endswith(i) for i in _INTENSIFIERS):
+        return False
     return any(window.endswith(n) or window.startswith(n) for n in _NEGATORS)
 
 

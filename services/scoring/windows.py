@@ -51,8 +51,9 @@ class WindowCounter:
             lateness = timedelta(minutes=meta[0] - minute)
             if lateness > self._grace:
                 raise LateEvent(lateness)
-            if minute < meta[1]:
-                raise LateEvent(lateness)
+            # Windows were already evaluated (and expired) past this minute: it can no longer count.
+            if minute < meta[2] - self._retention_min - int(self._grace.total_seconds() // 60):
+                raise LateEvent(timedelta(minutes=meta[2] - minute))
         if amount > 0:
             key = f"{group}|{minute}"
             bucket = dict(self._buckets.get(key) or {})
@@ -60,8 +61,9 @@ class WindowCounter:
             self._buckets[key] = bucket
         if meta is None:
             self._meta[group] = [minute, minute, minute]
-        elif minute > meta[0]:
-            self._meta[group] = [minute, meta[1], max(meta[2], minute)]
+        elif minute > meta[0] or minute < meta[1]:
+            # An out-of-order event within grace may be older than every bucket so far: expiry starts there.
+            self._meta[group] = [max(meta[0], minute), min(meta[1], minute), max(meta[2], minute)]
 
     def advance(self, group: str, now: datetime) -> int:
         """Move the evaluation point to max(watermark, previous point, now); expire old buckets.

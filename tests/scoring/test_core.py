@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from schemas.events import Engagement, KeywordHit, Platform, Tier, TierChange
+from services.common.clock import FakeClock
+from services.scoring.core import HitStage, ScoringState, TierStage
+from services.scoring.matcher import RuleMatcher
+from services.scoring.windows import LateEvent
+from tests.scoring.factories import T0, XINGHE_CONFIG, make_post
+
+ROOT_TEXT = "星河电器空调起火了，要求退款"
+
+
+@pytest.fixture(scope="module")
+def matcher() -> RuleMatcher:
+    return RuleMatcher(XINGHE_CONFIG.rules)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0 + timedelta(seconds=5))
+
+
+@pytest.fixture
+def hits(matcher: RuleMatcher, clock: FakeClock) -> HitStage:
+    return HitStage(XINGHE_CONFIG, matcher, clock=clock)
+
+
+@pytest.fixture
+def tiers(clock: FakeClock) -> TierStage:
+    return TierStage(XINGHE_CONFIG, rule_version="v-test", clock=clock)
+
+
+@pytest.fixture
+def state() -> ScoringState:
+    return ScoringState.in_memory()
+
+
+# ---- HitStage ---------------------------------------------------------------------------------------
+
+
+def test_matching_post_yields_one_first_seen_hit(
+    hits: HitStage, state: ScoringState, clock: FakeClock
+) -> None:
+    post = make_post(reposts=100, comments=20, likes=30)
+    (hit,) = hits.process(post, state)
+    assert hit.group == "xinghe"
+    assert hit.first_seen is True
+    assert hit.delta == Engagement(reposts=100, comments=20, likes=30)
+    assert hit.delta.total == 150
+    assert hit.cumulative.total == 150
+    assert hit.platform == Platform.weibo
+    assert hit.post_id == "p1"
+    assert hit.thread_key == "weibo:p1"
+    assert hit.snapshot_id == post.event_id
+    assert hit.event_time == T0
+    assert hit.detected_at == clock()
+    assert hit.sentiment < 0
+    assert hit.demand in {"refund", "safety"}
+    assert {m.term for m in hit.matches} >= {"星河电器", "起火"}
+    assert state.thread_groups == {"weibo:p1": ["xinghe"]}
+
+
+def test_non_matching_post_yields_nothing(hits: HitStage, state: ScoringState) -> None:
+    assert hits.process(make_post(text="今天天气真好", reposts=1000), state) == []
+    assert hits.process(make_post(post_id="p2", text="星河电器发布新品", reposts=1000), state) == []
+    assert state.snapshots == {}
+    assert state.seen == {}
+
+
+def test_same_snapshot_again_yields_no_hit(hits: HitStage, state: ScoringState) -> None:
+    post = make_post(reposts=100)
+    assert len(hits.process(post, state)) == 1
+    assert hits.process(post, state) == []
+    assert hits.process(make_post(reposts=100), state) == []
+
+
+def test_newer_snapshot_yields_delta_only(hits: HitStage, state: ScoringState) -> None:
+    hits.process(make_post(reposts=100, comments=10), state)
+    later = make_post(event_time=T0 + timedelta(minutes=10), reposts=130, comments=15, likes=5)
+    (hit,) = hits.process(later, state)
+    assert hit.first_seen is False
+    assert hit.delta == Engagement(reposts=30, comments=5, likes=5)
+    assert hit.cumulative.total == 150
+    assert hit.snapshot_id == later.event_id
+
+
+def test_older_snapshot_yields_no_hit(hits: HitStage, state: ScoringState) -> None:
+    hits.process(make_post(event_time=T0 + timedelta(minutes=10), reposts=100), state)
+    assert hits.process(make_post(event_time=T0, reposts=50), state) == []
+
+
+def test_newer_snapshot_without_growth_yields_no_hit(hits: HitStage, state: ScoringState) -> None:
+    hits.process(make_post(reposts=100), state)
+    assert hits.process(make_post(event_time=T0 + timedelta(minutes=1), reposts=90), state) == []
+    (hit,) = hits.process(make_post(event_time=T0 + timedelta(minutes=2), reposts=110), state)
+    assert hit.delta.total == 10
+
+
+def test_repost_counts_toward_root_group(hits: HitStage, state: ScoringState) -> None:
+    hits.process(make_post(post_id="root", reposts=10), state)
+    repost = make_post(
+        post_id="r1",
+        text="转发微博",
+        root_post_id="root",
+        event_time=T0 + timedelta(minutes=3),
+        reposts=4,
+        comments=2,
+        likes=1,
+    )
+    (hit,) = hits.process(repost, state)
+    assert hit.group == "xinghe"
+    assert hit.post_id == "r1"
+    assert hit.thread_key == "weibo:root"
+    assert hit.first_seen is True
+    assert hit.matches == ()
+    assert hit.delta.total == 7
+
+
+def test_repost_of_unmatched_root_yields_nothing(hits: HitStage, state: ScoringState) -> None:
+    assert hits.process(make_post(post_id="root", text="今天天气真好", reposts=10), state) == []
+    repost = make_post(post_id="r1", text="转发微博", root_post_id="root", reposts=5)
+    assert hits.process(repost, state) == []
+
+
+def test_repost_on_other_platform_does_not_inherit(hits: HitStage, state: ScoringState) -> None:
+    hits.process(make_post(post_id="root", reposts=10), state)
+    repost = make_post(
+        post_id="r1", text="转发微博", root_post_id="root", platform=Platform.douyin, reposts=5
+    )
+    assert hits.process(repost, state) == []
+
+
+# ---- TierStage --------------------------------------------------------------------------------------
+
+
+def _escalate(hit_stage: HitStage, tier_stage: TierStage, state: ScoringState) -> list[TierChange]:
+    """One post growing 10,001 -> 50,001 -> 100,001 within ten minutes, fed through both stages."""
+    changes: list[TierChange] = []
+    for minutes, spread in ((0, 10_001), (5, 50_001), (10, 100_001)):
+        post = make_post(post_id="root", event_time=T0 + timedelta(minutes=minutes), reposts=spread)
+        for hit in hit_stage.process(post, state):
+            changes.extend(tier_stage.process(hit, state))
+    return changes
+
+
+def test_tier_changes_up_in_order(hits: HitStage, tiers: TierStage, state: ScoringState) -> None:
+    changes = _escalate(hits, tiers, state)
+    assert [(c.previous, c.tier) for c in changes] == [
+        (Tier.none, Tier.level3),
+        (Tier.level3, Tier.level2),
+        (Tier.level2, Tier.level1),
+    ]
+    assert all(c.direction == "up" and c.reason == "threshold" for c in changes)
+    assert all(c.group == "xinghe" and c.rule_version == "v-test" for c in changes)
+    assert [c.counts for c in changes] == [
+        {"8h": 10_001, "4h": 10_001, "2h": 10_001},
+        {"8h": 50_001, "4h": 50_001, "2h": 50_001},
+        {"8h": 100_001, "4h": 100_001, "2h": 100_001},
+    ]
+    assert [c.window_end for c in changes] == [T0 + timedelta(minutes=m) for m in (1, 6, 11)]
+    assert changes[-1].platform_mix == {"weibo": 100_001}
+    assert changes[-1].top_posts[0]["post"] == "weibo:root"
+    assert changes[-1].top_posts[0]["spread"] == 100_001
+    assert len({c.event_id for c in changes}) == 3
+    assert state.tiers["xinghe"]["tier"] == int(Tier.level1)
+
+
+def test_tier_change_ids_are_deterministic(matcher: RuleMatcher) -> None:
+    def run(detected: timedelta) -> list[TierChange]:
+        clock = FakeClock(T0 + detected)
+        return _escalate(
+            HitStage(XINGHE_CONFIG, matcher, clock=clock),
+            TierStage(XINGHE_CONFIG, clock=clock),
+            ScoringState.in_memory(),
+        )
+
+    first, second = run(timedelta(0)), run(timedelta(hours=3))
+    assert len(first) == 3
+    assert [c.event_id for c in first] == [c.event_id for c in second]
+    assert [c.detected_at for c in first] != [c.detected_at for c in second]
+
+
+def test_hit_below_threshold_emits_nothing(tiers: TierStage, state: ScoringState, hits: HitStage) -> None:
+    (hit,) = hits.process(make_post(reposts=10_000), state)
+    assert tiers.process(hit, state) == []
+    assert state.tiers["xinghe"]["tier"] == int(Tier.none)
+
+
+def test_tick_brings_tier_down_by_cooldown(
+    hits: HitStage, tiers: TierStage, state: ScoringState, clock: FakeClock
+) -> None:
+    assert len(_escalate(hits, tiers, state)) == 3
+    clock.set(T0 + timedelta(hours=9))
+    down: list[TierChange] = []
+    down.extend(tiers.tick(state))
+    clock.advance(minutes=16)
+    down.extend(tiers.tick(state))
+    for _ in range(4):  # any further steps down
+        clock.advance(minutes=16)
+        down.extend(tiers.tick(state))
+    assert down
+    assert all(c.reason == "cooldown" and c.direction == "down" for c in down)
+    assert down[0].previous == Tier.level1
+    assert down[-1].tier == Tier.none
+    assert state.tiers["xinghe"]["tier"] == int(Tier.none)
+    assert down[-1].counts == {"8h": 0, "4h": 0, "2h": 0}
+    # Quiet and already at none: nothing more to report.
+    clock.advance(hours=1)
+    assert tiers.tick(state) == []
+
+
+def test_tick_within_hold_keeps_tier(
+    hits: HitStage, tiers: TierStage, state: ScoringState, clock: FakeClock
+) -> None:
+    _escalate(hits, tiers, state)
+    clock.set(T0 + timedelta(hours=9))
+    assert tiers.tick(state) == []
+    clock.advance(minutes=14)
+    assert tiers.tick(state) == []
+    assert state.tiers["xinghe"]["tier"] == int(Tier.level1)
+
+
+def test_late_hit_beyond_grace_raises(hits: HitStage, tiers: TierStage, state: ScoringState) -> None:
+    for hit in hits.process(make_post(post_id="a", event_time=T0 + timedelta(minutes=30), reposts=5), state):
+        tiers.process(hit, state)
+    (late,) = hits.process(make_post(post_id="b", event_time=T0, reposts=5), state)
+    with pytest.raises(LateEvent):
+        tiers.process(late, state)
+
+
+def test_override_pins_tier_in_stage(hits: HitStage, tiers: TierStage, state: ScoringState) -> None:
+    change = tiers.override("xinghe", Tier.level1, "alice", state)
+    assert change is not None
+    assert (change.previous, change.tier, change.reason, change.operator) == (
+        Tier.none,
+        Tier.level1,
+        "override",
+        "alice",
+    )
+    (hit,) = hits.process(make_post(reposts=5), state)
+    assert tiers.process(hit, state) == []
+    assert state.tiers["xinghe"]["override"] == int(Tier.level1)
+
+
+def test_keyword_hit_id_depends_on_group_and_snapshot(hits: HitStage, state: ScoringState) -> None:
+    post = make_post(reposts=1)
+    (hit,) = hits.process(post, state)
+    again = KeywordHit.model_validate(hit.model_dump(exclude={"event_id"}))
+    assert again.event_id == hit.event_id

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from services.scoring.normalize import normalize
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("星河電器", "星河电器"),
+        ("投訴", "投诉"),
+        ("星河電器投訴無門", "星河电器投诉无门"),
+    ],
+)
+def test_traditional_to_simplified(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+def test_full_width_to_half_width_and_case_folding() -> None:
+    assert normalize("ＸＩＡＯＭＩ") == "xiaomi"
+    assert normalize("Ｘｉａｏｍｉ１５ Pro") == "xiaomi15pro"
+
+
+def test_full_width_punctuation_becomes_ascii() -> None:
+    assert normalize("星河电器，投诉！") == "星河电器,投诉!"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "星 河 电 器",
+        "星\u200b河\u200b电\u200b器",
+        "星\u3000河\t电\n器",
+        "\ufeff星\u200d河\u2060电\u00ad器",
+    ],
+)
+def test_whitespace_and_zero_width_removed_inside_words(raw: str) -> None:
+    assert normalize(raw) == "星河电器"
+
+
+def test_plain_simplified_text_unchanged() -> None:
+    assert normalize("星河电器空调起火") == "星河电器空调起火"

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from services.scoring.windows import LateEvent, WindowCounter, minute_of
+from tests.scoring.factories import T0
+
+RETENTION = timedelta(hours=8)
+GRACE = timedelta(minutes=10)
+
+
+@pytest.fixture
+def store() -> tuple[dict[str, dict[str, int]], dict[str, list[int]]]:
+    return {}, {}
+
+
+@pytest.fixture
+def counter(store: tuple[dict[str, dict[str, int]], dict[str, list[int]]]) -> WindowCounter:
+    buckets, meta = store
+    return WindowCounter(buckets, meta, retention=RETENTION, grace=GRACE)
+
+
+M0 = minute_of(T0)
+
+
+def test_minute_of() -> None:
+    assert minute_of(T0 + timedelta(seconds=59)) == M0
+    assert minute_of(T0 + timedelta(seconds=60)) == M0 + 1
+
+
+@pytest.mark.parametrize("window", [120, 240, 480])
+def test_amount_inside_window_until_its_last_minute(counter: WindowCounter, window: int) -> None:
+    counter.add("g", T0, "weibo", 7)
+    assert counter.totals("g", M0, window) == {"weibo": 7}
+    assert counter.totals("g", M0 + window - 1, window) == {"weibo": 7}
+    assert counter.totals("g", M0 + window, window) == {}
+    assert counter.totals("g", M0 - 1, window) == {}
+
+
+def test_windows_sum_exactly_the_right_buckets(counter: WindowCounter) -> None:
+    counter.add("g", T0, "weibo", 1)
+    counter.add("g", T0 + timedelta(minutes=100), "weibo", 10)
+    counter.add("g", T0 + timedelta(minutes=200), "douyin", 100)
+    counter.add("g", T0 + timedelta(minutes=400), "weibo", 1000)
+    until = M0 + 400
+    assert counter.totals("g", until, 120) == {"weibo": 1000}
+    assert counter.totals("g", until, 240) == {"weibo": 1000, "douyin": 100}
+    assert counter.totals("g", until, 480) == {"weibo": 1011, "douyin": 100}
+
+
+def test_same_minute_and_platform_accumulate(counter: WindowCounter) -> None:
+    counter.add("g", T0, "weibo", 3)
+    counter.add("g", T0 + timedelta(seconds=30), "weibo", 4)
+    counter.add("g", T0, "zhihu", 5)
+    assert counter.totals("g", M0, 1) == {"weibo": 7, "zhihu": 5}
+
+
+def test_groups_are_separate(counter: WindowCounter) -> None:
+    counter.add("a", T0, "weibo", 3)
+    counter.add("b", T0, "weibo", 4)
+    assert counter.totals("a", M0, 120) == {"weibo": 3}
+    assert counter.totals("b", M0, 120) == {"weibo": 4}
+    assert sorted(counter.groups()) == ["a", "b"]
+
+
+def test_watermark_tracks_newest_event(counter: WindowCounter) -> None:
+    assert counter.watermark("g") is None
+    counter.add("g", T0, "weibo", 1)
+    counter.add("g", T0 + timedelta(minutes=30), "weibo", 1)
+    counter.add("g", T0 + timedelta(minutes=25), "weibo", 1)
+    assert counter.watermark("g") == T0 + timedelta(minutes=30)
+
+
+def test_late_event_within_grace_counted(counter: WindowCounter) -> None:
+    counter.add("g", T0, "weibo", 1)
+    counter.add("g", T0 + timedelta(minutes=30), "weibo", 1)
+    counter.add("g", T0 + timedelta(minutes=20), "weibo", 5)  # exactly the grace: still counted
+    counter.add("g", T0 + timedelta(minutes=25), "weibo", 2)
+    assert counter.totals("g", M0 + 30, 120) == {"weibo": 9}
+
+
+def test_late_event_beyond_grace_raises(
+    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, list[int]]]
+) -> None:
+    counter.add("g", T0, "weibo", 1)
+    counter.add("g", T0 + timedelta(minutes=30), "weibo", 1)
+    with pytest.raises(LateEvent) as info:
+        counter.add("g", T0 + timedelta(minutes=19), "weibo", 5)
+    assert info.value.lateness == timedelta(minutes=11)
+    buckets, _ = store
+    assert f"g|{M0 + 19}" not in buckets
+    assert counter.totals("g", M0 + 30, 120) == {"weibo": 2}
+
+
+def test_out_of_order_first_events_within_grace_counted(counter: WindowCounter) -> None:
+    counter.add("g", T0 + timedelta(minutes=5), "weibo", 5)
+    counter.add("g", T0, "weibo", 7)  # 5 min behind the watermark, grace is 10 min
+    assert counter.totals("g", M0 + 5, 120) == {"weibo": 12}
+
+
+def test_advance_is_monotonic(counter: WindowCounter) -> None:
+    counter.add("g", T0, "weibo", 1)
+    assert counter.advance("g", T0 + timedelta(minutes=50)) == M0 + 50
+    assert counter.advance("g", T0 + timedelta(minutes=10)) == M0 + 50
+    assert counter.advance("g", T0 - timedelta(hours=1)) == M0 + 50
+    # An event older than the evaluation point but newer than the watermark does not move it back.
+    counter.add("g", T0 + timedelta(minutes=5), "weibo", 1)
+    assert counter.advance("g", T0) == M0 + 50
+    assert counter.advance("g", T0 + timedelta(minutes=51)) == M0 + 51
+
+
+def test_advance_never_behind_watermark(counter: WindowCounter) -> None:
+    counter.add("g", T0 + timedelta(minutes=90), "weibo", 1)
+    assert counter.advance("g", T0) == M0 + 90
+
+
+def test_advance_unknown_group_returns_now_minute(counter: WindowCounter) -> None:
+    assert counter.advance("nobody", T0) == M0
+
+
+def test_advance_expires_buckets_past_retention_plus_grace(
+    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, list[int]]]
+) -> None:
+    buckets, meta = store
+    counter.add("g", T0, "weibo", 1)
+    counter.add("g", T0 + timedelta(minutes=1), "weibo", 2)
+    counter.add("g", T0 + timedelta(minutes=100), "weibo", 3)
+    horizon = 480 + 10
+    counter.advance("g", T0 + timedelta(minutes=horizon))
+    assert f"g|{M0}" in buckets  # exactly retention + grace old: kept
+    counter.advance("g", T0 + timedelta(minutes=horizon + 1))
+    assert f"g|{M0}" not in buckets
+    assert f"g|{M0 + 1}" in buckets
+    counter.advance("g", T0 + timedelta(minutes=horizon + 2))
+    assert f"g|{M0 + 1}" not in buckets
+    assert f"g|{M0 + 100}" in buckets
+    assert meta["g"][1] == M0 + 2
+    counter.advance("g", T0 + timedelta(hours=24))
+    assert not any(k.startswith("g|") for k in buckets)
+
+
+def test_event_in_expired_range_raises(counter: WindowCounter) -> None:
+    counter.add("g", T0, "weibo", 1)
+    counter.advance("g", T0 + timedelta(hours=10))
+    with pytest.raises(LateEvent):
+        counter.add("g", T0 + timedelta(minutes=5), "weibo", 1)
+
+
+def test_zero_amount_creates_no_bucket(
+    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, list[int]]]
+) -> None:
+    buckets, meta = store
+    counter.add("g", T0, "weibo", 0)
+    assert buckets == {}
+    assert meta["g"][0] == M0
