@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ValidationError
 
 from services.common import json
@@ -48,6 +50,11 @@ def decode(model: type[M], raw: bytes | None) -> M:
         raise DeadLetter("invalid_schema", f"{model.__name__}: {errs}") from None
 
 
+class _Collector:
+    def __init__(self, fn: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
+        self.collect = fn
+
+
 class StreamShell:
     """One Faust app per service with the settings, registry and helpers its agents need."""
 
@@ -59,6 +66,7 @@ class StreamShell:
         self.topics = Topics.with_prefix(settings.topic_prefix)
         self.registry = registry or CollectorRegistry()
         self.metrics = CommonMetrics(self.registry, service)
+        self.registry.register(_Collector(self._lag))
         (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
         brokers = ";".join(f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(","))
         self.app = faust.App(
@@ -88,6 +96,26 @@ class StreamShell:
         self.ticks_name = f"{settings.topic_prefix}{service}.ticks"
         self.ticks_topic = self.raw_topic(self.ticks_name)
         self._install_pages()
+
+    def _lag(self) -> Iterator[GaugeMetricFamily]:
+        """Consumer lag per assigned partition: high-water mark minus the committed offset."""
+        family = GaugeMetricFamily(
+            "yuqing_consumer_lag_messages",
+            "Messages not yet processed and committed, per input topic and partition.",
+            labels=["service", "topic", "partition"],
+        )
+        consumer = getattr(self.app, "_consumer", None)
+        if consumer is not None:
+            committed = getattr(consumer, "_committed_offset", {})
+            with contextlib.suppress(Exception):  # not assigned yet, or mid-rebalance: report nothing
+                for tp in consumer.assignment():
+                    end = consumer.highwater(tp)
+                    done = committed.get(tp)
+                    if end is not None and "-changelog" not in tp.topic:
+                        family.add_metric(
+                            [self.service, tp.topic, str(tp.partition)], max(0, end - (done or 0))
+                        )
+        yield family
 
     def raw_topic(self, *names: str) -> Any:
         return self.app.topic(

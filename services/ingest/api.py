@@ -14,7 +14,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from pydantic import ValidationError
 
 from schemas.events import IncidentAction, IncidentEvent, KeywordHit, Post, TierChange, TierOverride
@@ -42,6 +49,17 @@ class _Metrics:
         )
         self.rejected = Counter(
             "yuqing_posts_rejected_total", "Posts refused, per reason.", ["reason"], registry=registry
+        )
+        self.last_post = Gauge(
+            "yuqing_platform_last_post_timestamp_seconds",
+            "Unix time of the last accepted post per platform; time() minus this is the data freshness.",
+            ["platform"],
+            registry=registry,
+        )
+        self.produce = Histogram(
+            "yuqing_ingest_produce_seconds",
+            "Time for Kafka to acknowledge a request's posts.",
+            registry=registry,
         )
         self.request = Histogram(
             "yuqing_ingest_request_seconds", "Ingest request latency.", ["route"], registry=registry
@@ -163,7 +181,8 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
             if not posts:
                 return JSONResponse({"detail": errors}, status_code=422)
             try:
-                await produce(posts)
+                with metrics.produce.time():
+                    await produce(posts)
             except (KafkaError, TimeoutError) as exc:
                 log.warning("Kafka unavailable, refusing %d posts: %s", len(posts), exc)
                 metrics.rejected.labels("kafka_unavailable").inc(len(posts))
@@ -174,6 +193,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
                 )
             for _, p in posts:
                 metrics.accepted.labels(p.platform.value).inc()
+                metrics.last_post.labels(p.platform.value).set_to_current_time()
             accepted = [{"index": i, "key": p.key, "event_id": p.event_id} for i, p in posts]
             return JSONResponse(
                 {"accepted": accepted, "rejected": errors}, status_code=207 if errors else 202

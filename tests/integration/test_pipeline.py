@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -113,4 +114,20 @@ async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory
         assert record["reason"] == "invalid_json"
         assert record["source_topic"] == topics.posts_raw
         assert __import__("base64").b64decode(record["value_base64"]) == b"{not json"
+        async with httpx.AsyncClient() as client:
+            scoring = (await client.get(f"http://127.0.0.1:{stack.web_ports['scoring']}/metrics")).text
+            api_metrics = (await client.get(f"{api}/metrics")).text
+            health = await client.get(f"http://127.0.0.1:{stack.web_ports['notifier']}/healthz")
+        assert health.json()["service"] == "notifier"
+        assert (
+            f'yuqing_consumer_lag_messages{{partition="0",service="scoring",topic="{topics.posts_raw}"}}'
+            in scoring
+        )
+        assert re.search(
+            r'yuqing_dead_letters_total\{reason="invalid_json",service="scoring"\} 1\.0', scoring
+        )
+        assert re.search(r'yuqing_tier_level\{group="xinghe"\} 2\.0', scoring)
+        assert re.search(
+            r'yuqing_platform_last_post_timestamp_seconds\{platform="weibo"\} 1\.\d+e\+09', api_metrics
+        )
         assert stack.check() == []
