@@ -12,7 +12,7 @@ from typing import Any
 
 from schemas.events import Engagement, KeywordHit, Post, Tier, TierChange
 from services.common.clock import Clock, system_clock
-from services.common.config import YuqingConfig
+from services.common.config import TiersConfig, YuqingConfig
 from services.scoring.engagement import Snapshot, apply_snapshot
 from services.scoring.matcher import RuleMatcher
 from services.scoring.sentiment import analyse
@@ -32,7 +32,7 @@ class ScoringState:
     thread_groups: MutableMapping[str, list[str]]  # thread key -> groups the root post matched
     seen: MutableMapping[str, bool]  # "post key|group" -> a hit was emitted already
     buckets: MutableMapping[str, dict[str, int]]  # "group|minute" -> {platform: spread}
-    windows_meta: MutableMapping[str, list[int]]
+    windows_meta: MutableMapping[str, dict[str, Any]]
     tiers: MutableMapping[str, dict[str, Any]]  # group -> TierState row
     top: MutableMapping[str, list[list[Any]]]  # group -> [[minute, post key, platform, delta, excerpt, url]]
 
@@ -111,18 +111,21 @@ class TierStage:
         self.config = config
         self.rule_version = rule_version
         self.clock = clock
+        # Looked up on every hit: resolve per-group overrides once, not by scanning the groups each time.
+        self._retention = config.window()
+        self._grace = timedelta(minutes=config.tiers.grace_minutes)
+        self._tiers = {g.name: config.tiers_for(g.name) for g in config.rules.groups}
 
-    def _windows(self, state: ScoringState) -> WindowCounter:
-        return WindowCounter(
-            state.buckets,
-            state.windows_meta,
-            retention=self.config.window(),
-            grace=timedelta(minutes=self.config.tiers.grace_minutes),
-        )
+    def tiers_for(self, group: str) -> TiersConfig:
+        return self._tiers.get(group, self.config.tiers)
+
+    def _windows(self, state: ScoringState, group: str) -> WindowCounter:
+        lengths = tuple(sorted({r.window_minutes for r in self.tiers_for(group).rules}))
+        return WindowCounter(state.buckets, state.windows_meta, self._retention, self._grace, lengths)
 
     def process(self, hit: KeywordHit, state: ScoringState) -> list[TierChange]:
         """Count the hit (raises windows.LateEvent when too late) and re-evaluate its group."""
-        windows = self._windows(state)
+        windows = self._windows(state, hit.group)
         windows.add(hit.group, hit.event_time, hit.platform.value, hit.delta.total)
         if hit.delta.total > 0:
             self._remember_top(hit, state)
@@ -131,17 +134,16 @@ class TierStage:
 
     def tick(self, state: ScoringState, groups: list[str] | None = None) -> list[TierChange]:
         """Re-evaluate groups at wall-clock time so that tiers come down when a keyword goes quiet."""
-        windows = self._windows(state)
         now = self.clock()
         out: list[TierChange] = []
-        for group in groups if groups is not None else windows.groups():
-            out.extend(self._evaluate(group, windows, state, at=now))
+        for group in groups if groups is not None else list(state.windows_meta.keys()):
+            out.extend(self._evaluate(group, self._windows(state, group), state, at=now))
         return out
 
     def override(
         self, group: str, tier: Tier | None, operator: str, state: ScoringState
     ) -> TierChange | None:
-        windows = self._windows(state)
+        windows = self._windows(state, group)
         current = TierState.from_row(state.tiers.get(group))
         decision = set_override(current, tier, operator)
         until = windows.advance(group, self.clock())
@@ -151,10 +153,8 @@ class TierStage:
         self, group: str, windows: WindowCounter, state: ScoringState, at: datetime
     ) -> list[TierChange]:
         until = windows.advance(group, at)
-        cfg = self.config.tiers_for(group)
-        totals = {
-            r.window_minutes: sum(windows.totals(group, until, r.window_minutes).values()) for r in cfg.rules
-        }
+        cfg = self.tiers_for(group)
+        totals = windows.sums(group)
         current = TierState.from_row(state.tiers.get(group))
         decision = decide(current, totals, cfg, datetime.fromtimestamp(until * 60, UTC))
         change = self._apply(group, decision, windows, state, until)
@@ -174,12 +174,10 @@ class TierStage:
             state.tiers[group] = row
         if decision.reason is None or (not decision.changed and decision.reason != "override"):
             return None
-        cfg = self.config.tiers_for(group)
+        cfg = self.tiers_for(group)
         longest = max(r.window_minutes for r in cfg.rules)
-        counts = {
-            window_label(r.window_minutes): sum(windows.totals(group, until, r.window_minutes).values())
-            for r in cfg.rules
-        }
+        sums = windows.sums(group)
+        counts = {window_label(r.window_minutes): sums.get(r.window_minutes, 0) for r in cfg.rules}
         window_end = datetime.fromtimestamp((until + 1) * 60, UTC)
         new, old = decision.state.tier, decision.previous
         return TierChange(

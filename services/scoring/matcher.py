@@ -87,21 +87,34 @@ class RuleMatcher:
         return len(self._automaton)
 
     def match(self, text: str) -> list[GroupMatch]:
-        """Every rule group the text satisfies, with the confirmed term spans in normalised text."""
+        """Every rule group the text satisfies, with the confirmed term spans in normalised text.
+
+        Only groups whose brand was found are evaluated, so the cost follows the candidates in the
+        text, not the number of groups sharing the negative lexicon.
+        """
         norm = normalize(text)
         if not norm or len(self._automaton) == 0:
             return []
-        found: dict[int, list[TermMatch]] = {}
+        confirmed: list[tuple[str, int, int]] = []
+        brand_groups: dict[int, None] = {}
         boundaries: dict[tuple[int, int], frozenset[int]] = {}
         for end_idx, (word, owners) in self._automaton.iter(norm):
             start, end = end_idx - len(word) + 1, end_idx + 1
             if not self._on_boundaries(norm, start, end, boundaries):
                 continue
+            confirmed.append((word, start, end))
             for gi, kind in owners:
-                found.setdefault(gi, []).append(TermMatch(term=word, kind=kind, start=start, end=end))
+                if kind == "brand":
+                    brand_groups[gi] = None
         result = []
-        for gi, matches in found.items():
+        for gi in brand_groups:
             c = self._groups[gi]
+            matches = [
+                TermMatch(term=w, kind=kind, start=st, end=en)
+                for w, st, en in confirmed
+                for kind, words in (("brand", c.brands), ("negative", c.negatives), ("required", c.required))
+                if w in words
+            ]
             if self._satisfies(c, matches, norm):
                 result.append(GroupMatch(group=c.rule.name, matches=tuple(matches)))
         return result

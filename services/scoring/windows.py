@@ -1,13 +1,15 @@
 """Sliding event-time windows from one-minute buckets kept in a mapping we control.
 
-The store is any MutableMapping: a dict in tests, a changelog-backed faust Table in the worker.
-One key per (group, minute) keeps changelog records small and recovery fast.
+The store is any MutableMapping: a dict in tests, a changelog-backed faust Table in the worker. One key per
+(group, minute) keeps changelog records small and recovery fast. Each group's meta row keeps a running sum
+per window; a bucket is subtracted once as it slides out, so a hit costs O(1) whatever the window length.
 """
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 __all__ = ["LateEvent", "WindowCounter", "minute_of"]
 
@@ -16,75 +18,119 @@ def minute_of(t: datetime) -> int:
     return int(t.timestamp() // 60)
 
 
-class LateEvent(Exception):
+class LateEvent(Exception):  # a typed outcome, not a failure
     def __init__(self, lateness: timedelta) -> None:
-        super().__init__(
-            f"event is {lateness.total_seconds():.0f}s behind the watermark, past the grace period"
-        )
+        super().__init__(f"event is {lateness.total_seconds():.0f}s behind, past the grace period")
         self.lateness = lateness
 
 
 class WindowCounter:
-    """Per-group minute buckets of {platform: spread}, a watermark, and expiry past the longest window."""
+    """Per-group minute buckets of {platform: spread}, a watermark, running sums and expiry.
+
+    meta[group] = {"wm": newest event minute, "old": oldest live minute, "until": evaluation minute,
+                   "sums": {window minutes: spread in (until - window, until] plus any minute after until}}
+    """
 
     def __init__(
         self,
         buckets: MutableMapping[str, dict[str, int]],
-        meta: MutableMapping[str, list[int]],
+        meta: MutableMapping[str, dict[str, Any]],
         retention: timedelta,
         grace: timedelta,
+        windows: tuple[int, ...] = (),
     ) -> None:
         self._buckets = buckets
-        self._meta = meta  # group -> [watermark_minute, oldest_live_minute, evaluated_until_minute]
+        self._meta = meta
         self._retention_min = int(retention.total_seconds() // 60)
         self._grace = grace
+        self._grace_min = int(grace.total_seconds() // 60)
+        self._windows = windows
+
+    def _load(self, group: str) -> dict[str, Any] | None:
+        row = self._meta.get(group)
+        if row is None:
+            return None
+        m = {"wm": row["wm"], "old": row["old"], "until": row["until"], "sums": dict(row["sums"])}
+        if sorted(m["sums"]) != sorted(str(w) for w in self._windows):
+            # The windows changed (a new config): rebuild the sums once from the buckets.
+            top = max(m["until"], m["wm"])
+            m["sums"] = {str(w): self._scan(group, m["until"] - w + 1, top) for w in self._windows}
+        return m
+
+    def _scan(self, group: str, lo: int, hi: int) -> int:
+        total = 0
+        for minute in range(lo, hi + 1):
+            bucket = self._buckets.get(f"{group}|{minute}")
+            if bucket:
+                total += sum(bucket.values())
+        return total
 
     def watermark(self, group: str) -> datetime | None:
-        meta = self._meta.get(group)
-        return None if meta is None else datetime.fromtimestamp(meta[0] * 60, UTC)
+        row = self._meta.get(group)
+        return None if row is None else datetime.fromtimestamp(row["wm"] * 60, UTC)
 
     def add(self, group: str, at: datetime, platform: str, amount: int) -> None:
-        """Count `amount` at event time `at`; raises LateEvent when older than watermark - grace."""
+        """Count `amount` at event time `at`; LateEvent when past grace or in already-expired minutes."""
         minute = minute_of(at)
-        meta = self._meta.get(group)
-        if meta is not None:
-            lateness = timedelta(minutes=meta[0] - minute)
+        m = self._load(group)
+        if m is not None:
+            lateness = timedelta(minutes=m["wm"] - minute)
             if lateness > self._grace:
                 raise LateEvent(lateness)
             # Windows were already evaluated (and expired) past this minute: it can no longer count.
-            if minute < meta[2] - self._retention_min - int(self._grace.total_seconds() // 60):
-                raise LateEvent(timedelta(minutes=meta[2] - minute))
+            if minute < m["until"] - self._retention_min - self._grace_min:
+                raise LateEvent(timedelta(minutes=m["until"] - minute))
+        else:
+            m = {"wm": minute, "old": minute, "until": minute, "sums": {str(w): 0 for w in self._windows}}
         if amount > 0:
             key = f"{group}|{minute}"
             bucket = dict(self._buckets.get(key) or {})
             bucket[platform] = bucket.get(platform, 0) + amount
             self._buckets[key] = bucket
-        if meta is None:
-            self._meta[group] = [minute, minute, minute]
-        elif minute > meta[0] or minute < meta[1]:
-            # An out-of-order event within grace may be older than every bucket so far: expiry starts there.
-            self._meta[group] = [max(meta[0], minute), min(meta[1], minute), max(meta[2], minute)]
+            for w in self._windows:
+                if minute > m["until"] - w:
+                    m["sums"][str(w)] += amount
+        # An out-of-order event within grace may be older than every bucket so far: expiry starts there.
+        m["wm"], m["old"] = max(m["wm"], minute), min(m["old"], minute)
+        self._meta[group] = m
 
     def advance(self, group: str, now: datetime) -> int:
         """Move the evaluation point to max(watermark, previous point, now); expire old buckets.
 
         Returns the evaluation minute. Monotonic, so a tier computed at one point never goes back in time.
         """
-        meta = self._meta.get(group)
-        if meta is None:
+        m = self._load(group)
+        if m is None:
             return minute_of(now)
-        until = max(meta[0], meta[2], minute_of(now))
-        cutoff = until - self._retention_min - int(self._grace.total_seconds() // 60)
-        oldest = meta[1]
-        while oldest < cutoff:
-            self._buckets.pop(f"{group}|{oldest}", None)
-            oldest += 1
-        if [meta[0], oldest, until] != meta:
-            self._meta[group] = [meta[0], oldest, until]
+        until = max(m["wm"], m["until"], minute_of(now))
+        changed = until != m["until"]
+        if changed:
+            for w in self._windows:
+                # Buckets only exist in [old, wm]: subtract those that slid out of this window.
+                lo, hi = max(m["until"] - w + 1, m["old"]), min(until - w, m["wm"])
+                if lo <= hi:
+                    m["sums"][str(w)] -= self._scan(group, lo, hi)
+        cutoff = until - self._retention_min - self._grace_min
+        oldest = m["old"]
+        if oldest < cutoff:
+            for minute in range(oldest, min(cutoff, m["wm"] + 1)):
+                self._buckets.pop(f"{group}|{minute}", None)
+            m["old"] = cutoff
+            changed = True
+        if changed or self._meta.get(group, {}).get("sums") != m["sums"]:
+            m["until"] = until
+            self._meta[group] = m
         return until
 
+    def sums(self, group: str) -> dict[int, int]:
+        """Spread per window length at the evaluation point (after `advance`)."""
+        m = self._load(group)
+        if m is None:
+            return dict.fromkeys(self._windows, 0)
+        return {int(w): v for w, v in m["sums"].items()}
+
     def totals(self, group: str, until_minute: int, minutes: int) -> dict[str, int]:
-        """Spread per platform in the `minutes` buckets ending with `until_minute` (inclusive)."""
+        """Spread per platform in the `minutes` buckets ending with `until_minute` (inclusive); a scan."""
         out: dict[str, int] = {}
         for m in range(until_minute - minutes + 1, until_minute + 1):
             bucket = self._buckets.get(f"{group}|{m}")

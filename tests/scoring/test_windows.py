@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.scoring.windows import LateEvent, WindowCounter, minute_of
 from tests.scoring.factories import T0
@@ -12,12 +16,12 @@ GRACE = timedelta(minutes=10)
 
 
 @pytest.fixture
-def store() -> tuple[dict[str, dict[str, int]], dict[str, list[int]]]:
+def store() -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
     return {}, {}
 
 
 @pytest.fixture
-def counter(store: tuple[dict[str, dict[str, int]], dict[str, list[int]]]) -> WindowCounter:
+def counter(store: tuple[dict[str, dict[str, int]], dict[str, Any]]) -> WindowCounter:
     buckets, meta = store
     return WindowCounter(buckets, meta, retention=RETENTION, grace=GRACE)
 
@@ -82,7 +86,7 @@ def test_late_event_within_grace_counted(counter: WindowCounter) -> None:
 
 
 def test_late_event_beyond_grace_raises(
-    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, list[int]]]
+    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, Any]]
 ) -> None:
     counter.add("g", T0, "weibo", 1)
     counter.add("g", T0 + timedelta(minutes=30), "weibo", 1)
@@ -121,7 +125,7 @@ def test_advance_unknown_group_returns_now_minute(counter: WindowCounter) -> Non
 
 
 def test_advance_expires_buckets_past_retention_plus_grace(
-    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, list[int]]]
+    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, Any]]
 ) -> None:
     buckets, meta = store
     counter.add("g", T0, "weibo", 1)
@@ -136,7 +140,7 @@ def test_advance_expires_buckets_past_retention_plus_grace(
     counter.advance("g", T0 + timedelta(minutes=horizon + 2))
     assert f"g|{M0 + 1}" not in buckets
     assert f"g|{M0 + 100}" in buckets
-    assert meta["g"][1] == M0 + 2
+    assert meta["g"]["old"] == M0 + 2
     counter.advance("g", T0 + timedelta(hours=24))
     assert not any(k.startswith("g|") for k in buckets)
 
@@ -149,9 +153,34 @@ def test_event_in_expired_range_raises(counter: WindowCounter) -> None:
 
 
 def test_zero_amount_creates_no_bucket(
-    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, list[int]]]
+    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, Any]]
 ) -> None:
     buckets, meta = store
     counter.add("g", T0, "weibo", 0)
     assert buckets == {}
-    assert meta["g"][0] == M0
+    assert meta["g"]["wm"] == M0
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["add", "advance"]), st.integers(-15, 600), st.integers(0, 1000)),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_running_sums_equal_a_full_scan(steps: list[tuple[str, int, int]]) -> None:
+    """Whatever the order of adds (in grace or late) and advances, the O(1) sums match brute force."""
+    buckets: dict[str, dict[str, int]] = {}
+    meta: dict[str, Any] = {}
+    windows = (120, 240, 480)
+    counter = WindowCounter(buckets, meta, RETENTION, GRACE, windows)
+    clock = 0
+    for op, offset, amount in steps:
+        if op == "add":
+            with contextlib.suppress(LateEvent):
+                counter.add("g", T0 + timedelta(minutes=clock + offset // 20), "weibo", amount)
+        else:
+            clock += offset
+            until = counter.advance("g", T0 + timedelta(minutes=clock))
+            expected = {w: sum(counter.totals("g", until, w).values()) for w in windows}
+            assert counter.sums("g") == expected

@@ -1,0 +1,80 @@
+"""Shared helpers for the benchmarks: a broker, synthetic posts and rule sets."""
+
+from __future__ import annotations
+
+import random
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from services.common.broker import EmbeddedBroker
+
+__all__ = ["broker", "free_port", "rules", "synthetic_posts"]
+
+_CHARS = "星河电器云栖光年海川鼎盛华晨蓝鲸极客青橙智联天宇恒达中科未来之声金桥银河锦程瑞丰博远卓越凯旋"
+_TEMPLATES = [
+    "#{brand}质量问题# 用了三个月就坏了，售后推诿，强烈要求退款！",
+    "避雷{brand}，客服态度恶劣，投诉无门",
+    "{brand}的新品发布会今天举行，现场很热闹",
+    "今天去商场看了看{brand}，价格还可以",
+    "曝光：{brand}虚假宣传，消费者集体维权",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def broker() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="yuqing-bench-") as tmp:
+        b = EmbeddedBroker(port=free_port(), home=Path(tmp))
+        b.start()
+        try:
+            yield b.bootstrap
+        finally:
+            b.stop()
+
+
+def brand_names(n: int, seed: int = 7) -> list[str]:
+    rnd = random.Random(seed)
+    names: set[str] = {"星河电器"}
+    while len(names) < n:
+        names.add("".join(rnd.choice(_CHARS) for _ in range(rnd.randint(3, 5))))
+    return sorted(names)
+
+
+def rules(terms: int) -> dict[str, Any]:
+    """A rules config with about `terms` brand terms spread over groups of 10 (the negative lexicon adds ~60)."""
+    names = brand_names(terms)
+    groups = [{"name": f"g{i}", "brands": names[i : i + 10]} for i in range(0, len(names), 10)]
+    return {"version": f"bench-{terms}", "groups": groups}
+
+
+def synthetic_posts(n: int, terms: int, seed: int = 11) -> Iterator[dict[str, Any]]:
+    """Posts of realistic length; about 60 % mention a brand with a negative tag."""
+    rnd = random.Random(seed)
+    names = brand_names(terms)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    for i in range(n):
+        text = (
+            rnd.choice(_TEMPLATES).format(brand=rnd.choice(names)) + "。" + "家里的电器" * rnd.randint(1, 8)
+        )
+        yield {
+            "platform": "weibo",
+            "post_id": f"b{i}",
+            "text": text,
+            "published_at": start.isoformat(),
+            "event_time": (start + timedelta(milliseconds=i)).isoformat(),
+            "engagement": {
+                "reposts": rnd.randint(0, 50),
+                "comments": rnd.randint(0, 50),
+                "likes": rnd.randint(0, 500),
+            },
+        }

@@ -1,0 +1,204 @@
+"""Scoring benchmark: posts/s with 10, 1,000 and 10,000 rule terms; memory per million tracked posts.
+
+    .venv/bin/python bench/scoring.py [--posts 20000] [--kafka-posts 20000]
+
+1. core: HitStage + TierStage in-process, no Kafka (what the matcher and state machine cost);
+2. worker: one `yuqing worker scoring` process on the embedded Kafka, posts preloaded on posts.raw, timed
+   from its first keyword hit to its last, next to a raw aiokafka consume->produce loop over the same
+   posts run at the same time (the ceiling any Kafka consumer on this machine could reach);
+3. memory: tracemalloc over the scoring state after N distinct posts, scaled to 1,000,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._util import broker, free_port, rules, synthetic_posts
+from schemas.events import Post
+from services.common import json
+from services.common.config import YuqingConfig
+from services.common.kafka import ensure_topics
+from services.common.settings import CommonSettings
+from services.scoring.core import HitStage, ScoringState, TierStage
+from services.scoring.matcher import RuleMatcher
+from services.scoring.windows import LateEvent
+
+
+def core_rate(terms: int, n: int) -> tuple[float, float, int]:
+    config = YuqingConfig.model_validate({"rules": rules(terms)})
+    t0 = time.perf_counter()
+    matcher = RuleMatcher(config.rules)
+    build = time.perf_counter() - t0
+    hits, tiers = HitStage(config, matcher), TierStage(config)
+    state = ScoringState.in_memory()
+    posts = [Post.model_validate(p) for p in synthetic_posts(n, terms)]
+    count = 0
+    t0 = time.perf_counter()
+    for post in posts:
+        for hit in hits.process(post, state):
+            count += 1
+            try:
+                tiers.process(hit, state)
+            except LateEvent:
+                pass
+    return n / (time.perf_counter() - t0), build, count
+
+
+def memory_per_million(n: int) -> float:
+    config = YuqingConfig.model_validate({"rules": rules(10)})
+    hits, state = HitStage(config, RuleMatcher(config.rules)), ScoringState.in_memory()
+    posts = [Post.model_validate(p) for p in synthetic_posts(n, 10)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for post in posts:
+        hits.process(post, state)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    tracked = len(state.snapshots)
+    return (after - before) / tracked * 1_000_000
+
+
+async def _preload(bootstrap: str, topic: str, posts: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        for i in range(0, len(posts), 2000):
+            await asyncio.gather(
+                *[
+                    await producer.send(topic, key=f"weibo:b{i + j}".encode(), value=v)
+                    for j, v in enumerate(posts[i : i + 2000])
+                ]
+            )
+    finally:
+        await producer.stop()
+
+
+async def _count(bootstrap: str, topic: str, expected: int, timeout: float) -> tuple[float, float, int]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    seen, first, last = 0, 0.0, 0.0
+    deadline = time.monotonic() + timeout
+    try:
+        while seen < expected and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                if records and not first:
+                    first = time.perf_counter()
+                seen += len(records)
+                last = time.perf_counter()
+    finally:
+        await consumer.stop()
+    return first, last, seen
+
+
+async def _raw_loop(bootstrap: str, source: str, sink: str, n: int) -> float:
+    """The ceiling: decode nothing, consume and produce each message with aiokafka."""
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id="bench-raw",
+        max_partition_fetch_bytes=4 << 20,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
+    await consumer.start()
+    await producer.start()
+    done, t0 = 0, 0.0
+    try:
+        while done < n:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=2000)).values():
+                if not t0:
+                    t0 = time.perf_counter()
+                for r in records:
+                    await producer.send(sink, key=r.key, value=r.value)
+                done += len(records)
+        await producer.flush()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return n / (time.perf_counter() - t0)
+
+
+async def worker_rate(bootstrap: str, terms: int, n: int) -> tuple[float, float]:
+    prefix = f"bench{terms}-{int(time.time())}."
+    settings = CommonSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=1)
+    await ensure_topics(settings)
+    posts = list(synthetic_posts(n, terms))
+    matched = sum(
+        1 for p in posts if any(t in p["text"] for t in ("投诉", "退款", "避雷", "维权", "质量问题"))
+    )
+    await _preload(bootstrap, prefix + "posts.raw", [json.dumps(p) for p in posts])
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "rules.yaml"
+        config.write_text(yaml.safe_dump({"rules": rules(terms)}, allow_unicode=True))
+        env = {
+            **os.environ,
+            "YUQING_KAFKA_BOOTSTRAP": bootstrap,
+            "YUQING_TOPIC_PREFIX": prefix,
+            "YUQING_PARTITIONS": "1",
+            "YUQING_CONFIG_FILE": str(config),
+            "YUQING_DATA_DIR": tmp,
+            "YUQING_WEB_PORT": str(free_port()),
+            "YUQING_LOG_LEVEL": "warn",
+        }
+        log = open(Path(tmp) / "worker.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.common.cli", "worker", "scoring"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            raw, (first, last, seen) = await asyncio.gather(
+                _raw_loop(bootstrap, prefix + "posts.raw", prefix + "bench.sink", n),
+                _count(bootstrap, prefix + "keyword-hits", matched, timeout=600),
+            )
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            log.close()
+    if seen < matched:
+        print(f"  warning: saw {seen} of {matched} hits", file=sys.stderr)
+    # Hits are emitted per matched post; the worker also consumed the unmatched ones in the same span.
+    return n * (seen / max(matched, 1)) / max(last - first, 1e-9), raw
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--posts", type=int, default=20_000)
+    parser.add_argument("--kafka-posts", type=int, default=20_000)
+    parser.add_argument("--memory-posts", type=int, default=100_000)
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print("\n| rule terms | matcher build (s) | core posts/s | hits |")
+    print("|---:|---:|---:|---:|")
+    for terms in (10, 1_000, 10_000):
+        rate, build, hits = core_rate(terms, args.posts)
+        print(f"| {terms:,} | {build:.2f} | {rate:,.0f} | {hits:,} |", flush=True)
+    print(
+        f"\nmemory per 1,000,000 tracked posts: {memory_per_million(args.memory_posts) / 2**20:,.0f} MiB "
+        f"(measured over {args.memory_posts:,})",
+        flush=True,
+    )
+    print("\n| rule terms | scoring worker posts/s | raw aiokafka consume->produce msg/s (same run) |")
+    print("|---:|---:|---:|")
+    with broker() as bootstrap:
+        for terms in (10, 1_000, 10_000):
+            rate, raw = asyncio.run(worker_rate(bootstrap, terms, args.kafka_posts))
+            print(f"| {terms:,} | {rate:,.0f} | {raw:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
