@@ -51,7 +51,7 @@ def brand_names(n: int, seed: int = 7) -> list[str]:
 
 
 def rules(terms: int) -> dict[str, Any]:
-    """A rules config with about `terms` brand terms spread over groups of 10 (the negative lexicon adds ~60)."""
+    """A rules config with `terms` brand terms in groups of 10 (the shared negative lexicon adds ~60)."""
     names = brand_names(terms)
     groups = [{"name": f"g{i}", "brands": names[i : i + 10]} for i in range(0, len(names), 10)]
     return {"version": f"bench-{terms}", "groups": groups}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -86,11 +87,11 @@ async def _preload(bootstrap: str, topic: str, posts: list[bytes]) -> None:
         await producer.stop()
 
 
-async def _count(bootstrap: str, topic: str, expected: int, timeout: float) -> tuple[float, float, int]:
+async def _count(bootstrap: str, topic: str, expected: int, within: float) -> tuple[float, float, int]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     seen, first, last = 0, 0.0, 0.0
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     try:
         while seen < expected and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
@@ -131,15 +132,24 @@ async def _raw_loop(bootstrap: str, source: str, sink: str, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-async def worker_rate(bootstrap: str, terms: int, n: int) -> tuple[float, float]:
+async def _prepare(bootstrap: str, prefix: str, posts: list[dict[str, object]]) -> None:
+    await ensure_topics(CommonSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=1))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(prefix + "bench.sink", 1, 1)])
+    finally:
+        await admin.close()
+    await _preload(bootstrap, prefix + "posts.raw", [json.dumps(p) for p in posts])
+
+
+def worker_rate(bootstrap: str, terms: int, n: int) -> tuple[float, float]:
     prefix = f"bench{terms}-{int(time.time())}."
-    settings = CommonSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=1)
-    await ensure_topics(settings)
     posts = list(synthetic_posts(n, terms))
     matched = sum(
-        1 for p in posts if any(t in p["text"] for t in ("投诉", "退款", "避雷", "维权", "质量问题"))
+        1 for p in posts if any(t in str(p["text"]) for t in ("投诉", "退款", "避雷", "维权", "质量问题"))
     )
-    await _preload(bootstrap, prefix + "posts.raw", [json.dumps(p) for p in posts])
+    asyncio.run(_prepare(bootstrap, prefix, posts))
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "rules.yaml"
         config.write_text(yaml.safe_dump({"rules": rules(terms)}, allow_unicode=True))
@@ -153,26 +163,31 @@ async def worker_rate(bootstrap: str, terms: int, n: int) -> tuple[float, float]
             "YUQING_WEB_PORT": str(free_port()),
             "YUQING_LOG_LEVEL": "warn",
         }
-        log = open(Path(tmp) / "worker.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.common.cli", "worker", "scoring"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            raw, (first, last, seen) = await asyncio.gather(
-                _raw_loop(bootstrap, prefix + "posts.raw", prefix + "bench.sink", n),
-                _count(bootstrap, prefix + "keyword-hits", matched, timeout=600),
+        with open(Path(tmp) / "worker.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "services.common.cli", "worker", "scoring"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
-        finally:
-            proc.terminate()
-            proc.wait(30)
-            log.close()
+            try:
+                raw, (first, last, seen) = asyncio.run(_measure(bootstrap, prefix, n, matched))
+            finally:
+                proc.terminate()
+                proc.wait(30)
     if seen < matched:
         print(f"  warning: saw {seen} of {matched} hits", file=sys.stderr)
-    # Hits are emitted per matched post; the worker also consumed the unmatched ones in the same span.
+    # Hits are emitted per matched post; the worker consumed the unmatched ones in the same span.
     return n * (seen / max(matched, 1)) / max(last - first, 1e-9), raw
+
+
+async def _measure(
+    bootstrap: str, prefix: str, n: int, matched: int
+) -> tuple[float, tuple[float, float, int]]:
+    return await asyncio.gather(
+        _raw_loop(bootstrap, prefix + "posts.raw", prefix + "bench.sink", n),
+        _count(bootstrap, prefix + "keyword-hits", matched, within=600),
+    )
 
 
 def main() -> None:
@@ -196,7 +211,7 @@ def main() -> None:
     print("|---:|---:|---:|")
     with broker() as bootstrap:
         for terms in (10, 1_000, 10_000):
-            rate, raw = asyncio.run(worker_rate(bootstrap, terms, args.kafka_posts))
+            rate, raw = worker_rate(bootstrap, terms, args.kafka_posts)
             print(f"| {terms:,} | {rate:,.0f} | {raw:,.0f} |", flush=True)
 
 
