@@ -7,6 +7,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from schemas.events import KeywordHit, Post, TierOverride
+from services.common import json
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.stream import StreamShell, decode
@@ -16,6 +17,22 @@ from services.scoring.settings import ScoringSettings
 from services.scoring.windows import LateEvent
 
 __all__ = ["build"]
+
+
+def _thread_key(raw: bytes | None) -> bytes:
+    """platform:root_post_id (or post_id), as Post.thread_key computes it, without building the model.
+
+    Undecodable input is refused here so that the dead letter names the topic it arrived on; other schema
+    errors are caught by the match stage.
+    """
+    try:
+        data = json.loads(raw or b"")
+    except json.JSONDecodeError as exc:
+        raise DeadLetter("invalid_json", str(exc)) from None
+    if not isinstance(data, dict) or "platform" not in data or "post_id" not in data:
+        raise DeadLetter("invalid_schema", "a post needs at least 'platform' and 'post_id'")
+    root = data.get("root_post_id") or data["post_id"]
+    return f"{str(data['platform']).strip()}:{str(root).strip()}".encode()
 
 
 def build(settings: ScoringSettings) -> StreamShell:
@@ -63,8 +80,8 @@ def build(settings: ScoringSettings) -> StreamShell:
             await shell.send_model(tier_changes, change.group, change)
 
     async def rekey(event: Any) -> None:
-        post = decode(Post, event.value)
-        await threads.send(key=post.thread_key.encode(), value=event.value)
+        # Only the thread key is needed here; the match stage validates the whole post (and dead-letters it).
+        await threads.send(key=_thread_key(event.value), value=event.value)
 
     async def match(event: Any) -> None:
         post = decode(Post, event.value)
