@@ -39,6 +39,13 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _schemas(args: argparse.Namespace) -> int:
+    if args.action == "asyncapi":
+        from schemas.asyncapi import render_asyncapi
+
+        target = Path(args.dir or "docs/asyncapi.yaml")
+        target.write_text(render_asyncapi(), encoding="utf-8")
+        print(target)
+        return 0
     if args.action == "docs":
         from schemas.docs import render_contracts
 
@@ -108,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=lambda a: _worker(a.service))
 
     p = sub.add_parser("schemas", help="export JSON Schemas of every event, or render docs/contracts.md")
-    p.add_argument("action", choices=["export", "docs"])
-    p.add_argument("dir", nargs="?", default=None, help="schemas/json (export) or docs/contracts.md (docs)")
+    p.add_argument("action", choices=["export", "docs", "asyncapi"])
+    p.add_argument("dir", nargs="?", default=None, help="schemas/json, docs/contracts.md or docs/asyncapi.yaml")
     p.set_defaults(func=_schemas)
 
     p = sub.add_parser(

@@ -67,3 +67,37 @@ def test_contracts_doc_is_in_sync_with_the_code():
 
     doc = COMMITTED.parents[1] / "docs" / "contracts.md"
     assert doc.read_text(encoding="utf-8") == render_contracts(), "run `yuqing schemas docs` and commit it"
+
+
+def test_asyncapi_document_is_in_sync_and_complete():
+    import yaml
+
+    from schemas.asyncapi import render_asyncapi
+
+    path = COMMITTED.parents[1] / "docs" / "asyncapi.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert text == render_asyncapi(), "run `yuqing schemas asyncapi` and commit docs/asyncapi.yaml"
+    doc = yaml.safe_load(text)
+    assert doc["asyncapi"] == "3.0.0"
+    described = {m["payload"]["$ref"].rsplit("/", 1)[1] for m in doc["components"]["messages"].values()}
+    assert {m.__name__ for m in EVENT_MODELS} <= described
+    refs: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            refs.extend(v for k, v in node.items() if k == "$ref")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(doc)
+    for ref in refs:
+        target = doc
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]
+        assert target, ref
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert {"yuqing.posts.raw", "yuqing.tier-changes", "yuqing.dead-letter", "yuqing.alerts"} <= addresses
+    assert not any(a.endswith(".ticks") for a in addresses)
