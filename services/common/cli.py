@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("schemas", help="export JSON Schemas of every event, or render docs/contracts.md")
     p.add_argument("action", choices=["export", "docs", "asyncapi"])
-    p.add_argument("dir", nargs="?", default=None, help="schemas/json, docs/contracts.md or docs/asyncapi.yaml")
+    p.add_argument(
+        "dir", nargs="?", default=None, help="schemas/json, docs/contracts.md or docs/asyncapi.yaml"
+    )
     p.set_defaults(func=_schemas)
 
     p = sub.add_parser(
