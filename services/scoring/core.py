@@ -6,7 +6,7 @@ State lives in MutableMappings handed in by the caller (dicts in tests, faust Ta
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,10 +35,11 @@ class ScoringState:
     windows_meta: MutableMapping[str, dict[str, Any]]
     tiers: MutableMapping[str, dict[str, Any]]  # group -> TierState row
     top: MutableMapping[str, list[list[Any]]]  # group -> [[minute, post key, platform, delta, excerpt, url]]
+    counted: MutableMapping[str, str] = field(default_factory=dict)  # "group|post key" -> last counted time
 
     @classmethod
     def in_memory(cls) -> ScoringState:
-        return cls({}, {}, {}, {}, {}, {}, {})
+        return cls({}, {}, {}, {}, {}, {}, {}, {})
 
 
 class HitStage:
@@ -126,6 +127,13 @@ class TierStage:
     def process(self, hit: KeywordHit, state: ScoringState) -> list[TierChange]:
         """Count the hit (raises windows.LateEvent when too late) and re-evaluate its group."""
         windows = self._windows(state, hit.group)
+        if hit.delta.total > 0:
+            # At-least-once delivery can replay a hit after a crash: count each post snapshot once per group.
+            key = f"{hit.group}|{hit.platform.value}:{hit.post_id}"
+            last = state.counted.get(key)
+            if last is not None and hit.event_time.isoformat() <= last:
+                return []
+            state.counted[key] = hit.event_time.isoformat()
         windows.add(hit.group, hit.event_time, hit.platform.value, hit.delta.total)
         if hit.delta.total > 0:
             self._remember_top(hit, state)

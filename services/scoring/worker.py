@@ -54,6 +54,7 @@ def build(settings: ScoringSettings) -> StreamShell:
         windows_meta=shell.table("windows-meta"),
         tiers=shell.table("tiers"),
         top=shell.table("top-posts"),
+        counted=shell.table("counted"),
     )
     hits_total = Counter(
         "yuqing_keyword_hits_total",

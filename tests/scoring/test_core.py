@@ -251,3 +251,13 @@ def test_keyword_hit_id_depends_on_group_and_snapshot(hits: HitStage, state: Sco
     (hit,) = hits.process(post, state)
     again = KeywordHit.model_validate(hit.model_dump(exclude={"event_id"}))
     assert again.event_id == hit.event_id
+
+
+def test_replayed_hit_is_counted_once(hits: HitStage, tiers: TierStage, state: ScoringState) -> None:
+    """A crash can replay a hit whose snapshot write was lost: the windows count it once."""
+    post = make_post(post_id="p1", reposts=3000, comments=3000, likes=4001)
+    [hit] = hits.process(post, state)
+    assert [int(c.tier) for c in tiers.process(hit, state)] == [3]
+    assert tiers.process(hit, state) == []
+    sums = tiers._windows(state, "xinghe").sums("xinghe")
+    assert sums[480] == 10_001
