@@ -99,6 +99,9 @@ async def _count(bootstrap: str, topic: str, expected: int, within: float) -> tu
                     first = time.perf_counter()
                 seen += len(records)
                 last = time.perf_counter()
+            # Some estimated matches are not real hits (a brand inside a longer word): stop once quiet.
+            if first and time.perf_counter() - last > 5:
+                break
     finally:
         await consumer.stop()
     return first, last, seen
