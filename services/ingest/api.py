@@ -75,6 +75,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     metrics = _Metrics(registry)
     topics = Topics.with_prefix(settings.topic_prefix)
     state: dict[str, AIOKafkaProducer] = {}
+    inflight = {"posts": 0}
     model = ReadModel()
 
     @asynccontextmanager
@@ -180,6 +181,15 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
                 metrics.rejected.labels("invalid").inc(len({tuple(e["loc"][:2]) for e in errors}))
             if not posts:
                 return JSONResponse({"detail": errors}, status_code=422)
+            if inflight["posts"] + len(posts) > settings.max_inflight_posts:
+                # Shed load now with a clear answer rather than queue until the client times out.
+                metrics.rejected.labels("overloaded").inc(len(posts))
+                return JSONResponse(
+                    {"detail": f"overloaded: {inflight['posts']} posts are awaiting Kafka; retry shortly"},
+                    status_code=429,
+                    headers={"Retry-After": "1"},
+                )
+            inflight["posts"] += len(posts)
             try:
                 with metrics.produce.time():
                     await produce(posts)
@@ -191,6 +201,8 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
                     status_code=503,
                     headers={"Retry-After": "5"},
                 )
+            finally:
+                inflight["posts"] -= len(posts)
             for _, p in posts:
                 metrics.accepted.labels(p.platform.value).inc()
                 metrics.last_post.labels(p.platform.value).set_to_current_time()

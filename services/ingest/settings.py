@@ -34,6 +34,10 @@ class IngestSettings(CommonSettings):
         default=True, description="Publish 简报 at the configured times (needs read_model)."
     )
 
+    max_inflight_posts: int = Field(
+        default=20_000, gt=0, description="Posts awaiting Kafka acks at once; beyond it requests get 429."
+    )
+
     @field_validator("ingest_tokens", "operator_tokens", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:

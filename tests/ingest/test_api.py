@@ -104,3 +104,27 @@ def test_health_ready_and_metrics(client):
     metrics = client.get("/metrics").text
     assert 'yuqing_posts_accepted_total{platform="weibo"} 1.0' in metrics
     assert "tok-1" not in metrics
+
+
+async def test_overload_is_shed_with_429_not_timeouts(kafka, prefix):
+    """More posts in flight than the limit: some requests get 429 with Retry-After, none time out or 5xx."""
+    import asyncio
+
+    import httpx
+
+    settings = IngestSettings(
+        kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, max_inflight_posts=50, read_model=False
+    )
+    await ensure_topics(settings)
+    app = create_app(settings)
+    batch = [{**POST, "post_id": f"o{i}"} for i in range(40)]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30) as client:
+            responses = await asyncio.gather(*[client.post("/v1/posts", json=batch) for _ in range(10)])
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) <= {202, 429}
+    assert 202 in codes
+    assert 429 in codes
+    shed = next(r for r in responses if r.status_code == 429)
+    assert shed.headers["Retry-After"] == "1"
