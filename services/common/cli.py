@@ -93,7 +93,7 @@ def _dev(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from services.common.demo import run_demo
 
-    return run_demo(timeout=args.timeout)
+    return run_demo(timeout=args.timeout, speed=args.speed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="run the stack on a bundled sample crisis and check the outcome")
     p.add_argument("--timeout", type=float, default=180.0)
+    p.add_argument("--speed", type=float, default=270.0, help="how much faster than real time to replay")
     p.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)

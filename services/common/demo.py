@@ -9,8 +9,6 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -142,8 +140,7 @@ class _Collector:
             await consumer.stop()
 
 
-@contextmanager
-def _stack_for_demo(workdir: Path, config: Path, prefix: str) -> Iterator[Stack]:
+def _stack_for_demo(workdir: Path, config: Path, prefix: str) -> Stack:
     env = {
         "YUQING_TOPIC_PREFIX": prefix,
         "YUQING_CONFIG_FILE": str(config),
@@ -163,14 +160,10 @@ def _stack_for_demo(workdir: Path, config: Path, prefix: str) -> Iterator[Stack]
             stack.env["YUQING_KAFKA_BOOTSTRAP"] = running.bootstrap
         else:
             stack.broker = EmbeddedBroker(port=_free_port(), home=workdir / "broker")
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
+    return stack
 
 
-async def _feed(api: str, posts: list[dict[str, Any]], stack: Stack, deadline: float) -> None:
+async def _feed(api: str, posts: list[dict[str, Any]], stack: Stack, deadline: float, speed: float) -> None:
     async with httpx.AsyncClient(timeout=30) as client:
         while True:
             try:
@@ -181,10 +174,25 @@ async def _feed(api: str, posts: list[dict[str, Any]], stack: Stack, deadline: f
             if time.monotonic() > deadline or stack.check():
                 raise RuntimeError(f"ingest API never became ready; see {stack.log_dir}")
             await asyncio.sleep(0.3)
-        for i in range(0, len(posts), 25):
-            resp = await client.post(f"{api}/v1/posts", content=json.dumps(posts[i : i + 25]))
-            if resp.status_code != 202:
-                raise RuntimeError(f"ingest refused a batch: {resp.status_code} {resp.text[:500]}")
+        # Pace the crisis at compressed real time, as a live feed arrives. A burst of three hours of posts
+        # would let partitions run ahead of one another by more than the late-event grace period.
+        first = datetime.fromisoformat(posts[0]["event_time"])
+        t0 = time.monotonic()
+        batch: list[dict[str, Any]] = []
+        for post in posts:
+            due = (datetime.fromisoformat(post["event_time"]) - first).total_seconds() / speed
+            if batch and time.monotonic() - t0 < due:
+                await _send(client, api, batch)
+                batch = []
+                await asyncio.sleep(max(0.0, due - (time.monotonic() - t0)))
+            batch.append(post)
+        await _send(client, api, batch)
+
+
+async def _send(client: httpx.AsyncClient, api: str, batch: list[dict[str, Any]]) -> None:
+    resp = await client.post(f"{api}/v1/posts", content=json.dumps(batch))
+    if resp.status_code != 202:
+        raise RuntimeError(f"ingest refused a batch: {resp.status_code} {resp.text[:500]}")
 
 
 def _done(c: _Collector, r: WebhookReceiver) -> bool:
@@ -198,7 +206,7 @@ def _done(c: _Collector, r: WebhookReceiver) -> bool:
     )
 
 
-async def _run(budget: float) -> int:
+async def _run(budget: float, speed: float) -> int:
     started = time.monotonic()
     deadline = started + budget
     prefix = f"yuqing-demo-{int(time.time())}."
@@ -206,13 +214,22 @@ async def _run(budget: float) -> int:
         workdir = Path(tmp)
         config = write_config(workdir / "config.yaml", receiver.url, workdir)
         posts = load_sample()
-        print(f"demo: {len(posts)} sample posts, topics {prefix}*, webhook {receiver.url}")
-        with _stack_for_demo(workdir, config, prefix) as stack:
+        span = datetime.fromisoformat(posts[-1]["event_time"]) - datetime.fromisoformat(
+            posts[0]["event_time"]
+        )
+        print(
+            f"demo: {len(posts)} sample posts over {span}, replayed {speed:.0f}x faster than real time "
+            f"({span.total_seconds() / speed:.0f}s); topics {prefix}*, webhook {receiver.url}"
+        )
+        stack = _stack_for_demo(workdir, config, prefix)
+        try:
+            # Starting the broker and creating topics block: keep them off the event loop.
+            await asyncio.to_thread(stack.start)
             collector = _Collector(stack.bootstrap_addr, Topics.with_prefix(prefix))
             stop = asyncio.Event()
             task = asyncio.create_task(collector.run(stop))
             api = f"http://127.0.0.1:{stack.api_port}"
-            await _feed(api, posts, stack, deadline)
+            await _feed(api, posts, stack, deadline, speed)
             print(f"demo: {len(posts)} posts accepted by {api} in {time.monotonic() - started:.1f}s")
             while time.monotonic() < deadline and not stack.check():  # state from three sources: poll it
                 if _done(collector, receiver):
@@ -221,6 +238,8 @@ async def _run(budget: float) -> int:
             stop.set()
             await task
             crashed = stack.check()
+        finally:
+            await asyncio.to_thread(stack.stop)
         ok = _done(collector, receiver) and receiver.bad_signatures == 0
         _summary(collector, receiver, time.monotonic() - started, crashed)
         print("demo: OK" if ok else f"demo: FAILED (logs were in {workdir / 'logs'})")
@@ -256,5 +275,5 @@ def _summary(c: _Collector, r: WebhookReceiver, elapsed: float, crashed: list[st
     print(f"  total time {elapsed:.1f}s")
 
 
-def run_demo(timeout: float = 180.0) -> int:
-    return asyncio.run(_run(timeout))
+def run_demo(timeout: float = 180.0, speed: float = 270.0) -> int:
+    return asyncio.run(_run(timeout, speed))
