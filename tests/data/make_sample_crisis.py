@@ -5,15 +5,22 @@ refuses refunds. Over three hours the story spreads from a few complaints to med
 (reposts + comments + likes, counted as positive deltas between snapshots of each post) first exceeds
 10,000 within 8 h, then 50,000 within 4 h, then 100,000 within 2 h, on different snapshots and in that order.
 
-    python tests/data/make_sample_crisis.py
+    .venv/bin/python tests/data/make_sample_crisis.py
 """
 
 from __future__ import annotations
 
-import json
 import random
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from services.common import json
+from services.common.config import load_config
+from services.scoring.matcher import RuleMatcher
 
 OUT = Path(__file__).resolve().parents[2] / "services" / "common" / "data" / "sample_crisis.jsonl"
 START = datetime(2026, 11, 21, 8, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -57,8 +64,16 @@ NOISE = [
     "银河与星河有什么区别？科普一下",
     "星河冰箱开箱，颜值很高",
 ]
-PLATFORMS = [("weibo", 40), ("douyin", 18), ("xiaohongshu", 12), ("zhihu", 8), ("bilibili", 8),
-             ("wechat", 6), ("news", 5), ("forum", 3)]
+PLATFORMS = [
+    ("weibo", 40),
+    ("douyin", 18),
+    ("xiaohongshu", 12),
+    ("zhihu", 8),
+    ("bilibili", 8),
+    ("wechat", 6),
+    ("news", 5),
+    ("forum", 3),
+]
 
 
 def _extras(platform: str, rnd: random.Random, total: int) -> dict[str, int]:
@@ -79,10 +94,10 @@ def _split(total: int, rnd: random.Random) -> tuple[int, int, int]:
     return reposts, comments, total - reposts - comments
 
 
-def generate() -> list[dict[str, object]]:
+def generate() -> list[dict[str, Any]]:
     rnd = random.Random(20261121)
-    lines: list[dict[str, object]] = []
-    posts: list[dict[str, object]] = []
+    lines: list[dict[str, Any]] = []
+    posts: list[dict[str, Any]] = []
     platforms = [p for p, w in PLATFORMS for _ in range(w)]
     # Matching originals appear over 170 minutes; early ones are small complaints, later ones media and KOLs.
     for i in range(80):
@@ -98,17 +113,40 @@ def generate() -> list[dict[str, object]]:
         else:
             text = rnd.choice(COMPLAINTS)
         author_type = "media" if text in MEDIA else "kol" if text in KOL else "user"
-        posts.append({"id": f"{platform[:2]}_{4890000000 + i * 7919}", "platform": platform, "minute": minute,
-                      "text": text, "author_type": author_type, "root": None})
+        posts.append(
+            {
+                "id": f"{platform[:2]}_{4890000000 + i * 7919}",
+                "platform": platform,
+                "minute": minute,
+                "text": text,
+                "author_type": author_type,
+                "root": None,
+            }
+        )
     for i in range(25):  # reposts of earlier matching posts: short texts that count for the root
         root = rnd.choice([p for p in posts[:60] if p["platform"] == "weibo"])
         minute = int(root["minute"]) + rnd.randint(3, 40)
-        posts.append({"id": f"wb_r{5900000000 + i * 104729}", "platform": "weibo", "minute": min(minute, 175),
-                      "text": rnd.choice(REPOST_TEXTS), "author_type": "user", "root": root["id"]})
+        posts.append(
+            {
+                "id": f"wb_r{5900000000 + i * 104729}",
+                "platform": "weibo",
+                "minute": min(minute, 175),
+                "text": rnd.choice(REPOST_TEXTS),
+                "author_type": "user",
+                "root": root["id"],
+            }
+        )
     for i in range(18):  # noise that must not match
-        posts.append({"id": f"nz_{6100000000 + i * 31}", "platform": rnd.choice(platforms),
-                      "minute": rnd.randint(0, 178), "text": NOISE[i % len(NOISE)], "author_type": "user",
-                      "root": None})
+        posts.append(
+            {
+                "id": f"nz_{6100000000 + i * 31}",
+                "platform": rnd.choice(platforms),
+                "minute": rnd.randint(0, 178),
+                "text": NOISE[i % len(NOISE)],
+                "author_type": "user",
+                "root": None,
+            }
+        )
     for p in posts:
         growth = 1.0 + (float(p["minute"]) / 60) ** 1.6  # later posts spread faster: the crisis accelerates
         base = {"user": 260, "kol": 2000, "media": 3000}[str(p["author_type"])]
@@ -119,38 +157,50 @@ def generate() -> list[dict[str, object]]:
             final = rnd.randint(20, 300)
         snapshots = rnd.randint(2, 5)
         for s in range(snapshots):
-            at = START + timedelta(minutes=int(p["minute"]) + s * rnd.randint(4, 9), seconds=rnd.randint(0, 59))
+            offset = int(p["minute"]) + s * rnd.randint(4, 9)
+            at = START + timedelta(minutes=offset, seconds=rnd.randint(0, 59))
             if at > START + timedelta(minutes=179):
                 break
             total = int(final * ((s + 1) / snapshots) ** 1.3)
             reposts, comments, likes = _split(total, rnd)
             published = START + timedelta(minutes=int(p["minute"]))
-            lines.append({
-                "platform": p["platform"], "post_id": p["id"], "text": p["text"],
-                "author": {"user": "网友", "kol": "家电测评君", "media": "财经观察"}[str(p["author_type"])]
-                + str(rnd.randint(100, 999)),
-                "author_type": p["author_type"], "url": f"https://example.invalid/{p['platform']}/{p['id']}",
-                "published_at": published.isoformat(), "root_post_id": p["root"],
-                "engagement": {"reposts": reposts, "comments": comments, "likes": likes,
-                               "extras": _extras(str(p["platform"]), rnd, total)},
-                "event_time": at.isoformat(),
-            })
+            lines.append(
+                {
+                    "platform": p["platform"],
+                    "post_id": p["id"],
+                    "text": p["text"],
+                    "author": {"user": "网友", "kol": "家电测评君", "media": "财经观察"}[
+                        str(p["author_type"])
+                    ]
+                    + str(rnd.randint(100, 999)),
+                    "author_type": p["author_type"],
+                    "url": f"https://example.invalid/{p['platform']}/{p['id']}",
+                    "published_at": published.isoformat(),
+                    "root_post_id": p["root"],
+                    "engagement": {
+                        "reposts": reposts,
+                        "comments": comments,
+                        "likes": likes,
+                        "extras": _extras(str(p["platform"]), rnd, total),
+                    },
+                    "event_time": at.isoformat(),
+                }
+            )
     lines.sort(key=lambda d: (str(d["event_time"]), str(d["post_id"])))
     return lines
 
 
-def crossings(lines: list[dict[str, object]]) -> dict[int, float]:
-    """Minutes at which the windowed spread of matching posts first exceeds each tier threshold."""
-    matched_roots = {d["post_id"] for d in lines if any(b in str(d["text"]) or b.replace("电器", "電器") in
-                     str(d["text"]) for b in BRANDS) and any(n in str(d["text"]) for n in NEGATIVES + ("投訴", "質量問題"))}
-    last: dict[object, int] = {}
+def crossings(lines: list[dict[str, Any]]) -> dict[int, float]:
+    """Minutes at which the windowed spread first exceeds each tier threshold, matched by the real matcher."""
+    matcher = RuleMatcher(load_config().rules)
+    matched = {d["post_id"] for d in lines if not d["root_post_id"] and matcher.match(str(d["text"]))}
+    last: dict[str, int] = {}
     events: list[tuple[datetime, int]] = []
     found: dict[int, float] = {}
     for d in lines:
-        if d["post_id"] not in matched_roots and d["root_post_id"] not in matched_roots:
+        if d["post_id"] not in matched and d["root_post_id"] not in matched:
             continue
         e = d["engagement"]
-        assert isinstance(e, dict)
         total = e["reposts"] + e["comments"] + e["likes"]
         delta = max(0, total - last.get(d["post_id"], 0))
         last[d["post_id"]] = max(total, last.get(d["post_id"], 0))
@@ -166,8 +216,7 @@ def crossings(lines: list[dict[str, object]]) -> dict[int, float]:
 if __name__ == "__main__":
     data = generate()
     found = crossings(data)
-    total = sum(0 for _ in data)
-    print(f"{len(data)} lines; crossings (min): {found}")
+    print(f"{len(data)} lines; first crossings (minutes): {found}")
     assert list(found) == [3, 2, 1], found
     assert found[3] < found[2] - 5 < found[1] - 10, found
-    OUT.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in data), encoding="utf-8")
+    OUT.write_bytes(b"".join(json.dumps(d) + b"\n" for d in data))

@@ -43,7 +43,9 @@ async def test_replaying_the_sample_crisis_is_deterministic(kafka, stack_factory
     assert [t.counts for t in second] == [t.counts for t in first]
 
     # Replaying into the first stack again: every snapshot is already counted, so nothing changes.
-    hits_before = len(await collect(kafka, Topics.with_prefix(prefix).keyword_hits, lambda v: False, within=3))
+    hits_before = len(
+        await collect(kafka, Topics.with_prefix(prefix).keyword_hits, lambda v: False, within=3)
+    )
     assert hits_before > 100
     await produce(kafka, Topics.with_prefix(prefix).posts_raw, [(b"x", p) for p in posts])
     await asyncio.sleep(8)
