@@ -20,12 +20,15 @@ from services.common.metrics import CommonMetrics
 from services.common.settings import CommonSettings
 from services.common.topics import Topics
 
-__all__ = ["StreamShell", "decode"]
+__all__ = ["ORIGIN_HEADER", "StreamShell", "decode"]
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 TICK = b"__tick__"
+# Set on a message forwarded to an internal topic: "topic|partition|offset" of where it first arrived, so a
+# dead letter names the topic an operator knows, not the internal one.
+ORIGIN_HEADER = "yuqing-origin"
 
 
 def decode(model: type[M], raw: bytes | None) -> M:
@@ -48,6 +51,16 @@ def decode(model: type[M], raw: bytes | None) -> M:
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)[:5]
         )
         raise DeadLetter("invalid_schema", f"{model.__name__}: {errs}") from None
+
+
+def _origin(msg: Any) -> tuple[str, int, int]:
+    headers = msg.headers or {}
+    items = headers.items() if isinstance(headers, dict) else headers
+    for key, value in items:
+        if key == ORIGIN_HEADER and value:
+            topic, partition, offset = bytes(value).decode().rsplit("|", 2)
+            return topic, int(partition), int(offset)
+    return msg.topic, msg.partition, msg.offset
 
 
 class _Collector:
@@ -152,12 +165,13 @@ class StreamShell:
     async def dead_letter(self, event: Any, reason: str, detail: str) -> None:
         msg = event.message
         raw: bytes = event.value if isinstance(event.value, bytes) else b""
+        topic, partition, offset = _origin(msg)
         record = {
             "event_time": datetime.now(UTC),
             "service": self.service,
-            "source_topic": msg.topic,
-            "partition": msg.partition,
-            "offset": msg.offset,
+            "source_topic": topic,
+            "partition": partition,
+            "offset": offset,
             "key": (event.key or b"").decode("utf-8", "replace") if isinstance(event.key, bytes) else None,
             "reason": reason,
             "detail": detail[:2000],
@@ -165,7 +179,7 @@ class StreamShell:
         }
         self.metrics.dead_letters.labels(self.service, reason).inc()
         log.warning(
-            "dead letter from %s[%s]@%s: %s %s", msg.topic, msg.partition, msg.offset, reason, detail[:300]
+            "dead letter from %s[%s]@%s: %s %s", topic, partition, offset, reason, detail[:300]
         )
         await self.dead_letter_topic.send(key=msg.topic.encode(), value=json.dumps(record))
 

@@ -10,7 +10,7 @@ from schemas.events import KeywordHit, Post, TierOverride
 from services.common import json
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
-from services.common.stream import StreamShell, decode
+from services.common.stream import ORIGIN_HEADER, StreamShell, decode
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from services.scoring.settings import ScoringSettings
@@ -82,7 +82,8 @@ def build(settings: ScoringSettings) -> StreamShell:
 
     async def rekey(event: Any) -> None:
         # Only the thread key is needed here; the match stage validates the whole post (and dead-letters it).
-        await threads.send(key=_thread_key(event.value), value=event.value)
+        origin = f"{event.message.topic}|{event.message.partition}|{event.message.offset}".encode()
+        await threads.send(key=_thread_key(event.value), value=event.value, headers={ORIGIN_HEADER: origin})
 
     async def match(event: Any) -> None:
         post = decode(Post, event.value)

@@ -1,0 +1,182 @@
+"""Shared pieces of the fault and load suite: feeding with retries, expected figures, exactness checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from schemas.events import Delivery, IncidentEvent, Post, TierChange
+from services.common import json
+from services.common.config import YuqingConfig, load_config
+from services.common.demo import load_sample
+from services.common.topics import Topics
+from services.scoring.core import HitStage, ScoringState
+from services.scoring.matcher import RuleMatcher
+from tests.conftest import collect, write_config
+
+__all__ = ["LONG", "Feed", "Report", "expected_spread", "record_row", "reliability_config", "verify"]
+
+LONG = os.environ.get("YUQING_RELIABILITY_LONG") == "1"
+SPEED = 90.0 if LONG else 360.0
+
+
+def reliability_config(path: Path, webhook_url: str) -> Path:
+    # Faults pause processing for seconds; at a replay speed of 360x that is tens of minutes of event time.
+    # A generous grace keeps the test about faults, not about (correctly) dead-lettered late events.
+    return write_config(
+        path,
+        tiers={"grace_minutes": 240},
+        notifier={
+            "channels": [{"name": "hook", "type": "webhook", "url": webhook_url, "secret": "hook-secret"}],
+            "group_wait_seconds": 1,
+            "group_interval_seconds": 5,
+        },
+    )
+
+
+def expected_spread(posts: list[dict[str, Any]], config: YuqingConfig | None = None) -> tuple[int, int]:
+    """(matched snapshots, total spread) computed in-process with the same core: the fault-free answer."""
+    config = config or load_config()
+    stage, state = HitStage(config, RuleMatcher(config.rules)), ScoringState.in_memory()
+    hits = [h for p in posts for h in stage.process(Post.model_validate(p), state)]
+    return len(hits), sum(h.delta.total for h in hits)
+
+
+@dataclass
+class Feed:
+    """Posts the sample over HTTP at compressed real time, retrying 429/503 as a client should."""
+
+    api: str
+    speed: float = SPEED
+    accepted: set[str] = field(default_factory=set)
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    async def run(self, posts: list[dict[str, Any]], during: Any = None) -> None:
+        first = datetime.fromisoformat(posts[0]["event_time"])
+        t0 = time.monotonic()
+        fault = asyncio.create_task(during()) if during else None
+        async with httpx.AsyncClient(timeout=30) as client:
+            for i in range(0, len(posts), 5):
+                batch = posts[i : i + 5]
+                due = (datetime.fromisoformat(batch[0]["event_time"]) - first).total_seconds() / self.speed
+                await asyncio.sleep(max(0.0, due - (time.monotonic() - t0)))
+                await self._send(client, batch)
+        if fault:
+            await fault
+
+    async def _send(self, client: httpx.AsyncClient, batch: list[dict[str, Any]]) -> None:
+        for _ in range(600):
+            try:
+                resp = await client.post(f"{self.api}/v1/posts", content=json.dumps(batch))
+            except httpx.HTTPError:
+                await asyncio.sleep(0.5)
+                continue
+            self.statuses[resp.status_code] += 1
+            if resp.status_code == 202:
+                self.accepted.update(a["event_id"] for a in resp.json()["accepted"])
+                return
+            if resp.status_code in (429, 503):
+                await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
+                continue
+            raise AssertionError(f"unexpected {resp.status_code}: {resp.text[:300]}")
+        raise AssertionError("a batch was never accepted")
+
+
+@dataclass
+class Report:
+    scenario: str
+    posts_in: int
+    posts_scored: int
+    duplicates: int
+    lost: int
+    recovery_seconds: float | None = None
+    notes: str = ""
+
+    def row(self) -> str:
+        rec = "—" if self.recovery_seconds is None else f"{self.recovery_seconds:.1f} s"
+        return (
+            f"| {self.scenario} | {self.posts_in} | {self.posts_scored} | {self.duplicates} | {self.lost} "
+            f"| {rec} | {self.notes} |"
+        )
+
+
+async def verify(
+    kafka: str,
+    topics: Topics,
+    api: str,
+    posts: list[dict[str, Any]],
+    feed: Feed,
+    scenario: str,
+    recovery: float | None = None,
+) -> Report:
+    """Acknowledged posts all on posts.raw; spread equal to the fault-free one; no page sent twice."""
+    on_topic = await collect(kafka, topics.posts_raw, lambda v: len(v) >= len(feed.accepted), within=60)
+    ids = {Post.model_validate_json(v).event_id for v in on_topic}
+    lost_posts = len(feed.accepted - ids)
+    matched, spread = expected_spread(posts)
+
+    # An override reports the group's current counts: with 3 h of data, the 8 h window holds all of it.
+    deadline = time.monotonic() + 90
+    counted = -1
+    async with httpx.AsyncClient(timeout=30) as client:
+        while time.monotonic() < deadline and counted != spread:
+            await client.post(f"{api}/v1/tiers/xinghe/override", json={"tier": None, "actor": "check"})
+            await asyncio.sleep(2)
+            changes = await collect(kafka, topics.tier_changes, lambda v: False, within=1)
+            overrides = [TierChange.model_validate_json(v) for v in changes]
+            overrides = [t for t in overrides if t.reason == "override"]
+            counted = overrides[-1].counts["8h"] if overrides else -1
+    hits = await collect(kafka, topics.keyword_hits, lambda v: False, within=2)
+    hit_ids = {json.loads(v)["event_id"] for v in hits}
+    deliveries = [
+        Delivery.model_validate_json(v)
+        for v in await collect(kafka, topics.deliveries, lambda v: False, within=2)
+    ]
+    delivered = Counter((d.dedup_key, d.channel) for d in deliveries if d.outcome.value == "delivered")
+    incidents = [
+        IncidentEvent.model_validate_json(v)
+        for v in await collect(kafka, topics.incidents, lambda v: False, within=2)
+    ]
+    opened = sum(1 for e in incidents if e.kind.value == "opened")
+    double_pages = sum(n - 1 for n in delivered.values() if n > 1)
+    over = max(0, counted - spread)
+    under = max(0, spread - counted) if counted >= 0 else spread
+    report = Report(
+        scenario=scenario,
+        posts_in=len(feed.accepted),
+        posts_scored=len(hit_ids),
+        duplicates=over + double_pages + max(0, opened - 1),
+        lost=lost_posts + (1 if under else 0),
+        recovery_seconds=recovery,
+        notes=f"spread {counted:,} of {spread:,}; {len(hits) - len(hit_ids)} replayed hits deduplicated; "
+        f"{sum(delivered.values())} pages, statuses {dict(feed.statuses)}",
+    )
+    assert lost_posts == 0, f"{lost_posts} acknowledged posts are not on {topics.posts_raw}"
+    assert counted == spread, f"counted spread {counted:,}, fault-free {spread:,}"
+    assert len(hit_ids) == matched, f"{len(hit_ids)} distinct hits, expected {matched}"
+    assert double_pages == 0, f"pages delivered twice: {[k for k, n in delivered.items() if n > 1]}"
+    assert opened == 1, f"{opened} incidents opened"
+    _record(report)
+    return report
+
+
+def _record(report: Report) -> None:
+    record_row(report.row())
+
+
+def record_row(row: str) -> None:
+    out = Path(os.environ.get("YUQING_RELIABILITY_REPORT", "/tmp/yuqing-reliability.md"))
+    with out.open("a", encoding="utf-8") as f:
+        f.write(row + "\n")
+
+
+def sample() -> list[dict[str, Any]]:
+    return load_sample(datetime.now(UTC))

@@ -1,0 +1,274 @@
+"""Faults under load, with figures: broker restart, worker crashes, a rebalance, poison messages, overload.
+
+Bounded for CI; YUQING_RELIABILITY_LONG=1 replays the crisis 4x slower (more time under fault).
+Rows are appended to $YUQING_RELIABILITY_REPORT (default /tmp/yuqing-reliability.md) for docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.common import json
+from services.common.broker import EmbeddedBroker
+from services.common.demo import WebhookReceiver
+from services.common.topics import Topics
+from tests.conftest import collect, free_port, produce
+from tests.integration.test_pipeline import wait_ready
+from tests.reliability.harness import LONG, Feed, record_row, reliability_config, sample, verify
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver("hook-secret") as r:
+        yield r
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker this test may stop and restart, apart from the session's."""
+    broker = EmbeddedBroker(port=free_port(), home=tmp_path / "broker")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+async def test_broker_restart_under_load(own_broker, stack_factory, prefix, tmp_path, receiver):
+    config = reliability_config(tmp_path / "c.yaml", receiver.url)
+    env = {"YUQING_KAFKA_BOOTSTRAP": own_broker.bootstrap, "YUQING_PRODUCE_TIMEOUT_SECONDS": "3"}
+    stack = stack_factory(config, partitions=1, extra_env=env)
+    api = f"http://127.0.0.1:{stack.api_port}"
+    await wait_ready(api, stack)
+    posts = sample()
+    outage: dict[str, float] = {}
+
+    async def restart_broker() -> None:
+        await asyncio.sleep(8)
+        outage["start"] = time.monotonic()
+        await asyncio.to_thread(own_broker.stop)
+        await asyncio.sleep(8)
+        await asyncio.to_thread(own_broker.start)
+        outage["end"] = time.monotonic()
+        async with httpx.AsyncClient() as client:  # recovered: the API reaches Kafka again
+            for _ in range(600):
+                if (await client.get(f"{api}/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.2)
+        outage["took"] = time.monotonic() - outage["end"]
+
+    feed = Feed(api)
+    await feed.run(posts, during=restart_broker)
+    assert feed.statuses[503] >= 1, "the API never answered 503 during the outage"
+    report = await verify(
+        own_broker.bootstrap,
+        Topics.with_prefix(prefix),
+        api,
+        posts,
+        feed,
+        "broker stopped 8 s, restarted",
+        recovery=outage["took"],
+    )
+    assert stack.check() == [], f"services died with the broker: {stack.check()}"
+    assert report.lost == 0
+
+
+@pytest.mark.parametrize("victim", ["scoring", "escalation", "notifier"])
+async def test_worker_sigkill_and_restart(victim, kafka, stack_factory, prefix, tmp_path, receiver):
+    config = reliability_config(tmp_path / "c.yaml", receiver.url)
+    stack = stack_factory(config, partitions=1)
+    api = f"http://127.0.0.1:{stack.api_port}"
+    await wait_ready(api, stack)
+    posts = sample()
+    restarted: dict[str, float] = {}
+
+    async def crash() -> None:
+        await asyncio.sleep(12)
+        stack.kill(victim)
+        await asyncio.sleep(1)
+        stack.start_one(victim)
+        restarted["at"] = time.monotonic()
+        restarted["took"] = await _until_consuming(stack.web_ports[victim], restarted["at"])
+
+    feed = Feed(api)
+    await feed.run(posts, during=crash)
+    report = await verify(
+        kafka, Topics.with_prefix(prefix), api, posts, feed, f"SIGKILL {victim}", recovery=restarted["took"]
+    )
+    assert report.duplicates == 0
+
+
+async def test_rebalance_second_scoring_worker_joins_and_leaves(
+    kafka, stack_factory, prefix, tmp_path, receiver
+):
+    config = reliability_config(tmp_path / "c.yaml", receiver.url)
+    stack = stack_factory(config, partitions=3)
+    api = f"http://127.0.0.1:{stack.api_port}"
+    await wait_ready(api, stack)
+    posts = sample()
+
+    async def join_then_leave() -> None:
+        await asyncio.sleep(6)
+        extra = stack.start_one("scoring", index=len(stack.procs) + 4)
+        stack.procs["scoring-2"] = stack.procs.pop("scoring")
+        stack.procs["scoring"] = extra
+        await asyncio.sleep(12)
+        second = stack.procs.pop("scoring-2")
+        second.terminate()
+        await asyncio.to_thread(second.wait, 30)
+
+    feed = Feed(api)
+    await feed.run(posts, during=join_then_leave)
+    await verify(kafka, Topics.with_prefix(prefix), api, posts, feed, "scoring rebalance (join, leave)")
+
+
+POISON = {
+    "invalid JSON": b"{not json",
+    "wrong schema version": json.dumps(
+        {"schema_version": 9, "event_id": "x", "event_time": "2026-11-24T00:00:00Z"}
+    ),
+    "invalid UTF-8": b"\xff\xfe\xfa not utf-8",
+    "unknown platform": json.dumps(
+        {
+            "platform": "myspace",
+            "post_id": "1",
+            "text": "投诉",
+            "event_time": "2026-11-24T00:00:00Z",
+            "published_at": "2026-11-24T00:00:00Z",
+        }
+    ),
+    "huge text": json.dumps(
+        {
+            "platform": "weibo",
+            "post_id": "h",
+            "text": "投诉" * 100_000,
+            "event_time": "2026-11-24T00:00:00Z",
+            "published_at": "2026-11-24T00:00:00Z",
+        }
+    ),
+}
+
+
+async def test_poison_on_every_input_topic_goes_to_dead_letter(
+    kafka, topics, stack_factory, tmp_path, receiver
+):
+    config = reliability_config(tmp_path / "c.yaml", receiver.url)
+    stack = stack_factory(config, partitions=1)
+    api = f"http://127.0.0.1:{stack.api_port}"
+    await wait_ready(api, stack)
+    inputs = [
+        topics.posts_raw,
+        topics.keyword_hits,
+        topics.tier_changes,
+        topics.tier_overrides,
+        topics.incident_actions,
+        topics.alerts,
+    ]
+    for topic in inputs:
+        await produce(kafka, topic, [(b"poison", value) for value in POISON.values()])
+    # Consumers per topic: keyword-hits feeds both scoring and the notifier.
+    expected = len(POISON) * (len(inputs) + 1)
+    dead = [
+        json.loads(v)
+        for v in await collect(kafka, topics.dead_letter, lambda v: len(v) >= expected, within=90)
+    ]
+    assert len(dead) == expected
+    for record in dead:
+        assert record["source_topic"] in inputs
+        assert base64.b64decode(record["value_base64"]) in POISON.values()
+        assert record["reason"] in {"invalid_json", "invalid_schema", "unsupported_schema_version"}
+        assert isinstance(record["offset"], int)
+    # The pipeline still flows: a real post is scored after the poison.
+    feed = Feed(api, speed=1e9)
+    await feed.run(sample()[:40])
+    hits = await collect(kafka, topics.keyword_hits, lambda v: any(b"xinghe" in x for x in v), within=60)
+    assert any(b'"group":"xinghe"' in h for h in hits)
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{stack.web_ports['scoring']}/metrics")).text
+    assert 'yuqing_dead_letters_total{reason="invalid_json",service="scoring"}' in metrics
+    assert stack.check() == []
+
+
+async def test_overload_20x_is_shed_and_nothing_accepted_is_lost(
+    kafka, topics, stack_factory, tmp_path, receiver
+):
+    """Nominal: the sample's peak rate. 20x that, from 40 concurrent clients, for a bounded time."""
+    config = reliability_config(tmp_path / "c.yaml", receiver.url)
+    stack = stack_factory(
+        config, services=("ingest",), partitions=1, extra_env={"YUQING_MAX_INFLIGHT_POSTS": "400"}
+    )
+    api = f"http://127.0.0.1:{stack.api_port}"
+    await wait_ready(api, stack)
+    pid = stack.procs["ingest"].pid
+    rss_before = _rss(pid)
+    accepted: set[str] = set()
+    statuses: dict[int, int] = {}
+    errors = 0
+    stop = time.monotonic() + (30 if LONG else 8)
+    counter = iter(range(10**9))
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while time.monotonic() < stop:
+            batch = [
+                {
+                    "platform": "weibo",
+                    "post_id": f"ov{next(counter)}",
+                    "text": "避雷星河冰箱，质量问题",
+                    "published_at": "2026-11-24T08:00:00+08:00",
+                }
+                for _ in range(50)
+            ]
+            try:
+                resp = await client.post(f"{api}/v1/posts", json=batch)
+            except httpx.HTTPError:
+                errors += 1
+                continue
+            statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
+            if resp.status_code == 202:
+                accepted.update(a["event_id"] for a in resp.json()["accepted"])
+
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=40)) as client:
+        await asyncio.gather(*[client_loop(client) for _ in range(40)])
+    rss_after = _rss(pid)
+    assert errors == 0, "client timeouts or connection errors under overload"
+    assert set(statuses) <= {202, 429, 503}, statuses
+    assert statuses.get(202, 0) > 0
+    on_topic = await collect(kafka, topics.posts_raw, lambda v: len(v) >= len(accepted), within=60)
+    ids = {json.loads(v)["event_id"] for v in on_topic}
+    assert accepted <= ids, f"{len(accepted - ids)} accepted posts lost"
+    assert rss_after - rss_before < 200 * 2**20, f"API memory grew {(rss_after - rss_before) / 2**20:.0f} MiB"
+    record_row(
+        f"| overload 20x (40 clients, 50-post batches) | {len(accepted)} | n/a | 0 | 0 | — "
+        f"| statuses {statuses}; API RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB |"
+    )
+
+
+async def _until_consuming(port: int, since: float) -> float:
+    """Seconds until a restarted worker has its partitions again (tables recovered, consumer lag reported)."""
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() - since < 120:
+            try:
+                text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+                if "yuqing_consumer_lag_messages{" in text:
+                    return time.monotonic() - since
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError("the restarted worker never got its partitions back")
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
