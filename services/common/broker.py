@@ -202,8 +202,8 @@ class EmbeddedBroker:
                     classpath,
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    # One token: a base64 id may start with '-', which argparse would read as an option.
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(props),
                 ],

@@ -178,10 +178,8 @@ class StreamShell:
             "value_base64": base64.b64encode(raw).decode(),
         }
         self.metrics.dead_letters.labels(self.service, reason).inc()
-        log.warning(
-            "dead letter from %s[%s]@%s: %s %s", topic, partition, offset, reason, detail[:300]
-        )
-        await self.dead_letter_topic.send(key=msg.topic.encode(), value=json.dumps(record))
+        log.warning("dead letter from %s[%s]@%s: %s %s", topic, partition, offset, reason, detail[:300])
+        await self.dead_letter_topic.send(key=topic.encode(), value=json.dumps(record))
 
     async def guarded(self, event: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
         """Run handler; a DeadLetter or an unexpected error sends the message to the dead-letter topic."""

@@ -7,11 +7,11 @@ import html
 import io
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.events import IncidentAction, IncidentActionKind, Tier, TierOverride
 from services.common import json
@@ -25,6 +25,7 @@ from services.ingest.readmodel import ReadModel
 __all__ = ["ActionRequest", "OverrideRequest", "operator_router"]
 
 Send = Callable[[str, IncidentAction], Awaitable[None]]
+M = TypeVar("M", bound=BaseModel)
 
 
 class OverrideRequest(BaseModel):
@@ -41,6 +42,20 @@ class ActionRequest(BaseModel):
     action: IncidentActionKind
     actor: str = Field(min_length=1, max_length=128)
     comment: str = Field(default="", max_length=4000)
+
+
+async def _body(request: Request, model: type[M]) -> M | Response:
+    """Validate the body after authentication: FastAPI would validate a body parameter first, and show an
+    unauthenticated caller the schema in its 422."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return _json({"detail": errors}, 422)
+
+
+def _schema_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -78,11 +93,18 @@ def operator_router(
     async def tiers(request: Request) -> Response:
         return check(request) or _json({"groups": model.tier_board()})
 
-    @router.post("/v1/tiers/{group}/override", status_code=202)
-    async def override(request: Request, group: str, body: OverrideRequest) -> Response:
+    @router.post(
+        "/v1/tiers/{group}/override",
+        status_code=202,
+        openapi_extra={"requestBody": _schema_body(OverrideRequest)},
+    )
+    async def override(request: Request, group: str) -> Response:
         denied = check(request)
         if denied:
             return denied
+        body = await _body(request, OverrideRequest)
+        if isinstance(body, Response):
+            return body
         cmd = TierOverride(
             event_time=datetime.now(UTC), group=group, tier=body.tier, actor=body.actor, comment=body.comment
         )
@@ -206,9 +228,19 @@ def operator_router(
         await send(inc.group, event)
         return _json({"accepted": True, "event_id": event.event_id, "from": inc.state.value}, 202)
 
-    @router.post("/v1/incidents/{incident_id}/actions", status_code=202)
-    async def action(request: Request, incident_id: str, body: ActionRequest) -> Response:
-        return check(request) or await act(incident_id, body.action, body.actor, body.comment)
+    @router.post(
+        "/v1/incidents/{incident_id}/actions",
+        status_code=202,
+        openapi_extra={"requestBody": _schema_body(ActionRequest)},
+    )
+    async def action(request: Request, incident_id: str) -> Response:
+        denied = check(request)
+        if denied:
+            return denied
+        body = await _body(request, ActionRequest)
+        if isinstance(body, Response):
+            return body
+        return await act(incident_id, body.action, body.actor, body.comment)
 
     def _claims(token: str) -> Any:
         if link_secret is None:
