@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -24,7 +24,7 @@ TOKENS = {"ingest": "ingest-token-5b1f", "operator": "operator-token-9c2e"}
 
 
 @pytest.fixture
-async def client(kafka: str, prefix: str) -> Iterator[TestClient]:
+async def client(kafka: str, prefix: str) -> AsyncIterator[TestClient]:
     settings = IngestSettings(
         kafka_bootstrap=kafka,
         topic_prefix=prefix,
