@@ -60,7 +60,7 @@ valid_posts = st.fixed_dictionaries(
 
 @st.composite
 def mutated_posts(draw: st.DrawFn) -> dict[str, Any]:
-    post = dict(draw(valid_posts))
+    post: dict[str, Any] = dict(draw(valid_posts))
     field = draw(st.sampled_from(FIELDS))
     if draw(st.booleans()):
         post.pop(field, None)
