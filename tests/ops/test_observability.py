@@ -1,0 +1,198 @@
+"""The metrics catalogue, the code, the Grafana dashboard and the alert rules agree; a real Prometheus
+scrapes a running stack and sees the key series move."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from services.common import json
+from tests.conftest import free_port, write_config
+from tests.integration.test_pipeline import crisis_posts, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "rules"
+METRIC = re.compile(r"\byuqing_[a-z_]+")
+SUFFIXES = ("_bucket", "_count", "_sum")
+
+
+def _base(name: str) -> str:
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
+
+
+def catalogue() -> set[str]:
+    text = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    return set(re.findall(r"^\| `(yuqing_[a-z_]+)` \|", text, flags=re.M))
+
+
+def in_code() -> set[str]:
+    names: set[str] = set()
+    for path in (ROOT / "services").rglob("*.py"):
+        names |= set(re.findall(r'"(yuqing_[a-z_]+)"', path.read_text(encoding="utf-8")))
+    return names
+
+
+def dashboard_queries() -> list[str]:
+    dash = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "yuqing.json").read_bytes())
+    return [t["expr"] for p in dash["panels"] for t in p["targets"]]
+
+
+def rule_queries() -> list[str]:
+    doc = yaml.safe_load((RULES / "yuqing.rules.yml").read_text(encoding="utf-8"))
+    return [r["expr"] for g in doc["groups"] for r in g["rules"]]
+
+
+def test_catalogue_matches_the_code():
+    assert catalogue() == in_code()
+
+
+def test_dashboard_and_rules_query_only_catalogued_metrics():
+    known = catalogue()
+    for expr in dashboard_queries() + rule_queries():
+        used = {_base(m) for m in METRIC.findall(expr)}
+        assert used or expr.startswith("vector("), expr
+        assert used <= known, f"{expr}: {used - known} not in docs/metrics.md"
+
+
+def test_dashboard_covers_the_operations_panels():
+    dash = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "yuqing.json").read_bytes())
+    assert dash["uid"] == "yuqing-overview"
+    exprs = " ".join(dashboard_queries())
+    for metric in (
+        "yuqing_tier_level",
+        "yuqing_posts_accepted_total",
+        "yuqing_platform_last_post_timestamp_seconds",
+        "yuqing_alert_latency_seconds_bucket",
+        "yuqing_incidents_open",
+        "yuqing_sla_breaches_total",
+        "yuqing_consumer_lag_messages",
+        "yuqing_dead_letters_total",
+    ):
+        assert metric in exprs, metric
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    assert all(p["datasource"]["uid"] == "prometheus" for p in dash["panels"])
+
+
+def _start_prometheus(
+    server: str, config: Path, tmp_path: Path, port: int
+) -> tuple[subprocess.Popen[bytes], Any]:
+    log = (tmp_path / "prometheus.log").open("wb")
+    args = [
+        server,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT), log
+
+
+def _promtool() -> str:
+    tool = shutil.which("promtool")
+    if tool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    return tool
+
+
+def test_promtool_checks_the_rules_and_their_unit_tests():
+    tool = _promtool()
+    check = subprocess.run(
+        [tool, "check", "rules", str(RULES / "yuqing.rules.yml")], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    test = subprocess.run(
+        [tool, "test", "rules", "yuqing.rules.test.yml"],
+        cwd=RULES,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert test.returncode == 0, test.stdout + test.stderr
+    assert "SUCCESS" in test.stdout
+
+
+@pytest.mark.kafka
+async def test_real_prometheus_scrapes_a_running_stack(kafka, stack_factory, tmp_path):
+    _promtool()
+    server = shutil.which("prometheus")
+    assert server, "Debian's prometheus package provides the server"
+    stack = stack_factory(
+        write_config(
+            tmp_path / "c.yaml",
+            notifier={"channels": [{"name": "c", "type": "console"}], "group_wait_seconds": 1},
+        )
+    )
+    api = f"http://127.0.0.1:{stack.api_port}"
+    await wait_ready(api, stack)
+    targets = [f"127.0.0.1:{stack.api_port}", *(f"127.0.0.1:{p}" for p in stack.web_ports.values())]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(RULES / "yuqing.rules.yml")],
+                "scrape_configs": [{"job_name": "yuqing", "static_configs": [{"targets": targets}]}],
+            }
+        )
+    )
+    port = free_port()
+    proc, log = _start_prometheus(server, config, tmp_path, port)
+    try:
+        prom = f"http://127.0.0.1:{port}/api/v1/query"
+        async with httpx.AsyncClient(timeout=10) as client:
+
+            async def value(query: str) -> float:
+                data = (await client.get(prom, params={"query": query})).json()["data"]["result"]
+                return float(data[0]["value"][1]) if data else -1.0
+
+            async def wait_for(query: str, ok, within: float = 40) -> float:
+                deadline = time.monotonic() + within
+                got = -1.0
+                while time.monotonic() < deadline:
+                    try:
+                        got = await value(query)
+                    except (httpx.HTTPError, KeyError):
+                        got = -1.0
+                    if ok(got):
+                        return got
+                    await asyncio.sleep(0.5)
+                raise AssertionError(f"{query} = {got}")
+
+            up = await wait_for('count(up{job="yuqing"} == 1)', lambda v: v == len(targets))
+            assert up == 4
+            before = await wait_for(
+                'sum(yuqing_messages_processed_total{service="scoring"})', lambda v: v >= 0
+            )
+            resp = await client.post(f"{api}/v1/posts", json=crisis_posts(datetime.now(UTC)))
+            assert resp.status_code == 202
+            after = await wait_for(
+                'sum(yuqing_messages_processed_total{service="scoring"})', lambda v: v > before
+            )
+            assert after > before
+            await wait_for('max(yuqing_tier_level{group="xinghe"})', lambda v: v == 1)
+            await wait_for("sum(yuqing_posts_accepted_total)", lambda v: v == 11)
+            await wait_for(
+                'count(yuqing_platform_last_post_timestamp_seconds{platform="weibo"})', lambda v: v == 1
+            )
+            await wait_for("count(yuqing_consumer_lag_messages)", lambda v: v >= 1)
+            await wait_for('count(ALERTS{alertname="YuqingPlatformSilent"})', lambda v: v == -1, within=3)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()
