@@ -33,7 +33,17 @@ from services.escalation.workdays import add_working_days
 
 __all__ = ["EscalationCore", "Incident", "Outcome"]
 
-_ORDER = list(IncidentState)
+# Meeting convened and facts verified are parallel steps of the same stage: a team may do either first.
+_RANK = {
+    IncidentState.opened: 0,
+    IncidentState.acknowledged: 1,
+    IncidentState.meeting_convened: 2,
+    IncidentState.facts_verified: 2,
+    IncidentState.statement_published: 3,
+    IncidentState.cooling: 4,
+    IncidentState.closed: 5,
+    IncidentState.postmortem_filed: 6,
+}
 _OPEN = {s for s in IncidentState if s not in (IncidentState.closed, IncidentState.postmortem_filed)}
 _TIER_NAME = {1: "一级", 2: "二级", 3: "三级", 0: "无"}
 
@@ -222,10 +232,7 @@ class EscalationCore:
         target, meets = steps[action]
         if action == A.meeting_convened and inc.peak_tier != Tier.level1:
             raise InvalidTransition("an emergency meeting is the level-1 step; levels 2 and 3 verify facts")
-        if action == A.verified and inc.peak_tier == Tier.level1:
-            # Level 1 also verifies facts, but its SLA step is the meeting; record it without moving back.
-            target = max(s, S.facts_verified, key=_ORDER.index)
-        if _ORDER.index(target) < _ORDER.index(s) or (target == s and action == A.ack):
+        if _RANK[target] < _RANK[s] or target == s:
             raise InvalidTransition(f"incident {inc.incident_id} is already {s.value}; cannot {action.value}")
         return target, meets
 

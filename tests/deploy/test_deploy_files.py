@@ -1,0 +1,549 @@
+"""Deployment files: docker compose, Kubernetes manifests, Dockerfile, Prometheus and Grafana provisioning.
+
+There is no Docker engine or cluster here, so the files are checked by parsers, the Kubernetes JSON schemas
+(bundled with kubernetes-validate, no network) and the app's own config loader.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+from services.common.config import load_config
+from services.common.runner import SERVICES as APP_SERVICES
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+SERVICES = ("ingest", "scoring", "escalation", "notifier")
+WORKERS = ("scoring", "escalation", "notifier")
+PORTS = {"ingest": 8000, "scoring": 6066, "escalation": 6066, "notifier": 6066}
+UID = 10001
+ANY_HOST = "0.0.0.0"  # noqa: S104  (what the containers must listen on)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def test_every_service_of_the_app_is_deployed() -> None:
+    assert tuple(APP_SERVICES) == SERVICES
+
+
+# ---- docker compose ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = load_yaml(DEPLOY / "docker-compose.yml")
+    assert isinstance(data, dict)
+    return data
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):  # KEY=VALUE form
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def mounts_of(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of every volume, short or long syntax."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume["source"], volume["target"]
+        mounts.append((source, target))
+    return mounts
+
+
+def mount_sources(service: dict[str, Any]) -> dict[str, str]:
+    """target -> source."""
+    return {target: source for source, target in mounts_of(service)}
+
+
+def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"kafka", "topics", *SERVICES, "prometheus", "grafana"}
+
+
+@pytest.mark.parametrize("name", [*SERVICES, "topics"])
+def test_yuqing_services_are_built_from_the_repo_dockerfile(compose: dict[str, Any], name: str) -> None:
+    services = compose["services"]
+    service = services[name]
+    build = service["build"]
+    assert (DEPLOY / build["context"]).resolve() == ROOT
+    assert (ROOT / build.get("dockerfile", "Dockerfile")).is_file()
+    # One image for all of them: the command picks the service.
+    assert service["image"] == services["ingest"]["image"]
+    assert service["command"] == (["topics", "create"] if name == "topics" else ["worker", name])
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_services_start_after_the_topics_exist(compose: dict[str, Any], name: str) -> None:
+    depends = compose["services"][name]["depends_on"]
+    assert depends["topics"]["condition"] == "service_completed_successfully"
+
+
+def test_topics_job_waits_for_a_healthy_kafka(compose: dict[str, Any]) -> None:
+    topics = compose["services"]["topics"]
+    assert topics["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    assert topics["restart"] == "no"
+
+
+def listeners(value: str) -> dict[str, str]:
+    """'NAME://host:port,…' -> {NAME: 'host:port'}."""
+    out = {}
+    for item in value.split(","):
+        name, address = item.strip().split("://")
+        out[name] = address
+    return out
+
+
+def test_kafka_runs_kraft_combined_mode(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"] == "apache/kafka:4.1.2"
+    env = env_of(kafka)
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    node_id = env["KAFKA_NODE_ID"]
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert len(voters) == 1
+    voter_id, voter_address = voters[0].split("@")
+    assert voter_id == node_id
+
+    bound = listeners(env["KAFKA_LISTENERS"])
+    advertised = listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert set(bound) <= set(protocols)
+    assert controller in bound
+    assert controller not in advertised  # clients never get the controller listener
+    assert set(advertised) <= set(bound)
+    assert voter_address.split(":")[1] == bound[controller].split(":")[-1]
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
+
+    # A single node: internal topics with one replica, and no topic created by accident.
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
+        assert env[key] == "1", key
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    # The data directory is a volume.
+    assert env["KAFKA_LOG_DIRS"] in {target for _, target in mounts_of(kafka)}
+
+
+def test_kafka_healthcheck_asks_the_broker(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    test = kafka["healthcheck"]["test"]
+    assert test[0] in {"CMD", "CMD-SHELL"}
+    command = " ".join(test[1:])
+    assert "/opt/kafka/bin/kafka-broker-api-versions.sh" in command
+    port = re.search(r"--bootstrap-server \S+:(\d+)", command)
+    assert port is not None
+    bound_ports = {a.split(":")[-1] for a in listeners(env_of(kafka)["KAFKA_LISTENERS"]).values()}
+    assert port.group(1) in bound_ports
+
+
+@pytest.mark.parametrize("name", [*SERVICES, "topics"])
+def test_yuqing_services_reach_kafka_and_their_config(compose: dict[str, Any], name: str) -> None:
+    services = compose["services"]
+    env = env_of(services[name])
+    advertised = listeners(env_of(services["kafka"])["KAFKA_ADVERTISED_LISTENERS"]).values()
+    assert env["YUQING_KAFKA_BOOTSTRAP"] in advertised
+    assert env["YUQING_REPLICATION_FACTOR"] == "1"  # one broker
+    if name == "topics":
+        return
+    mounts = mount_sources(services[name])
+    assert (DEPLOY / mounts[env["YUQING_CONFIG_FILE"]]).resolve() == DEPLOY / "config" / "yuqing.yaml"
+    # Reachable from Prometheus and the port mapping, not only from inside the container.
+    assert env["YUQING_WEB_HOST"] == ANY_HOST
+    if name == "ingest":
+        assert env["YUQING_API_HOST"] == ANY_HOST
+        assert env["YUQING_INGEST_TOKENS"]
+        assert any(str(p).endswith(":8000") for p in services[name]["ports"])
+
+
+def test_compose_volumes_exist(compose: dict[str, Any]) -> None:
+    named = set(compose.get("volumes") or {})
+    seen = 0
+    for name, service in compose["services"].items():
+        for source, _ in mounts_of(service):
+            if source.startswith((".", "/")):
+                if not source.startswith("/"):
+                    assert (DEPLOY / source).exists(), f"{name}: {source} is not in the repo"
+                    seen += 1
+            else:
+                assert source in named, f"{name}: volume {source} is not declared"
+    assert seen >= 4  # config, prometheus.yml, grafana provisioning and dashboards
+
+
+@pytest.mark.filterwarnings("ignore:config file .* world-readable")
+def test_compose_config_file_is_valid() -> None:
+    config = load_config(DEPLOY / "config" / "yuqing.yaml")
+    assert [(c.name, c.type) for c in config.notifier.channels] == [("oncall-webhook", "webhook")]
+    assert config.notifier.channels[0].secret is not None
+    example = load_yaml(ROOT / "services" / "common" / "data" / "example.yaml")
+    assert load_yaml(DEPLOY / "config" / "yuqing.yaml")["rules"] == example["rules"]
+
+
+# ---- Prometheus and Grafana --------------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_every_service(compose: dict[str, Any]) -> None:
+    prom = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    jobs = prom["scrape_configs"]
+    names = [job["job_name"] for job in jobs]
+    assert len(names) == len(set(names))
+    scraped: dict[str, str] = {}
+    for job in jobs:
+        for static in job["static_configs"]:
+            for target in static["targets"]:
+                scraped[target] = job.get("metrics_path", "/metrics")
+    for name in SERVICES:
+        assert name in compose["services"]
+        assert scraped.get(f"{name}:{PORTS[name]}") == "/metrics", name
+    for key in ("scrape_interval", "evaluation_interval"):
+        assert re.fullmatch(r"\d+[smh]", prom["global"][key])
+    config = DEPLOY / mount_sources(compose["services"]["prometheus"])["/etc/prometheus/prometheus.yml"]
+    assert config.resolve() == DEPLOY / "prometheus" / "prometheus.yml"
+
+
+def test_prometheus_rule_files_are_mounted(compose: dict[str, Any]) -> None:
+    prom = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    mounts = mount_sources(compose["services"]["prometheus"])
+    for pattern in prom.get("rule_files", []):
+        directory, glob = PurePosixPath(pattern).parent, PurePosixPath(pattern).name
+        matched = sorted((DEPLOY / mounts[str(directory)]).glob(glob))
+        assert matched, f"{pattern} matches no file"
+        for path in matched:
+            groups = load_yaml(path)["groups"]
+            assert all(rule.get("alert") or rule.get("record") for g in groups for rule in g["rules"]), path
+
+
+def test_grafana_datasource_is_the_compose_prometheus(compose: dict[str, Any]) -> None:
+    provisioning = load_yaml(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")
+    assert provisioning["apiVersion"] == 1
+    (source,) = provisioning["datasources"]
+    assert source["type"] == "prometheus"
+    assert source["access"] == "proxy"
+    assert source["isDefault"] is True
+    assert source["url"] == "http://prometheus:9090"
+    assert "9090:9090" in compose["services"]["prometheus"]["ports"]
+
+
+def test_grafana_loads_dashboards_from_the_mounted_folder(compose: dict[str, Any]) -> None:
+    provisioning = load_yaml(DEPLOY / "grafana" / "provisioning" / "dashboards" / "yuqing.yml")
+    assert provisioning["apiVersion"] == 1
+    (provider,) = provisioning["providers"]
+    assert provider["type"] == "file"
+    path = provider["options"]["path"]
+    assert path == "/var/lib/grafana/dashboards"
+    mounts = mount_sources(compose["services"]["grafana"])
+    assert (DEPLOY / mounts["/etc/grafana/provisioning"]).resolve() == DEPLOY / "grafana" / "provisioning"
+    folder = DEPLOY / mounts[path]
+    assert folder.is_dir()
+    # Dashboards name their datasource by uid: only the provisioned one exists.
+    provisioned = load_yaml(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")
+    uids = {source["uid"] for source in provisioned["datasources"]}
+    for dashboard in folder.glob("*.json"):
+        used = datasource_uids(json.loads(dashboard.read_text(encoding="utf-8")))
+        assert used <= uids, dashboard.name
+
+
+def datasource_uids(node: Any) -> set[str]:
+    """Every datasource uid a dashboard names, template variables (${…}) aside."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        source = node.get("datasource")
+        if isinstance(source, dict) and not str(source.get("uid", "$")).startswith("$"):
+            found.add(str(source["uid"]))
+        for value in node.values():
+            found |= datasource_uids(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= datasource_uids(value)
+    return found
+
+
+# ---- Kubernetes --------------------------------------------------------------------------------------------
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def load_manifests() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in manifest_files():
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc:
+                docs.append((f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return docs
+
+
+MANIFESTS = load_manifests()
+SCHEMA_CHECKED = [(ident, doc) for ident, doc in MANIFESTS if doc["kind"] != "ServiceMonitor"]
+
+
+def of_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for _, doc in MANIFESTS if doc["kind"] == kind}
+
+
+def validate(doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+@pytest.mark.parametrize("doc", [doc for _, doc in SCHEMA_CHECKED], ids=[i for i, _ in SCHEMA_CHECKED])
+def test_manifest_matches_the_kubernetes_schema(doc: dict[str, Any]) -> None:
+    validate(doc)
+
+
+def test_the_schema_check_rejects_a_broken_manifest() -> None:
+    deployment = json.loads(json.dumps(of_kind("Deployment")["yuqing-ingest"]))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"httpGet": {"path": "/"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(deployment)
+    deployment = json.loads(json.dumps(of_kind("Deployment")["yuqing-ingest"]))
+    deployment["spec"]["replicas"] = "one"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(deployment)
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = load_yaml(K8S / "kustomization.yaml")
+    assert kustomization["kind"] == "Kustomization"
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in manifest_files())
+    (namespace,) = of_kind("Namespace")
+    assert kustomization["namespace"] == namespace
+
+
+def test_every_resource_lives_in_the_namespace() -> None:
+    (namespace,) = of_kind("Namespace")
+    for ident, doc in MANIFESTS:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == namespace, ident
+
+
+def pod_spec(name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = of_kind("Deployment")[f"yuqing-{name}"]["spec"]["template"]["spec"]
+    return spec
+
+
+def container_of(name: str) -> dict[str, Any]:
+    (container,) = pod_spec(name)["containers"]
+    assert isinstance(container, dict)
+    return container
+
+
+def port_number(container: dict[str, Any], port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    (number,) = [p["containerPort"] for p in container["ports"] if p["name"] == port]
+    return int(number)
+
+
+def test_one_deployment_per_service() -> None:
+    assert set(of_kind("Deployment")) == {f"yuqing-{name}" for name in SERVICES}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_deployment_has_probes_resources_and_runs_as_non_root(name: str) -> None:
+    spec = pod_spec(name)
+    container = container_of(name)
+    assert container["args"] == ["worker", name]
+
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert port_number(container, get["port"]) == PORTS[name], probe
+    ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
+    assert live["path"] == "/healthz"
+    assert ready["path"] == ("/readyz" if name == "ingest" else "/healthz")
+
+    resources = container["resources"]
+    for bound in ("requests", "limits"):
+        assert set(resources[bound]) >= {"cpu", "memory"}, bound
+
+    pod_security = spec.get("securityContext", {})
+    security = {**pod_security, **container.get("securityContext", {})}
+    assert security["runAsNonRoot"] is True
+    assert security.get("runAsUser", UID) != 0
+    assert security["allowPrivilegeEscalation"] is False
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_deployment_gets_its_settings_and_config_file(name: str) -> None:
+    spec = pod_spec(name)
+    container = container_of(name)
+    configmaps = of_kind("ConfigMap")
+    secrets = of_kind("Secret")
+
+    refs = [ref["configMapRef"]["name"] for ref in container["envFrom"]]
+    assert refs
+    assert all(ref in configmaps for ref in refs)
+    settings = {k: v for ref in refs for k, v in configmaps[ref]["data"].items()}
+    for env in container.get("env", []):
+        key = env["valueFrom"]["secretKeyRef"]
+        assert key["key"] in secrets[key["name"]]["stringData"], env["name"]
+    if name == "ingest":
+        assert "YUQING_INGEST_TOKENS" in {env["name"] for env in container["env"]}
+    assert settings["YUQING_WEB_HOST"] == ANY_HOST
+    assert settings.get("YUQING_API_HOST", ANY_HOST) == ANY_HOST
+
+    # The config file is the Secret's yuqing.yaml, mounted where YUQING_CONFIG_FILE says, not world-readable.
+    config_file = PurePosixPath(settings["YUQING_CONFIG_FILE"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    secret = volumes[mounts[str(config_file.parent)]]["secret"]
+    assert secret["secretName"] in secrets
+    assert {"key": "yuqing.yaml", "path": config_file.name} in secret["items"]
+    assert secret["defaultMode"] & 0o004 == 0
+    # Writable places on a read-only root file system.
+    if container["securityContext"].get("readOnlyRootFilesystem"):
+        assert {settings["YUQING_DATA_DIR"], "/tmp"} <= set(mounts)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_exposes_the_deployment_port(name: str) -> None:
+    service = of_kind("Service")[f"yuqing-{name}"]
+    labels = of_kind("Deployment")[f"yuqing-{name}"]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == PORTS[name]
+    assert port_number(container_of(name), port["targetPort"]) == PORTS[name]
+
+
+def test_servicemonitor_selects_every_service() -> None:
+    (monitor,) = of_kind("ServiceMonitor").values()
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector
+    endpoints = {e["port"]: e.get("path", "/metrics") for e in monitor["spec"]["endpoints"]}
+    (namespace,) = of_kind("Namespace")
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [namespace]
+    for name in SERVICES:
+        service = of_kind("Service")[f"yuqing-{name}"]
+        assert selector.items() <= service["metadata"]["labels"].items(), name
+        (port,) = service["spec"]["ports"]
+        assert endpoints.get(port["name"]) == "/metrics", name
+
+
+def test_topics_job_creates_the_topics() -> None:
+    (job,) = of_kind("Job").values()
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] in {"OnFailure", "Never"}
+    (container,) = spec["containers"]
+    assert container["args"] == ["topics", "create"]
+    assert container["image"] == container_of("ingest")["image"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert set(container["resources"]) == {"requests", "limits"}
+
+
+@pytest.mark.filterwarnings("ignore:config file .* world-readable")
+def test_secret_holds_a_valid_config_and_the_configmap_no_secret(tmp_path: Path) -> None:
+    (secret,) = of_kind("Secret").values()
+    data = secret["stringData"]
+    assert data["YUQING_INGEST_TOKENS"]
+    config_path = tmp_path / "yuqing.yaml"
+    config_path.write_text(data["yuqing.yaml"], encoding="utf-8")
+    config = load_config(config_path)
+    assert {c.name for c in config.notifier.channels} == {"oncall-webhook"}
+    # The same example as the compose stack's.
+    assert yaml.safe_load(data["yuqing.yaml"]) == load_yaml(DEPLOY / "config" / "yuqing.yaml")
+    for configmap in of_kind("ConfigMap").values():
+        for key in configmap["data"]:
+            assert not re.search(r"TOKEN|SECRET|PASSWORD", key), key
+
+
+# ---- Dockerfile --------------------------------------------------------------------------------------------
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue  # comments, and also comment lines inside a continued instruction
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        keyword, _, args = line.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+    assert not pending, "the Dockerfile ends inside a continued line"
+    return instructions
+
+
+def dockerfile_stages() -> list[dict[str, Any]]:
+    stages: list[dict[str, Any]] = []
+    for keyword, args in dockerfile_instructions((ROOT / "Dockerfile").read_text(encoding="utf-8")):
+        if keyword == "FROM":
+            words = [w for w in args.split() if not w.startswith("--")]
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append({"base": words[0], "name": name, "instructions": []})
+        elif keyword != "ARG" or stages:
+            assert stages, f"{keyword} before the first FROM"
+            stages[-1]["instructions"].append((keyword, args))
+    return stages
+
+
+def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    assert all(stage["base"] == "python:3.11-slim" for stage in stages)
+    builder, final = stages[0], stages[-1]
+    assert builder["name"]
+    runs = " ".join(args for keyword, args in builder["instructions"] if keyword == "RUN")
+    assert re.search(r"pip (install|wheel)", runs)
+    copies = [args for keyword, args in final["instructions"] if keyword == "COPY"]
+    assert any(f"--from={builder['name']}" in args for args in copies)
+    assert not any(keyword == "RUN" and "pip install" in args for keyword, args in final["instructions"])
+
+
+def test_dockerfile_final_stage_runs_as_non_root() -> None:
+    final = dockerfile_stages()[-1]
+    users = [args for keyword, args in final["instructions"] if keyword == "USER"]
+    assert users, "the final stage sets no USER: it would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}
+    assert user in {"yuqing", str(UID)}
+    runs = " ".join(args for keyword, args in final["instructions"] if keyword == "RUN")
+    assert re.search(rf"useradd .*--uid {UID}\b.* yuqing\b", runs)
+
+
+def test_dockerfile_entrypoint_and_ports() -> None:
+    final = dict(dockerfile_stages()[-1]["instructions"])
+    assert json.loads(final["ENTRYPOINT"]) == ["yuqing"]
+    assert json.loads(final["CMD"]) == ["worker", "ingest"]
+    assert {"8000", "6066"} <= set(final["EXPOSE"].split())
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert "yuqing" in scripts
+
+
+def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv"} <= ignored
+    builder = dockerfile_stages()[0]
+    for keyword, args in builder["instructions"]:
+        if keyword != "COPY" or "--from=" in args:
+            continue
+        sources = [w for w in args.split() if not w.startswith("--")][:-1]
+        for source in sources:
+            assert (ROOT / source).exists(), source
+            assert source.rstrip("/") not in ignored, f"{source} is copied but .dockerignore drops it"
