@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ T0 = datetime(2026, 11, 21, 1, 0, tzinfo=UTC)
 
 
 def _open(tier: Tier) -> tuple[EscalationCore, dict, str]:
-    core, incidents = EscalationCore(EscalationConfig()), {}
+    core, incidents = EscalationCore(EscalationConfig()), dict[str, Any]()
     tc = TierChange(
         event_time=T0,
         group="g",
