@@ -30,6 +30,8 @@ from services.common.schedule import OnCall, Route
 __all__ = [
     "ChannelConfig",
     "EscalationConfig",
+    "EscalationPolicy",
+    "LadderStep",
     "NotifierConfig",
     "RuleGroup",
     "RulesConfig",
@@ -122,13 +124,44 @@ class SlaConfig(_Frozen):
         return {1: self.level1, 2: self.level2, 3: self.level3}[tier]
 
 
+Audience = Literal["responder", "group_lead", "leadership"]
+
+
+class LadderStep(_Frozen):
+    audience: Audience
+    after_minutes: float = Field(ge=0, description="Paged this long after opening while nobody acknowledged.")
+
+
+class EscalationPolicy(_Frozen):
+    """PagerDuty-style: page each rung after its delay until acknowledged, then repeat the last one."""
+
+    steps: tuple[LadderStep, ...] = Field(min_length=1)
+    repeat_minutes: float = Field(default=10, gt=0)
+    repeats: int = Field(default=2, ge=0, le=20)
+
+    @field_validator("steps")
+    @classmethod
+    def _in_order(cls, steps: tuple[LadderStep, ...]) -> tuple[LadderStep, ...]:
+        delays = [s.after_minutes for s in steps]
+        if delays != sorted(delays):
+            raise ValueError(f"ladder steps must be in order of after_minutes, got {delays}")
+        return steps
+
+
+def _policy(*steps: tuple[Audience, float]) -> EscalationPolicy:
+    return EscalationPolicy(steps=tuple(LadderStep(audience=a, after_minutes=m) for a, m in steps))
+
+
 class EscalationConfig(_Frozen):
     sla: SlaConfig = SlaConfig()
-    ladder: tuple[Literal["responder", "group_lead", "leadership"], ...] = (
-        "responder",
-        "group_lead",
-        "leadership",
-    )
+    # On an SLA breach the next rung is paged at once, whatever the policy's delays.
+    ladder: tuple[Audience, ...] = ("responder", "group_lead", "leadership")
+    level1: EscalationPolicy = _policy(("responder", 0), ("group_lead", 10), ("leadership", 20))
+    level2: EscalationPolicy = _policy(("responder", 0), ("group_lead", 30), ("leadership", 60))
+    level3: EscalationPolicy = _policy(("responder", 0), ("group_lead", 30))
+
+    def policy(self, tier: int) -> EscalationPolicy:
+        return {1: self.level1, 2: self.level2, 3: self.level3}[tier]
 
 
 class ChannelConfig(_Frozen):

@@ -72,6 +72,9 @@ class Incident(BaseModel):
     opened_at: datetime
     sequence: int = 0
     escalation_level: int = 0
+    ladder_paged: list[int] = []  # policy steps already paged (step 0 is the opening alert)
+    repeats_sent: int = 0
+    last_page_at: datetime | None = None
     deadlines: dict[str, _DeadlineRow] = {}
     timeline: list[dict[str, Any]] = []
 
@@ -291,9 +294,52 @@ class EscalationCore:
                     out.alerts.append(
                         self._alert(inc, AlertKind.sla_breached, self._audience(inc), now, suffix=d.name)
                     )
+            changed |= self._walk_ladder(inc, now, out)
             if changed:
                 incidents[group] = inc.model_dump(mode="json")
         return out
+
+    def _walk_ladder(self, inc: Incident, now: datetime, out: Outcome) -> bool:
+        """Page the policy's rungs as their delays pass while nobody has acknowledged; then repeat."""
+        ack = inc.deadlines.get("ack")
+        if not inc.is_open or ack is None or ack.met_at is not None:
+            return False
+        policy = self.config.policy(int(inc.peak_tier))
+        changed = False
+        for i, step in enumerate(policy.steps):
+            if i == 0 or i in inc.ladder_paged or now < inc.opened_at + timedelta(minutes=step.after_minutes):
+                continue
+            inc.ladder_paged.append(i)
+            inc.last_page_at, changed = now, True
+            self._emit(
+                out, inc, IncidentEventKind.escalated, now, detail=f"unacknowledged: paging {step.audience}"
+            )
+            out.alerts.append(
+                self._alert(inc, AlertKind.escalation, step.audience, now, suffix=f"ladder|{i}")
+            )
+        last = policy.steps[-1]
+        all_paged = len(policy.steps) == 1 or len(policy.steps) - 1 in inc.ladder_paged
+        since = inc.last_page_at or inc.opened_at
+        if (
+            all_paged
+            and inc.repeats_sent < policy.repeats
+            and now >= since + timedelta(minutes=policy.repeat_minutes)
+        ):
+            inc.repeats_sent += 1
+            inc.last_page_at, changed = now, True
+            self._emit(
+                out,
+                inc,
+                IncidentEventKind.escalated,
+                now,
+                detail=f"repeat {inc.repeats_sent}: {last.audience}",
+            )
+            out.alerts.append(
+                self._alert(
+                    inc, AlertKind.escalation, last.audience, now, suffix=f"repeat|{inc.repeats_sent}"
+                )
+            )
+        return changed
 
     # -- helpers -----------------------------------------------------------------------------
     def _audience(self, inc: Incident) -> Any:
@@ -363,6 +409,7 @@ class EscalationCore:
             AlertKind.tier_change: f"[{tier_name}] 舆情升级: {inc.group}",
             AlertKind.reminder: f"[{tier_name}] 时限提醒: {inc.group}",
             AlertKind.sla_breached: f"[{tier_name}] 超时未处理，已升级: {inc.group}",
+            AlertKind.escalation: f"[{tier_name}] 无人确认，升级呼叫: {inc.group}",
         }
         dedup = f"{inc.incident_id}|{kind.value}|{int(inc.tier)}|{suffix or (tc.event_id[:16] if tc else '')}"
         ack_deadline = inc.deadlines.get("ack")

@@ -65,3 +65,38 @@ def test_level2_has_no_meeting_step():
     core, incidents, iid = _open(Tier.level2)
     with pytest.raises(InvalidTransition, match="level-1 step"):
         _act(core, incidents, iid, IncidentActionKind.meeting_convened, 5)
+
+
+def test_ladder_pages_each_rung_after_its_delay_then_repeats_until_ack():
+    core, incidents, iid = _open(
+        Tier.level1
+    )  # level 1: group lead at 10 min, leadership at 20, repeat every 10
+
+    def pages(minutes: float) -> list[str]:
+        out = core.on_tick(incidents, T0 + timedelta(minutes=minutes))
+        return [f"{a.kind.value}:{a.audience}" for a in out.alerts if a.kind.value == "escalation"]
+
+    assert pages(9.9) == []
+    assert pages(10) == ["escalation:group_lead"]
+    assert pages(15) == []
+    assert pages(20) == ["escalation:leadership"]
+    assert pages(29) == []
+    assert pages(30) == ["escalation:leadership"]  # repeat 1
+    _act(core, incidents, iid, IncidentActionKind.ack, 31)
+    assert pages(40) == []  # acknowledged: paging stops
+    assert pages(200) == []
+
+
+def test_ladder_dedup_keys_are_distinct_and_stable():
+    def keys() -> list[str]:
+        core, incidents, _ = _open(Tier.level1)
+        return [
+            a.dedup_key
+            for m in (10, 20, 30, 40)
+            for a in core.on_tick(incidents, T0 + timedelta(minutes=m)).alerts
+            if a.kind.value == "escalation"
+        ]
+
+    first = keys()
+    assert len(first) == len(set(first)) == 4
+    assert keys() == first
