@@ -190,8 +190,8 @@ class NotifierConfig(_Frozen):
     )
     briefing_times: tuple[time, ...] = Field(default=(time(9), time(14), time(20)), description="简报 times.")
     briefing_tz: str = "Asia/Shanghai"
-    group_wait_seconds: float = Field(default=30, ge=0, le=600)
-    group_interval_seconds: float = Field(default=120, ge=0, le=600)
+    group_wait_seconds: float = Field(default=10, ge=0, le=600)
+    group_interval_seconds: float = Field(default=30, ge=0, le=600)
     max_wait_seconds: float = Field(default=300, gt=0, le=600, description="Hard bound; never above 10 min.")
     max_attempts: int = Field(default=5, ge=1, le=20)
 
