@@ -31,6 +31,8 @@ __all__ = [
     "ChannelConfig",
     "EscalationConfig",
     "EscalationPolicy",
+    "FeedConfig",
+    "IngestConfig",
     "LadderStep",
     "NotifierConfig",
     "RuleGroup",
@@ -207,11 +209,27 @@ class NotifierConfig(_Frozen):
         return self
 
 
+class FeedConfig(_Frozen):
+    """One RSS/Atom feed to poll; `platform` says whether its entries are news articles or forum threads."""
+
+    url: str = Field(min_length=1)
+    platform: Literal["news", "forum"] = "news"
+    name: str | None = Field(
+        default=None, description="Author for entries that name none (else the feed title)."
+    )
+
+
+class IngestConfig(_Frozen):
+    feeds: tuple[FeedConfig, ...] = ()
+    feed_poll_seconds: float = Field(default=300, ge=10, le=86_400)
+
+
 class YuqingConfig(_Frozen):
     rules: RulesConfig
     tiers: TiersConfig = TiersConfig()
     escalation: EscalationConfig = EscalationConfig()
     notifier: NotifierConfig = NotifierConfig()
+    ingest: IngestConfig = IngestConfig()
 
     def tiers_for(self, group: str) -> TiersConfig:
         for g in self.rules.groups:

@@ -24,11 +24,12 @@ from prometheus_client import (
 )
 from pydantic import ValidationError
 
-from schemas.events import IncidentAction, IncidentEvent, KeywordHit, Post, TierChange, TierOverride
+from schemas.events import IncidentAction, IncidentEvent, KeywordHit, Platform, Post, TierChange, TierOverride
 from services.common import json
 from services.common.config import load_config
 from services.common.topics import Topics
 from services.ingest.auth import TokenCheck
+from services.ingest.batch import Convert, native, normalised, parse_body, to_posts
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
 from services.ingest.settings import IngestSettings
@@ -64,10 +65,6 @@ class _Metrics:
         self.request = Histogram(
             "yuqing_ingest_request_seconds", "Ingest request latency.", ["route"], registry=registry
         )
-
-
-def _error(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
-    return {"loc": loc, "msg": msg, "type": kind}
 
 
 def create_app(settings: IngestSettings, registry: CollectorRegistry | None = None) -> FastAPI:
@@ -128,88 +125,86 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     async def metrics_route() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post(
-        "/v1/posts",
-        status_code=202,
-        responses={
-            207: {"description": "Some items accepted"},
-            422: {"description": "No item valid"},
-            503: {"description": "Kafka unavailable; retry"},
-        },
-    )
+    responses: dict[int | str, dict[str, Any]] = {
+        207: {"description": "Some items accepted; the others are reported with index, field and reason"},
+        413: {"description": "Body or item count over the limit"},
+        422: {"description": "No item valid"},
+        429: {"description": "Overloaded; retry after Retry-After"},
+        503: {"description": "Kafka unavailable; retry after Retry-After"},
+    }
+
+    @app.post("/v1/posts", status_code=202, responses=responses)
     async def post_posts(request: Request) -> JSONResponse:
-        """Take one normalised post (object) or a JSON array of them."""
+        """Normalised posts: one object, a JSON array, or NDJSON (application/x-ndjson)."""
         with metrics.request.labels("/v1/posts").time():
-            denied = authorised(request)
-            if denied is not None:
-                return denied
-            body = await request.body()
-            if len(body) > settings.max_body_bytes:
-                metrics.rejected.labels("too_large").inc()
-                return JSONResponse(
-                    {"detail": f"body is {len(body)} bytes; the limit is {settings.max_body_bytes}"},
-                    status_code=413,
-                )
-            try:
-                data = json.loads(body)
-            except json.JSONDecodeError as exc:
-                metrics.rejected.labels("invalid_json").inc()
-                return JSONResponse(
-                    {"detail": [_error(["body"], f"invalid JSON: {exc}", "json_invalid")]}, status_code=422
-                )
-            items, single = (data, False) if isinstance(data, list) else ([data], True)
-            if len(items) > settings.max_items:
-                return JSONResponse(
-                    {"detail": f"{len(items)} items; the limit is {settings.max_items}"}, status_code=413
-                )
-            now = datetime.now(UTC)
-            posts: list[tuple[int, Post]] = []
-            errors: list[dict[str, Any]] = []
-            for i, item in enumerate(items):
-                loc: list[Any] = ["body"] if single else ["body", i]
-                if not isinstance(item, dict):
-                    errors.append(_error(loc, "expected a JSON object (a post)", "model_type"))
-                    continue
-                if "event_time" not in item:
-                    item = {**item, "event_time": now.isoformat()}
-                try:
-                    posts.append((i, Post.model_validate(item)))
-                except ValidationError as exc:
-                    for e in exc.errors(include_url=False):
-                        errors.append(_error([*loc, *e["loc"]], e["msg"], e["type"]))
-            if errors:
-                metrics.rejected.labels("invalid").inc(len({tuple(e["loc"][:2]) for e in errors}))
-            if not posts:
-                return JSONResponse({"detail": errors}, status_code=422)
-            if inflight["posts"] + len(posts) > settings.max_inflight_posts:
-                # Shed load now with a clear answer rather than queue until the client times out.
-                metrics.rejected.labels("overloaded").inc(len(posts))
-                return JSONResponse(
-                    {"detail": f"overloaded: {inflight['posts']} posts are awaiting Kafka; retry shortly"},
-                    status_code=429,
-                    headers={"Retry-After": "1"},
-                )
-            inflight["posts"] += len(posts)
-            try:
-                with metrics.produce.time():
-                    await produce(posts)
-            except (KafkaError, TimeoutError) as exc:
-                log.warning("Kafka unavailable, refusing %d posts: %s", len(posts), exc)
-                metrics.rejected.labels("kafka_unavailable").inc(len(posts))
-                return JSONResponse(
-                    {"detail": "Kafka is unavailable; nothing from this request was accepted"},
-                    status_code=503,
-                    headers={"Retry-After": "5"},
-                )
-            finally:
-                inflight["posts"] -= len(posts)
-            for _, p in posts:
-                metrics.accepted.labels(p.platform.value).inc()
-                metrics.last_post.labels(p.platform.value).set_to_current_time()
-            accepted = [{"index": i, "key": p.key, "event_id": p.event_id} for i, p in posts]
+            return await ingest(request, normalised(settings.max_text_chars))
+
+    @app.post("/v1/platforms/{platform}/posts", status_code=202, responses=responses)
+    async def post_native(request: Request, platform: str) -> JSONResponse:
+        """Platform-native payloads (weibo, wechat, douyin, xiaohongshu, zhihu, bilibili, news, forum)."""
+        with metrics.request.labels("/v1/platforms/{platform}/posts").time():
+            if platform not in {p.value for p in Platform}:
+                if authorised(request) is None:
+                    allowed = ", ".join(p.value for p in Platform)
+                    detail = [
+                        {
+                            "loc": ["path", "platform"],
+                            "msg": f"{platform!r} is not one of: {allowed}",
+                            "type": "enum",
+                        }
+                    ]
+                    return JSONResponse({"detail": detail}, status_code=422)
+            return await ingest(request, native(platform))
+
+    async def ingest(request: Request, convert: Convert) -> JSONResponse:
+        denied = authorised(request)
+        if denied is not None:
+            return denied
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            metrics.rejected.labels("too_large").inc()
             return JSONResponse(
-                {"accepted": accepted, "rejected": errors}, status_code=207 if errors else 202
+                {"detail": f"body is {len(body)} bytes; the limit is {settings.max_body_bytes}"},
+                status_code=413,
             )
+        try:
+            items, single = parse_body(body, request.headers.get("content-type", ""))
+        except json.JSONDecodeError as exc:
+            metrics.rejected.labels("invalid_json").inc()
+            return JSONResponse(
+                {"detail": [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]},
+                status_code=422,
+            )
+        if len(items) > settings.max_items:
+            return JSONResponse(
+                {"detail": f"{len(items)} items; the limit is {settings.max_items}"}, status_code=413
+            )
+        batch = to_posts(items, single, convert, datetime.now(UTC))
+        posts, errors = batch.posts, batch.errors
+        if errors:
+            metrics.rejected.labels("invalid").inc(len({tuple(e["loc"][:2]) for e in errors}))
+        if not posts:
+            return JSONResponse({"detail": errors}, status_code=422)
+        if inflight["posts"] + len(posts) > settings.max_inflight_posts:
+            # Shed load now with a clear answer rather than queue until the client times out.
+            metrics.rejected.labels("overloaded").inc(len(posts))
+            return JSONResponse(
+                {"detail": f"overloaded: {inflight['posts']} posts are awaiting Kafka; retry shortly"},
+                status_code=429,
+                headers={"Retry-After": "1"},
+            )
+        try:
+            await produce(posts)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("Kafka unavailable, refusing %d posts: %s", len(posts), exc)
+            metrics.rejected.labels("kafka_unavailable").inc(len(posts))
+            return JSONResponse(
+                {"detail": "Kafka is unavailable; nothing from this request was accepted"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        accepted = [{"index": i, "key": p.key, "event_id": p.event_id} for i, p in posts]
+        return JSONResponse({"accepted": accepted, "rejected": errors}, status_code=207 if errors else 202)
 
     async def send_action(group: str, action: IncidentAction) -> None:
         await state["producer"].send_and_wait(
@@ -231,12 +226,23 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     app.state.read_model = model
 
     async def produce(posts: list[tuple[int, Post]]) -> None:
+        """Send and wait for acks=all; counts the posts in flight for load shedding."""
         producer = state["producer"]
-        futures = [
-            await producer.send(topics.posts_raw, key=p.key.encode(), value=json.dumps(p)) for _, p in posts
-        ]
-        await asyncio.wait_for(asyncio.gather(*futures), settings.produce_timeout_seconds)
+        inflight["posts"] += len(posts)
+        try:
+            with metrics.produce.time():
+                futures = [
+                    await producer.send(topics.posts_raw, key=p.key.encode(), value=json.dumps(p))
+                    for _, p in posts
+                ]
+                await asyncio.wait_for(asyncio.gather(*futures), settings.produce_timeout_seconds)
+        finally:
+            inflight["posts"] -= len(posts)
+        for _, p in posts:
+            metrics.accepted.labels(p.platform.value).inc()
+            metrics.last_post.labels(p.platform.value).set_to_current_time()
 
+    app.state.produce = produce
     return app
 
 

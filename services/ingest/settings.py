@@ -15,6 +15,7 @@ class IngestSettings(CommonSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0, description="Largest accepted request body.")
     max_items: int = Field(default=5000, gt=0, description="Most posts in one request.")
+    max_text_chars: int = Field(default=20_000, gt=0, le=20_000, description="Longest post text accepted.")
     ingest_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(), description="Bearer tokens for POST routes (comma separated); empty = no auth (dev only)."
     )

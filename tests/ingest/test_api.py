@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from schemas.events import Post
+from services.common import json
 from services.common.kafka import ensure_topics
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
@@ -128,3 +130,81 @@ async def test_overload_is_shed_with_429_not_timeouts(kafka, prefix):
     assert 429 in codes
     shed = next(r for r in responses if r.status_code == 429)
     assert shed.headers["Retry-After"] == "1"
+
+
+PAYLOADS = Path(__file__).parent / "payloads"
+
+
+def test_native_payloads_of_every_platform_land_as_posts(client, kafka, topics):
+    """Each platform's own payload, over HTTP and real Kafka, checked field by field against the adapter."""
+    import asyncio
+
+    from services.ingest.adapters import adapt
+
+    expected = {}
+    for path in sorted(PAYLOADS.glob("*.json")):
+        platform = path.stem
+        payload = json.loads(path.read_bytes())
+        resp = client.post(f"/v1/platforms/{platform}/posts", content=path.read_bytes())
+        assert resp.status_code == 202, (platform, resp.text)
+        expected[resp.json()["accepted"][0]["key"]] = adapt(platform, payload, datetime.now(UTC))
+    assert len(expected) == 8
+    values = asyncio.run(collect(kafka, topics.posts_raw, lambda v: len(v) >= 8, within=30))
+    landed = {p.key: p for p in (Post.model_validate_json(v) for v in values)}
+    assert set(landed) == set(expected)
+    for key, want in expected.items():
+        got = landed[key]
+        for field in (
+            "platform",
+            "post_id",
+            "text",
+            "author",
+            "author_type",
+            "url",
+            "published_at",
+            "root_post_id",
+        ):
+            assert getattr(got, field) == getattr(want, field), (key, field)
+        assert got.engagement == want.engagement, key
+
+
+def test_unknown_platform_route_names_the_platform(client):
+    resp = client.post("/v1/platforms/myspace/posts", json={})
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["path", "platform"]
+
+
+def test_native_payload_errors_name_the_native_field(client):
+    resp = client.post("/v1/platforms/weibo/posts", json=[{"id": 1}, {"text": "x"}])
+    assert resp.status_code == 422
+    for error in resp.json()["detail"]:
+        assert error["loc"][:2] in (["body", 0], ["body", 1])
+        assert len(error["loc"]) >= 3
+
+
+def test_ndjson_with_a_bad_line_accepts_the_rest(client):
+    lines = [json.dumps({**POST, "post_id": "n1"}), b"{oops", json.dumps({**POST, "post_id": "n2"})]
+    resp = client.post(
+        "/v1/posts", content=b"\n".join(lines), headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert resp.status_code == 207
+    body = resp.json()
+    assert [a["index"] for a in body["accepted"]] == [0, 2]
+    assert body["rejected"][0]["loc"] == ["body", 1]
+    assert "invalid JSON" in body["rejected"][0]["msg"]
+
+
+def test_text_length_limit_is_configurable(kafka, prefix):
+    import asyncio
+
+    s = IngestSettings(
+        kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, max_text_chars=10, read_model=False
+    )
+    asyncio.run(ensure_topics(s))
+    with TestClient(create_app(s)) as c:
+        resp = c.post(
+            "/v1/posts", json=[{**POST, "text": "投诉" * 6}, {**POST, "post_id": "ok", "text": "差评"}]
+        )
+    assert resp.status_code == 207
+    assert resp.json()["rejected"][0]["loc"] == ["body", 0, "text"]
+    assert "limit is 10" in resp.json()["rejected"][0]["msg"]

@@ -1,0 +1,56 @@
+"""小红书 notes as the web API returns them: a note_card, or a feed item that wraps one."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from schemas.events import Platform
+from services.ingest.adapters._fields import (
+    Payload,
+    clean_text,
+    count,
+    ident,
+    join_title,
+    optional_count,
+    require_text,
+    short_text,
+    string,
+    when,
+)
+from services.ingest.adapters.exceptions import AdapterError
+
+__all__ = ["map_payload"]
+
+# Hashtags come as "#冰箱[话题]#"; the bracket is markup for the app, not words of the author.
+_TOPIC = re.compile(r"\[话题\]#")
+
+
+def map_payload(payload: Payload) -> dict[str, Any]:
+    base = "note_card." if isinstance(payload.get("note_card"), dict) else ""
+    note_id = ident(payload, f"{base}note_id", "note_id", "id", f"{base}id")
+    if note_id is None:
+        raise AdapterError(f"{base}note_id", "missing; the note id is required")
+    desc = _TOPIC.sub("#", string(payload, f"{base}desc") or "")
+    text = clean_text(*join_title(string(payload, f"{base}title"), desc))
+    info = f"{base}interact_info"
+    # Search cards say shared_count, note details share_count.
+    shared = optional_count(payload, f"{info}.shared_count")
+    favorites = optional_count(payload, f"{info}.collected_count")
+    return {
+        "platform": Platform.xiaohongshu,
+        "post_id": note_id,
+        "text": require_text(text, f"{base}title", f"{base}desc"),
+        "author": short_text(
+            string(payload, f"{base}user.nickname") or string(payload, f"{base}user.nick_name")
+        ),
+        "url": f"https://www.xiaohongshu.com/explore/{note_id}",
+        "published_at": when(payload, f"{base}time"),
+        "root_post_id": None,
+        "engagement": {
+            "reposts": shared if shared is not None else count(payload, f"{info}.share_count"),
+            "comments": count(payload, f"{info}.comment_count"),
+            "likes": count(payload, f"{info}.liked_count"),
+            "extras": {} if favorites is None else {"favorites": favorites},
+        },
+    }

@@ -1,0 +1,115 @@
+"""parse_time: every accepted form names the same instant; anything else is a ValueError that says why."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.ingest.timeparse import parse_time
+
+# 2026-11-21 10:00 in Beijing.
+INSTANT = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+EPOCH = 1795226400
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        EPOCH,
+        EPOCH * 1000,
+        float(EPOCH),
+        str(EPOCH),
+        str(EPOCH * 1000),
+        f" {EPOCH} ",
+        "Sat Nov 21 10:00:00 +0800 2026",
+        "Sat Nov 21 02:00:00 +0000 2026",
+        "2026-11-21T10:00:00+08:00",
+        "2026-11-21 10:00:00",
+        "2026-11-21T02:00:00Z",
+        "2026-11-21 10:00",
+        "2026-11-21T10:00",
+        "2026/11/21 10:00:00",
+        "2026/11/21 10:00",
+        "2026年11月21日 10:00",
+        "2026年11月21日10:00:00",
+        "2026年11月21日 10时00分",
+        "2026-11-21 10:00:00.000",
+        "Sat, 21 Nov 2026 10:00:00 +0800",
+        "Sat, 21 Nov 2026 02:00:00 GMT",
+        datetime(2026, 11, 21, 10, 0, tzinfo=timezone(timedelta(hours=8))),
+    ],
+)
+def test_every_accepted_form_names_the_same_instant(value):
+    parsed = parse_time(value)
+    assert parsed == INSTANT
+    assert parsed.tzinfo is UTC
+
+
+def test_milliseconds_keep_their_fraction():
+    assert parse_time(EPOCH * 1000 + 250) == INSTANT + timedelta(milliseconds=250)
+    assert parse_time("1795226400.5") == INSTANT + timedelta(milliseconds=500)
+
+
+def test_seconds_and_milliseconds_are_told_apart_by_magnitude():
+    # 1e11 seconds would be the year 5138 and 1e11 milliseconds is 1973: the boundary is safe both ways.
+    assert parse_time(99_999_999_999).year == 5138
+    assert parse_time(100_000_000_000).year == 1973
+
+
+def test_naive_times_are_beijing_time():
+    assert parse_time("2026-11-21 00:30") == datetime(2026, 11, 20, 16, 30, tzinfo=UTC)
+    assert parse_time("2026-1-5 9:05") == datetime(2026, 1, 5, 1, 5, tzinfo=UTC)
+    assert parse_time("2026年11月21日") == datetime(2026, 11, 20, 16, 0, tzinfo=UTC)
+
+
+def test_explicit_offsets_are_honoured():
+    assert parse_time("2026-11-21T10:00:00-05:00") == datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
+    assert parse_time("Sat Nov 21 10:00:00 -0500 2026") == datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "   ",
+        "yesterday",
+        "3分钟前",
+        "2026-13-45",
+        "2026年13月1日",
+        "Sat Foo 21 10:00:00 +0800 2026",
+        None,
+        True,
+        [],
+        {},
+        float("nan"),
+        float("inf"),
+        10**30,
+        "9" * 40,
+    ],
+)
+def test_invalid_values_are_a_value_error_naming_value_and_formats(value):
+    with pytest.raises(ValueError, match="unrecognised time") as caught:
+        parse_time(value)
+    message = str(caught.value)
+    assert repr(value)[:40] in message
+    assert "Sat Nov 21 10:00:00 +0800 2026" in message
+    assert "2026年11月21日 10:00" in message
+    assert "Asia/Shanghai" in message
+
+
+def test_a_long_value_is_shortened_in_the_message():
+    with pytest.raises(ValueError, match=r"unrecognised time 'xxx") as caught:
+        parse_time("x" * 5000)
+    assert len(str(caught.value)) < 600
+
+
+@given(st.one_of(st.text(max_size=40), st.integers(), st.floats(), st.none(), st.booleans()))
+def test_any_value_parses_to_aware_utc_or_raises_value_error(value):
+    try:
+        parsed = parse_time(value)
+    except ValueError:
+        return
+    assert parsed.tzinfo is UTC
