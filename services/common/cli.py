@@ -90,6 +90,34 @@ def _dev(args: argparse.Namespace) -> int:
         stack.stop()
 
 
+def _replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from services.common.kafka import ensure_topics_sync
+    from services.common.settings import CommonSettings, load_settings
+    from services.common.topics import Topics
+    from services.ingest.replay import replay
+
+    settings = load_settings(CommonSettings)
+    ensure_topics_sync(settings)
+    result = asyncio.run(
+        replay(
+            Path(args.file),
+            settings.kafka_bootstrap,
+            Topics.with_prefix(settings.topic_prefix).posts_raw,
+            speed=args.speed,
+            platform=args.platform,
+            report=Path(args.report) if args.report else None,
+            progress=not args.quiet,
+        )
+    )
+    print(
+        f"sent {result.sent} posts in {result.seconds:.1f}s; {result.bad} bad lines"
+        + (f" (see {args.report})" if args.report and result.bad else "")
+    )
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from services.common.demo import run_demo
 
@@ -125,6 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         "dev", help="run the whole stack locally (embedded Kafka unless YUQING_KAFKA_BOOTSTRAP)"
     )
     p.set_defaults(func=_dev)
+
+    p = sub.add_parser("replay", help="stream a JSONL/NDJSON file of posts into posts.raw")
+    p.add_argument("file")
+    p.add_argument(
+        "--speed", type=float, default=None, help="1 = original pace, 10 = ten times faster; default max"
+    )
+    p.add_argument("--platform", default=None, help="lines are this platform's native payloads")
+    p.add_argument("--report", default=None, help="write bad lines (number, reason) here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_replay)
 
     p = sub.add_parser("demo", help="run the stack on a bundled sample crisis and check the outcome")
     p.add_argument("--timeout", type=float, default=180.0)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
@@ -26,10 +27,11 @@ from pydantic import ValidationError
 
 from schemas.events import IncidentAction, IncidentEvent, KeywordHit, Platform, Post, TierChange, TierOverride
 from services.common import json
-from services.common.config import load_config
+from services.common.config import IngestConfig, load_config
 from services.common.topics import Topics
 from services.ingest.auth import TokenCheck
 from services.ingest.batch import Convert, native, normalised, parse_body, to_posts
+from services.ingest.feeds import FeedPoller
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
 from services.ingest.settings import IngestSettings
@@ -55,6 +57,11 @@ class _Metrics:
             "yuqing_platform_last_post_timestamp_seconds",
             "Unix time of the last accepted post per platform; time() minus this is the data freshness.",
             ["platform"],
+            registry=registry,
+        )
+        self.feed_errors = Counter(
+            "yuqing_feed_poll_errors_total",
+            "RSS/Atom polls that failed (network, HTTP or parse).",
             registry=registry,
         )
         self.produce = Histogram(
@@ -91,6 +98,9 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
             tasks.append(asyncio.create_task(_follow(settings, topics, model)))
             if settings.briefings:
                 tasks.append(asyncio.create_task(_brief(settings, topics, model, producer)))
+        feeds = load_config(settings.config_file).ingest
+        if feeds.feeds:
+            tasks.append(asyncio.create_task(_poll_feeds(feeds, produce, metrics.feed_errors)))
         try:
             yield
         finally:
@@ -300,3 +310,19 @@ async def _brief(
         else:
             last = now
         await asyncio.sleep(20)
+
+
+async def _poll_feeds(config: IngestConfig, produce: Any, errors: Counter) -> None:
+    """Poll the configured RSS/Atom feeds on a schedule; new entries become zero-engagement posts."""
+    async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client:
+        poller = FeedPoller(config.feeds, client)
+        while True:
+            failed_before = sum(poller.errors.values())
+            try:
+                posts = await poller.poll_once()
+                if posts:
+                    await produce(list(enumerate(posts)))
+            except (KafkaError, TimeoutError) as exc:
+                log.warning("feed items not produced (they come back after a restart): %s", exc)
+            errors.inc(sum(poller.errors.values()) - failed_before)
+            await asyncio.sleep(config.feed_poll_seconds)

@@ -14,7 +14,7 @@ from services.common import json
 from services.common.kafka import ensure_topics
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
-from tests.conftest import collect
+from tests.conftest import collect, write_config
 
 pytestmark = pytest.mark.kafka
 
@@ -208,3 +208,87 @@ def test_text_length_limit_is_configurable(kafka, prefix):
     assert resp.status_code == 207
     assert resp.json()["rejected"][0]["loc"] == ["body", 0, "text"]
     assert "limit is 10" in resp.json()["rejected"][0]["msg"]
+
+
+RSS = (
+    '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>财经</title>'
+    "<item><title>星河电器遭投诉</title><link>http://news.example/1</link><guid>n1</guid>"
+    "<pubDate>Sat, 21 Nov 2026 10:00:00 +0800</pubDate></item></channel></rss>"
+).encode()
+
+
+def test_configured_feeds_are_polled_into_posts(kafka, prefix, tmp_path):
+    import asyncio
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Feed(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.end_headers()
+            self.wfile.write(RSS)
+
+        def log_message(self, *args):
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Feed)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/rss"
+        config = write_config(tmp_path / "c.yaml", ingest={"feeds": [{"url": url, "platform": "news"}]})
+        s = IngestSettings(
+            kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, read_model=False, config_file=config
+        )
+        asyncio.run(ensure_topics(s))
+        with TestClient(create_app(s)):
+            values = asyncio.run(collect(kafka, f"{prefix}posts.raw", lambda v: len(v) >= 1, within=20))
+    finally:
+        server.shutdown()
+    post = Post.model_validate_json(values[0])
+    assert post.platform.value == "news"
+    assert "星河电器遭投诉" in post.text
+    assert post.engagement.total == 0
+    assert post.published_at == datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+
+
+def test_replay_command_streams_a_file(kafka, prefix, tmp_path):
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    lines = [
+        json.dumps({**POST, "post_id": f"r{i}", "event_time": "2026-11-21T10:00:00+08:00"}) for i in range(5)
+    ]
+    source = tmp_path / "posts.jsonl"
+    source.write_bytes(b"\n".join([*lines, b"{broken"]) + b"\n")
+    env = {
+        **os.environ,
+        "YUQING_KAFKA_BOOTSTRAP": kafka,
+        "YUQING_TOPIC_PREFIX": prefix,
+        "YUQING_PARTITIONS": "1",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.common.cli",
+            "replay",
+            str(source),
+            "--report",
+            str(tmp_path / "bad.txt"),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "sent 5 posts" in proc.stdout
+    assert "1 bad lines" in proc.stdout
+    assert (tmp_path / "bad.txt").read_text().strip()
+    values = asyncio.run(collect(kafka, f"{prefix}posts.raw", lambda v: len(v) >= 5, within=20))
+    assert sorted(Post.model_validate_json(v).post_id for v in values) == [f"r{i}" for i in range(5)]
