@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from services.common.broker import EmbeddedBroker
 
-__all__ = ["broker", "free_port", "rules", "synthetic_posts"]
+__all__ = ["broker", "create_topic", "free_port", "rules", "synthetic_posts"]
 
 _CHARS = "星河电器云栖光年海川鼎盛华晨蓝鲸极客青橙智联天宇恒达中科未来之声金桥银河锦程瑞丰博远卓越凯旋"
 _TEMPLATES = [
@@ -23,6 +25,16 @@ _TEMPLATES = [
     "今天去商场看了看{brand}，价格还可以",
     "曝光：{brand}虚假宣传，消费者集体维权",
 ]
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    """Benchmarks' own topics; the broker does not auto-create (a typo must not make a topic)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
 
 
 def free_port() -> int:

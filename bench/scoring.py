@@ -23,11 +23,10 @@ from pathlib import Path
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._util import broker, free_port, rules, synthetic_posts
+from bench._util import broker, create_topic, free_port, rules, synthetic_posts
 from schemas.events import Post
 from services.common import json
 from services.common.config import YuqingConfig
@@ -137,12 +136,7 @@ async def _raw_loop(bootstrap: str, source: str, sink: str, n: int) -> float:
 
 async def _prepare(bootstrap: str, prefix: str, posts: list[dict[str, object]]) -> None:
     await ensure_topics(CommonSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=1))
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(prefix + "bench.sink", 1, 1)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, prefix + "bench.sink")
     await _preload(bootstrap, prefix + "posts.raw", [json.dumps(p) for p in posts])
 
 
