@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +12,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from services.common.broker import EmbeddedBroker
+from services.common.broker import EmbeddedBroker, free_port
 
 __all__ = ["broker", "create_topic", "free_port", "rules", "synthetic_posts"]
 
@@ -35,12 +34,6 @@ async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
         await admin.create_topics([NewTopic(name, partitions, 1)])
     finally:
         await admin.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

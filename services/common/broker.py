@@ -20,7 +20,7 @@ from pathlib import Path
 
 from services.common.exceptions import YuqingError
 
-__all__ = ["DEFAULT_KAFKA_VERSION", "BrokerError", "EmbeddedBroker"]
+__all__ = ["DEFAULT_KAFKA_VERSION", "BrokerError", "EmbeddedBroker", "free_port"]
 
 DEFAULT_KAFKA_VERSION = "4.1.2"
 _POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
@@ -37,7 +37,8 @@ def _cache_root() -> Path:
     return Path(base)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -139,7 +140,7 @@ class EmbeddedBroker:
     # -- lifecycle -----------------------------------------------------------
     def _write_properties(self) -> Path:
         props = self._dir / "server.properties"
-        controller_port = _free_port()
+        controller_port = free_port()
         data = self._dir / "data"
         props.write_text(
             "\n".join(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -21,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.events import Alert, Delivery, IncidentEvent, TierChange
 from services.common import json
-from services.common.broker import EmbeddedBroker
+from services.common.broker import EmbeddedBroker, free_port
 from services.common.config import bundled_config_path
 from services.common.runner import Stack
 from services.common.topics import Topics
@@ -30,12 +29,6 @@ from services.notifier.channels import sign
 __all__ = ["WebhookReceiver", "load_sample", "run_demo"]
 
 _SECRET = "demo-secret"  # noqa: S105 - a throwaway secret for the local receiver
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class WebhookReceiver:
@@ -151,15 +144,15 @@ def _stack_for_demo(workdir: Path, config: Path, prefix: str) -> Stack:
     stack = Stack(
         env=env,
         log_dir=workdir / "logs",
-        api_port=_free_port(),
-        web_ports={s: _free_port() for s in ("scoring", "escalation", "notifier")},
+        api_port=free_port(),
+        web_ports={s: free_port() for s in ("scoring", "escalation", "notifier")},
     )
     if not os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
         running = EmbeddedBroker()
         if running.status():  # a `yuqing dev` broker is up: share it (our topics have their own prefix)
             stack.env["YUQING_KAFKA_BOOTSTRAP"] = running.bootstrap
         else:
-            stack.broker = EmbeddedBroker(port=_free_port(), home=workdir / "broker")
+            stack.broker = EmbeddedBroker(port=free_port(), home=workdir / "broker")
     return stack
 
 

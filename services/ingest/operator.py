@@ -44,9 +44,12 @@ class ActionRequest(BaseModel):
     comment: str = Field(default="", max_length=4000)
 
 
-async def _body(request: Request, model: type[M]) -> M | Response:
-    """Validate the body after authentication: FastAPI would validate a body parameter first, and show an
+async def _authorised_body(request: Request, check: TokenCheck, model: type[M]) -> M | Response:
+    """Authenticate, then validate the body. A FastAPI body parameter would be validated first and show an
     unauthenticated caller the schema in its 422."""
+    denied = check(request)
+    if denied:
+        return denied
     try:
         return model.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -99,10 +102,7 @@ def operator_router(
         openapi_extra={"requestBody": _schema_body(OverrideRequest)},
     )
     async def override(request: Request, group: str) -> Response:
-        denied = check(request)
-        if denied:
-            return denied
-        body = await _body(request, OverrideRequest)
+        body = await _authorised_body(request, check, OverrideRequest)
         if isinstance(body, Response):
             return body
         cmd = TierOverride(
@@ -234,10 +234,7 @@ def operator_router(
         openapi_extra={"requestBody": _schema_body(ActionRequest)},
     )
     async def action(request: Request, incident_id: str) -> Response:
-        denied = check(request)
-        if denied:
-            return denied
-        body = await _body(request, ActionRequest)
+        body = await _authorised_body(request, check, ActionRequest)
         if isinstance(body, Response):
             return body
         return await act(incident_id, body.action, body.actor, body.comment)
