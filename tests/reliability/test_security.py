@@ -19,7 +19,7 @@ from tests.integration.test_pipeline import crisis_posts, wait_ready
 pytestmark = pytest.mark.kafka
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/ack/{token}"}
-INGEST = {("POST", "/v1/posts")}
+INGEST = {("POST", "/v1/posts"), ("POST", "/v1/platforms/{platform}/posts")}
 TOKENS = {"ingest": "ingest-token-5b1f", "operator": "operator-token-9c2e"}
 
 
