@@ -253,6 +253,8 @@ class EscalationCore:
             for d in inc.deadlines.values():
                 if d.met_at is not None or d.breached_at is not None:
                     continue
+                if not inc.is_open and d.name != "postmortem_filed":
+                    continue  # closing ends the response deadlines; only the post-mortem clock still runs
                 total = (d.due_at - d.started_at).total_seconds()
                 for fraction in self.config.sla.reminder_fractions:
                     if fraction not in d.reminded and now >= d.started_at + timedelta(

@@ -24,6 +24,7 @@ def normalize(text: str) -> str:
 
     Emoji are kept as they are: they separate words, so they keep jieba's boundaries honest.
     """
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = _DROP.sub("", text)
-    return str(_t2s().convert(text))
+    text = _DROP.sub("", unicodedata.normalize("NFKC", text).casefold())
+    # Folding case and dropping spaces can leave characters that compose ('A´' -> 'a' + combining acute):
+    # normalise once more, so that normalising twice changes nothing.
+    return str(_t2s().convert(unicodedata.normalize("NFKC", text)))

@@ -1,0 +1,40 @@
+"""Hypothesis over the text normaliser and the matcher: any text, no exception, and invariants hold."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.common.config import RulesConfig
+from services.scoring.matcher import RuleMatcher
+from services.scoring.normalize import normalize
+from services.scoring.sentiment import DEMANDS, analyse
+
+MATCHER = RuleMatcher(
+    RulesConfig.model_validate({"groups": [{"name": "g", "brands": ["星河电器", "Apple"]}]})
+)
+texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=300) | st.text(
+    alphabet="星河电器投诉差评避雷針质量問題 　\u200b#@！，。abcAPPLE😡", max_size=80
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(texts)
+def test_normalise_is_idempotent_and_drops_spaces(text):
+    once = normalize(text)
+    assert normalize(once) == once
+    assert " " not in once
+    assert "\u200b" not in once
+
+
+@settings(max_examples=500, deadline=None)
+@given(texts)
+def test_matcher_and_sentiment_accept_any_text(text):
+    norm = normalize(text)
+    for group in MATCHER.match(text):
+        for m in group.matches:
+            assert norm[m.start : m.end] == m.term
+        assert {m.kind for m in group.matches} >= {"brand", "negative"}
+    score, demand = analyse(text)
+    assert -1.0 <= score <= 1.0
+    assert demand in DEMANDS
