@@ -143,13 +143,33 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         503: {"description": "Kafka unavailable; retry after Retry-After"},
     }
 
-    @app.post("/v1/posts", status_code=202, responses=responses)
+    post_schema = Post.model_json_schema(mode="validation")
+    posts_body = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"anyOf": [post_schema, {"type": "array", "items": post_schema}]}},
+        },
+    }
+
+    @app.post("/v1/posts", status_code=202, responses=responses, openapi_extra={"requestBody": posts_body})
     async def post_posts(request: Request) -> JSONResponse:
         """Normalised posts: one object, a JSON array, or NDJSON (application/x-ndjson)."""
         with metrics.request.labels("/v1/posts").time():
             return await ingest(request, normalised(settings.max_text_chars))
 
-    @app.post("/v1/platforms/{platform}/posts", status_code=202, responses=responses)
+    native_body = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"description": "A platform's native payload, or an array."}}
+        },
+    }
+
+    @app.post(
+        "/v1/platforms/{platform}/posts",
+        status_code=202,
+        responses=responses,
+        openapi_extra={"requestBody": native_body},
+    )
     async def post_native(request: Request, platform: str) -> JSONResponse:
         """Platform-native payloads (weibo, wechat, douyin, xiaohongshu, zhihu, bilibili, news, forum)."""
         with metrics.request.labels("/v1/platforms/{platform}/posts").time():
