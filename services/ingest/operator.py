@@ -123,7 +123,7 @@ def operator_router(
         demand: str | None = None,
         format: str = Query(default="json", pattern="^(json|csv)$"),
         limit: int = Query(default=100, ge=1, le=10_000),
-        offset: int = Query(default=0, ge=0),
+        offset: int = Query(default=0, ge=0, le=10_000_000),
     ) -> Response:
         denied = check(request)
         if denied:

@@ -19,7 +19,15 @@ from services.scoring.sentiment import analyse
 from services.scoring.tiers import TierDecision, TierState, decide, set_override, window_label
 from services.scoring.windows import WindowCounter, minute_of
 
-__all__ = ["HitStage", "ScoringState", "TierStage"]
+__all__ = ["HitStage", "ScoringState", "TierStage", "Write", "apply_writes"]
+
+Write = tuple[MutableMapping[str, Any], str, Any]
+
+
+def apply_writes(writes: list[Write]) -> None:
+    for store, key, value in writes:
+        store[key] = value
+
 
 _TOP_N = 10
 
@@ -50,14 +58,24 @@ class HitStage:
         self.matcher = matcher
         self.clock = clock
 
-    def process(self, post: Post, state: ScoringState) -> list[KeywordHit]:
+    def process(self, post: Post, state: ScoringState, writes: list[Write] | None = None) -> list[KeywordHit]:
+        """Hits for one snapshot. With `writes`, state updates are returned there instead of applied, so that
+        the caller can produce the hits first: a crash then never keeps a snapshot whose hit was lost (the
+        replay would see a zero delta)."""
+
+        def put(store: MutableMapping[str, Any], key: str, value: Any) -> None:
+            if writes is None:
+                store[key] = value
+            else:
+                writes.append((store, key, value))
+
         groups = {m.group: m.matches for m in self.matcher.match(post.text)}
         is_repost = post.root_post_id is not None and post.root_post_id != post.post_id
         if not is_repost and groups:
             known = state.thread_groups.get(post.thread_key) or []
             merged = sorted(set(known) | set(groups))
             if merged != known:
-                state.thread_groups[post.thread_key] = merged
+                put(state.thread_groups, post.thread_key, merged)
         # A repost spreads its root: it counts for the groups the root matched, and for its own.
         inherited = state.thread_groups.get(post.thread_key, []) if is_repost else []
         targets = sorted(set(groups) | set(inherited))
@@ -66,7 +84,7 @@ class HitStage:
         prev_row = state.snapshots.get(post.key)
         delta, snap = apply_snapshot(Snapshot.from_row(prev_row) if prev_row else None, post)
         if prev_row is None or snap.observed_at != Snapshot.from_row(prev_row).observed_at:
-            state.snapshots[post.key] = snap.to_row()
+            put(state.snapshots, post.key, snap.to_row())
         sentiment, demand = analyse(post.text)
         now = self.clock()
         hits = []
@@ -76,7 +94,7 @@ class HitStage:
             if not first and delta.total == 0:
                 continue
             if first:
-                state.seen[seen_key] = True
+                put(state.seen, seen_key, True)
             hits.append(
                 KeywordHit(
                     event_time=post.event_time,
@@ -124,17 +142,22 @@ class TierStage:
         lengths = tuple(sorted({r.window_minutes for r in self.tiers_for(group).rules}))
         return WindowCounter(state.buckets, state.windows_meta, self._retention, self._grace, lengths)
 
-    def process(self, hit: KeywordHit, state: ScoringState) -> list[TierChange]:
-        """Count the hit (raises windows.LateEvent when too late) and re-evaluate its group."""
+    def process(self, hit: KeywordHit, state: ScoringState, offset: int | None = None) -> list[TierChange]:
+        """Count the hit (raises windows.LateEvent when too late) and re-evaluate its group.
+
+        Replays are harmless two ways: `offset` (the hit's position in its partition) makes each window row
+        skip an input it already applied; the per-post marker skips the same hit produced twice upstream.
+        The marker is written last, so a crash between the writes can repeat work, never lose it.
+        """
         windows = self._windows(state, hit.group)
+        key = f"{hit.group}|{hit.platform.value}:{hit.post_id}"
         if hit.delta.total > 0:
-            # At-least-once delivery can replay a hit after a crash: count each post snapshot once per group.
-            key = f"{hit.group}|{hit.platform.value}:{hit.post_id}"
             last = state.counted.get(key)
             if last is not None and hit.event_time.isoformat() <= last:
                 return []
+        windows.add(hit.group, hit.event_time, hit.platform.value, hit.delta.total, offset)
+        if hit.delta.total > 0:
             state.counted[key] = hit.event_time.isoformat()
-        windows.add(hit.group, hit.event_time, hit.platform.value, hit.delta.total)
         if hit.delta.total > 0:
             self._remember_top(hit, state)
         # Hit-driven evaluation happens at event time, so a replay gives the same decisions and ids.

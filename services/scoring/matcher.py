@@ -27,8 +27,9 @@ jieba.setLogLevel(logging.WARNING)
 _CLAUSE_SPLIT = re.compile(r"[^\w]+")
 
 
-def _latin(ch: str) -> bool:
-    return ch.isascii() and ch.isalnum()
+def _same_kind(a: str, b: str) -> bool:
+    """Two ASCII letters, or two digits, are one word; a letter next to a digit is a boundary (iphone15)."""
+    return a.isascii() and b.isascii() and ((a.isalpha() and b.isalpha()) or (a.isdigit() and b.isdigit()))
 
 
 def default_negatives() -> tuple[str, ...]:
@@ -123,9 +124,9 @@ class RuleMatcher:
         self, text: str, start: int, end: int, cache: dict[tuple[int, int], frozenset[int]]
     ) -> bool:
         # jieba splits an unknown Latin word around a known one (apple in pineapple): letters decide there.
-        if start > 0 and _latin(text[start]) and _latin(text[start - 1]):
+        if start > 0 and _same_kind(text[start - 1], text[start]):
             return False
-        if end < len(text) and _latin(text[end - 1]) and _latin(text[end]):
+        if end < len(text) and _same_kind(text[end - 1], text[end]):
             return False
         lo, hi = self._clause(text, start, end)
         cuts = cache.get((lo, hi))

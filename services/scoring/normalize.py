@@ -14,17 +14,30 @@ __all__ = ["normalize"]
 _DROP = re.compile(r"[\s\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff\u00ad\u180e]+")
 
 
+def _gap(m: re.Match[str]) -> str:
+    """Spaces go, except one between two Latin letters or digits ('iphone 15 pro'), where they end a word."""
+    s, i, j = m.string, m.start(), m.end()
+    if 0 < i and j < len(s) and _latin(s[i - 1]) and _latin(s[j]) and any(c.isspace() for c in m.group()):
+        return " "
+    return ""
+
+
+def _latin(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
 @lru_cache(maxsize=1)
 def _t2s() -> opencc.OpenCC:
     return opencc.OpenCC("t2s")
 
 
 def normalize(text: str) -> str:
-    """NFKC (full-width to half-width), case folding, traditional to simplified, no spaces or zero-widths.
+    """NFKC (full-width to half-width), case folding, traditional to simplified, no zero-widths, and no
+    spaces except a single one between Latin letters or digits.
 
     Emoji are kept as they are: they separate words, so they keep jieba's boundaries honest.
     """
-    text = _DROP.sub("", unicodedata.normalize("NFKC", text).casefold())
+    text = _DROP.sub(_gap, unicodedata.normalize("NFKC", text).casefold())
     # Folding case and dropping spaces can leave characters that compose ('A´' -> 'a' + combining acute):
     # normalise once more, so that normalising twice changes nothing.
     return str(_t2s().convert(unicodedata.normalize("NFKC", text)))

@@ -14,6 +14,9 @@ from typing import Any
 __all__ = ["LateEvent", "WindowCounter", "minute_of"]
 
 
+_OFFSET = "_o"  # in a bucket row: the last input offset applied to it
+
+
 def minute_of(t: datetime) -> int:
     return int(t.timestamp() // 60)
 
@@ -51,6 +54,8 @@ class WindowCounter:
         if row is None:
             return None
         m = {"wm": row["wm"], "old": row["old"], "until": row["until"], "sums": dict(row["sums"])}
+        if "o" in row:
+            m["o"] = row["o"]
         if sorted(m["sums"]) != sorted(str(w) for w in self._windows):
             # The windows changed (a new config): rebuild the sums once from the buckets.
             top = max(m["until"], m["wm"])
@@ -62,17 +67,23 @@ class WindowCounter:
         for minute in range(lo, hi + 1):
             bucket = self._buckets.get(f"{group}|{minute}")
             if bucket:
-                total += sum(bucket.values())
+                total += sum(v for k, v in bucket.items() if k != _OFFSET)
         return total
 
     def watermark(self, group: str) -> datetime | None:
         row = self._meta.get(group)
         return None if row is None else datetime.fromtimestamp(row["wm"] * 60, UTC)
 
-    def add(self, group: str, at: datetime, platform: str, amount: int) -> None:
-        """Count `amount` at event time `at`; LateEvent when past grace or in already-expired minutes."""
+    def add(self, group: str, at: datetime, platform: str, amount: int, offset: int | None = None) -> None:
+        """Count `amount` at event time `at`; LateEvent when past grace or in already-expired minutes.
+
+        `offset` is the input message's offset: a row that already applied it is left alone, so replaying
+        a message after a crash is harmless whichever of the rows' writes survived.
+        """
         minute = minute_of(at)
         m = self._load(group)
+        if m is not None and offset is not None and m.get("o", -1) >= offset:
+            return
         if m is not None:
             lateness = timedelta(minutes=m["wm"] - minute)
             if lateness > self._grace:
@@ -85,13 +96,18 @@ class WindowCounter:
         if amount > 0:
             key = f"{group}|{minute}"
             bucket = dict(self._buckets.get(key) or {})
-            bucket[platform] = bucket.get(platform, 0) + amount
-            self._buckets[key] = bucket
+            if offset is None or bucket.get(_OFFSET, -1) < offset:
+                bucket[platform] = bucket.get(platform, 0) + amount
+                if offset is not None:
+                    bucket[_OFFSET] = offset
+                self._buckets[key] = bucket
             for w in self._windows:
                 if minute > m["until"] - w:
                     m["sums"][str(w)] += amount
         # An out-of-order event within grace may be older than every bucket so far: expiry starts there.
         m["wm"], m["old"] = max(m["wm"], minute), min(m["old"], minute)
+        if offset is not None:
+            m["o"] = offset
         self._meta[group] = m
 
     def advance(self, group: str, now: datetime) -> int:
@@ -136,7 +152,8 @@ class WindowCounter:
             bucket = self._buckets.get(f"{group}|{m}")
             if bucket:
                 for platform, n in bucket.items():
-                    out[platform] = out.get(platform, 0) + n
+                    if platform != _OFFSET:
+                        out[platform] = out.get(platform, 0) + n
         return out
 
     def groups(self) -> list[str]:

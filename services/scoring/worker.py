@@ -11,7 +11,7 @@ from services.common import json
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.stream import ORIGIN_HEADER, StreamShell, decode
-from services.scoring.core import HitStage, ScoringState, TierStage
+from services.scoring.core import HitStage, ScoringState, TierStage, Write, apply_writes
 from services.scoring.matcher import RuleMatcher
 from services.scoring.settings import ScoringSettings
 from services.scoring.windows import LateEvent
@@ -87,9 +87,13 @@ def build(settings: ScoringSettings) -> StreamShell:
 
     async def match(event: Any) -> None:
         post = decode(Post, event.value)
-        for hit in hits_stage.process(post, state):
+        writes: list[Write] = []
+        for hit in hits_stage.process(post, state, writes):
             hits_total.labels(hit.platform.value).inc()
             await shell.send_model(keyword_hits, hit.group, hit)
+        # State after the hits: a crash in between replays the post and emits the same hits (same ids),
+        # which the tier stage counts once; the other order could keep a snapshot whose hit was lost.
+        apply_writes(writes)
 
     async def count(event: Any) -> None:
         if shell.is_tick(event):
@@ -102,7 +106,7 @@ def build(settings: ScoringSettings) -> StreamShell:
             return
         hit = decode(KeywordHit, event.value)
         try:
-            changes = tier_stage.process(hit, state)
+            changes = tier_stage.process(hit, state, offset=event.message.offset)
         except LateEvent as exc:
             raise DeadLetter("late_event", str(exc)) from None
         await emit_changes(changes)

@@ -19,7 +19,7 @@ def test_traditional_to_simplified(raw: str, expected: str) -> None:
 
 def test_full_width_to_half_width_and_case_folding() -> None:
     assert normalize("ＸＩＡＯＭＩ") == "xiaomi"
-    assert normalize("Ｘｉａｏｍｉ１５ Pro") == "xiaomi15pro"
+    assert normalize("Ｘｉａｏｍｉ１５ Pro") == "xiaomi15 pro"  # a space between Latin words ends a word
 
 
 def test_full_width_punctuation_becomes_ascii() -> None:
