@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import faust
+from aiokafka.partitioner import murmur2
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ValidationError
@@ -195,6 +196,21 @@ class StreamShell:
                 )
                 await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
         self.metrics.messages.labels(self.service, topic).inc()
+
+    def home_partition(self, key: str) -> int:
+        """The partition a message keyed `key` lands on (Kafka's default murmur2 partitioner)."""
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.settings.partitions
+
+    def tick_keys(self, event: Any, table: Any) -> list[str]:
+        """The keys of `table` a tick may touch: those whose home partition is the tick's partition.
+
+        Faust writes a table's changelog record to the partition of the event being processed. A tick on
+        partition p that rewrote a row keyed to partition q would move that row to changelog partition p,
+        so after a restart or a partition move a stale copy could win, or two workers could both fire it.
+        Every input topic is keyed by rule group, and each tick partition walks only its own groups.
+        """
+        partition = event.message.partition
+        return [k for k in list(table.keys()) if self.home_partition(k) == partition]
 
     @staticmethod
     def is_tick(event: Any) -> bool:

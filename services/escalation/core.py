@@ -7,7 +7,7 @@ recovery the next tick fires whatever is due, once, because firing is recorded i
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -240,9 +240,15 @@ class EscalationCore:
         return target, meets
 
     # -- the clock -------------------------------------------------------------------------
-    def on_tick(self, incidents: MutableMapping[str, dict[str, Any]], now: datetime) -> Outcome:
+    def on_tick(
+        self,
+        incidents: MutableMapping[str, dict[str, Any]],
+        now: datetime,
+        groups: Iterable[str] | None = None,
+    ) -> Outcome:
+        """Fire reminders, breaches and ladder steps that are due; `groups` limits the walk (default all)."""
         out = Outcome()
-        for group in list(incidents.keys()):
+        for group in list(incidents.keys()) if groups is None else groups:
             row = incidents.get(group)
             if not row:
                 continue

@@ -63,7 +63,7 @@ def build(settings: EscalationSettings) -> StreamShell:
     async def handle(event: Any) -> None:
         now = system_clock()
         if shell.is_tick(event):
-            await publish(core.on_tick(incidents, now))
+            await publish(core.on_tick(incidents, now, shell.tick_keys(event, incidents)))
             open_gauge.set(
                 sum(1 for row in incidents.values() if row and Incident.model_validate(row).is_open)
             )

@@ -6,7 +6,7 @@ every group_interval, and no hit ever waits longer than max_wait.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,10 +56,15 @@ class HitGrouper:
             row["tier"] = int(tier)
             state[group] = row
 
-    def due(self, state: MutableMapping[str, dict[str, Any]], now: datetime) -> list[Alert]:
-        """Batches whose wait is over, as Alerts; their groups are reset."""
+    def due(
+        self,
+        state: MutableMapping[str, dict[str, Any]],
+        now: datetime,
+        groups: Iterable[str] | None = None,
+    ) -> list[Alert]:
+        """Batches whose wait is over, as Alerts; their groups are reset. `groups` limits the walk."""
         out = []
-        for group in list(state.keys()):
+        for group in list(state.keys()) if groups is None else groups:
             row = state.get(group)
             if not row or not row["pending"]:
                 continue

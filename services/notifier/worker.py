@@ -79,7 +79,8 @@ def build(settings: NotifierSettings) -> StreamShell:
                 if alert.kind in (AlertKind.incident_opened, AlertKind.tier_change):
                     grouper.set_tier(alert.group, alert.tier, pending)
                 await deliver(alert)
-        for batch in grouper.due(pending, now):
+        # Only the groups of this event's partition: see StreamShell.tick_keys.
+        for batch in grouper.due(pending, now, shell.tick_keys(event, pending)):
             await deliver(batch)
 
     @shell.app.agent(shell.raw_topic(t.alerts, t.keyword_hits, shell.ticks_name), name="notifier")

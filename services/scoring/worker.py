@@ -97,7 +97,7 @@ def build(settings: ScoringSettings) -> StreamShell:
 
     async def count(event: Any) -> None:
         if shell.is_tick(event):
-            await emit_changes(tier_stage.tick(state))
+            await emit_changes(tier_stage.tick(state, shell.tick_keys(event, state.windows_meta)))
             return
         if event.message.topic == t.tier_overrides:
             cmd = decode(TierOverride, event.value)
