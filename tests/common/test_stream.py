@@ -22,7 +22,7 @@ def _shell(tmp_path: Path, partitions: int, bootstrap: str = "127.0.0.1:1") -> S
 
 def test_tick_keys_partition_the_table(tmp_path: Path) -> None:
     shell = _shell(tmp_path, partitions=3)
-    table = {g: {} for g in GROUPS}
+    table: dict[str, dict[str, int]] = {g: {} for g in GROUPS}
     owned = [shell.tick_keys(SimpleNamespace(message=SimpleNamespace(partition=p)), table) for p in range(3)]
     assert sorted(k for keys in owned for k in keys) == sorted(GROUPS)  # every row has exactly one owner
     assert all(owned)  # 43 keys over 3 partitions: each partition owns some
