@@ -231,14 +231,25 @@ class Deadline(BaseModel):
 
     name: str
     due_at: UtcDatetime
+    started_at: UtcDatetime | None = Field(default=None, description="When the clock started.")
     met_at: UtcDatetime | None = None
     breached_at: UtcDatetime | None = None
+    superseded_at: UtcDatetime | None = Field(
+        default=None,
+        description="Retired unmet: replaced by another step (tier rise), by a reopen, or by the close.",
+    )
+    approximate: bool = Field(
+        default=False, description="Counted without the Chinese holiday calendar for a year (Mon-Fri)."
+    )
 
     @property
-    def status(self) -> Literal["pending", "met", "breached"]:
-        if self.met_at is not None and (self.breached_at is None or self.met_at <= self.due_at):
-            return "met"
-        return "breached" if self.breached_at is not None else "pending"
+    def status(self) -> Literal["pending", "met", "met_late", "breached", "superseded"]:
+        # Met after due is late whether or not a tick recorded the breach first.
+        if self.met_at is not None:
+            return "met" if self.met_at <= self.due_at else "met_late"
+        if self.breached_at is not None:
+            return "breached"
+        return "superseded" if self.superseded_at is not None else "pending"
 
 
 class IncidentEventKind(StrEnum):
@@ -248,6 +259,20 @@ class IncidentEventKind(StrEnum):
     reminder = "reminder"
     sla_breached = "sla_breached"
     escalated = "escalated"
+    noted = "noted"  # an action that records a fact without a transition (follow-up, correction)
+
+
+class IncidentActionKind(StrEnum):
+    ack = "ack"
+    meeting_convened = "meeting_convened"
+    verified = "verified"
+    statement_published = "statement_published"
+    cooling = "cooling"  # spread stopped after the statement: the closing review (收尾) starts
+    resolve = "resolve"
+    reopen = "reopen"
+    postmortem_filed = "postmortem_filed"
+    follow_up = "follow_up"  # 回访: affected users were contacted; the comment says whom and how
+    correction = "correction"  # something passed on (a verification, a statement) was corrected
 
 
 class IncidentEvent(Event):
@@ -264,18 +289,12 @@ class IncidentEvent(Event):
     sequence: int = Field(
         ge=0, description="Per-incident counter; with incident_id it orders and identifies."
     )
+    action: IncidentActionKind | None = Field(default=None, description="The operator action, if any.")
+    report: str | None = Field(
+        default=None, description="Markdown post-mortem (复盘报告), on the event that closes the incident."
+    )
 
     _id_fields = ("incident_id", "sequence")
-
-
-class IncidentActionKind(StrEnum):
-    ack = "ack"
-    meeting_convened = "meeting_convened"
-    verified = "verified"
-    statement_published = "statement_published"
-    resolve = "resolve"
-    reopen = "reopen"
-    postmortem_filed = "postmortem_filed"
 
 
 class IncidentAction(Event):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from datetime import time, timedelta
+from datetime import date, time, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -28,6 +28,7 @@ from services.common.exceptions import ConfigError
 from services.common.schedule import OnCall, Route
 
 __all__ = [
+    "CalendarConfig",
     "ChannelConfig",
     "EscalationConfig",
     "EscalationPolicy",
@@ -121,6 +122,27 @@ class SlaConfig(_Frozen):
     level2: TierSla = TierSla(ack_minutes=30, response_minutes=60)
     level3: TierSla = TierSla(ack_minutes=30, response_minutes=60)
     reminder_fractions: tuple[float, ...] = (0.5, 0.8)
+    closing_review_hours: float = Field(
+        default=24, gt=0, description="收尾: review whether spread stopped, this long after opening."
+    )
+    closing_hours: float = Field(default=72, gt=0, description="收尾: the incident is closed by then.")
+    postmortem_working_days: int = Field(default=3, ge=1, le=30, description="复盘 after closing.")
+    max_detection_lag_minutes: float = Field(
+        default=5,
+        ge=0,
+        le=60,
+        description="A tier change processed later than this after detection (replay, rebuilt table) starts "
+        "its SLA clocks this long before processing, so a backlog cannot breach and page on arrival.",
+    )
+
+    @model_validator(mode="after")
+    def _review_before_close(self) -> SlaConfig:
+        if self.closing_review_hours >= self.closing_hours:
+            raise ValueError(
+                f"closing_review_hours ({self.closing_review_hours}) must be below closing_hours "
+                f"({self.closing_hours})"
+            )
+        return self
 
     def for_tier(self, tier: int) -> TierSla:
         return {1: self.level1, 2: self.level2, 3: self.level3}[tier]
@@ -154,10 +176,27 @@ def _policy(*steps: tuple[Audience, float]) -> EscalationPolicy:
     return EscalationPolicy(steps=tuple(LadderStep(audience=a, after_minutes=m) for a, m in steps))
 
 
+class CalendarConfig(_Frozen):
+    """Overrides of the Chinese holiday calendar, for years the bundled package does not know yet.
+
+    A year counts as known once a holiday in it is listed here (every year has 元旦 and 春节).
+    """
+
+    holidays: tuple[date, ...] = Field(default=(), description="Days off, weekdays included (法定假日).")
+    extra_workdays: tuple[date, ...] = Field(default=(), description="Make-up workdays on weekends (调休).")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> CalendarConfig:
+        both = sorted(set(self.holidays) & set(self.extra_workdays))
+        if both:
+            raise ValueError(f"days listed both as holidays and as extra_workdays: {both}")
+        return self
+
+
 class EscalationConfig(_Frozen):
     sla: SlaConfig = SlaConfig()
-    # On an SLA breach the next rung is paged at once, whatever the policy's delays.
-    ladder: tuple[Audience, ...] = ("responder", "group_lead", "leadership")
+    calendar: CalendarConfig = CalendarConfig()
+    # Each tier's policy is its ladder: an SLA breach pages the next rung of it at once, whatever its delays.
     level1: EscalationPolicy = _policy(("responder", 0), ("group_lead", 10), ("leadership", 20))
     level2: EscalationPolicy = _policy(("responder", 0), ("group_lead", 30), ("leadership", 60))
     level3: EscalationPolicy = _policy(("responder", 0), ("group_lead", 30))
