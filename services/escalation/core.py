@@ -1,13 +1,19 @@
 """Incidents, SLA clocks and the escalation ladder. Plain Python; time is passed in.
 
-State per rule group is one incident row (a dict) in a mapping the caller controls. Deadlines are
-data in that row, checked on every tick, so they survive restarts and partition moves: after
-recovery the next tick fires whatever is due, once, because firing is recorded in the same row.
+State per rule group is one incident row (a dict) in a mapping the caller controls. Deadlines are data in
+that row, checked on every tick, so they survive restarts and partition moves. The core never writes the
+mapping: every call returns an `Outcome` with the events, the alerts and the new rows, and the caller
+publishes the events and alerts before it saves the rows. A crash between the two then fires again after
+recovery (same sequence numbers, so the same event ids and dedup keys) instead of losing the page.
+
+Paging: each tier's policy is its ladder (responder → group lead → leadership). A breached deadline pages the
+next rung at once; while nobody has acknowledged, rungs are also paged as their delays pass. A tick pages a
+rung at most once: a breach and a ladder step that reach the same rung in one tick make one page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,25 +33,29 @@ from schemas.events import (
     TierChange,
     event_id,
 )
-from services.common.config import EscalationConfig
+from services.common.config import Audience, EscalationConfig, EscalationPolicy
 from services.escalation.exceptions import InvalidTransition
-from services.escalation.workdays import add_working_days
+from services.escalation.report import CurvePoint, Entry, ReportInput, render_markdown
+from services.escalation.workdays import WorkCalendar
 
 __all__ = ["EscalationCore", "Incident", "Outcome"]
 
+A, S = IncidentActionKind, IncidentState
 # Meeting convened and facts verified are parallel steps of the same stage: a team may do either first.
 _RANK = {
-    IncidentState.opened: 0,
-    IncidentState.acknowledged: 1,
-    IncidentState.meeting_convened: 2,
-    IncidentState.facts_verified: 2,
-    IncidentState.statement_published: 3,
-    IncidentState.cooling: 4,
-    IncidentState.closed: 5,
-    IncidentState.postmortem_filed: 6,
+    S.opened: 0,
+    S.acknowledged: 1,
+    S.meeting_convened: 2,
+    S.facts_verified: 2,
+    S.statement_published: 3,
+    S.cooling: 4,
+    S.closed: 5,
+    S.postmortem_filed: 6,
 }
-_OPEN = {s for s in IncidentState if s not in (IncidentState.closed, IncidentState.postmortem_filed)}
+_OPEN = {s for s in S if s not in (S.closed, S.postmortem_filed)}
 _TIER_NAME = {1: "一级", 2: "二级", 3: "三级", 0: "无"}
+_OVERRIDE = "override:"
+_MAX_CURVE = 200  # tier changes kept per incident for the report; a flapping group must not grow the row
 
 
 class _DeadlineRow(BaseModel):
@@ -56,7 +66,25 @@ class _DeadlineRow(BaseModel):
     due_at: datetime
     met_at: datetime | None = None
     breached_at: datetime | None = None
+    superseded_at: datetime | None = None
     reminded: list[float] = []
+    review_at: datetime | None = None  # a single review reminder instead of the fractions (the closing stage)
+    approximate: bool = False
+
+    @property
+    def pending(self) -> bool:
+        return self.met_at is None and self.breached_at is None and self.superseded_at is None
+
+    def public(self) -> Deadline:
+        return Deadline(
+            name=self.name,
+            started_at=self.started_at,
+            due_at=self.due_at,
+            met_at=self.met_at,
+            breached_at=self.breached_at,
+            superseded_at=self.superseded_at,
+            approximate=self.approximate,
+        )
 
 
 class Incident(BaseModel):
@@ -70,29 +98,43 @@ class Incident(BaseModel):
     peak_tier: Tier
     state: IncidentState
     opened_at: datetime
+    clock_start: datetime | None = (
+        None  # SLA clocks and ladder delays count from here (bounded detection lag)
+    )
     sequence: int = 0
-    escalation_level: int = 0
-    ladder_paged: list[int] = []  # policy steps already paged (step 0 is the opening alert)
+    escalation_level: int = 0  # highest rung of the policy paged so far (0: the responder, by the opening)
+    ladder_paged: list[int] = []  # rungs the unacknowledged ladder walk has paged
     repeats_sent: int = 0
     last_page_at: datetime | None = None
     deadlines: dict[str, _DeadlineRow] = {}
+    past_deadlines: list[_DeadlineRow] = []  # retired before a reopen or a re-cooling, for the report
     timeline: list[dict[str, Any]] = []
+    curve: list[dict[str, Any]] = []  # the incident's tier changes: at, tier, reason, counts, id
+    top_posts: list[dict[str, Any]] = []
+    posts_cited: list[str] = []
 
     @property
     def is_open(self) -> bool:
         return self.state in _OPEN
 
+    @property
+    def started(self) -> datetime:
+        return self.clock_start or self.opened_at
+
     def public_deadlines(self) -> tuple[Deadline, ...]:
-        return tuple(
-            Deadline(name=d.name, due_at=d.due_at, met_at=d.met_at, breached_at=d.breached_at)
-            for d in self.deadlines.values()
-        )
+        return tuple(d.public() for d in (*self.past_deadlines, *self.deadlines.values()))
 
 
 @dataclass
 class Outcome:
     events: list[IncidentEvent] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # group -> new incident row
+
+    def save(self, table: MutableMapping[str, Any]) -> None:
+        """Write the new rows: only after the events and alerts were produced."""
+        for group, row in self.rows.items():
+            table[group] = row
 
 
 def _response_deadline(tier: Tier) -> str:
@@ -106,79 +148,163 @@ class EscalationCore:
     def __init__(self, config: EscalationConfig, ack_link: LinkMaker | None = None) -> None:
         self.config = config
         self.ack_link = ack_link  # (incident_id, group, now) -> signed URL
+        self.calendar = WorkCalendar(config.calendar)
 
     # -- tier changes ------------------------------------------------------------------
     def on_tier_change(
-        self, tc: TierChange, incidents: MutableMapping[str, dict[str, Any]], now: datetime
+        self, tc: TierChange, incidents: Mapping[str, dict[str, Any]], now: datetime
     ) -> Outcome:
         out = Outcome()
         row = incidents.get(tc.group)
         inc = Incident.model_validate(row) if row else None
+        if inc is not None and any(p.get("id") == tc.event_id for p in inc.curve):
+            return out  # a replay: this tier change already opened or changed this incident
         if inc is None or not inc.is_open:
             if tc.tier == Tier.none or tc.direction == "down":
                 return out
-            inc = self._open(tc, now)
-            self._emit(
-                out, inc, IncidentEventKind.opened, now, detail=f"opened by tier change {tc.event_id[:12]}"
-            )
-            out.alerts.append(self._alert(inc, AlertKind.incident_opened, "responder", now, tc=tc))
-        else:
-            previous = inc.tier
-            if tc.tier == previous:
-                return out
-            inc.tier = tc.tier
-            if tc.tier.severity > inc.peak_tier.severity:
-                inc.peak_tier = tc.tier
-                self._tighten(inc, now)
-            if tc.tier == Tier.none and inc.state == IncidentState.statement_published:
-                inc.state = IncidentState.cooling
+            inc, note = self._open(tc, now)
+            self._record_evidence(inc, tc)
             self._emit(
                 out,
                 inc,
-                IncidentEventKind.tier_changed,
+                IncidentEventKind.opened,
                 now,
-                detail=f"{_TIER_NAME[int(previous)]} → {_TIER_NAME[int(tc.tier)]}",
+                detail=f"opened by tier change {tc.event_id[:12]}{note}",
             )
-            if tc.direction == "up":
-                out.alerts.append(self._alert(inc, AlertKind.tier_change, "responder", now, tc=tc))
-        incidents[tc.group] = inc.model_dump(mode="json")
+            out.alerts.append(self._alert(inc, AlertKind.incident_opened, self._audience(inc), now, tc=tc))
+            out.rows[tc.group] = inc.model_dump(mode="json")
+            return out
+        recorded = self._record_evidence(inc, tc)
+        previous = inc.tier
+        if tc.tier == previous:
+            if recorded:
+                out.rows[tc.group] = inc.model_dump(mode="json")
+            return out
+        inc.tier = tc.tier
+        notes = [f"{_TIER_NAME[int(previous)]} → {_TIER_NAME[int(tc.tier)]}"]
+        if tc.tier.severity > inc.peak_tier.severity:
+            inc.peak_tier = tc.tier
+            notes += self._tighten(inc, now)
+        cooled = tc.tier == Tier.none and inc.state == S.statement_published
+        if cooled:
+            notes.append(self._cool(inc, now))
+        elif tc.direction == "up" and inc.state == S.cooling:
+            inc.state = S.statement_published
+            self._retire(inc, "closing", now)
+            notes.append("spread resumed: cooling ended, closing review retired")
+        self._emit(out, inc, IncidentEventKind.tier_changed, now, detail="; ".join(notes))
+        if tc.direction == "up":
+            out.alerts.append(self._alert(inc, AlertKind.tier_change, self._audience(inc), now, tc=tc))
+        out.rows[tc.group] = inc.model_dump(mode="json")
         return out
 
-    def _open(self, tc: TierChange, now: datetime) -> Incident:
+    def _open(self, tc: TierChange, now: datetime) -> tuple[Incident, str]:
+        # Deadlines count from detection, but a tier change that waited longer than the bound (a replay, a
+        # rebuilt table, a long outage) starts its clocks at the bound: it must not breach every deadline and
+        # page every rung the moment it arrives. A clock running ahead of ours cannot extend the SLA either.
+        bound = timedelta(minutes=self.config.sla.max_detection_lag_minutes)
+        start = min(max(tc.detected_at, now - bound), now)
+        note = ""
+        if start != tc.detected_at:
+            lag = now - tc.detected_at
+            note = (
+                f"; detected {int(lag.total_seconds() // 60)} min before it was processed, so the SLA clocks "
+                f"start at {start.isoformat()}"
+            )
         inc = Incident(
             incident_id=event_id("incident", tc.group, tc.event_id)[:16],
             group=tc.group,
             tier=tc.tier,
             peak_tier=tc.tier,
-            state=IncidentState.opened,
+            state=S.opened,
             opened_at=tc.detected_at,
+            clock_start=start,
         )
-        sla = self.config.sla.for_tier(int(tc.tier))
-        start = tc.detected_at
-        for name, minutes in (
-            ("ack", sla.ack_minutes),
-            (_response_deadline(tc.tier), sla.response_minutes),
-            ("statement_published", sla.statement_hours * 60),
-        ):
-            inc.deadlines[name] = _DeadlineRow(
-                name=name, started_at=start, due_at=start + timedelta(minutes=minutes)
-            )
-        return inc
+        self._start_response(inc, start, now)
+        self._add(inc, "ack", start, start + timedelta(minutes=self._sla(inc).ack_minutes), now)
+        return inc, note
 
-    def _tighten(self, inc: Incident, now: datetime) -> None:
-        """A tier going up shortens pending deadlines to the stricter tier's SLA, counted from now."""
-        sla = self.config.sla.for_tier(int(inc.tier))
-        wanted = {"ack": sla.ack_minutes, _response_deadline(inc.tier): sla.response_minutes}
-        for name, minutes in wanted.items():
+    def _sla(self, inc: Incident) -> Any:
+        return self.config.sla.for_tier(int(inc.peak_tier))
+
+    def _start_response(self, inc: Incident, start: datetime, now: datetime) -> None:
+        sla = self._sla(inc)
+        name = _response_deadline(inc.peak_tier)
+        self._add(inc, name, start, start + timedelta(minutes=sla.response_minutes), now)
+        self._add(inc, "statement_published", start, start + timedelta(hours=sla.statement_hours), now)
+
+    def _add(
+        self, inc: Incident, name: str, start: datetime, due: datetime, now: datetime, **extra: Any
+    ) -> _DeadlineRow:
+        d = _DeadlineRow(name=name, started_at=start, due_at=due, **extra)
+        if d.review_at is None:
+            # Reminders whose moment passed before the row existed are not sent: the alert or event that
+            # creates the deadline already shows it.
+            total = (due - start).total_seconds()
+            fractions = self.config.sla.reminder_fractions
+            d.reminded = [f for f in fractions if start + timedelta(seconds=total * f) <= now]
+        inc.deadlines[name] = d
+        return d
+
+    def _retire(self, inc: Incident, name: str, now: datetime) -> None:
+        """Move a deadline to the past: superseded if it was still pending."""
+        d = inc.deadlines.pop(name, None)
+        if d is None:
+            return
+        if d.pending:
+            d.superseded_at = now
+        inc.past_deadlines.append(d)
+
+    def _tighten(self, inc: Incident, now: datetime) -> list[str]:
+        """A tier going up shortens pending deadlines to the stricter tier's SLA, counted from now, and
+        supersedes a response step the new tier does not have (facts verified → emergency meeting)."""
+        notes: list[str] = []
+        sla = self._sla(inc)
+        wanted = _response_deadline(inc.peak_tier)
+        for name, minutes in (("ack", sla.ack_minutes), (wanted, sla.response_minutes)):
             d = inc.deadlines.get(name)
             due = now + timedelta(minutes=minutes)
             if d is None:
-                inc.deadlines[name] = _DeadlineRow(name=name, started_at=now, due_at=due)
-            elif d.met_at is None and d.breached_at is None and due < d.due_at:
+                self._add(inc, name, now, due, now)
+                notes.append(f"{name} due {due.isoformat()}")
+            elif d.pending and due < d.due_at:
                 d.due_at = due
+                notes.append(f"{name} now due {due.isoformat()}")
+        for name in ("facts_verified", "meeting_convened"):
+            d = inc.deadlines.get(name)
+            if name != wanted and d is not None and d.pending:
+                d.superseded_at = now
+                notes.append(f"{name} superseded by {wanted}")
+        return notes
+
+    def _cool(self, inc: Incident, now: datetime) -> str:
+        """Enter the closing stage (收尾): review at 24 h, close by 72 h, counted from the clock start."""
+        sla = self.config.sla
+        inc.state = S.cooling
+        self._retire(inc, "closing", now)
+        review = max(inc.started + timedelta(hours=sla.closing_review_hours), now)
+        due = inc.started + timedelta(hours=sla.closing_hours)
+        self._add(inc, "closing", now, due, now, review_at=review)
+        return f"cooling: closing review {review.isoformat()}, close by {due.isoformat()}"
+
+    def _record_evidence(self, inc: Incident, tc: TierChange) -> bool:
+        """Keep the tier curve and top posts for the report; False if this tier change was seen already."""
+        if any(p.get("id") == tc.event_id for p in inc.curve):
+            return False
+        point = {"at": tc.window_end.isoformat(), "tier": int(tc.tier), "reason": tc.reason}
+        inc.curve = [*inc.curve, {**point, "counts": dict(tc.counts), "id": tc.event_id}][-_MAX_CURVE:]
+        posts = {str(p.get("post")): p for p in inc.top_posts}
+        for p in tc.top_posts:
+            key = str(p.get("post"))
+            if key not in posts or int(p.get("spread", 0)) > int(posts[key].get("spread", 0)):
+                posts[key] = dict(p)
+        inc.top_posts = sorted(posts.values(), key=lambda p: -int(p.get("spread", 0)))[:10]
+        cited = set(inc.posts_cited) | {str(p.get("post")) for p in tc.top_posts}
+        inc.posts_cited = sorted(cited)[:1000]
+        return True
 
     # -- operator actions ------------------------------------------------------------------
-    def on_action(self, action: IncidentAction, incidents: MutableMapping[str, dict[str, Any]]) -> Outcome:
+    def on_action(self, action: IncidentAction, incidents: Mapping[str, dict[str, Any]]) -> Outcome:
         row = incidents.get(action.group)
         if not row:
             raise InvalidTransition(f"no incident for group {action.group!r}")
@@ -187,44 +313,102 @@ class EscalationCore:
             raise InvalidTransition(
                 f"incident {action.incident_id} is not the current incident of group {action.group!r}"
             )
-        at = action.event_time
-        target, meets = self.check_transition(inc, action.action)
+        at, kind = action.event_time, action.action
+        target, meets = self.check_transition(inc, kind, action.comment)
+        notes = [kind.value + (f": {action.comment}" if action.comment else "")]
         for name in meets:
             d = inc.deadlines.get(name)
-            if d is not None and d.met_at is None:
+            if d is not None and d.met_at is None and d.superseded_at is None:
                 d.met_at = at
+        if kind == A.reopen:
+            notes.append(self._reopen(inc, at))
         inc.state = target
-        if target == IncidentState.closed:
-            inc.deadlines["postmortem_filed"] = _DeadlineRow(
-                name="postmortem_filed", started_at=at, due_at=add_working_days(at, 3)
-            )
+        if kind == A.cooling:
+            notes.append(self._cool(inc, at))
+        if target == S.closed:
+            notes.append(self._close(inc, at))
         out = Outcome()
-        detail = f"{action.action.value}" + (f": {action.comment}" if action.comment else "")
-        self._emit(out, inc, IncidentEventKind.transitioned, at, actor=action.actor, detail=detail)
-        incidents[action.group] = inc.model_dump(mode="json")
+        event_kind = (
+            IncidentEventKind.noted if kind in (A.follow_up, A.correction) else IncidentEventKind.transitioned
+        )
+        self._emit(out, inc, event_kind, at, actor=action.actor, detail="; ".join(notes), action=kind)
+        if target == S.closed:
+            out.events[-1] = out.events[-1].model_copy(
+                update={"report": render_markdown(self.report_input(inc))}
+            )
+        if target == S.statement_published and inc.tier == Tier.none:
+            self._emit(
+                out, inc, IncidentEventKind.transitioned, at, detail=self._cool(inc, at) + " (tier none)"
+            )
+        out.rows[action.group] = inc.model_dump(mode="json")
         return out
 
+    def _reopen(self, inc: Incident, at: datetime) -> str:
+        """Start over from the reopen: fresh response and statement clocks, no post-mortem clock, a new
+        ladder. The reopener acknowledges by reopening."""
+        for name in list(inc.deadlines):
+            self._retire(inc, name, at)
+        self._start_response(inc, at, at)
+        self._add(inc, "ack", at, at, at, met_at=at)
+        inc.clock_start = at
+        inc.escalation_level, inc.ladder_paged, inc.repeats_sent, inc.last_page_at = 0, [], 0, None
+        return "fresh deadlines from the reopen; post-mortem clock dropped"
+
+    def _close(self, inc: Incident, at: datetime) -> str:
+        """Closing ends the response clocks (overdue ones count as breached), starts the post-mortem one."""
+        for d in inc.deadlines.values():
+            if d.pending:
+                if at >= d.due_at:
+                    d.breached_at = at
+                else:
+                    d.superseded_at = at
+        days = self.config.sla.postmortem_working_days
+        due, approximate = self.calendar.add_working_days(at, days)
+        self._add(inc, "postmortem_filed", at, due, at, approximate=approximate)
+        return f"post-mortem due {due.isoformat()} ({days} working days" + (
+            ", approximate: no holiday calendar for that year)" if approximate else ")"
+        )
+
     @staticmethod
-    def check_transition(inc: Incident, action: IncidentActionKind) -> tuple[IncidentState, list[str]]:
+    def check_transition(
+        inc: Incident, action: IncidentActionKind, comment: str = ""
+    ) -> tuple[IncidentState, list[str]]:
         """The state `action` leads to and the deadlines it meets; InvalidTransition says why not."""
-        s = inc.state
-        A, S = IncidentActionKind, IncidentState
+        s, iid = inc.state, inc.incident_id
+        if action in (A.follow_up, A.correction):
+            if not comment.strip():
+                raise InvalidTransition(f"{action.value} needs a comment saying what was done")
+            if action == A.correction and _RANK[s] < 2:
+                raise InvalidTransition(
+                    f"incident {iid} is {s.value}: nothing verified or published to correct"
+                )
+            return s, []
         if action == A.reopen:
             if s not in (S.closed, S.postmortem_filed):
-                raise InvalidTransition(
-                    f"incident {inc.incident_id} is {s.value}; only a closed one can be reopened"
-                )
+                raise InvalidTransition(f"incident {iid} is {s.value}; only a closed one can be reopened")
             return S.acknowledged, []
         if action == A.postmortem_filed:
             if s != S.closed:
-                raise InvalidTransition(
-                    f"incident {inc.incident_id} is {s.value}; file the post-mortem after closing"
-                )
+                raise InvalidTransition(f"incident {iid} is {s.value}; file the post-mortem after closing")
             return S.postmortem_filed, ["postmortem_filed"]
         if not inc.is_open:
-            raise InvalidTransition(f"incident {inc.incident_id} is {s.value}; reopen it first")
+            raise InvalidTransition(f"incident {iid} is {s.value}; reopen it first")
         if action == A.resolve:
-            return S.closed, []
+            reason = comment.strip()
+            if s != S.cooling and not (
+                reason.lower().startswith(_OVERRIDE) and reason[len(_OVERRIDE) :].strip()
+            ):
+                raise InvalidTransition(
+                    f"incident {iid} is {s.value}; resolve needs the cooling state (spread stopped after the "
+                    f"statement) or a comment starting with '{_OVERRIDE}' that says why it may close now"
+                )
+            return S.closed, ["closing"]
+        if action == A.cooling:
+            if s != S.statement_published:
+                raise InvalidTransition(
+                    f"incident {iid} is {s.value}; cooling starts after the statement is published"
+                )
+            return S.cooling, []
         response = _response_deadline(inc.peak_tier)
         steps = {
             A.ack: (S.acknowledged, ["ack"]),
@@ -236,13 +420,13 @@ class EscalationCore:
         if action == A.meeting_convened and inc.peak_tier != Tier.level1:
             raise InvalidTransition("an emergency meeting is the level-1 step; levels 2 and 3 verify facts")
         if _RANK[target] < _RANK[s] or target == s:
-            raise InvalidTransition(f"incident {inc.incident_id} is already {s.value}; cannot {action.value}")
+            raise InvalidTransition(f"incident {iid} is already {s.value}; cannot {action.value}")
         return target, meets
 
     # -- the clock -------------------------------------------------------------------------
     def on_tick(
         self,
-        incidents: MutableMapping[str, dict[str, Any]],
+        incidents: Mapping[str, dict[str, Any]],
         now: datetime,
         groups: Iterable[str] | None = None,
     ) -> Outcome:
@@ -253,105 +437,135 @@ class EscalationCore:
             if not row:
                 continue
             inc = Incident.model_validate(row)
-            if not inc.is_open and "postmortem_filed" not in inc.deadlines:
-                continue
-            changed = False
-            for d in inc.deadlines.values():
-                if d.met_at is not None or d.breached_at is not None:
-                    continue
-                if not inc.is_open and d.name != "postmortem_filed":
-                    continue  # closing ends the response deadlines; only the post-mortem clock still runs
-                total = (d.due_at - d.started_at).total_seconds()
-                for fraction in self.config.sla.reminder_fractions:
-                    if fraction not in d.reminded and now >= d.started_at + timedelta(
-                        seconds=total * fraction
-                    ):
-                        d.reminded.append(fraction)
-                        changed = True
-                        if now < d.due_at:
-                            self._emit(
-                                out,
-                                inc,
-                                IncidentEventKind.reminder,
-                                now,
-                                detail=f"{d.name} at {fraction:.0%}",
-                            )
-                            out.alerts.append(
-                                self._alert(
-                                    inc,
-                                    AlertKind.reminder,
-                                    self._audience(inc),
-                                    now,
-                                    suffix=f"{d.name}|{fraction}",
-                                )
-                            )
-                if now >= d.due_at:
-                    d.breached_at = now
-                    changed = True
-                    self._emit(
-                        out,
-                        inc,
-                        IncidentEventKind.sla_breached,
-                        now,
-                        detail=f"{d.name} due {d.due_at.isoformat()}",
-                    )
-                    inc.escalation_level = min(inc.escalation_level + 1, len(self.config.ladder) - 1)
-                    self._emit(
-                        out, inc, IncidentEventKind.escalated, now, detail=f"paging {self._audience(inc)}"
-                    )
-                    out.alerts.append(
-                        self._alert(inc, AlertKind.sla_breached, self._audience(inc), now, suffix=d.name)
-                    )
-            changed |= self._walk_ladder(inc, now, out)
-            if changed:
-                incidents[group] = inc.model_dump(mode="json")
+            if self._tick_one(inc, now, out):
+                out.rows[group] = inc.model_dump(mode="json")
         return out
 
-    def _walk_ladder(self, inc: Incident, now: datetime, out: Outcome) -> bool:
-        """Page the policy's rungs as their delays pass while nobody has acknowledged; then repeat."""
-        ack = inc.deadlines.get("ack")
-        if not inc.is_open or ack is None or ack.met_at is not None:
+    def _tick_one(self, inc: Incident, now: datetime, out: Outcome) -> bool:
+        changed = False
+        breached: list[_DeadlineRow] = []
+        for d in inc.deadlines.values():
+            # Closing ends the response deadlines; only the post-mortem clock runs on a closed incident.
+            if not d.pending or (not inc.is_open and d.name != "postmortem_filed"):
+                continue
+            changed |= self._remind(inc, d, now, out)
+            if now >= d.due_at:
+                d.breached_at = now
+                breached.append(d)
+        by_rung: dict[int, list[str]] = {}
+        for d in sorted(breached, key=lambda d: d.due_at):
+            changed = True
+            self._emit(
+                out, inc, IncidentEventKind.sla_breached, now, detail=f"{d.name} due {d.due_at.isoformat()}"
+            )
+            # Each breach climbs one rung; breaches beyond the top share the top rung's single page.
+            rung = min(inc.escalation_level + 1, len(self._policy(inc).steps) - 1)
+            inc.escalation_level = rung
+            by_rung.setdefault(rung, []).append(d.name)
+        for rung, names in by_rung.items():
+            why = ", ".join(names) + " breached"
+            self._page(inc, rung, AlertKind.sla_breached, now, out, why=why, suffix=names[0])
+        if inc.is_open:
+            changed |= self._walk_ladder(inc, now, out)
+        return changed
+
+    def _remind(self, inc: Incident, d: _DeadlineRow, now: datetime, out: Outcome) -> bool:
+        if now >= d.due_at:
             return False
-        policy = self.config.policy(int(inc.peak_tier))
+        labels: list[tuple[str, str]] = []
+        if d.review_at is not None:
+            if not d.reminded and now >= d.review_at:
+                d.reminded = [0.0]
+                labels.append(("closing review: has spread stopped? close or keep monitoring", "review"))
+        else:
+            total = (d.due_at - d.started_at).total_seconds()
+            for fraction in self.config.sla.reminder_fractions:
+                if fraction not in d.reminded and now >= d.started_at + timedelta(seconds=total * fraction):
+                    d.reminded.append(fraction)
+                    labels.append((f"{d.name} at {fraction:.0%}", str(fraction)))
+        for detail, suffix in labels:
+            self._emit(out, inc, IncidentEventKind.reminder, now, detail=f"{d.name}: {detail}")
+            out.alerts.append(
+                self._alert(inc, AlertKind.reminder, self._audience(inc), now, suffix=f"{d.name}|{suffix}")
+            )
+        return bool(labels)
+
+    def _walk_ladder(self, inc: Incident, now: datetime, out: Outcome) -> bool:
+        """Page the policy's rungs as their delays pass while nobody has acknowledged; then repeat the last.
+        A rung a breach already reached is marked walked, not paged again."""
+        ack = inc.deadlines.get("ack")
+        if ack is None or ack.met_at is not None:
+            return False
+        policy = self._policy(inc)
         changed = False
         for i, step in enumerate(policy.steps):
-            if i == 0 or i in inc.ladder_paged or now < inc.opened_at + timedelta(minutes=step.after_minutes):
+            if i == 0 or i in inc.ladder_paged or now < inc.started + timedelta(minutes=step.after_minutes):
                 continue
             inc.ladder_paged.append(i)
-            inc.last_page_at, changed = now, True
-            self._emit(
-                out, inc, IncidentEventKind.escalated, now, detail=f"unacknowledged: paging {step.audience}"
-            )
-            out.alerts.append(
-                self._alert(inc, AlertKind.escalation, step.audience, now, suffix=f"ladder|{i}")
-            )
-        last = policy.steps[-1]
-        all_paged = len(policy.steps) == 1 or len(policy.steps) - 1 in inc.ladder_paged
-        since = inc.last_page_at or inc.opened_at
+            changed = True
+            if i <= inc.escalation_level:
+                continue
+            inc.escalation_level = i
+            self._page(inc, i, AlertKind.escalation, now, out, why="unacknowledged", suffix=f"ladder|{i}")
+        last = len(policy.steps) - 1
+        all_paged = last == 0 or last in inc.ladder_paged or inc.escalation_level >= last
+        since = inc.last_page_at or inc.started
+        # A page this tick (breach or rung) moved last_page_at to now, so a repeat never doubles it.
         if (
             all_paged
             and inc.repeats_sent < policy.repeats
             and now >= since + timedelta(minutes=policy.repeat_minutes)
         ):
             inc.repeats_sent += 1
-            inc.last_page_at, changed = now, True
-            self._emit(
-                out,
-                inc,
-                IncidentEventKind.escalated,
-                now,
-                detail=f"repeat {inc.repeats_sent}: {last.audience}",
-            )
-            out.alerts.append(
-                self._alert(
-                    inc, AlertKind.escalation, last.audience, now, suffix=f"repeat|{inc.repeats_sent}"
-                )
+            changed = True
+            why = f"unacknowledged, repeat {inc.repeats_sent}"
+            self._page(
+                inc, last, AlertKind.escalation, now, out, why=why, suffix=f"repeat|{inc.repeats_sent}"
             )
         return changed
 
+    def _page(
+        self, inc: Incident, rung: int, kind: AlertKind, now: datetime, out: Outcome, *, why: str, suffix: str
+    ) -> None:
+        audience = self._policy(inc).steps[rung].audience
+        inc.last_page_at = now
+        self._emit(out, inc, IncidentEventKind.escalated, now, detail=f"paging {audience}: {why}")
+        out.alerts.append(self._alert(inc, kind, audience, now, suffix=suffix))
+
     # -- helpers -----------------------------------------------------------------------------
-    def _audience(self, inc: Incident) -> Any:
-        return self.config.ladder[inc.escalation_level]
+    def _policy(self, inc: Incident) -> EscalationPolicy:
+        return self.config.policy(int(inc.peak_tier))
+
+    def _audience(self, inc: Incident) -> Audience:
+        steps = self._policy(inc).steps
+        return steps[min(inc.escalation_level, len(steps) - 1)].audience
+
+    def report_input(self, inc: Incident) -> ReportInput:
+        return ReportInput(
+            incident_id=inc.incident_id,
+            group=inc.group,
+            entries=[
+                Entry(
+                    t["seq"],
+                    datetime.fromisoformat(t["at"]),
+                    t["kind"],
+                    t["actor"],
+                    t["state"],
+                    t["tier"],
+                    t.get("action"),
+                    t["detail"],
+                )
+                for t in inc.timeline
+            ],
+            deadlines=inc.public_deadlines(),
+            curve=[
+                CurvePoint(datetime.fromisoformat(p["at"]), p["tier"], p["reason"], p["counts"])
+                for p in inc.curve
+            ],
+            top_posts=inc.top_posts,
+            posts_cited=len(inc.posts_cited),
+            draft=inc.is_open,
+        )
 
     def _emit(
         self,
@@ -362,6 +576,7 @@ class EscalationCore:
         *,
         actor: str = "system",
         detail: str = "",
+        action: IncidentActionKind | None = None,
     ) -> None:
         inc.sequence += 1
         inc.timeline.append(
@@ -372,6 +587,7 @@ class EscalationCore:
                 "actor": actor,
                 "state": inc.state.value,
                 "tier": int(inc.tier),
+                "action": action.value if action else None,
                 "detail": detail,
             }
         )
@@ -387,6 +603,7 @@ class EscalationCore:
                 detail=detail,
                 deadlines=inc.public_deadlines(),
                 sequence=inc.sequence,
+                action=action,
             )
         )
 
@@ -394,7 +611,7 @@ class EscalationCore:
         self,
         inc: Incident,
         kind: AlertKind,
-        audience: Any,
+        audience: Audience,
         now: datetime,
         *,
         tc: TierChange | None = None,
@@ -410,8 +627,10 @@ class EscalationCore:
             for p in tc.top_posts[:3]:
                 lines.append(f"- [{p.get('platform')}] {p.get('excerpt', '')} ({p.get('spread', 0):,})")
         for d in inc.deadlines.values():
-            if d.met_at is None:
-                lines.append(f"时限 {d.name}: {d.due_at.isoformat()}")
+            if d.pending:
+                lines.append(
+                    f"时限 {d.name}: {d.due_at.isoformat()}" + (" (约 approximate)" if d.approximate else "")
+                )
         titles = {
             AlertKind.incident_opened: f"[{tier_name}] 新舆情事件: {inc.group}",
             AlertKind.tier_change: f"[{tier_name}] 舆情升级: {inc.group}",
@@ -419,7 +638,12 @@ class EscalationCore:
             AlertKind.sla_breached: f"[{tier_name}] 超时未处理，已升级: {inc.group}",
             AlertKind.escalation: f"[{tier_name}] 无人确认，升级呼叫: {inc.group}",
         }
-        dedup = f"{inc.incident_id}|{kind.value}|{int(inc.tier)}|{suffix or (tc.event_id[:16] if tc else '')}"
+        # The reopen count keeps a reopened incident's pages distinct from the first round's.
+        round_ = sum(d.name == "ack" for d in inc.past_deadlines)
+        dedup = (
+            f"{inc.incident_id}|{kind.value}|{int(inc.tier)}|{suffix or (tc.event_id[:16] if tc else '')}"
+            + (f"|r{round_}" if round_ else "")
+        )
         ack_deadline = inc.deadlines.get("ack")
         needs_ack = ack_deadline is not None and ack_deadline.met_at is None
         ack_url = self.ack_link(inc.incident_id, inc.group, now) if self.ack_link and needs_ack else None

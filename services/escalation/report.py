@@ -1,17 +1,27 @@
 """The post-mortem report (《危机复盘报告》): timeline, SLAs against deadlines, tier curve, top posts, and the
-figures the plans' evaluation asks for. Plain functions over events; Markdown first, HTML from it."""
+figures the plans' evaluation asks for. Plain functions over a `ReportInput`; Markdown first, HTML from it.
+
+The escalation worker renders it from the incident row when the incident closes (the report of record, on
+the closing IncidentEvent); the API renders a draft from the event topics while an incident is open.
+"""
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.events import IncidentEvent, TierChange
+from schemas.events import Deadline, IncidentEvent, TierChange
 from services.escalation.workdays import SHANGHAI
 
-__all__ = ["render_html", "render_markdown"]
+__all__ = ["LEAD_IN", "ReportInput", "render_html", "render_markdown"]
+
+# Posts and tier changes this long before the opening still belong to the incident: the longest default
+# tier window (三级, 8 h) is what raised it.
+LEAD_IN = timedelta(hours=8)
 
 _TIER = {0: "无", 1: "一级 (重大)", 2: "二级 (较大)", 3: "三级 (一般)"}
 _DEADLINE_NAMES = {
@@ -19,8 +29,104 @@ _DEADLINE_NAMES = {
     "meeting_convened": "召开紧急会议 emergency meeting",
     "facts_verified": "完成信息核实 facts verified",
     "statement_published": "发声回应 public statement",
+    "closing": "收尾 closing (spread stopped)",
     "postmortem_filed": "提交复盘报告 post-mortem",
 }
+_PAGED = re.compile(r"paging (\w+)")
+_VERDICT = {
+    "met": "✅ 达标 met",
+    "met_late": "⚠️ 逾期完成 met late",
+    "breached": "❌ 超时 breached",
+    "superseded": "➖ 已取代 superseded",
+    "pending": "⏳ 进行中 pending",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    at: datetime
+    kind: str
+    actor: str
+    state: str
+    tier: int
+    action: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    at: datetime
+    tier: int
+    reason: str
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    incident_id: str
+    group: str
+    entries: Sequence[Entry]
+    deadlines: Sequence[Deadline]
+    curve: Sequence[CurvePoint]
+    top_posts: Sequence[dict[str, Any]]
+    posts_cited: int = 0  # distinct posts the incident's tier changes cited as evidence
+    draft: bool = False
+
+    @classmethod
+    def from_events(
+        cls,
+        events: Sequence[IncidentEvent],
+        tier_changes: Sequence[TierChange],
+        posts: Sequence[dict[str, Any]],
+    ) -> ReportInput:
+        """A draft from what the API's read model holds; tier changes and posts are cut to the incident."""
+        start = events[0].event_time - LEAD_IN
+        closed = next((e.event_time for e in events if e.state.value == "closed"), None)
+        curve = [
+            CurvePoint(tc.window_end, int(tc.tier), tc.reason, dict(tc.counts))
+            for tc in tier_changes
+            if tc.group == events[0].group
+            and tc.detected_at >= start
+            and (closed is None or tc.detected_at <= closed)
+        ]
+        cited = {
+            str(p.get("post"))
+            for tc in tier_changes
+            if tc.group == events[0].group and tc.detected_at >= start
+            for p in tc.top_posts
+        }
+        top = [
+            p
+            for p in posts
+            if _time(p.get("last_seen")) >= start and (closed is None or _time(p.get("first_seen")) <= closed)
+        ]
+        return cls(
+            incident_id=events[0].incident_id,
+            group=events[0].group,
+            entries=[
+                Entry(
+                    e.sequence,
+                    e.event_time,
+                    e.kind.value,
+                    e.actor,
+                    e.state.value,
+                    int(e.tier),
+                    e.action.value if e.action else None,
+                    e.detail,
+                )
+                for e in events
+            ],
+            deadlines=events[-1].deadlines,
+            curve=curve,
+            top_posts=sorted(top, key=lambda p: -int(p.get("spread", 0)))[:10],
+            posts_cited=len(cited),
+            draft=events[-1].state.value not in ("closed", "postmortem_filed"),
+        )
+
+
+def _time(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
 def _t(value: datetime | None) -> str:
@@ -34,73 +140,62 @@ def _dur(delta: timedelta | None) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
-def render_markdown(
-    events: Sequence[IncidentEvent], tier_changes: Sequence[TierChange], top_posts: Sequence[dict[str, Any]]
-) -> str:
-    first, last = events[0], events[-1]
-    peak = max((int(e.tier) for e in events if int(e.tier)), key=lambda t: 4 - t, default=0)
+def _cell(text: str) -> str:
+    return text.replace("|", "｜").replace("\n", " ")
+
+
+def render_markdown(r: ReportInput) -> str:
+    first, last = r.entries[0], r.entries[-1]
+    closed = _last(r, lambda e: e.state == "closed" and e.kind == "transitioned")
+    peak = min((e.tier for e in r.entries if e.tier), default=0)
     lines = [
-        f"# 危机复盘报告 Post-mortem: {first.group}",
+        f"# 危机复盘报告 Post-mortem: {r.group}" + (" (草稿 draft: still open)" if r.draft else ""),
         "",
-        f"- 事件编号 Incident: `{first.incident_id}`",
+        f"- 事件编号 Incident: `{r.incident_id}`",
         f"- 最高等级 Peak tier: {_TIER[peak]}",
-        f"- 开始 Opened: {_t(first.event_time)} (Asia/Shanghai)",
-        f"- 当前状态 State: {last.state.value}",
-        f"- 时长 Duration so far: {_dur(last.event_time - first.event_time)}",
+        f"- 开始 Opened: {_t(first.at)} (Asia/Shanghai)",
+        f"- 结束 Closed: {_t(closed.at) if closed else '—'}",
+        f"- 当前状态 State: {last.state}",
+        f"- 时长 Duration: {_dur((closed or last).at - first.at)}",
         "",
         "## SLA 时效 Timeliness",
         "",
-        "| 环节 step | 时限 deadline | 实际 actual | 用时 took | 结果 result |",
-        "|---|---|---|---|---|",
+        "| 环节 step | 开始 started | 时限 deadline | 实际 actual | 用时 took | 结果 result |",
+        "|---|---|---|---|---|---|",
     ]
-    met = total = 0
-    for d in last.deadlines:
-        total += 1
-        status = d.status
-        met += status == "met"
-        took = d.met_at - first.event_time if d.met_at else None
-        verdict = {"met": "✅ 达标 met", "breached": "❌ 超时 breached", "pending": "⏳ 进行中 pending"}[
-            status
-        ]
+    for d in r.deadlines:
+        took = d.met_at - d.started_at if d.met_at and d.started_at else None
+        due = _t(d.due_at) + (" ≈" if d.approximate else "")
         lines.append(
-            f"| {_DEADLINE_NAMES.get(d.name, d.name)} | {_t(d.due_at)} | {_t(d.met_at)} | {_dur(took)} "
-            f"| {verdict} |"
+            f"| {_DEADLINE_NAMES.get(d.name, d.name)} | {_t(d.started_at)} | {due} | {_t(d.met_at)} | "
+            f"{_dur(took)} | {_VERDICT[d.status]} |"
         )
-    breaches = sum(e.kind.value == "sla_breached" for e in events)
-    escalations = sum(e.kind.value == "escalated" for e in events)
+    if any(d.approximate for d in r.deadlines):
+        lines += ["", "≈ counted Monday to Friday: no Chinese holiday calendar for that year (approximate)."]
+    lines += ["", "## 评估 Evaluation", "", *_evaluation(r, closed)]
     lines += [
-        "",
-        "## 评估 Evaluation",
-        "",
-        f"- 应急响应时效 Response timeliness: {met}/{total} deadlines met, {breaches} breached, "
-        f"{escalations} escalations",
-        f"- 信息传递 Information passed on: {sum(e.kind.value == 'reminder' for e in events)} reminders, "
-        f"{len(tier_changes)} tier changes reported",
-        f"- 用户反馈处理 User feedback: {len(top_posts)} top posts tracked in the ledger",
-        f"- 最终结果 Outcome: {last.state.value}",
-        f"- 舆情变化趋势 Trend: {_trend(tier_changes)}",
         "",
         "## 等级曲线 Tier curve",
         "",
         "| 时间 time | 等级 tier | 2h | 4h | 8h | 原因 reason |",
         "|---|---|---|---|---|---|",
     ]
-    for tc in tier_changes:
-        c = tc.counts
+    for p in r.curve:
+        c = p.counts
         lines.append(
-            f"| {_t(tc.window_end)} | {_TIER[int(tc.tier)]} | {c.get('2h', 0):,} | {c.get('4h', 0):,} | "
-            f"{c.get('8h', 0):,} | {tc.reason} |"
+            f"| {_t(p.at)} | {_TIER[p.tier]} | {c.get('2h', 0):,} | {c.get('4h', 0):,} | {c.get('8h', 0):,} "
+            f"| {p.reason} |"
         )
     lines += [
         "",
-        "## 主要传播内容 Top posts",
+        "## 主要传播内容 Top posts (during the incident)",
         "",
         "| 平台 platform | 传播量 spread | 内容 excerpt |",
         "|---|---|---|",
     ]
-    for p in top_posts[:10]:
-        excerpt = str(p.get("excerpt", "")).replace("|", "｜").replace("\n", " ")[:80]
-        lines.append(f"| {p.get('platform')} | {int(p.get('spread', 0)):,} | {excerpt} |")
+    for post in r.top_posts[:10]:
+        excerpt = _cell(str(post.get("excerpt", "")))[:80]
+        lines.append(f"| {post.get('platform')} | {int(post.get('spread', 0)):,} | {excerpt} |")
     lines += [
         "",
         "## 时间线 Timeline",
@@ -108,22 +203,92 @@ def render_markdown(
         "| # | 时间 time | 事件 event | 操作人 actor | 说明 detail |",
         "|---|---|---|---|---|",
     ]
-    for e in events:
-        detail = e.detail.replace("|", "｜")
-        lines.append(
-            f"| {e.sequence} | {_t(e.event_time)} | {e.kind.value} → {e.state.value} | {e.actor} | {detail} |"
-        )
+    for e in r.entries:
+        lines.append(f"| {e.seq} | {_t(e.at)} | {e.kind} → {e.state} | {e.actor} | {_cell(e.detail)} |")
     return "\n".join(lines) + "\n"
 
 
-def _trend(tier_changes: Sequence[TierChange]) -> str:
-    if not tier_changes:
+def _last(r: ReportInput, pred: Any) -> Entry | None:
+    return next((e for e in reversed(r.entries) if pred(e)), None)
+
+
+def _evaluation(r: ReportInput, closed: Entry | None) -> list[str]:
+    counted = [d for d in r.deadlines if d.status != "superseded"]
+    on_time = [d.name for d in counted if d.status == "met"]
+    late = [d.name for d in counted if d.status in ("met_late", "breached")]
+    pending = [d.name for d in counted if d.status == "pending"]
+    ack = next(
+        (d.met_at - d.started_at for d in r.deadlines if d.name == "ack" and d.met_at and d.started_at), None
+    )
+    rungs = sorted({m.group(1) for e in r.entries if (m := _PAGED.search(e.detail))})
+
+    def actions(name: str) -> list[Entry]:
+        return [e for e in r.entries if e.action == name]
+
+    passed_on = actions("verified") + actions("statement_published")
+    corrections = actions("correction")
+    accuracy = (
+        f"{1 - min(len(corrections), len(passed_on)) / len(passed_on):.0%} not corrected"
+        if passed_on
+        else "nothing passed on yet"
+    )
+    follow_ups = actions("follow_up")
+    return [
+        f"- 应急响应时效 Response timeliness: {len(on_time)}/{len(counted)} deadlines met on time"
+        + (f"; late or missed: {', '.join(late)}" if late else "")
+        + (f"; still running: {', '.join(pending)}" if pending else "")
+        + (f"; acknowledged after {_dur(ack)}" if ack is not None else "")
+        + (f"; paged: {', '.join(rungs)}" if rungs else "; nobody beyond the responder was paged"),
+        f"- 信息传递准确性 Accuracy of information passed on: {len(passed_on)} passed on "
+        f"({len(actions('verified'))} verification, {len(actions('statement_published'))} statement), "
+        f"{len(corrections)} correction(s) recorded → {accuracy}. Counted from operator actions: the service "
+        "cannot judge content, so an item counts as accurate unless a `correction` action was recorded.",
+        *(f"  - 更正 correction {_t(e.at)} ({e.actor}): {_cell(e.detail)}" for e in corrections),
+        f"- 用户反馈处理 User feedback: {r.posts_cited} posts cited as evidence by the incident's tier "
+        f"changes; {len(follow_ups)} 回访 follow-up(s) recorded with the `follow_up` action. One follow-up "
+        "may cover many users (its comment says whom), so no coverage ratio is claimed.",
+        *(f"  - 回访 {_t(e.at)} ({e.actor}): {_cell(e.detail)}" for e in follow_ups),
+        f"- 最终结果 Outcome: {_outcome(r, closed)}",
+        f"- 舆情变化趋势 Trend: {_trend(r, closed)}",
+    ]
+
+
+def _outcome(r: ReportInput, closed: Entry | None) -> str:
+    reopened = sum(e.action == "reopen" for e in r.entries)
+    cooling = next((e for e in r.entries if e.state == "cooling"), None)
+    parts = [
+        f"closed {_t(closed.at)} by {closed.actor}" if closed else f"not closed ({r.entries[-1].state})",
+        f"tier at close {_TIER[closed.tier]}" if closed else f"tier now {_TIER[r.entries[-1].tier]}",
+        f"cooling from {_t(cooling.at)}" if cooling else "never reached cooling",
+        f"reopened {reopened} time(s)" if reopened else "not reopened",
+    ]
+    if closed and "override:" in closed.detail:
+        parts.append("closed by override before cooling")
+    return "; ".join(parts)
+
+
+def _counts_at(r: ReportInput, at: datetime) -> CurvePoint | None:
+    return next((p for p in reversed(r.curve) if p.at <= at), None)
+
+
+def _trend(r: ReportInput, closed: Entry | None) -> str:
+    if not r.curve:
         return "no tier data"
-    peak = max(tier_changes, key=lambda tc: tc.counts.get("2h", 0))
-    last = tier_changes[-1]
+    peak = max(r.curve, key=lambda p: p.counts.get("2h", 0))
+    text = f"peak 2h spread {peak.counts.get('2h', 0):,} at {_t(peak.at)}"
+    statement = next((e for e in r.entries if e.action == "statement_published"), None)
+    if statement is None:
+        return text + "; no statement published, so no before/after"
+    before = _counts_at(r, statement.at)
+    after = _counts_at(r, closed.at if closed else r.entries[-1].at)
+    if before is None or after is None:
+        return text
+    b, a = before.counts.get("2h", 0), after.counts.get("2h", 0)
+    change = f" ({(a - b) / b:+.0%})" if b else ""
     return (
-        f"peak 2h spread {peak.counts.get('2h', 0):,} at {_t(peak.window_end)}; "
-        f"latest tier {_TIER[int(last.tier)]} ({last.direction}) at {_t(last.window_end)}"
+        text + f"; 2h spread at the statement {b:,} ({_TIER[before.tier]}) → "
+        f"{'at close' if closed else 'now'} {a:,} ({_TIER[after.tier]}){change}. Window counts are those of "
+        "the latest tier change at or before each moment."
     )
 
 
@@ -152,11 +317,11 @@ def render_html(markdown: str) -> str:
         if in_table:
             out.append("</table>")
             in_table = False
-        if raw.startswith("- "):
+        if raw.lstrip().startswith("- "):
             if not in_list:
                 out.append("<ul>")
                 in_list = True
-            out.append(f"<li>{line[2:]}</li>")
+            out.append(f"<li>{line.lstrip()[2:]}</li>")
             continue
         if in_list:
             out.append("</ul>")

@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from schemas.events import IncidentAction, TierChange
+from services.common import json
 from services.common.clock import system_clock
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
@@ -17,6 +18,7 @@ from services.common.stream import StreamShell, decode
 from services.escalation.core import EscalationCore, Incident, Outcome
 from services.escalation.exceptions import InvalidTransition
 from services.escalation.settings import EscalationSettings
+from services.escalation.workdays import SHANGHAI
 
 __all__ = ["build"]
 
@@ -38,6 +40,7 @@ def build(settings: EscalationSettings) -> StreamShell:
     shell = StreamShell("escalation", settings)
     config = load_config(settings.config_file)
     core = EscalationCore(config.escalation, ack_link=_link_maker(settings))
+    core.calendar.warn_missing(system_clock().astimezone(SHANGHAI).date())
     t = shell.topics
     incidents_topic = shell.raw_topic(t.incidents)
     alerts_topic = shell.raw_topic(t.alerts)
@@ -53,12 +56,20 @@ def build(settings: EscalationSettings) -> StreamShell:
     )
 
     async def publish(out: Outcome) -> None:
+        """Output first, then state (docs/reliability.md): a crash in between fires again after recovery,
+        with the same event ids and dedup keys, instead of recording a page that was never sent. The row is
+        written only once the broker acknowledged the output: the changelog record goes to another partition,
+        possibly another broker, and could otherwise land first."""
+        sent = []
         for ev in out.events:
             if ev.kind.value == "sla_breached":
                 breaches.labels(ev.detail.split(" ")[0]).inc()
-            await shell.send_model(incidents_topic, ev.group, ev)
+            sent.append(await incidents_topic.send(key=ev.group.encode(), value=json.dumps(ev)))
         for alert in out.alerts:
-            await shell.send_model(alerts_topic, alert.group, alert)
+            sent.append(await alerts_topic.send(key=alert.group.encode(), value=json.dumps(alert)))
+        for delivery in sent:
+            await delivery
+        out.save(incidents)
 
     async def handle(event: Any) -> None:
         now = system_clock()

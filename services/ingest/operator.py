@@ -6,7 +6,7 @@ import csv
 import html
 import io
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
@@ -18,7 +18,7 @@ from services.common import json
 from services.common.links import BadLink, verify_link
 from services.escalation.core import EscalationCore, Incident
 from services.escalation.exceptions import InvalidTransition
-from services.escalation.report import render_html, render_markdown
+from services.escalation.report import LEAD_IN, ReportInput, render_html, render_markdown
 from services.ingest.auth import TokenCheck
 from services.ingest.readmodel import ReadModel
 
@@ -197,10 +197,15 @@ def operator_router(
         events = model.incident(incident_id)
         if not events:
             return _json({"detail": f"no incident {incident_id}"}, 404)
-        group = events[0].group
-        changes = model.tier_changes_between(group, events[0].event_time - timedelta(hours=8), None)
-        top = sorted(model.ledger_rows(group=group), key=lambda r: -int(r["spread"]))[:10]
-        markdown = render_markdown(events, changes, top)
+        # The report of record is the one the escalation worker rendered when the incident last closed; an
+        # open (or reopened) incident gets a draft from what this read model holds.
+        closed = events[-1].state.value in ("closed", "postmortem_filed")
+        markdown = next((e.report for e in reversed(events) if e.report), None) if closed else None
+        if markdown is None:
+            group, start = events[0].group, events[0].event_time - LEAD_IN
+            changes = model.tier_changes_between(group, start, None)
+            posts = model.ledger_rows(group=group, since=start)
+            markdown = render_markdown(ReportInput.from_events(events, changes, posts))
         if format == "html":
             return HTMLResponse(render_html(markdown))
         return Response(markdown, media_type="text/markdown; charset=utf-8")
@@ -214,7 +219,7 @@ def operator_router(
                 {"detail": f"incident {incident_id} is not the current incident of {inc.group}"}, 409
             )
         try:
-            EscalationCore.check_transition(inc, action)
+            EscalationCore.check_transition(inc, action, comment)
         except InvalidTransition as exc:
             return _json({"detail": str(exc)}, 409)
         event = IncidentAction(

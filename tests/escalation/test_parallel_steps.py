@@ -1,102 +1,99 @@
-"""Level 1: the emergency meeting and the fact check are parallel steps; either may come first."""
+"""Parallel response steps, and the paging ladder: one page per rung per tick, per-tier policies."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
 import pytest
 
-from schemas.events import IncidentAction, IncidentActionKind, Tier, TierChange
-from services.common.config import EscalationConfig
-from services.escalation.core import EscalationCore
+from schemas.events import IncidentActionKind, Tier
+from services.common.config import EscalationConfig, EscalationPolicy, LadderStep
 from services.escalation.exceptions import InvalidTransition
+from tests.escalation.world import World
 
-T0 = datetime(2026, 11, 21, 1, 0, tzinfo=UTC)
-
-
-def _open(tier: Tier) -> tuple[EscalationCore, dict, str]:
-    core, incidents = EscalationCore(EscalationConfig()), dict[str, Any]()
-    tc = TierChange(
-        event_time=T0,
-        group="g",
-        previous=Tier.none,
-        tier=tier,
-        direction="up",
-        reason="threshold",
-        window_end=T0,
-        counts={},
-        detected_at=T0,
-    )
-    out = core.on_tier_change(tc, incidents, T0)
-    return core, incidents, out.events[0].incident_id
+A = IncidentActionKind
 
 
-def _act(core: EscalationCore, incidents: dict, iid: str, action: IncidentActionKind, minutes: int):
-    return core.on_action(
-        IncidentAction(
-            event_time=T0 + timedelta(minutes=minutes), incident_id=iid, group="g", action=action, actor="a"
-        ),
-        incidents,
-    )
-
-
-@pytest.mark.parametrize("first", [IncidentActionKind.verified, IncidentActionKind.meeting_convened])
+@pytest.mark.parametrize("first", [A.verified, A.meeting_convened])
 def test_level1_meeting_and_verification_in_either_order(first):
-    core, incidents, iid = _open(Tier.level1)
-    second = (
-        IncidentActionKind.meeting_convened
-        if first == IncidentActionKind.verified
-        else IncidentActionKind.verified
-    )
-    _act(core, incidents, iid, first, 10)
-    out = _act(core, incidents, iid, second, 20)
+    w = World()
+    w.open(Tier.level1)
+    second = A.meeting_convened if first == A.verified else A.verified
+    w.act(first, 10)
+    out = w.act(second, 20)
     deadlines = {d.name: d for d in out.events[-1].deadlines}
     assert deadlines["meeting_convened"].status == "met"
     assert deadlines["ack"].status == "met"
     with pytest.raises(InvalidTransition, match="already"):
-        _act(core, incidents, iid, second, 25)
-    _act(core, incidents, iid, IncidentActionKind.statement_published, 30)
+        w.act(second, 25)
+    w.act(A.statement_published, 30)
     with pytest.raises(InvalidTransition, match="already statement_published"):
-        _act(core, incidents, iid, first, 35)
+        w.act(first, 35)
 
 
 def test_level2_has_no_meeting_step():
-    core, incidents, iid = _open(Tier.level2)
+    w = World()
+    w.open(Tier.level2)
     with pytest.raises(InvalidTransition, match="level-1 step"):
-        _act(core, incidents, iid, IncidentActionKind.meeting_convened, 5)
+        w.act(A.meeting_convened, 5)
 
 
-def test_ladder_pages_each_rung_after_its_delay_then_repeats_until_ack():
-    core, incidents, iid = _open(
-        Tier.level1
-    )  # level 1: group lead at 10 min, leadership at 20, repeat every 10
+def test_level1_unacknowledged_pages_each_rung_once_per_tick_then_repeats_until_ack():
+    # Level 1: ack due at 10 and the ladder's group lead at 10 (one page, not two); leadership at 20 by the
+    # ladder; the missed meeting at 30 pages leadership once (the repeat waits); repeats every 10 after that.
+    w = World()
+    w.open(Tier.level1)
+    assert w.pages(9.9) == []
+    assert w.pages(10) == ["sla_breached:group_lead"]
+    assert w.pages(15) == []
+    assert w.pages(20) == ["escalation:leadership"]
+    assert w.pages(29) == []
+    assert w.pages(30) == ["sla_breached:leadership"]
+    assert w.pages(39) == []
+    assert w.pages(40) == ["escalation:leadership"]  # repeat 1
+    w.act(A.ack, 41)
+    assert w.pages(50) == []  # acknowledged: paging stops
+    assert w.pages(60) == []
+    assert w.pages(23 * 60) == []
+    assert w.pages(24 * 60) == ["sla_breached:leadership"]  # a missed statement still escalates, once
+    assert w.pages(25 * 60) == []
 
-    def pages(minutes: float) -> list[str]:
-        out = core.on_tick(incidents, T0 + timedelta(minutes=minutes))
-        return [f"{a.kind.value}:{a.audience}" for a in out.alerts if a.kind.value == "escalation"]
 
-    assert pages(9.9) == []
-    assert pages(10) == ["escalation:group_lead"]
-    assert pages(15) == []
-    assert pages(20) == ["escalation:leadership"]
-    assert pages(29) == []
-    assert pages(30) == ["escalation:leadership"]  # repeat 1
-    _act(core, incidents, iid, IncidentActionKind.ack, 31)
-    assert pages(40) == []  # acknowledged: paging stops
-    assert pages(200) == []
+def test_a_late_tick_after_a_crash_catches_up_without_paging_a_rung_twice():
+    w = World()
+    w.open(Tier.level1)
+    # The worker was down from minute 1 to 35: ack and meeting both breached, both ladder rungs due.
+    assert w.pages(35) == ["sla_breached:group_lead", "sla_breached:leadership"]
+    assert w.pages(36) == []
+
+
+def test_breaches_page_the_ladder_of_the_incidents_own_tier():
+    two_rungs = EscalationPolicy(
+        steps=(
+            LadderStep(audience="responder", after_minutes=0),
+            LadderStep(audience="leadership", after_minutes=45),
+        )
+    )
+    w = World(EscalationConfig(level2=two_rungs))
+    w.open(Tier.level2)
+    assert w.pages(30) == ["sla_breached:leadership"]  # level 2's next rung, not a global group lead
+    assert w.pages(40) == ["escalation:leadership"]  # the top rung was reached: the policy's repeats
+    assert w.pages(45) == []  # the ladder's own leadership rung: reached by the breach already
+    assert w.pages(50) == ["escalation:leadership"]
+    assert w.pages(60) == ["sla_breached:leadership"]  # facts not verified
+    assert w.pages(70) == []  # two repeats by default, both sent
+    assert w.incident.escalation_level == 1
 
 
 def test_ladder_dedup_keys_are_distinct_and_stable():
     def keys() -> list[str]:
-        core, incidents, _ = _open(Tier.level1)
+        w = World()
+        w.open(Tier.level1)
         return [
             a.dedup_key
-            for m in (10, 20, 30, 40)
-            for a in core.on_tick(incidents, T0 + timedelta(minutes=m)).alerts
-            if a.kind.value == "escalation"
+            for m in (10, 20, 30, 40, 50)
+            for a in w.tick(m).alerts
+            if a.kind.value in ("escalation", "sla_breached")
         ]
 
     first = keys()
-    assert len(first) == len(set(first)) == 4
+    assert len(first) == len(set(first)) == 5
     assert keys() == first
