@@ -3,8 +3,10 @@
     .venv/bin/python docs/examples/make_postmortem.py
 
 The sample crisis goes through scoring (hits, windows, tiers); each tier change goes through escalation at the
-moment it was detected; an on-call team then responds on a fixed script (ack after 6 minutes, facts verified,
-statement, resolve), with the emergency meeting late so that one SLA shows as breached.
+moment it was detected, and the clock keeps ticking for three days after the sample so that the tiers cool
+down. An on-call team responds on a fixed script (ack after 6 minutes, facts verified, a late emergency
+meeting so that one SLA shows as missed, the statement, a correction, 回访 and the close). The report is the
+one the escalation core stores on the closing event, exactly as the worker would.
 """
 
 from __future__ import annotations
@@ -21,12 +23,22 @@ from schemas.events import IncidentAction, IncidentActionKind, IncidentEvent, Po
 from services.common.clock import FakeClock  # noqa: E402
 from services.common.config import load_config  # noqa: E402
 from services.common.demo import load_sample  # noqa: E402
-from services.escalation.core import EscalationCore  # noqa: E402
-from services.escalation.report import render_html, render_markdown  # noqa: E402
+from services.escalation.core import EscalationCore, Outcome  # noqa: E402
+from services.escalation.report import render_html  # noqa: E402
 from services.scoring.core import HitStage, ScoringState, TierStage  # noqa: E402
 from services.scoring.matcher import RuleMatcher  # noqa: E402
 
 END = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)  # 11:00 Asia/Shanghai on a Saturday
+A = IncidentActionKind
+SCRIPT: list[tuple[int, IncidentActionKind, str, str]] = [
+    (6, A.ack, "值班 张三", "已收到，开始核实"),
+    (40, A.verified, "客服负责人 李四", "确认三起起火投诉属实，批次 2026-08"),
+    (95, A.meeting_convened, "总经理 赵六", "应急小组会议召开，客服、法务、技术参加"),
+    (240, A.statement_published, "市场负责人 王五", "致歉声明、召回与全额退款方案已发布（经领导小组审核）"),
+    (300, A.correction, "市场负责人 王五", "更正：涉及批次为 2026-08 与 2026-09 两批"),
+    (20 * 60, A.follow_up, "客服负责人 李四", "回访 37 位投诉用户，32 位已退款，5 位待上门取件"),
+    (26 * 60, A.resolve, "总经理 赵六", "负面传播停止，讨论降温"),
+]
 
 
 def main() -> None:
@@ -34,65 +46,60 @@ def main() -> None:
     clock = FakeClock(END - timedelta(hours=3))
     hits, tiers = HitStage(config, RuleMatcher(config.rules), clock), TierStage(config, clock=clock)
     state = ScoringState.in_memory()
-    escalation, incidents = EscalationCore(config.escalation), {}
+    escalation, incidents = EscalationCore(config.escalation), dict[str, dict[str, Any]]()
     events: list[IncidentEvent] = []
-    changes: list[TierChange] = []
-    top: dict[str, dict[str, Any]] = {}
-    script: list[tuple[int, IncidentActionKind, str, str]] = [
-        (6, IncidentActionKind.ack, "值班 张三", "已收到，开始核实"),
-        (40, IncidentActionKind.verified, "客服负责人 李四", "确认三起起火投诉属实，批次 2026-08"),
-        (95, IncidentActionKind.meeting_convened, "总经理 赵六", "应急小组会议召开，客服、法务、技术参加"),
-        (
-            240,
-            IncidentActionKind.statement_published,
-            "市场负责人 王五",
-            "致歉声明、召回与全额退款方案已发布",
-        ),
-        (26 * 60, IncidentActionKind.resolve, "总经理 赵六", "负面传播停止，讨论降温，已回访受影响用户"),
-    ]
     pending: list[tuple[datetime, IncidentActionKind, str, str]] = []
 
-    def act_until(t: datetime) -> None:
-        nonlocal events
+    def apply(out: Outcome) -> None:
+        events.extend(out.events)
+        out.save(incidents)  # as the worker does, after the output
+
+    def on_changes(changes: list[TierChange]) -> None:
+        for change in changes:
+            out = escalation.on_tier_change(change, incidents, change.detected_at)
+            if out.events and out.events[0].kind.value == "opened":
+                opened = out.events[0].event_time
+                pending.extend((opened + timedelta(minutes=m), a, who, why) for m, a, who, why in SCRIPT)
+            apply(out)
+
+    def run_until(t: datetime) -> None:
         while pending and pending[0][0] <= t:
-            at, action, actor, comment = pending.pop(0)
-            events += escalation.on_tick(incidents, at).events  # the clock runs up to the action
-            act = IncidentAction(
-                event_time=at,
-                incident_id=events[0].incident_id,
-                group="xinghe",
-                action=action,
-                actor=actor,
-                comment=comment,
+            when, action, actor, comment = pending.pop(0)
+            apply(escalation.on_tick(incidents, when))  # the clock runs up to the action
+            iid = events[0].incident_id
+            apply(
+                escalation.on_action(
+                    IncidentAction(
+                        event_time=when,
+                        incident_id=iid,
+                        group="xinghe",
+                        action=action,
+                        actor=actor,
+                        comment=comment,
+                    ),
+                    incidents,
+                )
             )
-            events += escalation.on_action(act, incidents).events
 
     for raw in load_sample(END):
         post = Post.model_validate(raw)
-        act_until(post.event_time)
+        run_until(post.event_time)
         clock.set(post.event_time)  # detection happens as the post is observed
         for hit in hits.process(post, state):
-            key = f"{hit.platform.value}:{hit.post_id}"
-            top[key] = {
-                "platform": hit.platform.value,
-                "spread": hit.cumulative.total,
-                "excerpt": hit.excerpt,
-            }
-            for change in tiers.process(hit, state):
-                changes.append(change)
-                new = escalation.on_tier_change(change, incidents, change.detected_at).events
-                if new and new[0].kind.value == "opened":
-                    opened = new[0].event_time
-                    pending.extend((opened + timedelta(minutes=m), a, who, why) for m, a, who, why in script)
-                events += new
-        events += escalation.on_tick(incidents, clock()).events
-    act_until(END + timedelta(days=3))
-    top_posts = sorted(top.values(), key=lambda p: -int(p["spread"]))[:10]
-    markdown = render_markdown(events, changes, top_posts)
+            on_changes(tiers.process(hit, state))
+        apply(escalation.on_tick(incidents, clock()))
+    t = END
+    while t < END + timedelta(days=2):  # after the sample the windows drain and the tier cools down
+        t += timedelta(minutes=10)
+        run_until(t)
+        clock.set(t)
+        on_changes(tiers.tick(state))
+        apply(escalation.on_tick(incidents, t))
+    report = next(e.report for e in reversed(events) if e.report)
     out = ROOT / "docs" / "examples"
-    (out / "postmortem.md").write_text(markdown, encoding="utf-8")
-    (out / "postmortem.html").write_text(render_html(markdown), encoding="utf-8")
-    print(f"{len(events)} incident events, {len(changes)} tier changes -> {out / 'postmortem.md'}")
+    (out / "postmortem.md").write_text(report, encoding="utf-8")
+    (out / "postmortem.html").write_text(render_html(report), encoding="utf-8")
+    print(f"{len(events)} incident events -> {out / 'postmortem.md'}")
 
 
 if __name__ == "__main__":

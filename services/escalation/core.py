@@ -220,8 +220,8 @@ class EscalationCore:
             opened_at=tc.detected_at,
             clock_start=start,
         )
-        self._start_response(inc, start, now)
         self._add(inc, "ack", start, start + timedelta(minutes=self._sla(inc).ack_minutes), now)
+        self._start_response(inc, start, now)
         return inc, note
 
     def _sla(self, inc: Incident) -> Any:
@@ -348,8 +348,8 @@ class EscalationCore:
         ladder. The reopener acknowledges by reopening."""
         for name in list(inc.deadlines):
             self._retire(inc, name, at)
-        self._start_response(inc, at, at)
         self._add(inc, "ack", at, at, at, met_at=at)
+        self._start_response(inc, at, at)
         inc.clock_start = at
         inc.escalation_level, inc.ladder_paged, inc.repeats_sent, inc.last_page_at = 0, [], 0, None
         return "fresh deadlines from the reopen; post-mortem clock dropped"
@@ -482,7 +482,7 @@ class EscalationCore:
             for fraction in self.config.sla.reminder_fractions:
                 if fraction not in d.reminded and now >= d.started_at + timedelta(seconds=total * fraction):
                     d.reminded.append(fraction)
-                    labels.append((f"{d.name} at {fraction:.0%}", str(fraction)))
+                    labels.append((f"{fraction:.0%} of the time used", str(fraction)))
         for detail, suffix in labels:
             self._emit(out, inc, IncidentEventKind.reminder, now, detail=f"{d.name}: {detail}")
             out.alerts.append(

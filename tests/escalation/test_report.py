@@ -1,0 +1,137 @@
+"""The post-mortem report: rendered when the incident closes, with the evaluation figures computed."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.events import IncidentActionKind, IncidentEvent, Tier
+from services.escalation.report import ReportInput, render_html, render_markdown
+from tests.escalation.world import World, at, change
+
+A = IncidentActionKind
+H = 60
+
+
+def post(key: str, spread: int, excerpt: str) -> dict[str, object]:
+    return {"post": key, "platform": key.split(":")[0], "spread": spread, "excerpt": excerpt}
+
+
+@pytest.fixture
+def closed() -> tuple[World, list[IncidentEvent]]:
+    w = World()
+    events = w.open(
+        Tier.level2,
+        counts={"2h": 30_000, "4h": 60_000, "8h": 70_000},
+        top_posts=(post("weibo:1", 40_000, "充电宝起火"), post("douyin:2", 9_000, "避雷")),
+    ).events
+    events += w.act(A.ack, 5, actor="值班 张三").events
+    events += w.tier(
+        Tier.level1,
+        Tier.level2,
+        20,
+        counts={"2h": 120_000, "4h": 150_000, "8h": 160_000},
+        top_posts=(post("weibo:1", 90_000, "充电宝起火"), post("zhihu:3", 5_000, "如何看待")),
+    ).events
+    events += w.act(A.verified, 40).events
+    events += w.tick(50).events  # the meeting (due at 50) is missed: group lead paged
+    events += w.act(A.meeting_convened, 95).events
+    events += w.act(A.statement_published, 4 * H, comment="致歉与召回方案").events
+    events += w.act(A.correction, 5 * H, comment="涉及批次更正为 2026-09").events
+    events += w.tier(Tier.level3, Tier.level1, 6 * H, counts={"2h": 8_000, "4h": 20_000, "8h": 90_000}).events
+    events += w.tier(Tier.none, Tier.level3, 10 * H, counts={"2h": 1_200, "4h": 3_000, "8h": 9_000}).events
+    events += w.act(A.follow_up, 25 * H, comment="回访 12 位用户，均已退款").events
+    events += w.act(A.resolve, 26 * H, actor="总经理 赵六").events
+    return w, events
+
+
+def test_the_report_is_rendered_and_stored_on_the_closing_event(closed):
+    _, events = closed
+    stored = [e for e in events if e.report]
+    assert [(e.state.value, e.action) for e in stored] == [("closed", A.resolve)]
+    md = stored[0].report
+    assert md is not None
+    assert md.startswith("# 危机复盘报告 Post-mortem: g\n")
+    assert "draft" not in md.splitlines()[0]
+
+
+def test_timeliness_figures_come_from_each_deadline(closed):
+    md = next(e.report for e in closed[1] if e.report)
+    assert md is not None
+    assert (
+        "- 应急响应时效 Response timeliness: 3/5 deadlines met on time; late or missed: meeting_convened; "
+        "still running: postmortem_filed; acknowledged after 5 min; paged: group_lead"
+    ) in md
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert rows["召开紧急会议 emergency meeting"].endswith("| 1 h 15 min | ⚠️ 逾期完成 met late |")
+    assert rows["完成信息核实 facts verified"].endswith("| ➖ 已取代 superseded |")
+    assert rows["收尾 closing (spread stopped)"].endswith("| ✅ 达标 met |")
+
+
+def test_accuracy_feedback_outcome_and_trend_figures(closed):
+    md = next(e.report for e in closed[1] if e.report)
+    assert md is not None
+    assert "2 passed on (1 verification, 1 statement), 1 correction(s) recorded → 50% not corrected" in md
+    assert "涉及批次更正为 2026-09" in md
+    assert "3 posts cited as evidence by the incident's tier changes; 1 回访 follow-up(s) recorded" in md
+    assert "回访 12 位用户，均已退款" in md
+    assert "- 最终结果 Outcome: closed 2026-11-24 12:00 by 总经理 赵六; tier at close 无; cooling from" in md
+    assert (
+        "peak 2h spread 120,000 at 2026-11-23 10:20; 2h spread at the statement 120,000 (一级 (重大)) → "
+        "at close 1,200 (无) (-99%)"
+    ) in md
+
+
+def test_top_posts_are_the_incidents_evidence_by_spread(closed):
+    md = next(e.report for e in closed[1] if e.report)
+    assert md is not None
+    section = md.split("## 主要传播内容")[1].split("##")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "platform" not in line]
+    assert rows == [
+        "| weibo | 90,000 | 充电宝起火 |",
+        "| douyin | 9,000 | 避雷 |",
+        "| zhihu | 5,000 | 如何看待 |",
+    ]
+
+
+def test_the_api_draft_keeps_posts_and_tier_changes_to_the_incident_window(closed):
+    _, events = closed
+    open_events = [e for e in events if e.sequence <= 6]
+    old_crisis = change(Tier.level1, when=at(-3 * 24 * H), counts={"2h": 777_777})
+    this_one = change(Tier.level2, counts={"2h": 30_000})
+    inside = {"platform": "weibo", "spread": 500, "excerpt": "in", "first_seen": at(1), "last_seen": at(2)}
+    before = {
+        "platform": "weibo",
+        "spread": 99_999,
+        "excerpt": "an old crisis",
+        "first_seen": at(-3 * 24 * H),
+        "last_seen": at(-2 * 24 * H),
+    }
+    r = ReportInput.from_events(open_events, [old_crisis, this_one], [inside, before])
+    assert r.draft
+    assert [p.counts["2h"] for p in r.curve] == [30_000]
+    assert [p["excerpt"] for p in r.top_posts] == ["in"]
+    md = render_markdown(r)
+    assert "(草稿 draft: still open)" in md.splitlines()[0]
+    assert "99,999" not in md
+    assert "777,777" not in md
+
+
+def test_html_escapes_and_keeps_the_tables(closed):
+    md = next(e.report for e in closed[1] if e.report)
+    assert md is not None
+    page = render_html(md + "| <script> | x |\n")
+    assert "<script>" not in page
+    assert page.count("<table>") == 4  # SLA, tier curve, top posts, timeline (the extra row joins it)
+    assert "&lt;script&gt;" in page
+    assert "<li>信息传递准确性" in page
+
+
+def test_a_reopened_incident_reports_its_retired_deadlines_and_the_reopen(closed):
+    w, _ = closed
+    w.act(A.reopen, 30 * H)
+    out = w.act(A.resolve, 31 * H, comment="override: second wave handled")
+    md = out.events[-1].report
+    assert md is not None
+    assert "reopened 1 time(s)" in md
+    assert "closed by override before cooling" in md
+    assert md.count("| 发声回应 public statement |") == 2  # first round met, second round superseded
