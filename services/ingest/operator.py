@@ -315,6 +315,9 @@ def _page(title: str, body: str) -> str:
     return (
         '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<title>{html.escape(title)}</title></head><body style="font-family:sans-serif;margin:1.5em">'
-        f"<h1>{html.escape(title)}</h1>{body}</body></html>"
+        f"<title>{html.escape(title)}</title>"
+        # Opened from WeCom, DingTalk or Feishu on a phone: dressed like the console.
+        '<link rel="stylesheet" href="/console/static/console.css"></head><body>'
+        '<header class="top"><p class="brand">舆情值班台</p></header>'
+        f"<main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
     )

@@ -15,14 +15,11 @@
     return h > 0 ? h + " 小时 " + text : text;
   }
 
-  // Deadlines come as ISO times; the countdown runs on this device's clock.
+  // Open deadlines come as ISO times; the countdown runs on this device's clock.
   function tickCountdowns() {
     var now = Date.now();
     document.querySelectorAll("[data-due]").forEach(function (el) {
       var status = el.getAttribute("data-status");
-      if (status === "met") {
-        return;
-      }
       var left = Date.parse(el.getAttribute("data-due")) - now;
       var out = el.querySelector(".dl-left");
       if (!out || isNaN(left)) {
@@ -41,6 +38,11 @@
     var holder = region.querySelector("[data-allowed]");
     if (!holder) {
       return;
+    }
+    var state = region.querySelector(".summary .state");
+    var current = document.querySelector("[data-current-state]");
+    if (state && current) {
+      current.textContent = state.textContent;
     }
     var allowed = holder.getAttribute("data-allowed").split(" ");
     document.querySelectorAll("button[name=action]").forEach(function (b) {
@@ -120,7 +122,16 @@
     });
   }
 
+  // On a phone the filter form would fill the screen: fold it unless a filter is in use.
+  function foldFilters() {
+    var panel = document.querySelector(".filter-panel");
+    if (panel && !panel.hasAttribute("data-active") && window.matchMedia("(max-width: 700px)").matches) {
+      panel.removeAttribute("open");
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    foldFilters();
     document.querySelectorAll("[data-live-view]").forEach(follow);
     tickCountdowns();
     window.setInterval(tickCountdowns, 1000);
