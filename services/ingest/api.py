@@ -31,6 +31,7 @@ from services.common.config import IngestConfig, load_config
 from services.common.topics import Topics
 from services.ingest.auth import TokenCheck
 from services.ingest.batch import Convert, native, normalised, parse_body, to_posts
+from services.ingest.console import install_console
 from services.ingest.feeds import FeedPoller
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
@@ -252,6 +253,14 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         operator_router(
             model, TokenCheck(settings.operator_tokens, "operator"), send_action, link_secret, send_override
         )
+    )
+    install_console(
+        app,
+        model,
+        load_config(settings.config_file),
+        [t.get_secret_value() for t in settings.operator_tokens],
+        send_action,
+        link_secret,
     )
     app.state.read_model = model
 

@@ -22,7 +22,14 @@ from services.escalation.report import LEAD_IN, ReportInput, render_html, render
 from services.ingest.auth import TokenCheck
 from services.ingest.readmodel import ReadModel
 
-__all__ = ["ActionRequest", "OverrideRequest", "operator_router"]
+__all__ = [
+    "ActionRequest",
+    "OverrideRequest",
+    "action_refusal",
+    "apply_action",
+    "ledger_csv",
+    "operator_router",
+]
 
 Send = Callable[[str, IncidentAction], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
@@ -80,6 +87,75 @@ def _incident_from(model: ReadModel, incident_id: str) -> Incident | None:
         opened_at=events[0].event_time,
         sequence=last.sequence,
     )
+
+
+_LEDGER_FIELDS = (
+    "first_seen",
+    "last_seen",
+    "platform",
+    "post_id",
+    "group",
+    "tier",
+    "reposts",
+    "comments",
+    "likes",
+    "spread",
+    "sentiment",
+    "demand",
+    "excerpt",
+    "url",
+)
+
+
+def ledger_csv(rows: list[dict[str, Any]]) -> Response:
+    """Ledger rows as a CSV download; the API's ?format=csv and the console's export both serve this."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_LEDGER_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    # A BOM so that Excel opens the Chinese text as UTF-8.
+    return Response(
+        "\ufeff" + buf.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="ledger.csv"'},
+    )
+
+
+def action_refusal(
+    model: ReadModel, incident_id: str, action: IncidentActionKind, comment: str = ""
+) -> tuple[int, str] | None:
+    """Why `action` cannot be taken on the incident now, as (HTTP status, reason); None when it can."""
+    inc = _incident_from(model, incident_id)
+    if inc is None:
+        return 404, f"no incident {incident_id}"
+    if model.current_incident.get(inc.group) != incident_id:
+        return 409, f"incident {incident_id} is not the current incident of {inc.group}"
+    try:
+        EscalationCore.check_transition(inc, action, comment)
+    except InvalidTransition as exc:
+        return 409, str(exc)
+    return None
+
+
+async def apply_action(
+    model: ReadModel, send: Send, incident_id: str, action: IncidentActionKind, actor: str, comment: str
+) -> Response:
+    """Check an operator action against the incident's state and publish it (202), or say why not."""
+    refusal = action_refusal(model, incident_id, action, comment)
+    inc = _incident_from(model, incident_id)
+    if refusal is not None or inc is None:
+        status, detail = refusal or (404, f"no incident {incident_id}")
+        return _json({"detail": detail}, status)
+    event = IncidentAction(
+        event_time=datetime.now(UTC),
+        incident_id=incident_id,
+        group=inc.group,
+        action=action,
+        actor=actor,
+        comment=comment,
+    )
+    await send(inc.group, event)
+    return _json({"accepted": True, "event_id": event.event_id, "from": inc.state.value}, 202)
 
 
 def operator_router(
@@ -144,32 +220,7 @@ def operator_router(
         )
         page = rows[offset : offset + limit]
         if format == "csv":
-            buf = io.StringIO()
-            fields = [
-                "first_seen",
-                "last_seen",
-                "platform",
-                "post_id",
-                "group",
-                "tier",
-                "reposts",
-                "comments",
-                "likes",
-                "spread",
-                "sentiment",
-                "demand",
-                "excerpt",
-                "url",
-            ]
-            writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(page)
-            # A BOM so that Excel opens the Chinese text as UTF-8.
-            return Response(
-                "\ufeff" + buf.getvalue(),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": 'attachment; filename="ledger.csv"'},
-            )
+            return ledger_csv(page)
         return _json({"total": len(rows), "offset": offset, "items": page})
 
     @router.get("/v1/incidents")
@@ -211,27 +262,7 @@ def operator_router(
         return Response(markdown, media_type="text/markdown; charset=utf-8")
 
     async def act(incident_id: str, action: IncidentActionKind, actor: str, comment: str) -> Response:
-        inc = _incident_from(model, incident_id)
-        if inc is None:
-            return _json({"detail": f"no incident {incident_id}"}, 404)
-        if model.current_incident.get(inc.group) != incident_id:
-            return _json(
-                {"detail": f"incident {incident_id} is not the current incident of {inc.group}"}, 409
-            )
-        try:
-            EscalationCore.check_transition(inc, action, comment)
-        except InvalidTransition as exc:
-            return _json({"detail": str(exc)}, 409)
-        event = IncidentAction(
-            event_time=datetime.now(UTC),
-            incident_id=incident_id,
-            group=inc.group,
-            action=action,
-            actor=actor,
-            comment=comment,
-        )
-        await send(inc.group, event)
-        return _json({"accepted": True, "event_id": event.event_id, "from": inc.state.value}, 202)
+        return await apply_action(model, send, incident_id, action, actor, comment)
 
     @router.post(
         "/v1/incidents/{incident_id}/actions",
@@ -291,6 +322,9 @@ def _page(title: str, body: str) -> str:
     return (
         '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<title>{html.escape(title)}</title></head><body style="font-family:sans-serif;margin:1.5em">'
-        f"<h1>{html.escape(title)}</h1>{body}</body></html>"
+        f"<title>{html.escape(title)}</title>"
+        # Opened from WeCom, DingTalk or Feishu on a phone: dressed like the console.
+        '<link rel="stylesheet" href="/console/static/console.css"></head><body>'
+        '<header class="top"><p class="brand">舆情值班台</p></header>'
+        f"<main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
     )

@@ -1,0 +1,196 @@
+"""Screenshots of the console for docs/screenshots/: the bundled sample crisis replayed through a real stack.
+
+    .venv/bin/python docs/screenshots/make_screenshots.py
+
+Starts an embedded broker (or uses YUQING_KAFKA_BOOTSTRAP), ingest, scoring and escalation with four rule
+groups, replays the sample crisis at 270x, acknowledges two incidents the way an on-call team would (a third
+is left to breach its short ack deadline), then photographs the tier board, the incident list, an incident
+and the ledger at 1280x800 and 375x812 in the system Chromium (apt-get install chromium fonts-noto-cjk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from services.common import json  # noqa: E402
+from services.common.broker import EmbeddedBroker, free_port  # noqa: E402
+from services.common.config import bundled_config_path  # noqa: E402
+from services.common.demo import load_sample  # noqa: E402
+from services.common.runner import Stack  # noqa: E402
+from tests.console.browser import DESKTOP, PHONE, chromium  # noqa: E402
+
+OUT = Path(__file__).resolve().parent
+TOKEN = "screenshot-token"  # noqa: S105 - a throwaway token for a throwaway stack
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+GROUPS = [
+    {"name": "xinghe", "brands": ["星河电器", "星河空调", "星河冰箱", "星河"]},
+    {"name": "xinghe-ac", "brands": ["星河空调"], "negatives": ["起火", "冒烟", "烧黑", "退款", "投诉"]},
+    {"name": "xinghe-fridge", "brands": ["星河冰箱"], "negatives": ["避雷", "漏电", "质量问题", "投诉"]},
+    {"name": "kuaidi", "brands": ["某快递"]},
+]
+SPEED = 270.0
+
+
+def _config(workdir: Path) -> Path:
+    config = yaml.safe_load(bundled_config_path().read_text(encoding="utf-8"))
+    config["rules"]["groups"] = GROUPS
+    # A short level-3 ack deadline, so that the pictures show a breached SLA in red as well.
+    config["escalation"] = {"sla": {"level3": {"ack_minutes": 0.25, "response_minutes": 60}}}
+    alerts = str(workdir / "alerts.jsonl")
+    config["notifier"] = {"channels": [{"name": "file", "type": "file", "path": alerts}]}
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+async def _replay(client: httpx.AsyncClient, api: str, posts: list[dict[str, Any]]) -> None:
+    """Paced at compressed real time, as a live feed arrives (see `yuqing demo`)."""
+    first = datetime.fromisoformat(posts[0]["event_time"])
+    t0 = time.monotonic()
+    batch: list[dict[str, Any]] = []
+    for post in posts:
+        due = (datetime.fromisoformat(post["event_time"]) - first).total_seconds() / SPEED
+        if batch and time.monotonic() - t0 < due:
+            (await client.post(f"{api}/v1/posts", content=json.dumps(batch))).raise_for_status()
+            batch = []
+            await asyncio.sleep(max(0.0, due - (time.monotonic() - t0)))
+        batch.append(post)
+    (await client.post(f"{api}/v1/posts", content=json.dumps(batch))).raise_for_status()
+
+
+async def _until(what: str, check: Any, within: float = 90.0) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"gave up waiting for {what}")
+
+
+async def _respond(client: httpx.AsyncClient, api: str) -> str:
+    """The on-call team's first steps; returns the xinghe incident to photograph."""
+
+    async def incidents() -> dict[str, dict[str, Any]]:
+        items = (await client.get(f"{api}/v1/incidents", headers=AUTH)).json()["items"]
+        return {i["group"]: i for i in items}
+
+    async def level1() -> bool:
+        groups = (await client.get(f"{api}/v1/tiers", headers=AUTH)).json()["groups"]
+        return any(g["group"] == "xinghe" and g["tier"] == 1 for g in groups)
+
+    await _until("xinghe at level 1", level1)
+    wanted = {"xinghe", "xinghe-ac", "xinghe-fridge"}
+    await _until("incidents for the three xinghe groups", lambda: _has(incidents, wanted))
+    script = [
+        ("xinghe", "ack", "值班员 王芳", "已收到，正在联系售后核实起火批次"),
+        ("xinghe", "meeting_convened", "应急小组 李强", "紧急会议已召开，法务、客服、市场到会"),
+        ("xinghe-ac", "ack", "值班员 王芳", "并入星河主事件处理"),
+    ]
+    for group, action, actor, comment in script:
+        incident = (await incidents())[group]
+        body = {"action": action, "actor": actor, "comment": comment}
+        url = f"{api}/v1/incidents/{incident['incident_id']}/actions"
+        (await client.post(url, json=body, headers=AUTH)).raise_for_status()
+        target = {"ack": "acknowledged", "meeting_convened": "meeting_convened"}[action]
+        await _until(f"{group} {target}", lambda g=group, t=target: _state_is(incidents, g, t))
+    await _until("xinghe-fridge past its ack deadline", lambda: _breached(incidents, "xinghe-fridge"))
+    return str((await incidents())["xinghe"]["incident_id"])
+
+
+async def _has(incidents: Any, groups: set[str]) -> bool:
+    return groups <= set(await incidents())
+
+
+async def _breached(incidents: Any, group: str) -> bool:
+    return any(d["status"] == "breached" for d in (await incidents())[group]["deadlines"])
+
+
+async def _state_is(incidents: Any, group: str, state: str) -> bool:
+    return bool((await incidents())[group]["state"] == state)
+
+
+async def _photograph(api: str, incident_id: str) -> list[Path]:
+    pages = {
+        "board": "/console/board",
+        "incidents": "/console/incidents",
+        "incident": f"/console/incidents/{incident_id}",
+        "ledger": "/console/ledger",
+    }
+    written = []
+    async with chromium() as browser:
+        for device, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+            context = await browser.new_context(
+                viewport=viewport, locale="zh-CN", timezone_id="Asia/Shanghai", device_scale_factor=1
+            )
+            page = await context.new_page()
+            await page.goto(f"{api}/console/login")
+            await page.get_by_label("姓名").fill("值班员 王芳")
+            await page.get_by_label("运维令牌").fill(TOKEN)
+            await page.get_by_role("button", name="登录").click()
+            await page.wait_for_url(f"{api}/console/board")
+            for name, path in pages.items():
+                await page.goto(f"{api}{path}")
+                await page.wait_for_timeout(1500)  # the first countdown tick and the live indicator
+                out = OUT / f"{name}-{device}.png"
+                await page.screenshot(path=str(out))
+                written.append(out)
+            await context.close()
+    return written
+
+
+async def _run() -> None:
+    with tempfile.TemporaryDirectory(prefix="yuqing-shots-") as tmp:
+        workdir = Path(tmp)
+        env = {
+            "YUQING_TOPIC_PREFIX": f"yuqing-shots-{int(time.time())}.",
+            "YUQING_CONFIG_FILE": str(_config(workdir)),
+            "YUQING_DATA_DIR": str(workdir),
+            "YUQING_PARTITIONS": "3",
+            "YUQING_LOG_LEVEL": "warn",
+            "YUQING_OPERATOR_TOKENS": TOKEN,
+        }
+        stack = Stack(
+            env=env,
+            log_dir=workdir / "logs",
+            api_port=free_port(),
+            web_ports={s: free_port() for s in ("scoring", "escalation")},
+        )
+        if not os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
+            stack.broker = EmbeddedBroker(port=free_port(), home=workdir / "broker")
+        await asyncio.to_thread(stack.start, ("ingest", "scoring", "escalation"))
+        api = f"http://127.0.0.1:{stack.api_port}"
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                await _until("the API", lambda: _ready(client, api), within=120)
+                await _replay(client, api, load_sample())
+                incident_id = await _respond(client, api)
+            for path in await _photograph(api, incident_id):
+                print(f"wrote {path.relative_to(ROOT)}")
+        finally:
+            await asyncio.to_thread(stack.stop)
+
+
+async def _ready(client: httpx.AsyncClient, api: str) -> bool:
+    try:
+        return (await client.get(f"{api}/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    asyncio.run(_run())

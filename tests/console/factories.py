@@ -1,0 +1,93 @@
+"""Read-model events for console tests: hits, tier changes and incident events at fixed times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from schemas.events import (
+    Deadline,
+    Engagement,
+    IncidentEvent,
+    IncidentEventKind,
+    IncidentState,
+    KeywordHit,
+    Platform,
+    Tier,
+    TierChange,
+)
+
+T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
+
+
+def hit(
+    post_id: str,
+    spread: int,
+    *,
+    group: str = "xinghe",
+    platform: Platform = Platform.weibo,
+    sentiment: float = -0.8,
+    excerpt: str | None = None,
+    url: str | None = None,
+    demand: str = "refund",
+    at: datetime = T0,
+) -> KeywordHit:
+    return KeywordHit(
+        event_time=at,
+        group=group,
+        platform=platform,
+        post_id=post_id,
+        thread_key=f"{platform.value}:{post_id}",
+        snapshot_id=post_id,
+        first_seen=True,
+        delta=Engagement(likes=spread),
+        cumulative=Engagement(reposts=spread // 4, comments=spread // 4, likes=spread - 2 * (spread // 4)),
+        excerpt=excerpt if excerpt is not None else f"星河空调投诉 {post_id}",
+        url=url,
+        sentiment=sentiment,
+        demand=demand,
+        detected_at=at,
+    )
+
+
+def tier_change(
+    tier: Tier, previous: Tier, counts: dict[str, int], *, group: str = "xinghe", at: datetime = T0
+) -> TierChange:
+    return TierChange(
+        event_time=at,
+        group=group,
+        previous=previous,
+        tier=tier,
+        direction="up" if tier.severity > previous.severity else "down",
+        reason="threshold",
+        window_end=at,
+        counts=counts,
+        detected_at=at,
+    )
+
+
+def incident_event(
+    seq: int,
+    state: IncidentState,
+    *,
+    tier: Tier = Tier.level2,
+    incident_id: str = "inc1",
+    group: str = "xinghe",
+    actor: str = "system",
+    detail: str = "",
+) -> IncidentEvent:
+    deadlines = (
+        Deadline(name="ack", due_at=T0 + timedelta(minutes=30)),
+        Deadline(name="facts_verified", due_at=T0 + timedelta(minutes=60)),
+    )
+    return IncidentEvent(
+        event_time=T0 + timedelta(minutes=seq),
+        incident_id=incident_id,
+        group=group,
+        kind=IncidentEventKind.opened if seq == 1 else IncidentEventKind.transitioned,
+        state=state,
+        tier=tier,
+        actor=actor,
+        detail=detail,
+        deadlines=deadlines,
+        sequence=seq,
+    )
