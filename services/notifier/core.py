@@ -14,6 +14,7 @@ from typing import Any
 from schemas.events import Alert, Delivery, DeliveryOutcome
 from services.common.clock import Clock, system_clock
 from services.notifier.channels import Channel
+from services.notifier.exceptions import NotifierError
 from services.notifier.ratelimit import TokenBucket
 from services.notifier.routing import OnCall, Router
 
@@ -34,7 +35,7 @@ class Dispatcher:
         base_delay: float = 0.5,
         router: Router | None = None,
         oncall: OnCall | None = None,
-        rate_per_minute: Mapping[str, float] | None = None,
+        rate_per_minute: Mapping[str, float | None] | None = None,
         observe: Callable[[str, str], None] = lambda event, channel: None,
     ) -> None:
         self.channels = channels if isinstance(channels, Mapping) else {c.name: c for c in channels}
@@ -44,12 +45,17 @@ class Dispatcher:
         self.base_delay = base_delay
         self.router = router or Router((), tuple(self.channels))
         self.oncall = oncall
-        self.buckets = {name: TokenBucket(rate, clock()) for name, rate in (rate_per_minute or {}).items()}
+        self.buckets = {
+            name: TokenBucket(rate, clock()) for name, rate in (rate_per_minute or {}).items() if rate
+        }
         self.observe = observe
 
     async def dispatch(self, alert: Alert, log: MutableMapping[str, dict[str, Any]]) -> list[Delivery]:
         now = self.clock()
-        primary, fallback = self.router.route(alert, now)
+        primary, fallback, routed = self.router.route(alert, now)
+        if not routed:
+            for name in primary:
+                self.observe("unrouted", name)
         alert = self._with_oncall(alert, now)
         out: list[Delivery] = []
         delivered = [await self._deliver(alert, name, log, out) for name in primary]
@@ -70,19 +76,30 @@ class Dispatcher:
     ) -> bool:
         channel = self.channels.get(name)
         if channel is None:
-            return False
+            raise NotifierError(
+                f"channel {name!r} is routed to but not configured; have {sorted(self.channels)}"
+            )
         key = f"{alert.dedup_key}|{name}"
         if log.get(key, {}).get("outcome") == DeliveryOutcome.delivered.value:
             return True  # sent before a restart or rebalance: never page twice
         for attempt in range(1, self.max_attempts + 1):
             await self._respect_rate_limit(name)
-            retryable, error = await channel.send(alert)
+            retryable, error, wait = await channel.send(alert)
             now = self.clock()
             if error is None:
                 out.append(self._record(alert, name, DeliveryOutcome.delivered, attempt, "", now))
                 log[key] = {"outcome": DeliveryOutcome.delivered.value, "at": now.isoformat()}
                 return True
-            last = not retryable or attempt == self.max_attempts
+            # Backoff with full jitter, or the channel's Retry-After. Not a security use of random.
+            delay = random.uniform(0, self.base_delay * 2 ** (attempt - 1))  # noqa: S311
+            too_long = wait is not None and wait > _MAX_RETRY_AFTER
+            if wait is not None:
+                delay = max(delay, wait)
+                if too_long:
+                    error = (
+                        f"{error} (asked to wait {wait:.0f} s, over {_MAX_RETRY_AFTER:.0f} s: failed over)"
+                    )
+            last = not retryable or attempt == self.max_attempts or too_long
             out.append(
                 self._record(
                     alert,
@@ -101,19 +118,6 @@ class Dispatcher:
                 }
                 return False
             self.observe("retry", name)
-            # Backoff with full jitter, or the channel's Retry-After. Not a security use of random.
-
-            delay = random.uniform(0, self.base_delay * 2 ** (attempt - 1))  # noqa: S311
-            retry_after = getattr(channel, "retry_after", None)
-            if retry_after:
-                if retry_after > _MAX_RETRY_AFTER:
-                    log[key] = {
-                        "outcome": DeliveryOutcome.failed.value,
-                        "at": now.isoformat(),
-                        "error": error,
-                    }
-                    return False
-                delay = max(delay, float(retry_after))
             await self.sleep(delay)
         return False
 
