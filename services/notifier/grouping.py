@@ -63,6 +63,7 @@ class HitGrouper:
         if not b:
             b = {
                 "count": 0,
+                "partition": partition,  # keyword-hits is never resized under a running notifier
                 "first_offset": offset,
                 "opened": now.isoformat(),
                 "hit_time": hit.detected_at.isoformat(),
@@ -115,7 +116,7 @@ class HitGrouper:
             if not row:
                 continue
             if row.get("sending"):
-                out.append(self._alert(group, row, row["sending"]))
+                out.append(self._alert(group, row["sending"]))
                 continue
             b = row.get("open")
             if not b:
@@ -131,7 +132,7 @@ class HitGrouper:
                 continue
             frozen = {**b, "tier": row["tier"], "frozen_at": now.isoformat()}
             state[group] = {**row, "open": None, "sending": frozen}
-            out.append(self._alert(group, row, frozen))
+            out.append(self._alert(group, frozen))
         return out
 
     def delivered(self, alert: Alert, state: MutableMapping[str, dict[str, Any]], now: datetime) -> None:
@@ -139,15 +140,15 @@ class HitGrouper:
         row = state.get(alert.group)
         if not row or not row.get("sending"):
             return
-        if self._alert(alert.group, row, row["sending"]).dedup_key != alert.dedup_key:
+        if self._alert(alert.group, row["sending"]).dedup_key != alert.dedup_key:
             return
         state[alert.group] = {**row, "sending": None, "last_sent": now.isoformat()}
 
     @staticmethod
-    def _alert(group: str, row: dict[str, Any], b: dict[str, Any]) -> Alert:
+    def _alert(group: str, b: dict[str, Any]) -> Alert:
         n = int(b["count"])
         span = HitSpan(
-            partition=int(row["partition"]),
+            partition=int(b["partition"]),
             first_offset=int(b["first_offset"]),
             last_offset=int(b["last_offset"]),
         )

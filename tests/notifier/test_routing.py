@@ -337,3 +337,49 @@ def test_a_single_briefing_time_covers_the_day_before():
     assert previous_slot((time(9), time(20)), "Asia/Shanghai", slot) == datetime(
         2026, 11, 22, 20, 0, tzinfo=sh
     )
+
+
+def test_the_0900_briefing_fires_in_shanghai_and_covers_the_night_with_the_host_in_utc(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("TZ", "UTC")
+    _time.tzset()
+    try:
+        times = (time(9), time(14), time(20))
+        host_now = datetime(2026, 11, 23, 1, 0, 5, tzinfo=UTC)  # 09:00:05 in Shanghai, 01:00 on the host
+        [slot] = due_slots(times, "Asia/Shanghai", host_now - timedelta(seconds=20), host_now)
+        since = previous_slot(times, "Asia/Shanghai", slot)
+        assert since.astimezone(UTC) == datetime(2026, 11, 22, 12, 0, tzinfo=UTC)  # 20:00 Shanghai yesterday
+        rows = {
+            "evening": "2026-11-22T11:30:00+00:00",  # 19:30 Shanghai: the 20:00 briefing had it
+            "night": "2026-11-22T12:30:00+00:00",  # 20:30 Shanghai: this one
+            "dawn": "2026-11-23T00:59:00+00:00",  # 08:59 Shanghai: this one
+            "late": "2026-11-23T01:00:01+00:00",  # 09:00:01 Shanghai: the 14:00 one
+        }
+        ledger = [
+            {"group": "g", "platform": "weibo", "excerpt": name, "spread": 1, "first_seen": t}
+            for name, t in rows.items()
+        ]
+        incidents = [
+            {
+                "incident_id": "i1",
+                "group": "g",
+                "state": "opened",
+                "tier": 1,
+                "deadlines": [
+                    {"name": "ack", "status": "breached", "breached_at": "2026-11-22T13:00:00+00:00"},
+                    {"name": "meeting", "status": "breached", "breached_at": "2026-11-22T10:00:00+00:00"},
+                ],
+            }
+        ]
+        b = build_briefing(slot, since, [{"group": "g", "tier": 1}], ledger, incidents)
+        assert b.title.startswith("舆情简报 11-23 09:00")
+        assert "(since 11-22 20:00)" in b.body
+        assert "New negative items: 2" in b.body
+        assert [n for n in rows if f"] {n} (" in b.body] == ["night", "dawn"]
+        assert "Missed SLAs: 1" in b.body
+        assert "i1: ack" in b.body
+        assert "g 一级" in b.body
+    finally:
+        monkeypatch.delenv("TZ")
+        _time.tzset()
