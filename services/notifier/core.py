@@ -6,6 +6,7 @@ No Kafka here; time, sleeping and randomness are injected.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import datetime
@@ -13,12 +14,15 @@ from typing import Any
 
 from schemas.events import Alert, Delivery, DeliveryOutcome
 from services.common.clock import Clock, system_clock
+from services.common.exceptions import DeadLetter
 from services.notifier.channels import Channel
 from services.notifier.exceptions import NotifierError
 from services.notifier.ratelimit import TokenBucket
 from services.notifier.routing import OnCall, Router
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "send_batches"]
+
+log = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER = 30.0  # a channel asking for longer is failed over instead of stalling the partition
 
@@ -146,3 +150,22 @@ class Dispatcher:
             error=error[:500],
             latency_seconds=latency,
         )
+
+
+async def send_batches(
+    batches: list[Alert],
+    deliver: Callable[[Alert], Awaitable[None]],
+    dead_letter: Callable[[Alert, str, str], Awaitable[None]],
+    done: Callable[[Alert], None],
+) -> None:
+    """Deliver each batch on its own: one that fails is dead-lettered (as the alert, not the tick that
+    released it) and the others still go. A batch is `done` only once its outcome is recorded."""
+    for batch in batches:
+        try:
+            await deliver(batch)
+        except DeadLetter as exc:
+            await dead_letter(batch, exc.reason, exc.detail)
+        except Exception as exc:
+            log.exception("delivering batch %s failed", batch.dedup_key)
+            await dead_letter(batch, "processing_error", f"{type(exc).__name__}: {exc}")
+        done(batch)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -14,14 +13,12 @@ from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.stream import StreamShell, decode
 from services.notifier.channels import build_channel
-from services.notifier.core import Dispatcher
+from services.notifier.core import Dispatcher, send_batches
 from services.notifier.grouping import HitGrouper
 from services.notifier.routing import Router
 from services.notifier.settings import NotifierSettings
 
 __all__ = ["build"]
-
-log = logging.getLogger(__name__)
 
 
 def build(settings: NotifierSettings) -> StreamShell:
@@ -89,20 +86,17 @@ def build(settings: NotifierSettings) -> StreamShell:
                 if alert.kind in (AlertKind.incident_opened, AlertKind.tier_change):
                     grouper.set_tier(alert.group, alert.tier, pending)
                 await deliver(alert)
+
+        async def dead_letter(batch: Alert, reason: str, detail: str) -> None:
+            await shell.dead_letter(event, reason, detail, value=json.dumps(batch))
+
         # Only the groups of this event's partition: see StreamShell.tick_keys.
-        for batch in grouper.due(pending, now, shell.tick_keys(event, pending)):
-            # Each batch on its own: one that fails must not take the rest of this tick's batches with it.
-            try:
-                await deliver(batch)
-            except DeadLetter as exc:
-                await shell.dead_letter(event, exc.reason, exc.detail, value=json.dumps(batch))
-            except Exception as exc:
-                log.exception("delivering batch %s failed", batch.dedup_key)
-                await shell.dead_letter(
-                    event, "processing_error", f"{type(exc).__name__}: {exc}", value=json.dumps(batch)
-                )
-            # Only now, with the outcome on deliveries or the dead-letter topic, is the batch forgotten.
-            grouper.delivered(batch, pending, system_clock())
+        await send_batches(
+            grouper.due(pending, now, shell.tick_keys(event, pending)),
+            deliver,
+            dead_letter,
+            lambda batch: grouper.delivered(batch, pending, system_clock()),
+        )
 
     @shell.app.agent(
         shell.raw_topic(t.alerts, t.keyword_hits, t.tier_changes, shell.ticks_name), name="notifier"

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.events import Engagement, KeywordHit, Platform, Tier
+from schemas.events import Alert, Engagement, KeywordHit, Platform, Tier
 from services.common import json
 from services.common.config import NotifierConfig
+from services.common.exceptions import DeadLetter
+from services.notifier.core import send_batches
 from services.notifier.grouping import HitGrouper
 
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
@@ -108,3 +110,32 @@ def test_no_hit_waits_beyond_max_wait():
     assert g.due(state, T0 + timedelta(seconds=119)) == []
     [a] = g.due(state, T0 + timedelta(seconds=120))
     assert a.hit_time == T0
+
+
+async def test_one_failing_batch_is_dead_lettered_as_the_alert_and_the_others_still_go():
+    g, state = HitGrouper(CONFIG), _state()
+    for i, group in enumerate(("a", "b", "c")):
+        g.add(hit(i, group=group), state, T0, 0, i)
+    batches = g.due(state, T0 + timedelta(seconds=10))
+    assert [b.group for b in batches] == ["a", "b", "c"]
+    sent: list[str] = []
+    dead: list[tuple[str, str, int]] = []
+
+    async def deliver(alert: Alert) -> None:
+        if alert.group == "b":
+            raise DeadLetter("delivery_failed", "every channel failed")
+        if alert.group == "c":
+            raise RuntimeError("bug")
+        sent.append(alert.group)
+
+    async def dead_letter(alert: Alert, reason: str, detail: str) -> None:
+        dead.append((alert.group, reason, alert.hit_count))
+
+    await send_batches(
+        batches, deliver, dead_letter, lambda a: g.delivered(a, state, T0 + timedelta(seconds=11))
+    )
+    assert sent == ["a"]
+    assert dead == [("b", "delivery_failed", 1), ("c", "processing_error", 1)]
+    # All three outcomes are recorded, so none comes back; nothing is pending any more.
+    assert g.due(state, T0 + timedelta(minutes=10)) == []
+    assert all(state[x]["sending"] is None and state[x]["open"] is None for x in "abc")
