@@ -23,6 +23,7 @@ __all__ = [
     "DeliveryOutcome",
     "Engagement",
     "Event",
+    "HitSpan",
     "IncidentAction",
     "IncidentActionKind",
     "IncidentEvent",
@@ -319,6 +320,16 @@ class AlertKind(StrEnum):
     briefing = "briefing"
 
 
+class HitSpan(BaseModel):
+    """The keyword-hits records a grouped alert covers: every hit of its group at these offsets."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    partition: int = Field(ge=0)
+    first_offset: int = Field(ge=0)
+    last_offset: int = Field(ge=0)
+
+
 class Alert(Event):
     """A message for people. The notifier sends each dedup_key at most once."""
 
@@ -333,7 +344,11 @@ class Alert(Event):
     hit_time: UtcDatetime | None = Field(
         default=None, description="Event time of the earliest keyword hit behind this alert (for latency)."
     )
-    hit_ids: tuple[str, ...] = ()
+    hit_ids: tuple[str, ...] = Field(default=(), description="A sample of the hits (the top posts), not all.")
+    hit_count: int = Field(default=0, ge=0, description="How many keyword hits this alert covers.")
+    hit_span: HitSpan | None = Field(
+        default=None, description="Where those hits are on keyword-hits: with hit_count, proof of coverage."
+    )
     ack_url: str | None = Field(default=None, description="Signed, expiring one-click acknowledgement link.")
 
     _id_fields = ("dedup_key",)

@@ -205,31 +205,85 @@ class EscalationConfig(_Frozen):
         return {1: self.level1, 2: self.level2, 3: self.level3}[tier]
 
 
+ChannelType = Literal["webhook", "console", "file", "wecom", "dingtalk", "feishu", "email"]
+
+# Robots allow about 20 messages a minute (WeCom and DingTalk document 20/min per robot; Feishu 100/min but
+# 5/s, so a burst of 20 is its safe size too). None = no limit (local sinks).
+_DEFAULT_RATE: dict[str, float | None] = {
+    "wecom": 20,
+    "dingtalk": 20,
+    "feishu": 20,
+    "email": 30,
+    "webhook": 60,
+    "console": None,
+    "file": None,
+}
+
+
 class ChannelConfig(_Frozen):
     name: str = Field(min_length=1, max_length=64)
-    type: Literal["webhook", "console", "file"]
-    url: str | None = None
+    type: ChannelType
+    url: SecretStr | None = Field(
+        default=None,
+        description="Webhook or robot URL; a robot URL embeds its access token.",
+    )
     path: Path | None = None
-    secret: SecretStr | None = None
+    secret: SecretStr | None = Field(
+        default=None, description="HMAC key: webhook, DingTalk 加签, Feishu 签名校验."
+    )
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    rate_per_minute: float | None = Field(
+        default=None, gt=0, description="Sends per minute on this channel; the type's default when unset."
+    )
+    # email
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, gt=0, lt=65536)
+    starttls: bool = Field(
+        default=True, description="Upgrade with STARTTLS (port 587); refuse to send in clear."
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str | None = None
+    recipients: tuple[str, ...] = ()
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle for the SMTP server; system store if unset."
+    )
 
     @model_validator(mode="after")
     def _target_present(self) -> ChannelConfig:
-        if self.type == "webhook" and not self.url:
-            raise ValueError(f"channel {self.name!r}: a webhook needs 'url'")
+        if self.type in ("webhook", "wecom", "dingtalk", "feishu") and not self.url:
+            raise ValueError(f"channel {self.name!r}: a {self.type} channel needs 'url'")
         if self.type == "file" and not self.path:
             raise ValueError(f"channel {self.name!r}: a file channel needs 'path'")
+        if self.type == "email":
+            missing = [f for f in ("smtp_host", "sender") if not getattr(self, f)]
+            if not self.recipients:
+                missing.append("recipients")
+            if missing:
+                raise ValueError(f"channel {self.name!r}: an email channel needs {', '.join(missing)}")
+            if self.username and not self.password:
+                raise ValueError(f"channel {self.name!r}: 'username' is set, so 'password' is needed too")
         return self
+
+    @property
+    def rate(self) -> float | None:
+        """Sends per minute: the configured rate, else the type's default (None = unlimited)."""
+        return self.rate_per_minute if self.rate_per_minute is not None else _DEFAULT_RATE[self.type]
 
 
 class NotifierConfig(_Frozen):
-    channels: tuple[ChannelConfig, ...] = (ChannelConfig(name="console", type="console"),)
-    routes: tuple[Route, ...] = Field(default=(), description="First match wins; no routes = every channel.")
-    oncall: OnCall = OnCall()
-    rate_per_minute: float = Field(
-        default=20, gt=0, description="Per-channel send rate (robots allow ~20/min)."
+    channels: tuple[ChannelConfig, ...] = Field(
+        default=(ChannelConfig(name="console", type="console"),), min_length=1
     )
-    briefing_times: tuple[time, ...] = Field(default=(time(9), time(14), time(20)), description="简报 times.")
+    routes: tuple[Route, ...] = Field(default=(), description="First match wins; no routes = every channel.")
+    unrouted_channels: tuple[str, ...] | None = Field(
+        default=None,
+        description="Where alerts no route matches go (briefings, group '*', too); all channels if unset.",
+    )
+    oncall: OnCall = OnCall()
+    briefing_times: tuple[time, ...] = Field(
+        default=(time(9), time(14), time(20)), min_length=1, description="简报 times."
+    )
     briefing_tz: str = "Asia/Shanghai"
     group_wait_seconds: float = Field(default=10, ge=0, le=600)
     group_interval_seconds: float = Field(default=30, ge=0, le=600)
@@ -239,11 +293,20 @@ class NotifierConfig(_Frozen):
     @model_validator(mode="after")
     def _routes_name_channels(self) -> NotifierConfig:
         names = {c.name for c in self.channels}
+        if len(names) != len(self.channels):
+            raise ValueError(f"channel names must be unique, got {[c.name for c in self.channels]}")
         for r in self.routes:
             unknown = [c for c in (*r.channels, *r.fallback) if c not in names]
             if unknown:
                 raise ValueError(
                     f"route {r.name!r} names unknown channel(s) {unknown}; channels are {sorted(names)}"
+                )
+        if self.unrouted_channels is not None:
+            unknown = [c for c in self.unrouted_channels if c not in names]
+            if unknown or not self.unrouted_channels:
+                raise ValueError(
+                    f"unrouted_channels must name at least one of the channels {sorted(names)}, got "
+                    f"{list(self.unrouted_channels)}"
                 )
         return self
 

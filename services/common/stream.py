@@ -163,9 +163,10 @@ class StreamShell:
             for partition in range(self.settings.partitions):
                 await self.ticks_topic.send(key=TICK, value=now, partition=partition)
 
-    async def dead_letter(self, event: Any, reason: str, detail: str) -> None:
+    async def dead_letter(self, event: Any, reason: str, detail: str, value: bytes | None = None) -> None:
+        """`value` replaces the event's bytes when what failed was built from it (a notifier batch)."""
         msg = event.message
-        raw: bytes = event.value if isinstance(event.value, bytes) else b""
+        raw: bytes = value if value is not None else event.value if isinstance(event.value, bytes) else b""
         topic, partition, offset = _origin(msg)
         record = {
             "event_time": datetime.now(UTC),

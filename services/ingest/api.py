@@ -36,7 +36,7 @@ from services.ingest.feeds import FeedPoller
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
 from services.ingest.settings import IngestSettings
-from services.notifier.briefing import build_briefing, due_slots
+from services.notifier.briefing import build_briefing, due_slots, previous_slot
 
 __all__ = ["create_app"]
 
@@ -326,7 +326,7 @@ async def _brief(
     while True:
         now = datetime.now(UTC)
         for slot in due_slots(config.briefing_times, config.briefing_tz, last, now):
-            since = due_slots(config.briefing_times, config.briefing_tz, slot - timedelta(days=1), slot)[-2]
+            since = previous_slot(config.briefing_times, config.briefing_tz, slot)
             alert = build_briefing(
                 slot, since, model.tier_board(), model.ledger_rows(), model.incident_list()
             )

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from schemas.events import Alert, AlertKind, Tier
 
-__all__ = ["build_briefing", "due_slots"]
+__all__ = ["build_briefing", "due_slots", "previous_slot"]
 
 _TIER = {0: "无", 1: "一级", 2: "二级", 3: "三级"}
 
@@ -34,6 +34,21 @@ def due_slots(times: Sequence[time], tz: str, after: datetime, now: datetime) ->
     return out
 
 
+def previous_slot(times: Sequence[time], tz: str, slot: datetime) -> datetime:
+    """The slot before `slot`: the start of the period its briefing covers (yesterday's, with one time)."""
+    before = due_slots(times, tz, slot - timedelta(days=2), slot - timedelta(microseconds=1))
+    return before[-1]
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if when.tzinfo is None:
+        raise ValueError(f"time {value!r} has no zone offset; expected an aware ISO 8601 time")
+    return when
+
+
 def build_briefing(
     slot: datetime,
     since: datetime,
@@ -41,13 +56,20 @@ def build_briefing(
     ledger: Sequence[dict[str, Any]],
     incidents: Sequence[dict[str, Any]],
 ) -> Alert:
-    new_items = [r for r in ledger if r["first_seen"] >= since.isoformat()]
+    """The briefing for the period (since, slot]: items first seen and SLAs missed in it, tiers and open
+    incidents as they stand. Times are compared as instants, never as strings: rows carry UTC, slots local."""
+
+    def in_period(value: Any) -> bool:
+        when = _when(value)
+        return when is not None and since < when <= slot
+
+    new_items = [r for r in ledger if in_period(r["first_seen"])]
     open_incidents = [i for i in incidents if i["state"] not in ("closed", "postmortem_filed")]
     missed = [
         (i["incident_id"], d["name"])
         for i in incidents
         for d in i["deadlines"]
-        if d.get("status") == "breached"
+        if d.get("status") == "breached" and in_period(d.get("breached_at") or d.get("due_at"))
     ]
     worst = min((int(t["tier"]) for t in tiers if int(t["tier"])), default=0)
     lines = [

@@ -6,6 +6,7 @@ No Kafka here; time, sleeping and randomness are injected.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import datetime
@@ -13,11 +14,15 @@ from typing import Any
 
 from schemas.events import Alert, Delivery, DeliveryOutcome
 from services.common.clock import Clock, system_clock
+from services.common.exceptions import DeadLetter
 from services.notifier.channels import Channel
+from services.notifier.exceptions import NotifierError
 from services.notifier.ratelimit import TokenBucket
 from services.notifier.routing import OnCall, Router
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "send_batches"]
+
+log = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER = 30.0  # a channel asking for longer is failed over instead of stalling the partition
 
@@ -34,7 +39,7 @@ class Dispatcher:
         base_delay: float = 0.5,
         router: Router | None = None,
         oncall: OnCall | None = None,
-        rate_per_minute: Mapping[str, float] | None = None,
+        rate_per_minute: Mapping[str, float | None] | None = None,
         observe: Callable[[str, str], None] = lambda event, channel: None,
     ) -> None:
         self.channels = channels if isinstance(channels, Mapping) else {c.name: c for c in channels}
@@ -44,12 +49,17 @@ class Dispatcher:
         self.base_delay = base_delay
         self.router = router or Router((), tuple(self.channels))
         self.oncall = oncall
-        self.buckets = {name: TokenBucket(rate, clock()) for name, rate in (rate_per_minute or {}).items()}
+        self.buckets = {
+            name: TokenBucket(rate, clock()) for name, rate in (rate_per_minute or {}).items() if rate
+        }
         self.observe = observe
 
     async def dispatch(self, alert: Alert, log: MutableMapping[str, dict[str, Any]]) -> list[Delivery]:
         now = self.clock()
-        primary, fallback = self.router.route(alert, now)
+        primary, fallback, routed = self.router.route(alert, now)
+        if not routed:
+            for name in primary:
+                self.observe("unrouted", name)
         alert = self._with_oncall(alert, now)
         out: list[Delivery] = []
         delivered = [await self._deliver(alert, name, log, out) for name in primary]
@@ -70,19 +80,30 @@ class Dispatcher:
     ) -> bool:
         channel = self.channels.get(name)
         if channel is None:
-            return False
+            raise NotifierError(
+                f"channel {name!r} is routed to but not configured; have {sorted(self.channels)}"
+            )
         key = f"{alert.dedup_key}|{name}"
         if log.get(key, {}).get("outcome") == DeliveryOutcome.delivered.value:
             return True  # sent before a restart or rebalance: never page twice
         for attempt in range(1, self.max_attempts + 1):
             await self._respect_rate_limit(name)
-            retryable, error = await channel.send(alert)
+            retryable, error, wait = await channel.send(alert)
             now = self.clock()
             if error is None:
                 out.append(self._record(alert, name, DeliveryOutcome.delivered, attempt, "", now))
                 log[key] = {"outcome": DeliveryOutcome.delivered.value, "at": now.isoformat()}
                 return True
-            last = not retryable or attempt == self.max_attempts
+            # Backoff with full jitter, or the channel's Retry-After. Not a security use of random.
+            delay = random.uniform(0, self.base_delay * 2 ** (attempt - 1))  # noqa: S311
+            too_long = wait is not None and wait > _MAX_RETRY_AFTER
+            if wait is not None:
+                delay = max(delay, wait)
+                if too_long:
+                    error = (
+                        f"{error} (asked to wait {wait:.0f} s, over {_MAX_RETRY_AFTER:.0f} s: failed over)"
+                    )
+            last = not retryable or attempt == self.max_attempts or too_long
             out.append(
                 self._record(
                     alert,
@@ -101,19 +122,6 @@ class Dispatcher:
                 }
                 return False
             self.observe("retry", name)
-            # Backoff with full jitter, or the channel's Retry-After. Not a security use of random.
-
-            delay = random.uniform(0, self.base_delay * 2 ** (attempt - 1))  # noqa: S311
-            retry_after = getattr(channel, "retry_after", None)
-            if retry_after:
-                if retry_after > _MAX_RETRY_AFTER:
-                    log[key] = {
-                        "outcome": DeliveryOutcome.failed.value,
-                        "at": now.isoformat(),
-                        "error": error,
-                    }
-                    return False
-                delay = max(delay, float(retry_after))
             await self.sleep(delay)
         return False
 
@@ -142,3 +150,22 @@ class Dispatcher:
             error=error[:500],
             latency_seconds=latency,
         )
+
+
+async def send_batches(
+    batches: list[Alert],
+    deliver: Callable[[Alert], Awaitable[None]],
+    dead_letter: Callable[[Alert, str, str], Awaitable[None]],
+    done: Callable[[Alert], None],
+) -> None:
+    """Deliver each batch on its own: one that fails is dead-lettered (as the alert, not the tick that
+    released it) and the others still go. A batch is `done` only once its outcome is recorded."""
+    for batch in batches:
+        try:
+            await deliver(batch)
+        except DeadLetter as exc:
+            await dead_letter(batch, exc.reason, exc.detail)
+        except Exception as exc:
+            log.exception("delivering batch %s failed", batch.dedup_key)
+            await dead_letter(batch, "processing_error", f"{type(exc).__name__}: {exc}")
+        done(batch)

@@ -6,13 +6,14 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from schemas.events import Alert, AlertKind, KeywordHit
+from schemas.events import Alert, AlertKind, DeliveryOutcome, KeywordHit, TierChange
+from services.common import json
 from services.common.clock import system_clock
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.stream import StreamShell, decode
 from services.notifier.channels import build_channel
-from services.notifier.core import Dispatcher
+from services.notifier.core import Dispatcher, send_batches
 from services.notifier.grouping import HitGrouper
 from services.notifier.routing import Router
 from services.notifier.settings import NotifierSettings
@@ -27,16 +28,16 @@ def build(settings: NotifierSettings) -> StreamShell:
     channels = {c.name: build_channel(c) for c in n.channels}
     events = Counter(
         "yuqing_notifier_events_total",
-        "Retries, rate-limited waits and fallbacks, per channel.",
+        "Retries, rate-limited waits, fallbacks and unrouted alerts, per channel.",
         ["event", "channel"],
         registry=shell.registry,
     )
     dispatcher = Dispatcher(
         channels,
         n.max_attempts,
-        router=Router(n.routes, tuple(channels)),
+        router=Router(n.routes, tuple(channels), n.unrouted_channels),
         oncall=n.oncall,
-        rate_per_minute={name: n.rate_per_minute for name in channels},
+        rate_per_minute={c.name: c.rate for c in n.channels},
         observe=lambda event, channel: events.labels(event, channel).inc(),
     )
     t = shell.topics
@@ -45,7 +46,7 @@ def build(settings: NotifierSettings) -> StreamShell:
     delivery_log = shell.table("delivery-log")
     latency = Histogram(
         "yuqing_alert_latency_seconds",
-        "From keyword hit (detection) to delivery.",
+        "From the earliest keyword hit behind an alert (its detection) to the alert's first delivery.",
         buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 3600),
         registry=shell.registry,
     )
@@ -60,30 +61,46 @@ def build(settings: NotifierSettings) -> StreamShell:
         deliveries = await dispatcher.dispatch(alert, delivery_log)
         for d in deliveries:
             outcomes.labels(d.channel, d.outcome.value).inc()
-            if d.outcome.value == "delivered" and d.latency_seconds is not None:
-                latency.observe(max(0.0, d.latency_seconds))
             await shell.send_model(deliveries_topic, d.dedup_key, d)
-        if deliveries and not any(d.outcome.value == "delivered" for d in deliveries):
-            failed = {d.channel: d.error for d in deliveries if d.outcome.value == "failed"}
+        first = next((d for d in deliveries if d.outcome == DeliveryOutcome.delivered), None)
+        if first is not None and alert.hit_time is not None:
+            # Once per alert, however many channels carried it: on-call staff wait for the first one.
+            latency.observe(max(0.0, (first.event_time - alert.hit_time).total_seconds()))
+        if deliveries and first is None:
+            failed = {d.channel: d.error for d in deliveries if d.outcome == DeliveryOutcome.failed}
             raise DeadLetter("delivery_failed", f"alert {alert.dedup_key} was not delivered: {failed}")
 
     async def handle(event: Any) -> None:
         now = system_clock()
         if not shell.is_tick(event):
-            if event.message.topic == t.keyword_hits:
+            topic = event.message.topic
+            if topic == t.keyword_hits:
                 hit = decode(KeywordHit, event.value)
                 if hit.first_seen:
-                    grouper.add(hit, pending, now)
+                    grouper.add(hit, pending, now, event.message.partition, event.message.offset)
+            elif topic == t.tier_changes:
+                tc = decode(TierChange, event.value)
+                grouper.set_tier(tc.group, tc.tier, pending)  # down as well as up
             else:
                 alert = decode(Alert, event.value)
                 if alert.kind in (AlertKind.incident_opened, AlertKind.tier_change):
                     grouper.set_tier(alert.group, alert.tier, pending)
                 await deliver(alert)
-        # Only the groups of this event's partition: see StreamShell.tick_keys.
-        for batch in grouper.due(pending, now, shell.tick_keys(event, pending)):
-            await deliver(batch)
 
-    @shell.app.agent(shell.raw_topic(t.alerts, t.keyword_hits, shell.ticks_name), name="notifier")
+        async def dead_letter(batch: Alert, reason: str, detail: str) -> None:
+            await shell.dead_letter(event, reason, detail, value=json.dumps(batch))
+
+        # Only the groups of this event's partition: see StreamShell.tick_keys.
+        await send_batches(
+            grouper.due(pending, now, shell.tick_keys(event, pending)),
+            deliver,
+            dead_letter,
+            lambda batch: grouper.delivered(batch, pending, system_clock()),
+        )
+
+    @shell.app.agent(
+        shell.raw_topic(t.alerts, t.keyword_hits, t.tier_changes, shell.ticks_name), name="notifier"
+    )
     async def _notify(stream: Any) -> None:
         async for event in stream.events():
             await shell.guarded(event, handle)

@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from schemas.events import Alert, AlertKind, Engagement, KeywordHit, Platform, Tier
 from services.common import json
@@ -18,6 +19,25 @@ from tests.conftest import produce, write_config
 pytestmark = pytest.mark.kafka
 
 GROUPS = ("xinghe", "yunqi")
+
+
+async def hit_offsets(bootstrap: str, topic: str, expected: int) -> dict[str, tuple[str, int, int]]:
+    """event_id -> (group, partition, offset) of every record on keyword-hits."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    out: dict[str, tuple[str, int, int]] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while len(out) < expected and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    h = json.loads(r.value)
+                    out[h["event_id"]] = (h["group"], r.partition, r.offset)
+    finally:
+        await consumer.stop()
+    return out
 
 
 def hit(i: int) -> KeywordHit:
@@ -42,10 +62,17 @@ async def test_burst_is_grouped_covered_once_and_survives_sigkill(kafka, topics,
         config = write_config(
             tmp_path / "c.yaml",
             notifier={
-                "channels": [{"name": "hook", "type": "webhook", "url": receiver.url, "secret": "s"}],
+                "channels": [
+                    {
+                        "name": "hook",
+                        "type": "webhook",
+                        "url": receiver.url,
+                        "secret": "s",
+                        "rate_per_minute": 600,
+                    }
+                ],
                 "group_wait_seconds": 5,
                 "group_interval_seconds": 10,
-                "rate_per_minute": 600,
             },
         )
         stack = stack_factory(config, services=("notifier",), partitions=2)
@@ -73,19 +100,45 @@ async def test_burst_is_grouped_covered_once_and_survives_sigkill(kafka, topics,
                 await produce(kafka, topics.alerts, [(b"xinghe", json.dumps(up))])
             await asyncio.sleep(0.7)
 
+        # Messages carry counts and the offset span they cover, not every id: map spans back to hits.
+        where = await hit_offsets(kafka, topics.keyword_hits, len(sent))
+        assert set(where) >= set(sent)
+
         def covered() -> set[str]:
-            return {h for a in receiver.alerts if a["kind"] == "keyword_hits" for h in a["hit_ids"]}
+            spans = [
+                (
+                    a["group"],
+                    a["hit_span"]["partition"],
+                    a["hit_span"]["first_offset"],
+                    a["hit_span"]["last_offset"],
+                )
+                for a in receiver.alerts
+                if a["kind"] == "keyword_hits"
+            ]
+            return {
+                h
+                for h, (group, p, o) in where.items()
+                if any(g == group and q == p and lo <= o <= hi for g, q, lo, hi in spans)
+            }
 
         for _ in range(240):
             if covered() >= set(sent):
                 break
             await asyncio.sleep(0.5)
         assert covered() >= set(sent), f"{len(set(sent) - covered())} hits never reached on-call staff"
+        counted: Counter[str] = Counter()
+        for a in receiver.alerts:
+            if a["kind"] == "keyword_hits":
+                counted[a["group"]] += a["hit_count"]
+        per_group_sent = Counter(sent.values())
+        # Every hit counted once: a hit re-read after the SIGKILL is neither lost nor paged a second time.
+        assert counted == per_group_sent, (counted, per_group_sent)
         keys = Counter(a["dedup_key"] for a in receiver.alerts)
         assert [k for k, n in keys.items() if n > 1] == [], "a dedup key was delivered twice"
         per_group = Counter(a["group"] for a in receiver.alerts if a["kind"] == "keyword_hits")
         assert set(per_group) == set(GROUPS)
         assert max(per_group.values()) <= 8, per_group  # a handful, not thousands
+        assert all(len(json.dumps(a)) < 8_000 for a in receiver.alerts)  # bounded, however big the burst
         tier = next(a for a in receiver.alerts if a["kind"] == "tier_change")
         waited = tier["received_at"].timestamp() - (time.time() - (time.monotonic() - tier_alert_at))
         assert waited < 5, f"the tier increase waited {waited:.1f} s"
