@@ -195,7 +195,10 @@ class StreamShell:
                     "processing failed for %s[%s]@%s", topic, event.message.partition, event.message.offset
                 )
                 await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
-        self.metrics.messages.labels(self.service, topic).inc()
+        # Ticks are the worker's own clock, not input: counting them kept "processed" moving while no post
+        # was, so a stalled pipeline never showed (and the alert on it could not fire).
+        if not self.is_tick(event):
+            self.metrics.messages.labels(self.service, topic).inc()
 
     def home_partition(self, key: str) -> int:
         """The partition a message keyed `key` lands on (Kafka's default murmur2 partitioner)."""
