@@ -215,6 +215,18 @@ class StreamShell:
         partition = event.message.partition
         return [k for k in list(table.keys()) if self.home_partition(k) == partition]
 
+    def owned_partitions(self) -> set[int] | None:
+        """Partitions this worker processes now (its share of the ticks topic, co-partitioned with the
+        inputs and tables), or None while it has no settled share: not started, rebalancing, or recovering
+        its tables, when a table read could be stale or partial."""
+        consumer = getattr(self.app, "_consumer", None)  # App.consumer would create one
+        if consumer is None or self.app.rebalancing or self.app.in_recovery:
+            return None
+        try:
+            return {tp.partition for tp in consumer.assignment() if tp.topic == self.ticks_name}
+        except Exception:  # the consumer thread is not running yet
+            return None
+
     @staticmethod
     def is_tick(event: Any) -> bool:
         return bool(event.key == TICK)
