@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
@@ -10,13 +11,15 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import faust
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ValidationError
 
+from schemas.events import DeadLetterRecord
 from services.common import json
-from services.common.exceptions import DeadLetter
+from services.common.exceptions import DeadLetter, RetryLater
 from services.common.metrics import CommonMetrics
 from services.common.settings import CommonSettings
 from services.common.topics import Topics
@@ -27,6 +30,17 @@ M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 TICK = b"__tick__"
+_RETRY_FIRST_SECONDS = 0.5
+_RETRY_CAP_SECONDS = 30.0
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors that the same message may not meet again: Kafka unreachable or slow, leaders moving."""
+    if isinstance(exc, RetryLater | TimeoutError | KafkaTimeoutError):
+        return True
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
+
+
 # Set on a message forwarded to an internal topic: "topic|partition|offset" of where it first arrived, so a
 # dead letter names the topic an operator knows, not the internal one.
 ORIGIN_HEADER = "yuqing-origin"
@@ -80,6 +94,7 @@ class StreamShell:
         self.topics = Topics.with_prefix(settings.topic_prefix)
         self.registry = registry or CollectorRegistry()
         self.metrics = CommonMetrics(self.registry, service)
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests replace it: no real waits
         self.registry.register(_Collector(self._lag))
         (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
         brokers = ";".join(f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(","))
@@ -167,38 +182,75 @@ class StreamShell:
         msg = event.message
         raw: bytes = event.value if isinstance(event.value, bytes) else b""
         topic, partition, offset = _origin(msg)
-        record = {
-            "event_time": datetime.now(UTC),
-            "service": self.service,
-            "source_topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "key": (event.key or b"").decode("utf-8", "replace") if isinstance(event.key, bytes) else None,
-            "reason": reason,
-            "detail": detail[:2000],
-            "value_base64": base64.b64encode(raw).decode(),
-        }
+        record = DeadLetterRecord(
+            event_time=datetime.now(UTC),
+            service=self.service,
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=(event.key or b"").decode("utf-8", "replace") if isinstance(event.key, bytes) else None,
+            reason=reason,
+            detail=detail[:2000],
+            value_base64=base64.b64encode(raw).decode(),
+        )
         self.metrics.dead_letters.labels(self.service, reason).inc()
         log.warning("dead letter from %s[%s]@%s: %s %s", topic, partition, offset, reason, detail[:300])
         await self.dead_letter_topic.send(key=topic.encode(), value=json.dumps(record))
 
     async def guarded(self, event: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
-        """Run handler; a DeadLetter or an unexpected error sends the message to the dead-letter topic."""
+        """Run handler. A DeadLetter, or an error that retrying cannot fix, sends the message to the
+        dead-letter topic; a transient Kafka failure (RetryLater, a timeout, a retriable KafkaError) is
+        retried in place with capped backoff until it succeeds.
+
+        In place, because faust acks an event whose agent raised, so a re-raised error would skip the
+        message on restart (faust-streaming/faust#315) and crash the agent: at-most-once. Dead-lettering
+        an unreachable broker's messages would lose them too. Blocking the partition instead shows as lag
+        and a stalled pipeline, which the alerts catch, and resumes by itself when Kafka is back.
+        """
         topic = event.message.topic
         with self.metrics.processing.labels(self.service).time():
-            try:
-                await handler(event)
-            except DeadLetter as exc:
-                await self.dead_letter(event, exc.reason, exc.detail)
-            except Exception as exc:
-                log.exception(
-                    "processing failed for %s[%s]@%s", topic, event.message.partition, event.message.offset
-                )
-                await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
+            attempt = 0
+            while True:
+                try:
+                    await self._process(event, handler)
+                    break
+                except Exception as exc:
+                    if not _transient(exc):
+                        raise
+                    attempt += 1
+                    delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
+                    self.metrics.retries.labels(self.service).inc()
+                    log.warning(
+                        "transient failure on %s[%s]@%s (attempt %d), retrying in %.1fs: %s: %s",
+                        topic,
+                        event.message.partition,
+                        event.message.offset,
+                        attempt,
+                        delay,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    await self.sleep(delay)
         # Ticks are the worker's own clock, not input: counting them kept "processed" moving while no post
         # was, so a stalled pipeline never showed (and the alert on it could not fire).
         if not self.is_tick(event):
             self.metrics.messages.labels(self.service, topic).inc()
+
+    async def _process(self, event: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
+        try:
+            await handler(event)
+        except DeadLetter as exc:
+            await self.dead_letter(event, exc.reason, exc.detail)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            log.exception(
+                "processing failed for %s[%s]@%s",
+                event.message.topic,
+                event.message.partition,
+                event.message.offset,
+            )
+            await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
 
     def home_partition(self, key: str) -> int:
         """The partition a message keyed `key` lands on (Kafka's default murmur2 partitioner)."""

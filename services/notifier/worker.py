@@ -9,10 +9,10 @@ from prometheus_client import Counter, Histogram
 from schemas.events import Alert, AlertKind, KeywordHit
 from services.common.clock import system_clock
 from services.common.config import load_config
-from services.common.exceptions import DeadLetter
 from services.common.stream import StreamShell, decode
 from services.notifier.channels import build_channel
 from services.notifier.core import Dispatcher
+from services.notifier.exceptions import DeliveryFailed
 from services.notifier.grouping import HitGrouper
 from services.notifier.routing import Router
 from services.notifier.settings import NotifierSettings
@@ -65,7 +65,7 @@ def build(settings: NotifierSettings) -> StreamShell:
             await shell.send_model(deliveries_topic, d.dedup_key, d)
         if deliveries and not any(d.outcome.value == "delivered" for d in deliveries):
             failed = {d.channel: d.error for d in deliveries if d.outcome.value == "failed"}
-            raise DeadLetter("delivery_failed", f"alert {alert.dedup_key} was not delivered: {failed}")
+            raise DeliveryFailed(alert.dedup_key, failed)
 
     async def handle(event: Any) -> None:
         now = system_clock()
