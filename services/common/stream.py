@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import faust
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -24,7 +25,7 @@ from services.common.metrics import CommonMetrics
 from services.common.settings import CommonSettings
 from services.common.topics import Topics
 
-__all__ = ["ORIGIN_HEADER", "StreamShell", "decode"]
+__all__ = ["ORIGIN_HEADER", "StreamShell", "decode", "lag_rows"]
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -32,6 +33,34 @@ log = logging.getLogger(__name__)
 TICK = b"__tick__"
 _RETRY_FIRST_SECONDS = 0.5
 _RETRY_CAP_SECONDS = 30.0
+
+
+_LAG_REFRESH_SECONDS = 10.0
+
+
+def _is_input(topic: str) -> bool:
+    """A topic whose lag means work not done: not a table changelog, the worker's own ticks or faust's
+    assignor topic (ticks pile up harmlessly while a worker is down and expire after an hour)."""
+    return "-changelog" not in topic and not topic.endswith(".ticks") and "__assignor" not in topic
+
+
+def lag_rows(
+    partitions: list[tuple[str, int]],
+    ends: dict[tuple[str, int], int],
+    committed: dict[tuple[str, int], int],
+    starts: dict[tuple[str, int], int],
+) -> dict[tuple[str, int], int]:
+    """Lag per (topic, partition): end offset minus the committed offset, or minus the log start when the
+    group never committed there (a negative committed offset means none)."""
+    rows = {}
+    for tp in partitions:
+        if tp not in ends:
+            continue
+        done = committed.get(tp, -1)
+        if done < 0:
+            done = starts.get(tp, 0)
+        rows[tp] = max(0, ends[tp] - done)
+    return rows
 
 
 def _transient(exc: BaseException) -> bool:
@@ -128,27 +157,58 @@ class StreamShell:
         # Created with the other topics (ensure_topics), co-partitioned with the service's inputs.
         self.ticks_name = f"{settings.topic_prefix}{service}.ticks"
         self.ticks_topic = self.raw_topic(self.ticks_name)
+        self._lag_rows: dict[tuple[str, int], int] = {}
         self._install_pages()
 
+        @self.app.timer(_LAG_REFRESH_SECONDS)
+        async def _measure_lag() -> None:
+            try:
+                await self._refresh_lag()
+            except (
+                Exception
+            ) as exc:  # unreachable cluster, mid-rebalance: report no lag rather than a stale one
+                self._lag_rows = {}
+                log.debug("lag not measured: %s: %s", type(exc).__name__, exc)
+
     def _lag(self) -> Iterator[GaugeMetricFamily]:
-        """Consumer lag per assigned partition: high-water mark minus the committed offset."""
+        """Consumer lag per assigned input partition, as last measured by _refresh_lag."""
         family = GaugeMetricFamily(
             "yuqing_consumer_lag_messages",
             "Messages not yet processed and committed, per input topic and partition.",
             labels=["service", "topic", "partition"],
         )
-        consumer = getattr(self.app, "_consumer", None)
-        if consumer is not None:
-            committed = getattr(consumer, "_committed_offset", {})
-            with contextlib.suppress(Exception):  # not assigned yet, or mid-rebalance: report nothing
-                for tp in consumer.assignment():
-                    end = consumer.highwater(tp)
-                    done = committed.get(tp)
-                    if end is not None and "-changelog" not in tp.topic:
-                        family.add_metric(
-                            [self.service, tp.topic, str(tp.partition)], max(0, end - (done or 0))
-                        )
+        for (topic, partition), lag in sorted(self._lag_rows.items()):
+            family.add_metric([self.service, topic, str(partition)], lag)
         yield family
+
+    async def _refresh_lag(self) -> None:
+        """Measure lag with public APIs: the group's committed offsets from the cluster (what a restart
+        resumes from, whoever committed them), end offsets and, for partitions never committed, the log start
+        (where auto_offset_reset=earliest begins). faust's own committed-offset map is private and empty until
+        its first commit, which reported the whole topic as lag."""
+        consumer = self.app.consumer
+        tps = [tp for tp in consumer.assignment() if _is_input(tp.topic)]
+        if not tps:
+            self._lag_rows = {}
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        try:
+            await admin.start()
+            answer = await admin.list_consumer_group_offsets(
+                self.app.conf.id, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps]
+            )
+        finally:
+            await admin.close()
+        committed = {(tp.topic, tp.partition): meta.offset for tp, meta in answer.items()}
+        ends = await consumer.highwaters(*tps)
+        fresh = [tp for tp in tps if committed.get((tp.topic, tp.partition), -1) < 0]
+        starts = await consumer.earliest_offsets(*fresh) if fresh else {}
+        self._lag_rows = lag_rows(
+            [(tp.topic, tp.partition) for tp in tps],
+            {(tp.topic, tp.partition): end for tp, end in ends.items()},
+            committed,
+            {(tp.topic, tp.partition): start for tp, start in starts.items()},
+        )
 
     def raw_topic(self, *names: str) -> Any:
         return self.app.topic(

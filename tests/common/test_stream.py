@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSize
 from schemas.events import DeadLetterRecord
 from services.common.exceptions import DeadLetter, RetryLater
 from services.common.settings import CommonSettings
-from services.common.stream import StreamShell
+from services.common.stream import StreamShell, lag_rows
 
 GROUPS = [f"group-{i}" for i in range(40)] + ["小米", "华为", "*"]
 
@@ -186,3 +186,25 @@ async def test_ticks_are_not_counted_as_processed_messages(tmp_path: Path) -> No
     await shell.guarded(_event(topic="t.keyword-hits", key=b"xinghe"), handler)
     assert _sample(shell, "yuqing_messages_processed_total", service="test", topic="t.test.ticks") == 0
     assert _sample(shell, "yuqing_messages_processed_total", service="test", topic="t.keyword-hits") == 1
+
+
+def test_lag_is_measured_from_the_committed_offset_or_the_log_start() -> None:
+    partitions = [("y.posts.raw", 0), ("y.posts.raw", 1), ("y.keyword-hits", 0), ("y.alerts", 0)]
+    ends = {("y.posts.raw", 0): 120, ("y.posts.raw", 1): 50, ("y.keyword-hits", 0): 10}
+    committed = {("y.posts.raw", 0): 100, ("y.posts.raw", 1): -1, ("y.keyword-hits", 0): 12}
+    starts = {("y.posts.raw", 1): 30}  # retention dropped the first 30: a new group starts there
+    assert lag_rows(partitions, ends, committed, starts) == {
+        ("y.posts.raw", 0): 20,
+        ("y.posts.raw", 1): 20,
+        ("y.keyword-hits", 0): 0,  # a commit past the last fetched end is not negative lag
+    }
+
+
+def test_lag_leaves_out_ticks_changelogs_and_the_assignor() -> None:
+    from services.common.stream import _is_input
+
+    assert _is_input("yuqing.posts.raw")
+    assert _is_input("yuqing.scoring.threads")
+    assert not _is_input("yuqing.scoring.ticks")
+    assert not _is_input("yuqing.scoring-tiers-changelog")
+    assert not _is_input("yuqing.scoring-__assignor-__leader")

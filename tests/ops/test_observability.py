@@ -246,6 +246,9 @@ async def test_real_prometheus_scrapes_a_running_stack(kafka, stack_factory, tmp
                 'count(yuqing_platform_last_post_timestamp_seconds{platform="weibo"})', lambda v: v == 1
             )
             await wait_for("count(yuqing_consumer_lag_messages)", lambda v: v >= 1)
+            # Lag from the group's committed offsets: once the posts are processed and committed it is 0.
+            await wait_for('max(yuqing_consumer_lag_messages{service="scoring"})', lambda v: v == 0)
+            assert await value('count(yuqing_consumer_lag_messages{topic=~".*ticks"})') == -1
             await wait_for('count(ALERTS{alertname="YuqingPlatformSilent"})', lambda v: v == -1, within=3)
             # Every job is there, none down; scoring's own service label survived the target's.
             await wait_for(
