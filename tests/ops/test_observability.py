@@ -108,6 +108,18 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test():
     assert alerts - quiet <= {"YuqingNotifierChannelFailing", "YuqingDeadLettersRising"}
 
 
+def test_every_runbook_link_names_a_runbook_section():
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", text, flags=re.M)
+    }
+    doc = yaml.safe_load((RULES / "yuqing.rules.yml").read_text(encoding="utf-8"))
+    links = {r["annotations"]["runbook"] for g in doc["groups"] for r in g["rules"]}
+    assert {link.split("#", 1)[1] for link in links} <= anchors
+    assert all(link.startswith("docs/operations.md#") for link in links)
+
+
 def test_pipeline_stalled_is_tested_with_ticks_and_with_scoring_down():
     stalled = [
         t
