@@ -3,6 +3,7 @@
 from schemas.events import (
     SCHEMA_VERSION,
     Alert,
+    DeadLetterRecord,
     Delivery,
     IncidentAction,
     IncidentEvent,
@@ -16,6 +17,7 @@ __all__ = [
     "EVENT_MODELS",
     "SCHEMA_VERSION",
     "Alert",
+    "DeadLetterRecord",
     "Delivery",
     "IncidentAction",
     "IncidentEvent",
@@ -25,4 +27,14 @@ __all__ = [
     "TierOverride",
 ]
 
-EVENT_MODELS = (Post, KeywordHit, TierChange, TierOverride, IncidentEvent, IncidentAction, Alert, Delivery)
+EVENT_MODELS = (
+    Post,
+    KeywordHit,
+    TierChange,
+    TierOverride,
+    IncidentEvent,
+    IncidentAction,
+    Alert,
+    Delivery,
+    DeadLetterRecord,
+)

@@ -13,48 +13,26 @@ __all__ = ["render_asyncapi"]
 
 _INTERNAL = {"scoring_threads", "scoring_ticks", "escalation_ticks", "notifier_ticks"}
 _PRODUCERS = {
-    "posts_raw": "ingest",
+    "posts_raw": "ingest (HTTP API, feed pollers, `yuqing replay`)",
     "keyword_hits": "scoring",
     "tier_changes": "scoring",
-    "tier_overrides": "ingest",
+    "tier_overrides": "ingest (operator API)",
     "incidents": "escalation",
-    "incident_actions": "ingest",
-    "alerts": "escalation, notifier briefings",
+    "incident_actions": "ingest (operator API and one-click links)",
+    "alerts": "escalation (incident alerts) and ingest (the 09:00/14:00/20:00 briefings)",
     "deliveries": "notifier",
     "dead_letter": "every service",
 }
-_DEAD_LETTER = {
-    "type": "object",
-    "required": ["event_time", "service", "source_topic", "partition", "offset", "reason", "value_base64"],
-    "properties": {
-        "event_time": {"type": "string", "format": "date-time"},
-        "service": {"type": "string"},
-        "source_topic": {"type": "string"},
-        "partition": {"type": "integer"},
-        "offset": {"type": "integer"},
-        "key": {"type": ["string", "null"]},
-        "reason": {
-            "type": "string",
-            "enum": [
-                "invalid_json",
-                "invalid_schema",
-                "unsupported_schema_version",
-                "late_event",
-                "invalid_transition",
-                "processing_error",
-                "empty",
-                "delivery_failed",
-            ],
-        },
-        "detail": {"type": "string"},
-        "value_base64": {"type": "string", "description": "The original message bytes."},
-    },
-}
+_BINDING_VERSION = "0.5.0"
+
+
+def _key_schema(key: str) -> dict[str, Any]:
+    return {"type": "string", "description": f"{key}, UTF-8. Kafka partitions by it: same key, same order."}
 
 
 def render_asyncapi() -> str:
     models = {m.__name__: m for m in EVENT_MODELS}
-    schemas: dict[str, Any] = {"DeadLetterRecord": _DEAD_LETTER}
+    schemas: dict[str, Any] = {}
     for name, model in models.items():
         schema = model.model_json_schema(mode="serialization", ref_template="#/components/schemas/{model}")
         for def_name, definition in schema.pop("$defs", {}).items():
@@ -66,13 +44,18 @@ def render_asyncapi() -> str:
     for attr, (suffix, key, value) in TOPIC_DOCS.items():
         if attr in _INTERNAL:
             continue
-        payload = value if value in schemas else "DeadLetterRecord"
+        if value not in schemas:
+            raise ValueError(
+                f"topic {suffix}: value {value!r} is not an event model; expected one of {sorted(schemas)}"
+            )
         channel_id = attr.replace("_", "-")
-        messages[payload] = {
-            "name": payload,
+        message_id = f"{value}On{''.join(w.title() for w in channel_id.split('-'))}"
+        messages[message_id] = {
+            "name": value,
+            "title": f"{value} on yuqing.{suffix}",
             "contentType": "application/json",
-            "payload": {"$ref": f"#/components/schemas/{payload}"},
-            "headers": {"type": "object", "description": f"Kafka key: {key} (UTF-8)."},
+            "payload": {"$ref": f"#/components/schemas/{value}"},
+            "bindings": {"kafka": {"key": _key_schema(key), "bindingVersion": _BINDING_VERSION}},
         }
         channels[channel_id] = {
             "address": f"yuqing.{suffix}",
@@ -80,13 +63,13 @@ def render_asyncapi() -> str:
                 f"Key: {key}. Produced by {_PRODUCERS[attr]}. Messages with the same key are in order; "
                 "delivery is at-least-once, deduplicate on event_id."
             ),
-            "messages": {payload: {"$ref": f"#/components/messages/{payload}"}},
-            "bindings": {"kafka": {"topic": f"yuqing.{suffix}", "bindingVersion": "0.5.0"}},
+            "messages": {value: {"$ref": f"#/components/messages/{message_id}"}},
+            "bindings": {"kafka": {"topic": f"yuqing.{suffix}", "bindingVersion": _BINDING_VERSION}},
         }
         operations[f"consume-{channel_id}"] = {
             "action": "receive",
             "channel": {"$ref": f"#/channels/{channel_id}"},
-            "messages": [{"$ref": f"#/channels/{channel_id}/messages/{payload}"}],
+            "messages": [{"$ref": f"#/channels/{channel_id}/messages/{value}"}],
         }
     doc = {
         "asyncapi": "3.0.0",

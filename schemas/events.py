@@ -18,6 +18,7 @@ __all__ = [
     "Alert",
     "AlertKind",
     "AuthorType",
+    "DeadLetterRecord",
     "Deadline",
     "Delivery",
     "DeliveryOutcome",
@@ -373,3 +374,24 @@ class Delivery(Event):
     latency_seconds: float | None = Field(default=None, description="From hit_time to this attempt.")
 
     _id_fields = ("dedup_key", "channel", "attempt", "outcome")
+
+
+class DeadLetterRecord(Event):
+    """A message a service could not process, with its original bytes, where it came from and why.
+
+    Fix the cause, then re-publish `value_base64` (decoded) to `source_topic` with the same key."""
+
+    service: str = Field(description="The service that gave up on the message.")
+    source_topic: str = Field(description="Where the message first arrived (not an internal re-key topic).")
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    key: str | None = Field(default=None, description="The message key as UTF-8 (bad bytes replaced).")
+    reason: str = Field(
+        pattern=r"^[a-z_]+$",
+        description="invalid_json, invalid_schema, unsupported_schema_version, empty, late_event, "
+        "invalid_transition, delivery_failed, processing_error (the metric's reason label).",
+    )
+    detail: str = Field(default="", max_length=2000, description="What was wrong, for a person.")
+    value_base64: str = Field(description="The original message bytes, base64.")
+
+    _id_fields = ("service", "source_topic", "partition", "offset", "reason")

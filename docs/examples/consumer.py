@@ -3,9 +3,11 @@
     pip install aiokafka
     python docs/examples/consumer.py --bootstrap 127.0.0.1:9092 [--prefix yuqing.]
 
-Delivery is at-least-once: the same event can arrive twice after a restart or rebalance, with the same
-event_id. This consumer keeps the ids it has handled and skips repeats, and commits offsets only after
-handling, so nothing is lost either.
+Delivery is at-least-once: the same event can arrive twice, with the same event_id, after a producer
+retry, a rebalance or a restart. This consumer commits offsets only after handling an event (nothing is
+lost) and skips event_ids it has already handled. That memory is in-process and bounded: it covers
+repeats within one run, not a restart, when events handled but not yet committed arrive again. If a
+repeat would do harm, make the handling itself idempotent, e.g. an upsert keyed by event_id in your store.
 """
 
 from __future__ import annotations
@@ -14,36 +16,66 @@ import argparse
 import asyncio
 import json
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
 
 
-async def main(bootstrap: str, prefix: str) -> None:
-    from aiokafka import AIOKafkaConsumer
+class SeenIds:
+    """The last `size` event ids handled, oldest forgotten first."""
 
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return True
+
+
+def describe(event: dict[str, Any]) -> str:
+    return (
+        f"{event['group']}: tier {event['previous']} -> {event['tier']} ({event['direction']}, "
+        f"{event['reason']}) counts {event['counts']}"
+    )
+
+
+async def consume(
+    bootstrap: str,
+    prefix: str,
+    group_id: str = "example-downstream",
+    out: Callable[[str], None] = print,
+    limit: int | None = None,
+) -> None:
+    """Print each tier change once; stop after `limit` records (None: run until cancelled)."""
     consumer = AIOKafkaConsumer(
         f"{prefix}tier-changes",
         bootstrap_servers=bootstrap,
-        group_id="example-downstream",
+        group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    seen: OrderedDict[str, None] = OrderedDict()
+    seen = SeenIds()
+    handled = 0
     await consumer.start()
     try:
         async for record in consumer:
             event = json.loads(record.value)
             if event.get("schema_version") != 1:
-                print(
+                out(
                     f"skipping unknown schema version {event.get('schema_version')} at offset {record.offset}"
                 )
-            elif event["event_id"] not in seen:
-                seen[event["event_id"]] = None
-                if len(seen) > 100_000:
-                    seen.popitem(last=False)
-                print(
-                    f"{event['group']}: tier {event['previous']} -> {event['tier']} ({event['direction']}, "
-                    f"{event['reason']}) counts {event['counts']}"
-                )
+            elif seen.first_time(event["event_id"]):
+                out(describe(event))
             await consumer.commit()
+            handled += 1
+            if limit is not None and handled >= limit:
+                return
     finally:
         await consumer.stop()
 
@@ -53,4 +85,4 @@ if __name__ == "__main__":
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--prefix", default="yuqing.")
     args = parser.parse_args()
-    asyncio.run(main(args.bootstrap, args.prefix))
+    asyncio.run(consume(args.bootstrap, args.prefix))

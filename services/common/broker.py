@@ -18,16 +18,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.exceptions import YuqingError
+from services.common.exceptions import BrokerError
 
 __all__ = ["DEFAULT_KAFKA_VERSION", "BrokerError", "EmbeddedBroker", "free_port"]
 
 DEFAULT_KAFKA_VERSION = "4.1.2"
 _POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
-
-
-class BrokerError(YuqingError):
-    pass
 
 
 def _cache_root() -> Path:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from services.common.broker import DEFAULT_KAFKA_VERSION, BrokerError, EmbeddedBroker
+from services.common.broker import DEFAULT_KAFKA_VERSION, EmbeddedBroker
 from services.common.exceptions import YuqingError
 
 __all__ = ["main"]
@@ -63,7 +63,7 @@ def _schemas(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from services.common.runner import Stack
 
-    stack = Stack()
+    stack = Stack.from_env()
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except (YuqingError, BrokerError) as exc:
+    except YuqingError as exc:
         print(f"yuqing: error: {exc}", file=sys.stderr)
         return 2
 

@@ -22,6 +22,7 @@ from schemas.events import Alert, Delivery, IncidentEvent, TierChange
 from services.common import json
 from services.common.broker import EmbeddedBroker, free_port
 from services.common.config import bundled_config_path
+from services.common.exceptions import DemoFailed, YuqingError
 from services.common.runner import Stack
 from services.common.topics import Topics
 from services.notifier.channels import sign
@@ -165,7 +166,7 @@ async def _feed(api: str, posts: list[dict[str, Any]], stack: Stack, deadline: f
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or stack.check():
-                raise RuntimeError(f"ingest API never became ready; see {stack.log_dir}")
+                raise DemoFailed("the ingest API never answered /readyz 200; expected it within the budget")
             await asyncio.sleep(0.3)
         # Pace the crisis at compressed real time, as a live feed arrives. A burst of three hours of posts
         # would let partitions run ahead of one another by more than the late-event grace period.
@@ -183,20 +184,41 @@ async def _feed(api: str, posts: list[dict[str, Any]], stack: Stack, deadline: f
 
 
 async def _send(client: httpx.AsyncClient, api: str, batch: list[dict[str, Any]]) -> None:
-    resp = await client.post(f"{api}/v1/posts", content=json.dumps(batch))
+    try:
+        resp = await client.post(f"{api}/v1/posts", content=json.dumps(batch))
+    except httpx.HTTPError as exc:
+        raise DemoFailed(f"sending sample posts to {api} failed: {type(exc).__name__}: {exc}") from None
     if resp.status_code != 202:
-        raise RuntimeError(f"ingest refused a batch: {resp.status_code} {resp.text[:500]}")
+        raise DemoFailed(
+            f"ingest answered {resp.status_code} to a batch of sample posts, expected 202: {resp.text[:500]}"
+        )
 
 
-def _done(c: _Collector, r: WebhookReceiver) -> bool:
-    ups = [int(tc.tier) for tc in c.tier_changes if tc.direction == "up"]
-    return (
-        ups[:3] == [3, 2, 1]
-        and any(e.kind.value == "opened" for e in c.incidents)
-        and any(d.outcome.value == "delivered" for d in c.deliveries)
-        and any(a["kind"] == "keyword_hits" for a in r.alerts)
-        and any(a["kind"] == "incident_opened" for a in r.alerts)
+def _latencies(c: _Collector) -> list[float]:
+    """Keyword hit -> alert delivered, as the notifier measured it for each delivered alert."""
+    return sorted(
+        d.latency_seconds
+        for d in c.deliveries
+        if d.outcome.value == "delivered" and d.latency_seconds is not None
     )
+
+
+def _missing(c: _Collector, r: WebhookReceiver) -> list[str]:
+    """What the demo has not seen yet; empty when it has shown everything it must."""
+    ups = [int(tc.tier) for tc in c.tier_changes if tc.direction == "up"]
+    checks = {
+        "tier changes up to level 3, then 2, then 1": ups[:3] == [3, 2, 1],
+        "an opened incident with its SLA deadlines": any(
+            e.kind.value == "opened" and e.deadlines for e in c.incidents
+        ),
+        "a delivered alert with its measured hit-to-alert latency": bool(_latencies(c)),
+        "a keyword-hit alert at the webhook": any(a["kind"] == "keyword_hits" for a in r.alerts),
+        "an incident-opened alert at the webhook": any(a["kind"] == "incident_opened" for a in r.alerts),
+    }
+    missing = [what for what, ok in checks.items() if not ok]
+    if r.bad_signatures:
+        missing.append(f"valid webhook signatures ({r.bad_signatures} bad)")
+    return missing
 
 
 async def _run(budget: float, speed: float) -> int:
@@ -215,28 +237,42 @@ async def _run(budget: float, speed: float) -> int:
             f"({span.total_seconds() / speed:.0f}s); topics {prefix}*, webhook {receiver.url}"
         )
         stack = _stack_for_demo(workdir, config, prefix)
+        collector: _Collector | None = None
+        failure: str | None = None
+        crashed: list[str] = []
+        stop = asyncio.Event()
+        task: asyncio.Task[None] | None = None
         try:
             # Starting the broker and creating topics block: keep them off the event loop.
             await asyncio.to_thread(stack.start)
             collector = _Collector(stack.bootstrap_addr, Topics.with_prefix(prefix))
-            stop = asyncio.Event()
             task = asyncio.create_task(collector.run(stop))
             api = f"http://127.0.0.1:{stack.api_port}"
             await _feed(api, posts, stack, deadline, speed)
             print(f"demo: {len(posts)} posts accepted by {api} in {time.monotonic() - started:.1f}s")
             while time.monotonic() < deadline and not stack.check():  # state from three sources: poll it
-                if _done(collector, receiver):
+                if not _missing(collector, receiver):
                     break
                 await asyncio.sleep(0.5)
-            stop.set()
-            await task
-            crashed = stack.check()
+        except YuqingError as exc:
+            failure = str(exc)
         finally:
+            stop.set()
+            if task is not None:
+                await task
+            crashed = stack.check()
             await asyncio.to_thread(stack.stop)
-        ok = _done(collector, receiver) and receiver.bad_signatures == 0
+        collector = collector or _Collector("", Topics.with_prefix(prefix))
+        missing = _missing(collector, receiver)
         _summary(collector, receiver, time.monotonic() - started, crashed)
-        print("demo: OK" if ok else f"demo: FAILED (logs were in {workdir / 'logs'})")
-        return 0 if ok else 1
+        if failure is None and not missing:
+            print("demo: OK")
+            return 0
+        reasons = ([failure] if failure else []) + ([f"not seen: {'; '.join(missing)}"] if missing else [])
+        if crashed:
+            reasons.append(f"services exited early: {', '.join(crashed)}")
+        print(f"demo: FAILED: {' | '.join(reasons)} (logs were in {workdir / 'logs'})")
+        return 1
 
 
 def _summary(c: _Collector, r: WebhookReceiver, elapsed: float, crashed: list[str]) -> None:
@@ -250,19 +286,22 @@ def _summary(c: _Collector, r: WebhookReceiver, elapsed: float, crashed: list[st
     for e in c.incidents:
         if e.kind.value == "opened":
             dl = ", ".join(f"{d.name} by {d.due_at.isoformat(timespec='minutes')}" for d in e.deadlines)
-            print(f"  {e.incident_id} {e.group} tier {int(e.tier)} opened; deadlines: {dl}")
+            print(f"  {e.incident_id} {e.group} tier {int(e.tier)} opened; deadlines: {dl or 'NONE'}")
     delivered = [d for d in c.deliveries if d.outcome.value == "delivered"]
-    latencies = sorted(d.latency_seconds for d in delivered if d.latency_seconds is not None)
+    latencies = _latencies(c)
     print("== alerts ==")
     print(
         f"  {len(c.alerts)} alerts, {len(delivered)} deliveries, {len(r.alerts)} received by the webhook "
         f"(bad signatures: {r.bad_signatures})"
     )
     if latencies:
+        median = latencies[len(latencies) // 2]
         print(
-            f"  keyword hit -> alert delivered: min {latencies[0]:.1f}s, max {latencies[-1]:.1f}s "
-            f"(plan: within 600s)"
+            f"  keyword hit -> alert delivered: min {latencies[0]:.1f}s, median {median:.1f}s, "
+            f"max {latencies[-1]:.1f}s over {len(latencies)} deliveries (plan: within 600s)"
         )
+    else:
+        print("  keyword hit -> alert delivered: NOT MEASURED (no delivered alert carried a hit time)")
     if crashed:
         print(f"  services that exited early: {', '.join(crashed)}")
     print(f"  total time {elapsed:.1f}s")

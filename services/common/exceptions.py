@@ -1,8 +1,17 @@
-"""The root error of yuqing and the outcomes every service shares."""
+"""The root error of yuqing, the errors of the shared runtime and the outcomes every service shares."""
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DeadLetter", "YuqingError"]
+__all__ = [
+    "BadLink",
+    "BrokerError",
+    "ConfigError",
+    "DeadLetter",
+    "DemoFailed",
+    "KafkaSetupError",
+    "RetryLater",
+    "YuqingError",
+]
 
 
 class YuqingError(Exception):
@@ -13,6 +22,22 @@ class ConfigError(YuqingError):
     """A settings value or config file is wrong; the message names the field."""
 
 
+class BrokerError(YuqingError):
+    """The embedded Kafka broker could not be fetched, formatted, started or reached."""
+
+
+class KafkaSetupError(YuqingError):
+    """Topics could not be created or checked on the cluster; the message names the topic and the cause."""
+
+
+class DemoFailed(YuqingError):
+    """`yuqing demo` did not see everything it must show; the message says what was missing."""
+
+
+class BadLink(YuqingError):
+    """A signed action link is malformed, forged or expired."""
+
+
 class DeadLetter(YuqingError):
     """A message that can never be processed: route it to the dead-letter topic with this reason."""
 
@@ -20,3 +45,8 @@ class DeadLetter(YuqingError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class RetryLater(YuqingError):
+    """A transient failure (Kafka unavailable, a send timed out): process the same message again later;
+    never dead-letter it, or at-least-once becomes at-most-once."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from services.common.exceptions import KafkaSetupError
 from services.common.settings import CommonSettings
 from services.common.topics import Topics
 
@@ -31,9 +33,41 @@ def cluster_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
     return asyncio.run(_probe())
 
 
+def creation_errors(topic_errors: list[Any]) -> list[str]:
+    """Per-topic failures in a CreateTopics response, 'topic: ErrorName (message)'; an existing topic is fine.
+
+    The broker answers a create request with an error code per topic rather than failing the request, and
+    aiokafka hands the response back as is: unchecked, a topic that could not be created (replication factor
+    above the broker count, a policy violation) goes unnoticed until a worker fails to subscribe."""
+    failed = []
+    for item in topic_errors:
+        topic, code = item[0], item[1]
+        message = item[2] if len(item) > 2 else None
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        failed.append(
+            f"{topic}: {for_code(code).__name__} (code {code}" + (f", {message})" if message else ")")
+        )
+    return failed
+
+
+def short_topics(described: list[dict[str, Any]], partitions: int) -> list[tuple[str, int]]:
+    """(topic, partition count) of existing topics with fewer partitions than configured."""
+    return [
+        (t["topic"], len(t["partitions"]))
+        for t in described
+        if t.get("error_code", 0) == 0 and len(t["partitions"]) < partitions
+    ]
+
+
 async def ensure_topics(settings: CommonSettings, retries: int = 30) -> list[str]:
-    """Create every yuqing topic with the configured partitions; existing topics are left alone."""
+    """Create every yuqing topic with the configured partitions; existing topics are left alone.
+
+    Connection problems are retried (Kafka may still be starting); a topic the broker refuses to create
+    raises KafkaSetupError at once. An existing topic with fewer partitions than configured is logged: it
+    bounds parallelism, and co-partitioned topics must agree (faust refuses a mismatch)."""
     topics = Topics.with_prefix(settings.topic_prefix).all()
+    last: Exception | None = None
     for attempt in range(retries):
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         try:
@@ -50,17 +84,37 @@ async def ensure_topics(settings: CommonSettings, retries: int = 30) -> list[str
                     )
                     for t in missing
                 ]
-                try:
-                    await admin.create_topics(new)
-                except TopicAlreadyExistsError:
-                    pass
+                response = await admin.create_topics(new)
+                failed = creation_errors(list(response.topic_errors))
+                if failed:
+                    raise KafkaSetupError(
+                        f"Kafka at {settings.kafka_bootstrap} refused to create {len(failed)} topic(s) with "
+                        f"{settings.partitions} partitions and replication factor "
+                        f"{settings.replication_factor}: " + "; ".join(failed)
+                    )
+            present = [t for t in topics if t in existing]
+            for topic, count in short_topics(
+                await admin.describe_topics(present) if present else [], settings.partitions
+            ):
+                log.warning(
+                    "topic %s has %d partitions, fewer than YUQING_PARTITIONS=%d: at most %d workers share "
+                    "it, and co-partitioned topics must match (docs/operations.md#scaling)",
+                    topic,
+                    count,
+                    settings.partitions,
+                    count,
+                )
             return missing
         except KafkaError as exc:
-            log.warning("creating topics failed (attempt %d): %s", attempt + 1, exc)
+            last = exc
+            log.warning("creating topics failed (attempt %d of %d): %s", attempt + 1, retries, exc)
             await asyncio.sleep(1)
         finally:
             await admin.close()
-    raise RuntimeError(f"could not create topics on {settings.kafka_bootstrap}")
+    raise KafkaSetupError(
+        f"could not create topics on {settings.kafka_bootstrap} after {retries} attempts: {last}; "
+        "expected a reachable Kafka (check YUQING_KAFKA_BOOTSTRAP)"
+    )
 
 
 def ensure_topics_sync(settings: CommonSettings) -> list[str]:

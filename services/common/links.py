@@ -14,13 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.common import json
-from services.common.exceptions import YuqingError
+from services.common.exceptions import BadLink
 
 __all__ = ["BadLink", "LinkClaims", "sign_link", "verify_link"]
-
-
-class BadLink(YuqingError):
-    """The link is malformed, tampered with, or expired."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,12 @@ class CommonMetrics:
             ["service", "reason"],
             registry=registry,
         )
+        self.retries = Counter(
+            "yuqing_processing_retries_total",
+            "Transient failures (Kafka unreachable, timeouts) retried in place, per service.",
+            ["service"],
+            registry=registry,
+        )
         self.processing = Histogram(
             "yuqing_processing_seconds",
             "Time to process one message, per service.",

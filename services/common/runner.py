@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from services.common.broker import EmbeddedBroker
+from services.common.exceptions import ConfigError
 from services.common.kafka import ensure_topics_sync
 from services.common.settings import CommonSettings, load_settings
 
@@ -24,14 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def run_service(name: str) -> None:
-    """Start one service in the foreground; topics are created first so subscriptions never miss one."""
+    """Start one service in the foreground; topics are created first so subscriptions never miss one.
+
+    The ingest API starts even while Kafka is down (it creates the topics once Kafka answers, and /readyz
+    says 503 until then); a stream worker cannot do anything without Kafka and exits with the reason."""
     if name == "ingest":
         from services.ingest.settings import IngestSettings
         from services.ingest.worker import run
 
-        ingest = load_settings(IngestSettings)
-        ensure_topics_sync(ingest)
-        run(ingest)
+        run(load_settings(IngestSettings))
         return
     if name == "scoring":
         from services.scoring.settings import ScoringSettings as S
@@ -69,7 +71,23 @@ class Stack:
     web_ports: dict[str, int] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    started_broker: bool = False  # stop() stops only a broker this stack started
     _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @classmethod
+    def from_env(cls) -> Stack:
+        """The stack `yuqing dev` runs: ports from YUQING_API_PORT (API) and YUQING_WEB_PORT (the workers
+        take the next three), else 8000 and 6067-6069."""
+        ports = {}
+        for name, default in (("YUQING_API_PORT", 8000), ("YUQING_WEB_PORT", 6066)):
+            raw = os.environ.get(name, str(default))
+            try:
+                ports[name] = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name}: expected a TCP port number, got {raw!r}") from None
+            if not 0 < ports[name] < 65533:
+                raise ConfigError(f"{name}: expected a TCP port number (1-65532), got {raw!r}")
+        return cls(api_port=ports["YUQING_API_PORT"], base_web_port=ports["YUQING_WEB_PORT"])
 
     def bootstrap(self) -> str:
         if "YUQING_KAFKA_BOOTSTRAP" in self.env:
@@ -77,13 +95,19 @@ class Stack:
         if os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
             return os.environ["YUQING_KAFKA_BOOTSTRAP"]
         self.broker = self.broker or EmbeddedBroker()
-        print(f"starting embedded Kafka on {self.broker.bootstrap} …", flush=True)
+        # A broker someone else started (`yuqing broker start`, another dev stack) is used and left running.
+        running = self.broker.status() is not None
+        verb = "using the embedded Kafka already running" if running else "starting embedded Kafka"
+        print(f"{verb} on {self.broker.bootstrap} …", flush=True)
         self.broker.start()
+        self.started_broker = not running
         return self.broker.bootstrap
 
     def child_env(self, service: str, index: int) -> dict[str, str]:
         env = {**os.environ, **self.env}
         env["YUQING_KAFKA_BOOTSTRAP"] = self.bootstrap_addr
+        # The stack decides the ports (one per process); `yuqing dev` takes them from the user's
+        # YUQING_API_PORT and YUQING_WEB_PORT (see from_env), so these do not override a user's choice.
         env["YUQING_API_PORT"] = str(self.api_port)
         env["YUQING_WEB_PORT"] = str(self.web_ports.get(service, self.base_web_port + index))
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -143,5 +167,6 @@ class Stack:
         for f in self._logs:
             f.close()
         self._logs.clear()
-        if self.broker is not None:
+        if self.broker is not None and self.started_broker:
             self.broker.stop()
+            self.started_broker = False

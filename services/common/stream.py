@@ -2,31 +2,76 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import faust
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ValidationError
 
+from schemas.events import DeadLetterRecord
 from services.common import json
-from services.common.exceptions import DeadLetter
+from services.common.exceptions import DeadLetter, RetryLater
 from services.common.metrics import CommonMetrics
 from services.common.settings import CommonSettings
 from services.common.topics import Topics
 
-__all__ = ["ORIGIN_HEADER", "StreamShell", "decode"]
+__all__ = ["ORIGIN_HEADER", "StreamShell", "decode", "lag_rows"]
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 TICK = b"__tick__"
+_RETRY_FIRST_SECONDS = 0.5
+_RETRY_CAP_SECONDS = 30.0
+
+
+_LAG_REFRESH_SECONDS = 10.0
+
+
+def _is_input(topic: str) -> bool:
+    """A topic whose lag means work not done: not a table changelog, the worker's own ticks or faust's
+    assignor topic (ticks pile up harmlessly while a worker is down and expire after an hour)."""
+    return "-changelog" not in topic and not topic.endswith(".ticks") and "__assignor" not in topic
+
+
+def lag_rows(
+    partitions: list[tuple[str, int]],
+    ends: dict[tuple[str, int], int],
+    committed: dict[tuple[str, int], int],
+    starts: dict[tuple[str, int], int],
+) -> dict[tuple[str, int], int]:
+    """Lag per (topic, partition): end offset minus the committed offset, or minus the log start when the
+    group never committed there (a negative committed offset means none)."""
+    rows = {}
+    for tp in partitions:
+        if tp not in ends:
+            continue
+        done = committed.get(tp, -1)
+        if done < 0:
+            done = starts.get(tp, 0)
+        rows[tp] = max(0, ends[tp] - done)
+    return rows
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors that the same message may not meet again: Kafka unreachable or slow, leaders moving."""
+    if isinstance(exc, RetryLater | TimeoutError | KafkaTimeoutError):
+        return True
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
+
+
 # Set on a message forwarded to an internal topic: "topic|partition|offset" of where it first arrived, so a
 # dead letter names the topic an operator knows, not the internal one.
 ORIGIN_HEADER = "yuqing-origin"
@@ -80,6 +125,7 @@ class StreamShell:
         self.topics = Topics.with_prefix(settings.topic_prefix)
         self.registry = registry or CollectorRegistry()
         self.metrics = CommonMetrics(self.registry, service)
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests replace it: no real waits
         self.registry.register(_Collector(self._lag))
         (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
         brokers = ";".join(f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(","))
@@ -113,27 +159,74 @@ class StreamShell:
         # Created with the other topics (ensure_topics), co-partitioned with the service's inputs.
         self.ticks_name = f"{settings.topic_prefix}{service}.ticks"
         self.ticks_topic = self.raw_topic(self.ticks_name)
+        self._lag_rows: dict[tuple[str, int], int] = {}
         self._install_pages()
 
+        self._lag_measured: tuple[float, frozenset[Any]] = (0.0, frozenset())
+
+        # A task, not a timer, so the first measurement comes as soon as the worker is ready; then every
+        # 10 s, or at once when the assignment changed (the restart tests wait for a worker's lag).
+        @self.app.task
+        async def _measure_lag() -> None:
+            while True:
+                try:
+                    assigned = frozenset(self.app.consumer.assignment())
+                    at, before = self._lag_measured
+                    if assigned != before or time.monotonic() - at >= _LAG_REFRESH_SECONDS:
+                        self._lag_measured = (time.monotonic(), assigned)
+                        await self._refresh_lag()
+                except Exception as exc:
+                    # Unreachable cluster, mid-rebalance: report no lag rather than a stale one.
+                    self._lag_rows = {}
+                    log.debug("lag not measured: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(1.0)
+
     def _lag(self) -> Iterator[GaugeMetricFamily]:
-        """Consumer lag per assigned partition: high-water mark minus the committed offset."""
+        """Consumer lag per assigned input partition, as last measured by _refresh_lag."""
         family = GaugeMetricFamily(
             "yuqing_consumer_lag_messages",
             "Messages not yet processed and committed, per input topic and partition.",
             labels=["service", "topic", "partition"],
         )
-        consumer = getattr(self.app, "_consumer", None)
-        if consumer is not None:
-            committed = getattr(consumer, "_committed_offset", {})
-            with contextlib.suppress(Exception):  # not assigned yet, or mid-rebalance: report nothing
-                for tp in consumer.assignment():
-                    end = consumer.highwater(tp)
-                    done = committed.get(tp)
-                    if end is not None and "-changelog" not in tp.topic:
-                        family.add_metric(
-                            [self.service, tp.topic, str(tp.partition)], max(0, end - (done or 0))
-                        )
+        for (topic, partition), lag in sorted(self._lag_rows.items()):
+            family.add_metric([self.service, topic, str(partition)], lag)
         yield family
+
+    async def _refresh_lag(self) -> None:
+        """Measure lag with public APIs: the group's committed offsets from the cluster (what a restart
+        resumes from, whoever committed them), end offsets and, for partitions never committed, the log start
+        (where auto_offset_reset=earliest begins). faust's own committed-offset map is private and empty until
+        its first commit, which reported the whole topic as lag."""
+        consumer = self.app.consumer
+        tps = [tp for tp in consumer.assignment() if _is_input(tp.topic)]
+        if not tps:
+            self._lag_rows = {}
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        try:
+            await admin.start()
+            answer = await admin.list_consumer_group_offsets(
+                self.app.conf.id, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps]
+            )
+        finally:
+            await admin.close()
+        committed = {(tp.topic, tp.partition): meta.offset for tp, meta in answer.items()}
+        # The end offsets the consumer learnt from its last fetch (no request); a partition not fetched yet
+        # has none and is left out until it has.
+        ends: dict[Any, int] = {}
+        for tp in tps:
+            with contextlib.suppress(Exception):
+                end = consumer.highwater(tp)
+                if end is not None:
+                    ends[tp] = end
+        fresh = [tp for tp in ends if ends[tp] > 0 and committed.get((tp.topic, tp.partition), -1) < 0]
+        starts = await consumer.earliest_offsets(*fresh) if fresh else {}
+        self._lag_rows = lag_rows(
+            [(tp.topic, tp.partition) for tp in tps],
+            {(tp.topic, tp.partition): end for tp, end in ends.items()},
+            committed,
+            {(tp.topic, tp.partition): start for tp, start in starts.items()},
+        )
 
     def raw_topic(self, *names: str) -> Any:
         return self.app.topic(
@@ -168,35 +261,75 @@ class StreamShell:
         msg = event.message
         raw: bytes = value if value is not None else event.value if isinstance(event.value, bytes) else b""
         topic, partition, offset = _origin(msg)
-        record = {
-            "event_time": datetime.now(UTC),
-            "service": self.service,
-            "source_topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "key": (event.key or b"").decode("utf-8", "replace") if isinstance(event.key, bytes) else None,
-            "reason": reason,
-            "detail": detail[:2000],
-            "value_base64": base64.b64encode(raw).decode(),
-        }
+        record = DeadLetterRecord(
+            event_time=datetime.now(UTC),
+            service=self.service,
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=(event.key or b"").decode("utf-8", "replace") if isinstance(event.key, bytes) else None,
+            reason=reason,
+            detail=detail[:2000],
+            value_base64=base64.b64encode(raw).decode(),
+        )
         self.metrics.dead_letters.labels(self.service, reason).inc()
         log.warning("dead letter from %s[%s]@%s: %s %s", topic, partition, offset, reason, detail[:300])
         await self.dead_letter_topic.send(key=topic.encode(), value=json.dumps(record))
 
     async def guarded(self, event: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
-        """Run handler; a DeadLetter or an unexpected error sends the message to the dead-letter topic."""
+        """Run handler. A DeadLetter, or an error that retrying cannot fix, sends the message to the
+        dead-letter topic; a transient Kafka failure (RetryLater, a timeout, a retriable KafkaError) is
+        retried in place with capped backoff until it succeeds.
+
+        In place, because faust acks an event whose agent raised, so a re-raised error would skip the
+        message on restart (faust-streaming/faust#315) and crash the agent: at-most-once. Dead-lettering
+        an unreachable broker's messages would lose them too. Blocking the partition instead shows as lag
+        and a stalled pipeline, which the alerts catch, and resumes by itself when Kafka is back.
+        """
         topic = event.message.topic
         with self.metrics.processing.labels(self.service).time():
-            try:
-                await handler(event)
-            except DeadLetter as exc:
-                await self.dead_letter(event, exc.reason, exc.detail)
-            except Exception as exc:
-                log.exception(
-                    "processing failed for %s[%s]@%s", topic, event.message.partition, event.message.offset
-                )
-                await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
-        self.metrics.messages.labels(self.service, topic).inc()
+            attempt = 0
+            while True:
+                try:
+                    await self._process(event, handler)
+                    break
+                except Exception as exc:
+                    if not _transient(exc):
+                        raise
+                    attempt += 1
+                    delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
+                    self.metrics.retries.labels(self.service).inc()
+                    log.warning(
+                        "transient failure on %s[%s]@%s (attempt %d), retrying in %.1fs: %s: %s",
+                        topic,
+                        event.message.partition,
+                        event.message.offset,
+                        attempt,
+                        delay,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    await self.sleep(delay)
+        # Ticks are the worker's own clock, not input: counting them kept "processed" moving while no post
+        # was, so a stalled pipeline never showed (and the alert on it could not fire).
+        if not self.is_tick(event):
+            self.metrics.messages.labels(self.service, topic).inc()
+
+    async def _process(self, event: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
+        try:
+            await handler(event)
+        except DeadLetter as exc:
+            await self.dead_letter(event, exc.reason, exc.detail)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            log.exception(
+                "processing failed for %s[%s]@%s",
+                event.message.topic,
+                event.message.partition,
+                event.message.offset,
+            )
+            await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
 
     def home_partition(self, key: str) -> int:
         """The partition a message keyed `key` lands on (Kafka's default murmur2 partitioner)."""
@@ -212,6 +345,18 @@ class StreamShell:
         """
         partition = event.message.partition
         return [k for k in list(table.keys()) if self.home_partition(k) == partition]
+
+    def owned_partitions(self) -> set[int] | None:
+        """Partitions this worker processes now (its share of the ticks topic, co-partitioned with the
+        inputs and tables), or None while it has no settled share: not started, rebalancing, or recovering
+        its tables, when a table read could be stale or partial."""
+        consumer = getattr(self.app, "_consumer", None)  # App.consumer would create one
+        if consumer is None or self.app.rebalancing or self.app.in_recovery:
+            return None
+        try:
+            return {tp.partition for tp in consumer.assignment() if tp.topic == self.ticks_name}
+        except Exception:  # the consumer thread is not running yet
+            return None
 
     @staticmethod
     def is_tick(event: Any) -> bool:

@@ -14,7 +14,7 @@ TOPIC_DOCS: dict[str, tuple[str, str, str]] = {
     "tier_overrides": ("tier-overrides", "rule group", "TierOverride"),
     "incidents": ("incidents", "rule group", "IncidentEvent"),
     "incident_actions": ("incident-actions", "rule group", "IncidentAction"),
-    "alerts": ("alerts", "rule group", "Alert"),
+    "alerts": ("alerts", "rule group (`*` for briefings)", "Alert"),
     "deliveries": ("deliveries", "dedup key", "Delivery"),
     "dead_letter": ("dead-letter", "source topic", "DeadLetterRecord"),
     "scoring_threads": ("scoring.threads", "platform:root_post_id", "Post (internal repartition)"),

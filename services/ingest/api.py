@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -28,6 +28,8 @@ from pydantic import ValidationError
 from schemas.events import IncidentAction, IncidentEvent, KeywordHit, Platform, Post, TierChange, TierOverride
 from services.common import json
 from services.common.config import IngestConfig, load_config
+from services.common.exceptions import KafkaSetupError
+from services.common.kafka import ensure_topics
 from services.common.topics import Topics
 from services.ingest.auth import TokenCheck
 from services.ingest.batch import Convert, native, normalised, parse_body, to_posts
@@ -83,22 +85,42 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     inflight = {"posts": 0}
     model = ReadModel()
 
+    async def connect(tasks: list[asyncio.Task[None]]) -> None:
+        """Create the topics and start the producer, retrying until Kafka answers. The API serves meanwhile:
+        /healthz 200, /readyz and POST 503, so that an orchestrator does not restart it in a loop."""
+        delay = 0.5
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=settings.kafka_bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                request_timeout_ms=int(settings.produce_timeout_seconds * 1000),
+            )
+            try:
+                await ensure_topics(settings, retries=1)
+                await producer.start()
+                break
+            except (KafkaError, KafkaSetupError, OSError) as exc:
+                await producer.stop()
+                log.warning(
+                    "Kafka at %s not usable yet, retrying in %.0fs: %s", settings.kafka_bootstrap, delay, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        state["producer"] = producer
+        if settings.read_model and settings.briefings:
+            tasks.append(asyncio.create_task(_brief(settings, topics, model, producer)))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            request_timeout_ms=int(settings.produce_timeout_seconds * 1000),
-        )
-        await producer.start()
-        state["producer"] = producer
-        tasks = []
+        tasks: list[asyncio.Task[None]] = []
+        connecting = asyncio.create_task(connect(tasks))
+        tasks.append(connecting)
+        # Kafka up: start serving connected, as before. Kafka down: serve anyway after a while (503s).
+        await asyncio.wait({connecting}, timeout=settings.produce_timeout_seconds)
         if settings.read_model:
             tasks.append(asyncio.create_task(_follow(settings, topics, model)))
-            if settings.briefings:
-                tasks.append(asyncio.create_task(_brief(settings, topics, model, producer)))
         feeds = load_config(settings.config_file).ingest
         if feeds.feeds:
             tasks.append(asyncio.create_task(_poll_feeds(feeds, produce, metrics.feed_errors)))
@@ -109,7 +131,13 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await producer.stop()
+            if "producer" in state:
+                await state["producer"].stop()
+
+    def _producer() -> AIOKafkaProducer:
+        if "producer" not in state:
+            raise KafkaConnectionError(f"not connected to Kafka at {settings.kafka_bootstrap} yet")
+        return state["producer"]
 
     app = FastAPI(title="yuqing ingest", version="1", lifespan=lifespan)
 
@@ -124,7 +152,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         producer = state.get("producer")
         try:
             if producer is None:
-                raise KafkaError("producer not started")
+                raise KafkaConnectionError(f"not connected to Kafka at {settings.kafka_bootstrap} yet")
             await asyncio.wait_for(producer.client.fetch_all_metadata(), 3.0)
         except (KafkaError, TimeoutError, OSError) as exc:
             return JSONResponse(
@@ -238,16 +266,12 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         return JSONResponse({"accepted": accepted, "rejected": errors}, status_code=207 if errors else 202)
 
     async def send_action(group: str, action: IncidentAction) -> None:
-        await state["producer"].send_and_wait(
-            topics.incident_actions, key=group.encode(), value=json.dumps(action)
-        )
+        await _producer().send_and_wait(topics.incident_actions, key=group.encode(), value=json.dumps(action))
 
     link_secret = settings.link_secret.get_secret_value().encode() if settings.link_secret else None
 
     async def send_override(group: str, cmd: TierOverride) -> None:
-        await state["producer"].send_and_wait(
-            topics.tier_overrides, key=group.encode(), value=json.dumps(cmd)
-        )
+        await _producer().send_and_wait(topics.tier_overrides, key=group.encode(), value=json.dumps(cmd))
 
     app.include_router(
         operator_router(
@@ -266,12 +290,12 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
 
     async def produce(posts: list[tuple[int, Post]]) -> None:
         """Send and wait for acks=all; counts the posts in flight for load shedding."""
-        producer = state["producer"]
+        sender = _producer()
         inflight["posts"] += len(posts)
         try:
             with metrics.produce.time():
                 futures = [
-                    await producer.send(topics.posts_raw, key=p.key.encode(), value=json.dumps(p))
+                    await sender.send(topics.posts_raw, key=p.key.encode(), value=json.dumps(p))
                     for _, p in posts
                 ]
                 await asyncio.wait_for(asyncio.gather(*futures), settings.produce_timeout_seconds)

@@ -24,6 +24,7 @@ from schemas.events import Platform, Post
 from services.common import json
 from services.common.clock import Clock, system_clock
 from services.ingest.adapters import AdapterError, adapt
+from services.ingest.exceptions import ReplayError
 from services.ingest.timeparse import parse_time
 
 __all__ = ["ReplayResult", "replay"]
@@ -61,7 +62,7 @@ async def replay(
     them ten times shorter. Lines without an event_time get clock() and do not move the pace.
     """
     if speed is not None and not (math.isfinite(speed) and speed > 0):
-        raise ValueError(f"speed must be a positive number, or None for as fast as possible; got {speed!r}")
+        raise ReplayError(f"speed must be a positive number, or None for as fast as possible; got {speed!r}")
     native = _platform(platform)
     sent = bad = read_bytes = 0
     async with contextlib.AsyncExitStack() as stack:
@@ -110,7 +111,7 @@ def _platform(name: str | None) -> str | None:
     key = name.strip().lower()
     if key not in {p.value for p in Platform}:
         allowed = ", ".join(p.value for p in Platform)
-        raise ValueError(f"platform {name!r} is not one of: {allowed}")
+        raise ReplayError(f"platform {name!r} is not one of: {allowed}")
     return key
 
 

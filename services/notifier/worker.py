@@ -10,10 +10,10 @@ from schemas.events import Alert, AlertKind, DeliveryOutcome, KeywordHit, TierCh
 from services.common import json
 from services.common.clock import system_clock
 from services.common.config import load_config
-from services.common.exceptions import DeadLetter
 from services.common.stream import StreamShell, decode
 from services.notifier.channels import build_channel
 from services.notifier.core import Dispatcher, send_batches
+from services.notifier.exceptions import DeliveryFailed
 from services.notifier.grouping import HitGrouper
 from services.notifier.routing import Router
 from services.notifier.settings import NotifierSettings
@@ -68,7 +68,7 @@ def build(settings: NotifierSettings) -> StreamShell:
             latency.observe(max(0.0, (first.event_time - alert.hit_time).total_seconds()))
         if deliveries and first is None:
             failed = {d.channel: d.error for d in deliveries if d.outcome == DeliveryOutcome.failed}
-            raise DeadLetter("delivery_failed", f"alert {alert.dedup_key} was not delivered: {failed}")
+            raise DeliveryFailed(alert.dedup_key, failed)
 
     async def handle(event: Any) -> None:
         now = system_clock()

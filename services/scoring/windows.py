@@ -11,6 +11,8 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.scoring.exceptions import LateEvent
+
 __all__ = ["LateEvent", "WindowCounter", "minute_of"]
 
 
@@ -19,12 +21,6 @@ _OFFSET = "_o"  # in a bucket row: the last input offset applied to it
 
 def minute_of(t: datetime) -> int:
     return int(t.timestamp() // 60)
-
-
-class LateEvent(Exception):  # a typed outcome, not a failure
-    def __init__(self, lateness: timedelta) -> None:
-        super().__init__(f"event is {lateness.total_seconds():.0f}s behind, past the grace period")
-        self.lateness = lateness
 
 
 class WindowCounter:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily
 
 from schemas.events import KeywordHit, Post, TierOverride
 from services.common import json
@@ -16,7 +18,7 @@ from services.scoring.matcher import RuleMatcher
 from services.scoring.settings import ScoringSettings
 from services.scoring.windows import LateEvent
 
-__all__ = ["build"]
+__all__ = ["build", "tier_levels"]
 
 
 def _thread_key(raw: bytes | None) -> bytes:
@@ -33,6 +35,43 @@ def _thread_key(raw: bytes | None) -> bytes:
         raise DeadLetter("invalid_schema", "a post needs at least 'platform' and 'post_id'")
     root = data.get("root_post_id") or data["post_id"]
     return f"{str(data['platform']).strip()}:{str(root).strip()}".encode()
+
+
+def tier_levels(
+    groups: Iterable[str], tiers: Mapping[str, Any], owned: set[int] | None, home: Callable[[str], int]
+) -> dict[str, int]:
+    """The tier of each rule group this worker owns, read from the tiers table (0 when it has no row).
+
+    Read at scrape time rather than kept in a gauge set on change: a gauge started at 0 after a restart
+    (showing "none" for a level-1 group), and with several replicas each one kept reporting groups it had
+    handed over. A worker without a settled share exports nothing.
+    """
+    if owned is None:
+        return {}
+    out: dict[str, int] = {}
+    for group in groups:
+        if home(group) in owned:
+            row = tiers[group] if group in tiers else None
+            out[group] = int(row["tier"]) if row else 0
+    return out
+
+
+class _TierCollector:
+    def __init__(self, groups: list[str], tiers: Mapping[str, Any], shell: StreamShell) -> None:
+        self._groups, self._tiers, self._shell = groups, tiers, shell
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "yuqing_tier_level",
+            "Current crisis tier per rule group this worker owns (0 none, 1 major … 3 general).",
+            labels=["group"],
+        )
+        levels = tier_levels(
+            self._groups, self._tiers, self._shell.owned_partitions(), self._shell.home_partition
+        )
+        for group, level in levels.items():
+            family.add_metric([group], level)
+        yield family
 
 
 def build(settings: ScoringSettings) -> StreamShell:
@@ -62,21 +101,14 @@ def build(settings: ScoringSettings) -> StreamShell:
         ["platform"],
         registry=shell.registry,
     )
-    tier_gauge = Gauge(
-        "yuqing_tier_level",
-        "Current crisis tier per rule group (0 none, 1 major … 3 general).",
-        ["group"],
-        registry=shell.registry,
-    )
     tier_changes_total = Counter(
         "yuqing_tier_changes_total", "Tier changes emitted.", ["direction"], registry=shell.registry
     )
-    for g in config.rules.groups:  # group names come from the operator's config: a fixed, small set
-        tier_gauge.labels(g.name).set(0)
+    groups = [g.name for g in config.rules.groups]  # from the operator's config: a fixed, small set
+    shell.registry.register(_TierCollector(groups, state.tiers, shell))
 
     async def emit_changes(changes: list[Any]) -> None:
         for change in changes:
-            tier_gauge.labels(change.group).set(int(change.tier))
             tier_changes_total.labels(change.direction).inc()
             await shell.send_model(tier_changes, change.group, change)
 

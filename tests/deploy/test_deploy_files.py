@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
@@ -435,6 +436,74 @@ def test_servicemonitor_selects_every_service() -> None:
         assert selector.items() <= service["metadata"]["labels"].items(), name
         (port,) = service["spec"]["ports"]
         assert endpoints.get(port["name"]) == "/metrics", name
+
+
+SERVICEMONITOR_SCHEMA = Path(__file__).with_name("servicemonitor.schema.json")
+# Target labels the Prometheus Operator sets on every ServiceMonitor target.
+OPERATOR_TARGET_LABELS = {"service", "namespace", "pod", "container", "endpoint", "job", "instance"}
+
+
+def validate_servicemonitor(doc: dict[str, Any]) -> None:
+    schema = json.loads(SERVICEMONITOR_SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.validate(doc, schema)
+
+
+def test_servicemonitor_matches_the_crd_fields_it_uses() -> None:
+    (monitor,) = of_kind("ServiceMonitor").values()
+    validate_servicemonitor(monitor)
+    broken = json.loads(json.dumps(monitor))
+    broken["spec"]["endpoints"][0]["honorLabel"] = True  # a typo the API server would prune silently
+    with pytest.raises(jsonschema.ValidationError):
+        validate_servicemonitor(broken)
+    broken = json.loads(json.dumps(monitor))
+    broken["spec"]["endpoints"][0]["interval"] = "15 seconds"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_servicemonitor(broken)
+
+
+def selected_labels(expr: str) -> set[str]:
+    """Label names used in {…} selectors and by (…) clauses of a PromQL expression."""
+    names = set(re.findall(r"([a-z_]+)\s*(?:=~|!=|!~|=)\s*\"", expr))
+    for clause in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", expr):
+        names |= {n.strip() for n in clause.split(",") if n.strip()}
+    return names
+
+
+def test_servicemonitor_keeps_the_labels_the_rules_select_on() -> None:
+    """The Operator sets a `service` target label; without honorLabels the workers' own `service` label is
+    renamed exported_service and every {service="scoring"} rule and panel matches nothing."""
+    rules = load_yaml(DEPLOY / "prometheus" / "rules" / "yuqing.rules.yml")
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "yuqing.json").read_text(encoding="utf-8"))
+    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    clashing = set().union(*(selected_labels(e) for e in exprs)) & OPERATOR_TARGET_LABELS - {
+        "job",
+        "instance",
+    }
+    assert "service" in clashing  # the rules do select on it: the test guards something real
+    (monitor,) = of_kind("ServiceMonitor").values()
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint.get("honorLabels") is True, endpoint["port"]
+    # The compose Prometheus adds a `service` target label too.
+    prom = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    for job in prom["scrape_configs"]:
+        if job["job_name"].startswith("yuqing-"):
+            assert job.get("honor_labels") is True, job["job_name"]
+
+
+def test_scrape_jobs_are_named_as_the_absence_rules_expect() -> None:
+    """YuqingServiceAbsent names each job: compose's job names and the k8s Services' names must match."""
+    rules = load_yaml(DEPLOY / "prometheus" / "rules" / "yuqing.rules.yml")
+    (absent,) = [
+        r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == "YuqingServiceAbsent"
+    ]
+    expected = {f"yuqing-{name}" for name in SERVICES}
+    assert set(re.findall(r'absent\(up\{job="([^"]+)"\}\)', absent)) == expected
+    prom = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    assert {j["job_name"] for j in prom["scrape_configs"]} - {"prometheus"} == expected
+    (monitor,) = of_kind("ServiceMonitor").values()
+    assert "jobLabel" not in monitor["spec"]  # the job is then the Service's name
+    assert set(of_kind("Service")) == expected
 
 
 def test_topics_job_creates_the_topics() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -27,6 +28,15 @@ def test_demo_shows_three_tiers_an_incident_and_delivered_alerts(kafka, tmp_path
     assert "xinghe: 0 -> 3 (up, threshold)" in out
     assert "xinghe: 3 -> 2 (up, threshold)" in out
     assert "xinghe: 2 -> 1 (up, threshold)" in out
-    assert "opened; deadlines: ack by" in out
+    assert re.search(r"opened; deadlines: ack by \d{4}-\d\d-\d\dT\d\d:\d\d", out), out
+    latency = re.search(
+        r"keyword hit -> alert delivered: "
+        r"min ([\d.]+)s, median ([\d.]+)s, max ([\d.]+)s over (\d+) deliveries",
+        out,
+    )
+    assert latency, out
+    low, median, high = (float(latency.group(i)) for i in (1, 2, 3))
+    assert 0 <= low <= median <= high <= 600  # the plans' 10 minutes
+    assert int(latency.group(4)) >= 1
     assert "bad signatures: 0" in out
     assert "demo: OK" in out

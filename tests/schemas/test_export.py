@@ -101,3 +101,142 @@ def test_asyncapi_document_is_in_sync_and_complete():
     addresses = {c["address"] for c in doc["channels"].values()}
     assert {"yuqing.posts.raw", "yuqing.tier-changes", "yuqing.dead-letter", "yuqing.alerts"} <= addresses
     assert not any(a.endswith(".ticks") for a in addresses)
+
+
+_ID = r"^[a-zA-Z0-9.\-_]+$"
+_REF = {"type": "object", "required": ["$ref"], "properties": {"$ref": {"type": "string", "pattern": "^#/"}}}
+# The parts of the AsyncAPI 3.0.0 specification the document uses: required fields, enums, key patterns
+# and the Kafka bindings 0.5.0 (message key is a schema; channel topic a string).
+ASYNCAPI_3 = {
+    "type": "object",
+    "required": ["asyncapi", "info"],
+    "properties": {
+        "asyncapi": {"const": "3.0.0"},
+        "info": {
+            "type": "object",
+            "required": ["title", "version"],
+            "properties": {"title": {"type": "string"}, "version": {"type": "string"}},
+        },
+        "defaultContentType": {"type": "string"},
+        "channels": {
+            "type": "object",
+            "propertyNames": {"pattern": _ID},
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "address": {"type": ["string", "null"]},
+                    "messages": {
+                        "type": "object",
+                        "propertyNames": {"pattern": _ID},
+                        "additionalProperties": _REF,
+                    },
+                    "bindings": {
+                        "type": "object",
+                        "properties": {
+                            "kafka": {
+                                "type": "object",
+                                "required": ["topic"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "topic": {"type": "string"},
+                                    "partitions": {"type": "integer", "minimum": 1},
+                                    "bindingVersion": {"const": "0.5.0"},
+                                },
+                            }
+                        },
+                    },
+                },
+            },
+        },
+        "operations": {
+            "type": "object",
+            "propertyNames": {"pattern": _ID},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["action", "channel"],
+                "properties": {
+                    "action": {"enum": ["send", "receive"]},
+                    "channel": _REF,
+                    "messages": {"type": "array", "items": _REF},
+                },
+            },
+        },
+        "components": {
+            "type": "object",
+            "properties": {
+                "schemas": {"type": "object", "propertyNames": {"pattern": _ID}},
+                "messages": {
+                    "type": "object",
+                    "propertyNames": {"pattern": _ID},
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["payload"],
+                        "not": {"required": ["headers"]},  # headers must be a schema of real headers
+                        "properties": {
+                            "payload": _REF,
+                            "contentType": {"type": "string"},
+                            "bindings": {
+                                "type": "object",
+                                "required": ["kafka"],
+                                "properties": {
+                                    "kafka": {
+                                        "type": "object",
+                                        "required": ["key", "bindingVersion"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "key": {"type": "object", "required": ["type"]},
+                                            "schemaIdLocation": {"enum": ["header", "payload"]},
+                                            "bindingVersion": {"const": "0.5.0"},
+                                        },
+                                    }
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def test_asyncapi_document_follows_the_specification():
+    import jsonschema
+    import yaml
+
+    from schemas.asyncapi import render_asyncapi
+    from services.common.topics import TOPIC_DOCS
+
+    doc = yaml.safe_load(render_asyncapi())
+    jsonschema.validate(doc, ASYNCAPI_3)
+    # An operation's messages must be among its channel's messages.
+    for name, op in doc["operations"].items():
+        channel = op["channel"]["$ref"]
+        assert all(m["$ref"].startswith(f"{channel}/messages/") for m in op["messages"]), name
+    # Each channel's message states the topic's key as a Kafka key binding.
+    keys = {f"yuqing.{suffix}": key for suffix, key, _ in TOPIC_DOCS.values()}
+    for channel in doc["channels"].values():
+        (ref,) = channel["messages"].values()
+        message = doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[1]]
+        assert message["bindings"]["kafka"]["key"]["description"].startswith(keys[channel["address"]])
+    # The dead-letter topic carries the model the services produce, not a hand-written copy.
+    dead = doc["channels"]["dead-letter"]["messages"]["DeadLetterRecord"]["$ref"]
+    payload = doc["components"]["messages"][dead.rsplit("/", 1)[1]]["payload"]["$ref"]
+    assert doc["components"]["schemas"][payload.rsplit("/", 1)[1]]["title"] == "DeadLetterRecord"
+    broken = yaml.safe_load(render_asyncapi())
+    del broken["operations"]["consume-alerts"]["action"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, ASYNCAPI_3)
+
+
+def test_alerts_are_documented_as_produced_by_escalation_and_ingest_briefings():
+    import yaml
+
+    from schemas.asyncapi import render_asyncapi
+
+    doc = yaml.safe_load(render_asyncapi())
+    description = doc["channels"]["alerts"]["description"]
+    assert "escalation" in description
+    assert "ingest" in description
+    assert "briefing" in description
+    assert "notifier" not in description

@@ -1,0 +1,243 @@
+"""`yuqing dev`: the user's ports are kept, a broker the stack did not start is left running, Ctrl-C stops
+everything cleanly; the ingest API starts while Kafka is down and is ready once Kafka answers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from services.common.broker import free_port
+from services.common.exceptions import ConfigError
+from services.common.runner import Stack
+from services.ingest.api import create_app
+from services.ingest.settings import IngestSettings
+from tests.conftest import write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _FakeBroker:
+    def __init__(self, running: bool) -> None:
+        self.running = running
+        self.stops = 0
+        self.bootstrap = "127.0.0.1:19092"
+
+    def status(self) -> int | None:
+        return 4242 if self.running else None
+
+    def start(self) -> int:
+        self.running = True
+        return 4242
+
+    def stop(self) -> bool:
+        self.stops += 1
+        self.running = False
+        return True
+
+
+@pytest.mark.parametrize(("already_running", "stops"), [(True, 0), (False, 1)])
+def test_stack_stops_only_a_broker_it_started(
+    monkeypatch: pytest.MonkeyPatch, already_running: bool, stops: int
+) -> None:
+    monkeypatch.delenv("YUQING_KAFKA_BOOTSTRAP", raising=False)
+    broker = _FakeBroker(running=already_running)
+    stack = Stack(broker=broker)  # type: ignore[arg-type]
+    assert stack.bootstrap() == "127.0.0.1:19092"
+    stack.stop()
+    assert broker.stops == stops
+    assert broker.running is already_running
+
+
+def test_dev_keeps_the_users_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YUQING_API_PORT", "9100")
+    monkeypatch.setenv("YUQING_WEB_PORT", "7000")
+    stack = Stack.from_env()
+    stack.bootstrap_addr = "127.0.0.1:9092"
+    assert stack.child_env("ingest", 0)["YUQING_API_PORT"] == "9100"
+    assert [stack.child_env(s, i)["YUQING_WEB_PORT"] for i, s in enumerate(("ingest", "scoring"))] == [
+        "7000",
+        "7001",
+    ]
+    monkeypatch.delenv("YUQING_API_PORT")
+    monkeypatch.delenv("YUQING_WEB_PORT")
+    assert (Stack.from_env().api_port, Stack.from_env().base_web_port) == (8000, 6066)
+    monkeypatch.setenv("YUQING_API_PORT", "eighty")
+    with pytest.raises(ConfigError, match="YUQING_API_PORT: expected a TCP port number, got 'eighty'"):
+        Stack.from_env()
+
+
+def _closed_port() -> int:
+    return free_port()  # nothing listens on it once free_port has closed its socket
+
+
+def _ingest(bootstrap: str, prefix: str = "t-ready.") -> IngestSettings:
+    return IngestSettings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        partitions=1,
+        ingest_tokens=("tok-1",),
+        read_model=False,
+        produce_timeout_seconds=2,
+    )
+
+
+POST = {
+    "platform": "weibo",
+    "post_id": "p1",
+    "text": "星河 投诉",
+    "published_at": "2026-11-21T10:00:00+08:00",
+    "event_time": "2026-11-21T10:00:00+08:00",
+}
+
+
+def test_ingest_starts_and_answers_503_while_kafka_is_unreachable() -> None:
+    app = create_app(_ingest(f"127.0.0.1:{_closed_port()}"))
+    with TestClient(app, headers={"Authorization": "Bearer tok-1"}) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "not connected to Kafka" in ready.json()["kafka"]
+        refused = client.post("/v1/posts", json=POST)
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "5"
+
+
+@contextmanager
+def _tcp_forwarder(listen_port: int, target: str) -> Iterator[None]:
+    """Forward 127.0.0.1:listen_port to target: Kafka 'comes up' on a port ingest already tried."""
+    host, port = target.rsplit(":", 1)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    server: list[asyncio.base_events.Server] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(host, int(port))
+        await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
+
+    async def main() -> None:
+        server.append(await asyncio.start_server(handle, "127.0.0.1", listen_port))
+        started.set()
+
+    thread = threading.Thread(
+        target=lambda: (loop.run_until_complete(main()), loop.run_forever()), daemon=True
+    )
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(server[0].close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@pytest.mark.kafka
+def test_ingest_becomes_ready_when_kafka_comes_up(kafka: str, prefix: str) -> None:
+    port = _closed_port()
+    app = create_app(_ingest(f"127.0.0.1:{port}", prefix))
+    with TestClient(app, headers={"Authorization": "Bearer tok-1"}) as client:
+        assert client.get("/readyz").status_code == 503
+        with _tcp_forwarder(port, kafka):
+            deadline = time.monotonic() + 60
+            while client.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "ingest never became ready after Kafka came up"
+                time.sleep(0.5)
+            accepted = client.post("/v1/posts", json=POST)
+            assert accepted.status_code == 202, accepted.text
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _free_block(size: int) -> int:
+    """A base port with `size` consecutive free ports (the workers take base+1..base+3)."""
+    for _ in range(50):
+        base = free_port()
+        if base + size < 65535 and all(_port_free(base + i) for i in range(size)):
+            return base
+    raise AssertionError("no block of free ports")
+
+
+@pytest.mark.kafka
+def test_yuqing_dev_runs_and_stops_cleanly_on_sigint(kafka: str, prefix: str, tmp_path: Path) -> None:
+    api_port, web_base = free_port(), _free_block(4)
+    env = {
+        **os.environ,
+        "YUQING_KAFKA_BOOTSTRAP": kafka,
+        "YUQING_TOPIC_PREFIX": prefix,
+        "YUQING_PARTITIONS": "1",
+        "YUQING_API_PORT": str(api_port),
+        "YUQING_WEB_PORT": str(web_base),
+        "YUQING_DATA_DIR": str(tmp_path / "data"),
+        "YUQING_CONFIG_FILE": str(write_config(tmp_path / "c.yaml")),
+        "YUQING_SESSION_TIMEOUT_SECONDS": "6",
+        "YUQING_LOG_LEVEL": "warn",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.common.cli", "dev"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "yuqing dev never became ready"
+            try:
+                if httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        # The user's YUQING_WEB_PORT was kept: scoring serves on the next port.
+        healthz = f"http://127.0.0.1:{web_base + 1}/healthz"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(healthz, timeout=2).json()["service"] == "scoring":
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            assert time.monotonic() < deadline, "scoring never served /healthz on YUQING_WEB_PORT + 1"
+            time.sleep(0.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=45)
+        assert proc.returncode == 0, out
+        assert time.monotonic() - started < 45
+        assert "stopping" in out
+        assert "Traceback" not in out
+        assert _port_free(api_port)
+        assert all(_port_free(web_base + i) for i in (1, 2, 3))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -1,0 +1,64 @@
+"""Topic creation: per-topic errors in the broker's answer are checked, short topics are reported."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from services.common.exceptions import KafkaSetupError
+from services.common.kafka import creation_errors, ensure_topics, short_topics
+from services.common.settings import CommonSettings
+from services.common.topics import Topics
+
+
+def test_creation_errors_ignore_success_and_existing_topics() -> None:
+    answer = [
+        ("y.posts.raw", 0, None),
+        ("y.alerts", 36, "Topic 'y.alerts' already exists."),
+        ("y.incidents", 38, "RF 3 larger than brokers: 1."),
+        ("y.deliveries", 44),  # v0 answers carry no message
+    ]
+    assert creation_errors(answer) == [
+        "y.incidents: InvalidReplicationFactorError (code 38, RF 3 larger than brokers: 1.)",
+        "y.deliveries: PolicyViolationError (code 44)",
+    ]
+
+
+def test_short_topics_lists_those_under_the_configured_partitions() -> None:
+    described = [
+        {"topic": "y.posts.raw", "error_code": 0, "partitions": [{}, {}, {}]},
+        {"topic": "y.alerts", "error_code": 0, "partitions": [{}]},
+        {"topic": "y.gone", "error_code": 3, "partitions": []},
+    ]
+    assert short_topics(described, 3) == [("y.alerts", 1)]
+    assert short_topics(described, 1) == []
+
+
+@pytest.mark.kafka
+async def test_a_refused_topic_raises_a_clear_error(kafka: str, prefix: str) -> None:
+    settings = CommonSettings(kafka_bootstrap=kafka, topic_prefix=prefix, replication_factor=3)
+    with pytest.raises(KafkaSetupError, match=r"refused to create 13 topic\(s\).*InvalidReplicationFactor"):
+        await ensure_topics(settings, retries=1)
+
+
+@pytest.mark.kafka
+async def test_existing_topics_with_fewer_partitions_are_reported(
+    kafka: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topics = Topics.with_prefix(prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topics.alerts, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+    settings = CommonSettings(kafka_bootstrap=kafka, topic_prefix=prefix, partitions=2)
+    with caplog.at_level(logging.WARNING, logger="services.common.kafka"):
+        created = await ensure_topics(settings)
+    assert topics.alerts not in created
+    assert len(created) == len(topics.all()) - 1
+    (warning,) = [r.getMessage() for r in caplog.records if "fewer than" in r.getMessage()]
+    assert f"topic {topics.alerts} has 1 partitions, fewer than YUQING_PARTITIONS=2" in warning
+    assert await ensure_topics(settings) == []  # idempotent

@@ -1,0 +1,81 @@
+"""docs/examples/consumer.py works against a real broker: it reads tier changes once each, by event_id."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from schemas.events import TierChange
+from services.common import json
+from tests.conftest import produce
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "consumer.py"
+T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+
+
+def _example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("yuqing_example_consumer", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _change(previous: int, tier: int) -> TierChange:
+    return TierChange(
+        group="xinghe",
+        previous=previous,
+        tier=tier,
+        direction="up",
+        reason="threshold",
+        window_end=T0,
+        counts={"8h": 12_000 * (4 - tier)},
+        detected_at=T0,
+        event_time=T0,
+    )
+
+
+def test_seen_ids_forget_the_oldest_beyond_their_size() -> None:
+    seen = _example().SeenIds(size=2)
+    # a is forgotten when c comes in, so its next repeat is not recognised; c still is.
+    assert [seen.first_time(i) for i in ("a", "b", "a", "c", "a", "c")] == [
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
+    ]
+
+
+@pytest.mark.kafka
+async def test_the_example_consumer_prints_each_tier_change_once(kafka: str, prefix: str) -> None:
+    topic = f"{prefix}tier-changes"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+    first, second, third = _change(0, 3), _change(3, 2), _change(2, 1)
+    unknown = json.dumps({**json.loads(json.dumps(first)), "schema_version": 2})
+    records = [first, second, second, third]  # `second` twice: a producer retry after a lost ack
+    items: list[tuple[bytes | None, bytes]] = [(b"xinghe", json.dumps(r)) for r in records]
+    await produce(kafka, topic, [*items, (b"xinghe", unknown)])
+    lines: list[str] = []
+    await asyncio.wait_for(
+        _example().consume(kafka, prefix, group_id=f"{prefix}example", out=lines.append, limit=5), 60
+    )
+    assert lines == [
+        "xinghe: tier 0 -> 3 (up, threshold) counts {'8h': 12000}",
+        "xinghe: tier 3 -> 2 (up, threshold) counts {'8h': 24000}",
+        "xinghe: tier 2 -> 1 (up, threshold) counts {'8h': 36000}",
+        "skipping unknown schema version 2 at offset 4",
+    ]
