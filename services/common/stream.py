@@ -27,7 +27,7 @@ from services.common.metrics import CommonMetrics
 from services.common.settings import CommonSettings
 from services.common.topics import Topics
 
-__all__ = ["ORIGIN_HEADER", "StreamShell", "decode", "lag_rows"]
+__all__ = ["ORIGIN_HEADER", "StreamShell", "decode", "envelope", "lag_rows"]
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ def _transient(exc: BaseException) -> bool:
 ORIGIN_HEADER = "yuqing-origin"
 
 
-def decode(model: type[M], raw: bytes | None) -> M:
-    """Bytes to a model, or DeadLetter with a reason from a fixed set."""
+def envelope(raw: bytes | None) -> dict[str, Any]:
+    """Bytes to the JSON object of an event of the schema version we read, or DeadLetter with a reason."""
     if raw is None:
         raise DeadLetter("empty", "message has no value")
     try:
@@ -90,6 +90,12 @@ def decode(model: type[M], raw: bytes | None) -> M:
     version = data.get("schema_version", 1)
     if version != 1:
         raise DeadLetter("unsupported_schema_version", f"schema_version {version!r}; this worker reads 1")
+    return data
+
+
+def decode(model: type[M], raw: bytes | None) -> M:
+    """Bytes to a model, or DeadLetter with a reason from a fixed set."""
+    data = envelope(raw)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -9,10 +9,9 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 
 from schemas.events import KeywordHit, Post, TierOverride
-from services.common import json
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
-from services.common.stream import ORIGIN_HEADER, StreamShell, decode
+from services.common.stream import ORIGIN_HEADER, StreamShell, decode, envelope
 from services.scoring.core import HitStage, ScoringState, TierStage, Write, apply_writes
 from services.scoring.matcher import RuleMatcher
 from services.scoring.settings import ScoringSettings
@@ -27,11 +26,8 @@ def _thread_key(raw: bytes | None) -> bytes:
     Undecodable input is refused here so that the dead letter names the topic it arrived on; other schema
     errors are caught by the match stage.
     """
-    try:
-        data = json.loads(raw or b"")
-    except json.JSONDecodeError as exc:
-        raise DeadLetter("invalid_json", str(exc)) from None
-    if not isinstance(data, dict) or "platform" not in data or "post_id" not in data:
+    data = envelope(raw)
+    if "platform" not in data or "post_id" not in data:
         raise DeadLetter("invalid_schema", "a post needs at least 'platform' and 'post_id'")
     root = data.get("root_post_id") or data["post_id"]
     return f"{str(data['platform']).strip()}:{str(root).strip()}".encode()

@@ -18,14 +18,27 @@ from services.common import json
 from services.common.config import YuqingConfig, load_config
 from services.common.demo import load_sample
 from services.common.topics import Topics
-from services.scoring.core import HitStage, ScoringState
+from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from tests.conftest import collect, write_config
 
-__all__ = ["LONG", "Feed", "Report", "expected_spread", "record_row", "reliability_config", "verify"]
+__all__ = [
+    "LONG",
+    "NOMINAL_POSTS_PER_SECOND",
+    "Feed",
+    "Report",
+    "expected_spread",
+    "expected_tier_changes",
+    "record_row",
+    "reliability_config",
+    "verify",
+]
 
 LONG = os.environ.get("YUQING_RELIABILITY_LONG") == "1"
 SPEED = 90.0 if LONG else 360.0
+# The nominal ingest rate of these scenarios: the sample crisis (418 snapshots over three hours) fed at
+# SPEED x real time. The overload scenario must offer at least 20 times this.
+NOMINAL_POSTS_PER_SECOND = 418 / (3 * 3600) * SPEED
 
 
 def reliability_config(path: Path, webhook_url: str) -> Path:
@@ -34,6 +47,9 @@ def reliability_config(path: Path, webhook_url: str) -> Path:
     return write_config(
         path,
         tiers={"grace_minutes": 240},
+        # Short SLA clocks, so that reminders and breaches come due while a worker is down or restarting:
+        # "no deadline fired twice" then means something.
+        escalation={"sla": {f"level{n}": {"ack_minutes": 0.3, "response_minutes": 0.6} for n in (1, 2, 3)}},
         notifier={
             "channels": [{"name": "hook", "type": "webhook", "url": webhook_url, "secret": "hook-secret"}],
             "group_wait_seconds": 1,
@@ -48,6 +64,15 @@ def expected_spread(posts: list[dict[str, Any]], config: YuqingConfig | None = N
     stage, state = HitStage(config, RuleMatcher(config.rules)), ScoringState.in_memory()
     hits = [h for p in posts for h in stage.process(Post.model_validate(p), state)]
     return len(hits), sum(h.delta.total for h in hits)
+
+
+def expected_tier_changes(posts: list[dict[str, Any]], config: YuqingConfig) -> list[TierChange]:
+    """The hit-driven tier changes of a fault-free, in-order run of the same input, with their ids."""
+    matcher = RuleMatcher(config.rules)
+    hits_stage, tier_stage = HitStage(config, matcher), TierStage(config, rule_version=matcher.version)
+    state = ScoringState.in_memory()
+    hits = [h for p in posts for h in hits_stage.process(Post.model_validate(p), state)]
+    return [c for i, h in enumerate(hits) for c in tier_stage.process(h, state, offset=i)]
 
 
 @dataclass
@@ -93,6 +118,8 @@ class Feed:
 @dataclass
 class Report:
     scenario: str
+    load: str
+    fault: str
     posts_in: int
     posts_scored: int
     duplicates: int
@@ -103,8 +130,8 @@ class Report:
     def row(self) -> str:
         rec = "—" if self.recovery_seconds is None else f"{self.recovery_seconds:.1f} s"
         return (
-            f"| {self.scenario} | {self.posts_in} | {self.posts_scored} | {self.duplicates} | {self.lost} "
-            f"| {rec} | {self.notes} |"
+            f"| {self.scenario} | {self.load} | {self.fault} | {self.posts_in} | {self.posts_scored} "
+            f"| {self.duplicates} | {self.lost} | {rec} | {self.notes} |"
         )
 
 
@@ -115,9 +142,13 @@ async def verify(
     posts: list[dict[str, Any]],
     feed: Feed,
     scenario: str,
+    fault: str,
+    config: Path,
     recovery: float | None = None,
+    same_order: bool = True,
 ) -> Report:
-    """Acknowledged posts all on posts.raw; spread equal to the fault-free one; no page sent twice."""
+    """Acknowledged posts all on posts.raw; spread equal to the fault-free one; no page sent twice; no
+    deadline fired twice; with one partition (`same_order`), the same tier changes as a fault-free run."""
     on_topic = await collect(kafka, topics.posts_raw, lambda v: len(v) >= len(feed.accepted), within=60)
     ids = {Post.model_validate_json(v).event_id for v in on_topic}
     lost_posts = len(feed.accepted - ids)
@@ -126,12 +157,13 @@ async def verify(
     # An override reports the group's current counts: with 3 h of data, the 8 h window holds all of it.
     deadline = time.monotonic() + 90
     counted = -1
+    tiers_raw: list[bytes] = []
     async with httpx.AsyncClient(timeout=30) as client:
         while time.monotonic() < deadline and counted != spread:
             await client.post(f"{api}/v1/tiers/xinghe/override", json={"tier": None, "actor": "check"})
             await asyncio.sleep(2)
-            changes = await collect(kafka, topics.tier_changes, lambda v: False, within=1)
-            overrides = [TierChange.model_validate_json(v) for v in changes]
+            tiers_raw = await collect(kafka, topics.tier_changes, lambda v: False, within=1)
+            overrides = [TierChange.model_validate_json(v) for v in tiers_raw]
             overrides = [t for t in overrides if t.reason == "override"]
             counted = overrides[-1].counts["8h"] if overrides else -1
     hits = await collect(kafka, topics.keyword_hits, lambda v: False, within=2)
@@ -145,25 +177,60 @@ async def verify(
         IncidentEvent.model_validate_json(v)
         for v in await collect(kafka, topics.incidents, lambda v: False, within=2)
     ]
+    # At-least-once: a replay after a crash repeats an event with the same id; count distinct ids.
+    incidents = list({e.event_id: e for e in incidents}.values())
     opened = sum(1 for e in incidents if e.kind.value == "opened")
+    # A deadline fires (reminds, breaches, pages a rung) once: a replay repeats an event id, never the step.
+    fired = Counter(
+        (e.incident_id, e.kind.value, e.detail)
+        for e in incidents
+        if e.kind.value in ("reminder", "sla_breached", "escalated")
+    )
+    fired_twice = [k for k, n in fired.items() if n > 1]
+    changes = [TierChange.model_validate_json(v) for v in tiers_raw]
+    got_changes = list({c.event_id: c for c in changes if c.reason == "threshold"})
+    want = expected_tier_changes(posts, load_config(config))
+    want_changes = [c.event_id for c in want]
     double_pages = sum(n - 1 for n in delivered.values() if n > 1)
     over = max(0, counted - spread)
     under = max(0, spread - counted) if counted >= 0 else spread
     report = Report(
         scenario=scenario,
+        load=f"sample crisis at {feed.speed:g}x real time",
+        fault=fault,
         posts_in=len(feed.accepted),
         posts_scored=len(hit_ids),
-        duplicates=over + double_pages + max(0, opened - 1),
+        duplicates=over + double_pages + max(0, opened - 1) + len(fired_twice),
         lost=lost_posts + (1 if under else 0),
         recovery_seconds=recovery,
         notes=f"spread {counted:,} of {spread:,}; {len(hits) - len(hit_ids)} replayed hits deduplicated; "
-        f"{sum(delivered.values())} pages, statuses {dict(feed.statuses)}",
+        f"{sum(delivered.values())} pages, {sum(fired.values())} deadline steps fired once each; "
+        f"tier changes {'identical to the fault-free run' if got_changes == want_changes else 'differ'}; "
+        f"statuses {dict(feed.statuses)}",
     )
     assert lost_posts == 0, f"{lost_posts} acknowledged posts are not on {topics.posts_raw}"
     assert counted == spread, f"counted spread {counted:,}, fault-free {spread:,}"
     assert len(hit_ids) == matched, f"{len(hit_ids)} distinct hits, expected {matched}"
     assert double_pages == 0, f"pages delivered twice: {[k for k, n in delivered.items() if n > 1]}"
     assert opened == 1, f"{opened} incidents opened"
+    assert not fired_twice, f"deadline steps fired twice: {fired_twice}"
+    assert want_changes, "the fault-free run raises no tier: the scenario proves nothing"
+    assert fired, "no deadline came due during the run: 'fired once' proves nothing"
+    if same_order:
+        got_seq = [
+            (int(c.previous), int(c.tier), c.window_end.isoformat(), c.counts)
+            for c in {c.event_id: c for c in changes if c.reason == "threshold"}.values()
+        ]
+        want_seq = [(int(c.previous), int(c.tier), c.window_end.isoformat(), c.counts) for c in want]
+        assert got_changes == want_changes, (
+            f"tier changes differ from a fault-free run: {got_seq} != {want_seq}"
+        )
+    else:  # several partitions: hits interleave differently, so crossing points (and ids) may move; the
+        # tiers reached, in order, may not
+        got_tiers = [
+            (c.previous, c.tier) for c in {c.event_id: c for c in changes if c.reason == "threshold"}.values()
+        ]
+        assert got_tiers == [(c.previous, c.tier) for c in want], f"tiers reached {got_tiers}"
     _record(report)
     return report
 
