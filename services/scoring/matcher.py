@@ -54,6 +54,7 @@ _CLEARED_AFTER = re.compile(r"^(?:的)?(?:问题|锅|责任|事|无关|官方|�
 # bought from (在X买, X上买, X百亿补贴, X自营, X直播间).
 _COUNTERFEIT = ("假货", "高仿", "山寨", "假的", "仿品", "盗版", "翻新机", "二手货", "矿卡")
 _SELLER_AFTER = re.compile(r"^(?:上|买|的百亿|百亿|补贴|自营|旗舰店|店|商家|平台|直播间|卖)")
+_BOUGHT = re.compile(r"(?:买的|买了|买个|入手的|入手了)$")
 # An everyday word right after these is addressed or accused as a company (@小米, 避雷小米, 投诉苹果).
 _ADDRESSED = re.compile(r"(?:@|避雷|投诉|曝光|抵制|起诉|举报)$")
 _COORDINATION = re.compile(r"^(?:和|与|跟|、|及|以及|还有)$")
@@ -124,6 +125,7 @@ class _Mention(NamedTuple):
     start: int
     end: int
     blameless: bool  # named as the better choice or cleared: takes no negative evidence
+    bought: bool  # the thing bought (在拼多多买的AirPods): takes evidence from its own clause only
 
 
 class _Evidence(NamedTuple):
@@ -228,7 +230,8 @@ class RuleMatcher:
                 continue
             for gi, kind in owners:
                 if kind == "brand" or kind == _OTHER:
-                    mentions.append(_Mention(gi, word, start, end, _blameless(norm, start, end)))
+                    bought = bool(_BOUGHT.search(norm[max(0, start - 3) : start]))
+                    mentions.append(_Mention(gi, word, start, end, _blameless(norm, start, end), bought))
                 elif kind == "required":
                     required.setdefault(gi, []).append(
                         TermMatch(term=word, kind="required", start=start, end=end)
@@ -439,6 +442,9 @@ def _owners(norm: str, e: _Evidence, mentions: list[_Mention]) -> set[int]:
             if _COORDINATION.match(norm[a.end : b.start]):
                 out.add(m.group)
         return out
+    # Beyond its own clause, a complaint is about where it was bought rather than what (在拼多多买的AirPods
+    # 是高仿，找客服就是机器人回复).
+    pool = [m for m in pool if not m.bought] or pool
     sentence_lo = e.start
     while sentence_lo > 0 and not _SENTENCE_END.match(norm[sentence_lo - 1]):
         sentence_lo -= 1

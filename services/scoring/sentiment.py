@@ -47,6 +47,7 @@ _NOT_A_NEGATION = tuple(
 _EXISTENTIAL = re.compile(
     r"(?:没有?|从没有?|从来没有?|并没有?|从未|未曾)[^\W就又还便才但却了]{1,5}$|(?:以为|还以为|本以为|原以为)[^\W]{0,6}$"
 )
+_BARRIERS = "就又还便才但却了"  # as in _EXISTENTIAL: 没多久就坏了 is a complaint
 _HYPOTHETICAL = re.compile(
     r"(?:怕买到|怕遇到|担心|会不会|万一|以免|避免|防止|预防|是否|哪个|哪家)[^\W]{0,6}$"
 )
@@ -143,12 +144,17 @@ def stance(norm: str, start: int, end: int) -> int:
     after = norm[end : end + 12]
     if _AFTER_NEGATION.match(after):
         return -1
-    m = _NEGATOR.search(before[-6:]) or _EXISTENTIAL.search(before)
+    near = before[-6:]
+    m = _NEGATOR.search(near)
+    at_negator = len(before) - len(near) + m.start() if m else 0
     if m is None:
-        return 1
+        m = _EXISTENTIAL.search(before) if norm[start] not in _BARRIERS else None
+        if m is None:
+            return 1
+        at_negator = m.start()
     for x in _NOT_A_NEGATION:
-        at = before.rfind(x)
-        if at != -1 and at <= m.start() < at + len(x):
+        at = before.rfind(x, 0, at_negator + len(x))
+        if at != -1 and at <= at_negator < at + len(x):
             return 1
     if "不是" in m.group() and _RHETORICAL.match(after):
         return 1
