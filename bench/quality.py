@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/quality.py [--write docs/quality.md]
 
-Loads tests/data/labelled_rules.yaml (a `rules:` section) and tests/data/labelled_posts.jsonl (one post a
-line: id, text, groups, sentiment, demand, note), runs RuleMatcher and sentiment.analyse over every post and
-prints a Markdown report. The labels say what a careful analyst expects ("is this a complaint or a negative
-item about this brand"), not what the code does, so every false hit and every miss is listed with its text.
+Loads tests/data/labelled_rules.yaml (a `rules:` section) and two sets of posts (one post a line: id, text,
+groups, sentiment, demand, note): tests/data/labelled_posts.jsonl, the set the lexicons were developed
+against, and tests/data/holdout_posts.jsonl, written and committed before any tuning and never tuned on. It
+runs RuleMatcher and sentiment.analyse over every post and prints a Markdown report of both sets. The labels
+say what a careful analyst expects ("is this a complaint or a negative item about this brand"), not what the
+code does, so every false hit and every miss is listed with its text.
 tests/scoring/test_quality.py runs the same evaluation and holds the floors.
 """
 
@@ -29,16 +31,15 @@ from services.common import json
 from services.common.config import RulesConfig
 from services.scoring.matcher import RuleMatcher
 from services.scoring.normalize import normalize
-from services.scoring.sentiment import DEMANDS, analyse
+from services.scoring.sentiment import DEMANDS, NEUTRAL_BAND, analyse
 
-__all__ = ["Evaluation", "Post", "evaluate", "is_traditional", "load_posts", "load_rules", "render"]
+__all__ = ["Evaluation", "Post", "evaluate", "is_traditional", "load_posts", "load_rules", "render", "report"]
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTS = ROOT / "tests" / "data" / "labelled_posts.jsonl"
+HOLDOUT = ROOT / "tests" / "data" / "holdout_posts.jsonl"
 RULES = ROOT / "tests" / "data" / "labelled_rules.yaml"
 SENTIMENTS = ("negative", "neutral", "positive")
-# analyse() returns a score in [-1, 1]; the band around zero is neutral.
-NEUTRAL_BAND = 0.1
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ def evaluate(posts_path: Path = POSTS, rules_path: Path = RULES) -> Evaluation:
     group_terms = {
         g.name: (
             frozenset(normalize(t) for t in g.brands),
-            frozenset(normalize(t) for t in (g.negatives or matcher.negatives)),
+            matcher.negatives_of(g.name),
         )
         for g in rules.groups
     }
@@ -273,7 +274,7 @@ def _confusion(ev: Evaluation, attr: str, labels: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def render(ev: Evaluation, command: str) -> str:
+def render(ev: Evaluation, name: str, path: str) -> str:
     posts = [o.post for o in ev.outcomes]
     n_hit = sum(bool(p.groups) for p in posts)
     trad = ev.traditional()
@@ -281,26 +282,14 @@ def render(ev: Evaluation, command: str) -> str:
     micro = ev.hit_prf()
     per_group = [ev.hit_prf(g) for g in ev.groups]
     out: list[str] = [
-        "# Matching and sentiment quality",
-        "",
-        f"Command: `{command}`",
-        "",
-        "Hand-labelled posts (`tests/data/labelled_posts.jsonl`) against the rule groups in "
-        "`tests/data/labelled_rules.yaml`, through `RuleMatcher` and `sentiment.analyse` as the scoring "
-        "service runs them. Labels say what a careful analyst expects — is this a complaint or a negative "
-        "item about this brand — not what the code outputs. The floors are held by "
-        "`tests/scoring/test_quality.py`.",
+        f"## {name}: `{path}`",
         "",
         f"- posts: {len(posts)}; expected to hit at least one group: {n_hit} ({n_hit / len(posts):.0%}); "
         f"hard negatives: {len(posts) - n_hit}",
         f"- traditional-character posts: {len(trad)}; their expected brand hits: {trad_expected}, "
         f"matched: {trad_matched}",
-        f"- rules version `{ev.rules_version}`, matcher version `{ev.matcher_version}`, "
-        f"{len(ev.groups)} groups",
-        f"- sentiment classes from the score: < -{NEUTRAL_BAND} negative, > {NEUTRAL_BAND} positive, "
-        "else neutral",
         "",
-        "## Keyword hits",
+        "### Keyword hits",
         "",
         "Counted per (post, rule group) pair: a false hit is a group matched that the label does not expect, "
         "a miss is an expected group not matched.",
@@ -312,7 +301,7 @@ def render(ev: Evaluation, command: str) -> str:
         f"Macro-averaged: precision {_pct(sum(m.precision for m in per_group) / len(per_group))}, "
         f"recall {_pct(sum(m.recall for m in per_group) / len(per_group))}.",
         "",
-        "## Sentiment",
+        "### Sentiment",
         "",
         f"Accuracy {_pct(ev.accuracy('sentiment'))} over {len(posts)} posts.",
         "",
@@ -321,7 +310,7 @@ def render(ev: Evaluation, command: str) -> str:
         "",
         *_confusion(ev, "sentiment", SENTIMENTS),
         "",
-        "## Demand (核心诉求)",
+        "### Demand (核心诉求)",
         "",
         f"Accuracy {_pct(ev.accuracy('demand'))} over {len(posts)} posts.",
         "",
@@ -333,7 +322,7 @@ def render(ev: Evaluation, command: str) -> str:
     ]
     false_hits = ev.false_hits()
     out += [
-        f"## False hits ({len(false_hits)})",
+        f"### False hits ({len(false_hits)})",
         "",
         "Every post matched to a group the label does not expect, with the terms the matcher confirmed.",
         "",
@@ -347,7 +336,7 @@ def render(ev: Evaluation, command: str) -> str:
     ]
     misses = ev.misses()
     out += [
-        f"## Misses ({len(misses)})",
+        f"### Misses ({len(misses)})",
         "",
         "Every expected group not matched. The cause is read off the normalised text: whether any brand "
         "term or negative tag of the group occurs in it at all.",
@@ -362,7 +351,7 @@ def render(ev: Evaluation, command: str) -> str:
     ]
     wrong = [o for o in ev.outcomes if o.sentiment != o.post.sentiment]
     out += [
-        f"## Sentiment errors ({len(wrong)})",
+        f"### Sentiment errors ({len(wrong)})",
         "",
         "| id | expected | predicted | score | text |",
         "|---|---|---|---:|---|",
@@ -374,7 +363,7 @@ def render(ev: Evaluation, command: str) -> str:
     ]
     wrong = [o for o in ev.outcomes if o.demand != o.post.demand]
     out += [
-        f"## Demand errors ({len(wrong)})",
+        f"### Demand errors ({len(wrong)})",
         "",
         "| id | expected | predicted | text |",
         "|---|---|---|---|",
@@ -387,20 +376,105 @@ def render(ev: Evaluation, command: str) -> str:
     return "\n".join(out)
 
 
+def _summary_row(name: str, ev: Evaluation) -> str:
+    hit, neg = ev.hit_prf(), ev.class_prf("sentiment", "negative")
+    cells = [
+        name,
+        len(ev.outcomes),
+        _pct(hit.precision),
+        _pct(hit.recall),
+        _pct(neg.precision),
+        _pct(neg.recall),
+        _pct(ev.accuracy("sentiment")),
+        _pct(ev.accuracy("demand")),
+    ]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+METHOD = """
+## How to read these figures
+
+- **Development set** (`tests/data/labelled_posts.jsonl`, 444 posts): the original 371 posts, which were
+  written together with the first lexicon, plus 73 fresh posts from the quality audit. The lexicons, the
+  compound and ambiguous-brand lists and the attribution rules were developed while looking at its errors,
+  so its figures flatter.
+- **Held-out set** (`tests/data/holdout_posts.jsonl`, 207 posts): written and committed (e916887) before any
+  tuning, in the styles real posts come in (Weibo #话题# and @, 小红书, 知乎 answers, B站, forums, news, 繁體,
+  mixed English, emoji, sarcasm, brand comparisons, homographs, praise that uses complaint words,
+  questions). Its labels were not changed afterwards and nothing was tuned on its error list. Before the
+  rework it measured hit precision 0.537, recall 0.264, negative-sentiment recall 0.230; at its first look
+  after the rework, hit precision 0.968, recall 0.836; one later change made for a development-set error
+  (a fake blames the seller, not the product bought) also removed one of its false hits. Expect figures on
+  unseen text near this set's, not the development set's.
+- Where the held-out set still loses: complaints that say nothing plainly negative (说好的三分钟换电呢？,
+  这叫什么服务, 图片仅供参考是吧, 关都关不掉), and a product named inside another brand's complaint
+  (小米的充电宝给iPhone充电…发烫). These are the next lexicon and attribution work.
+
+## Sentiment approach
+
+A lexicon (`services/scoring/data/lexicon.yaml`, plus the strong tags of `negatives.txt`) matched longest
+first in one Aho-Corasick pass, with clause-scoped negation that knows its exceptions (是不是, 不就是,
+…是什么, 别逗了, 特别), negation a few words ahead (没有发生过电池自燃) or behind (毛病都没出过), doubt
+(怕买到, 会不会, 哪个) as neutral, requested praise (让我给好评) ignored, gratitude next to a grievance
+read as sarcasm, and emoji as words. No model: snownlp was measured by the auditor as a fallback for
+posts the lexicon leaves neutral, but it is unmaintained since 2016, pure Python (slow per post) and was
+trained on product reviews; the lexicon alone reached the floors, so it is not a dependency.
+
+Demand (核心诉求) is given only to posts that read negative; words are weighted (service words, which come
+with almost any complaint, count less; 要求/申请 + a demand word names it outright) and ties go to the
+graver category (safety, privacy, false advertising, refund, quality, service).
+"""
+
+
+def report(sets: list[tuple[str, Path, Evaluation]], command: str, intro: str = METHOD) -> str:
+    """The whole Markdown report: a summary row per set, then each set in detail."""
+    first = sets[0][2]
+    out = [
+        "# Matching and sentiment quality",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Hand-labelled posts against the rule groups in `tests/data/labelled_rules.yaml`, through "
+        "`RuleMatcher` and `sentiment.analyse` as the scoring service runs them. Labels say what a careful "
+        "analyst expects — is this a complaint or a negative item about this brand — not what the code "
+        "outputs. The floors are held by `tests/scoring/test_quality.py`.",
+        "",
+        f"Rules version `{first.rules_version}`, matcher version `{first.matcher_version}`, "
+        f"{len(first.groups)} groups. Sentiment classes from the score: < -{NEUTRAL_BAND} negative, "
+        f"> {NEUTRAL_BAND} positive, else neutral.",
+        "",
+        "| set | posts | hit precision | hit recall | negative precision | negative recall "
+        "| sentiment accuracy | demand accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *(_summary_row(name, ev) for name, _, ev in sets),
+        "",
+    ]
+    if intro:
+        out += [intro.strip(), ""]
+    for name, path, ev in sets:
+        out.append(render(ev, name, str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)))
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--posts", type=Path, default=POSTS, help="labelled posts, JSON lines")
+    parser.add_argument(
+        "--posts", type=Path, action="append", help="labelled posts, JSON lines (default: both sets)"
+    )
     parser.add_argument("--rules", type=Path, default=RULES, help="YAML file with a `rules:` section")
     parser.add_argument("--write", type=Path, help="also write the report to this Markdown file")
     args = parser.parse_args(argv)
     command = " ".join([".venv/bin/python bench/quality.py", *map(shlex.quote, argv)])
-    report = render(evaluate(args.posts, args.rules), command)
-    print(report)
+    paths = args.posts or [POSTS, HOLDOUT]
+    names = {POSTS: "Development set", HOLDOUT: "Held-out set"}
+    sets = [(names.get(p.resolve(), p.stem), p, evaluate(p, args.rules)) for p in paths]
+    text = report(sets, command)
+    print(text)
     if args.write:
-        args.write.write_text(report, encoding="utf-8")
+        args.write.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

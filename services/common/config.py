@@ -6,7 +6,9 @@ Every number defaults to the crisis plans' value; an operator can override any o
 from __future__ import annotations
 
 import os
+import re
 import stat
+import unicodedata
 import warnings
 from datetime import date, time, timedelta
 from importlib import resources
@@ -20,6 +22,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -84,16 +87,58 @@ class TiersConfig(_Frozen):
         return tuple(sorted(rules, key=lambda r: -r.tier))
 
 
+def _check_terms(terms: tuple[str, ...], field: str) -> tuple[str, ...]:
+    # Matching works on NFKC text without spaces or symbols: a term with no letter, digit or CJK character
+    # (" ", "！！", "——") would match nothing, or everything after normalisation. Refuse it at start-up.
+    for t in terms:
+        if not _WORDLIKE.search(unicodedata.normalize("NFKC", t)):
+            raise ValueError(f"{field} term {t!r} has no letter, digit or CJK character; every term must")
+    return terms
+
+
+_WORDLIKE = re.compile(r"[^\W_]")
+
+
 class RuleGroup(_Frozen):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[^\s/|]+$")
     brands: tuple[Term, ...] = Field(min_length=1, description="Company and product names, aliases.")
     negatives: tuple[Term, ...] | None = Field(
-        default=None, description="Negative tags; the bundled lexicon when omitted."
+        default=None, description="Negative tags added to the bundled lexicon (see default_negatives)."
+    )
+    default_negatives: bool = Field(
+        default=True,
+        description="Use the bundled negative lexicon; false leaves only this group's `negatives`.",
+    )
+    ambiguous: tuple[Term, ...] = Field(
+        default=(),
+        description="Brand terms that are also everyday words (星河, 小米): they need a brand cue.",
+    )
+    negative_posts: bool = Field(
+        default=True,
+        description="Also hit a post about the brand that reads clearly negative without a tag (趴窝).",
     )
     required: tuple[Term, ...] = Field(default=(), description="At least one must also appear.")
     excluded: tuple[Term, ...] = Field(default=(), description="None may appear.")
     proximity: int | None = Field(default=None, gt=0, le=500, description="Brand and tag within N chars.")
     tiers: TiersConfig | None = Field(default=None, description="Per-group override of the tiers section.")
+
+    @field_validator("brands", "negatives", "ambiguous", "required", "excluded")
+    @classmethod
+    def _wordlike(cls, terms: tuple[str, ...] | None, info: ValidationInfo) -> tuple[str, ...] | None:
+        return None if terms is None else _check_terms(terms, str(info.field_name))
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RuleGroup:
+        if self.negatives is not None and not self.negatives:
+            raise ValueError(
+                f"group {self.name!r}: negatives is an empty list; omit it to use the bundled lexicon alone, "
+                "or list the tags to add to it"
+            )
+        if not self.default_negatives and not self.negatives:
+            raise ValueError(f"group {self.name!r}: default_negatives is false, so negatives must list tags")
+        if unknown := [t for t in self.ambiguous if t not in self.brands]:
+            raise ValueError(f"group {self.name!r}: ambiguous terms {unknown} are not among its brands")
+        return self
 
 
 class RulesConfig(_Frozen):

@@ -132,15 +132,18 @@ class TierStage:
         self.clock = clock
         # Looked up on every hit: resolve per-group overrides once, not by scanning the groups each time.
         self._retention = config.window()
-        self._grace = timedelta(minutes=config.tiers.grace_minutes)
         self._tiers = {g.name: config.tiers_for(g.name) for g in config.rules.groups}
+        # A group's own tiers section may allow more (or less) lateness than the default one.
+        self._graces = {name: timedelta(minutes=t.grace_minutes) for name, t in self._tiers.items()}
+        self._grace = timedelta(minutes=config.tiers.grace_minutes)
 
     def tiers_for(self, group: str) -> TiersConfig:
         return self._tiers.get(group, self.config.tiers)
 
     def _windows(self, state: ScoringState, group: str) -> WindowCounter:
         lengths = tuple(sorted({r.window_minutes for r in self.tiers_for(group).rules}))
-        return WindowCounter(state.buckets, state.windows_meta, self._retention, self._grace, lengths)
+        grace = self._graces.get(group, self._grace)
+        return WindowCounter(state.buckets, state.windows_meta, self._retention, grace, lengths)
 
     def process(self, hit: KeywordHit, state: ScoringState, offset: int | None = None) -> list[TierChange]:
         """Count the hit (raises windows.LateEvent when too late) and re-evaluate its group.

@@ -1,7 +1,19 @@
-"""Rule matching: Aho-Corasick finds candidate terms, jieba confirms each one sits on word boundaries.
+"""Rule matching: which rule group's brand a post complains about.
 
-A brand inside a longer word is not a hit: 小米 in 小米粥, 避雷 in 避雷针. jieba runs only on the clause
-around a candidate, not the whole post.
+1. Aho-Corasick finds candidate terms in the normalised text: brand terms, negative tags, required words,
+   other companies' names (other_brands.txt) and harmless compounds (compounds.txt).
+2. A brand must sit on jieba's word boundaries (小米 is not in 小米粥) and outside a harmless compound
+   (小米椒, 苹果肌, 京东方); a brand that is also an everyday word (苹果, 星河) needs a brand cue in the post
+   (ambiguous.yaml). A tag may sit inside a longer word (售后服务, 食物中毒), not inside a harmless compound
+   (避雷针, 垃圾分类) nor straddle two words (一起|火锅 is not 起火).
+3. Negative evidence (tags, and grievance words from the sentiment lexicon) is attributed to the brand it is
+   about: the nearest brand in its clause, else the last one named before it. A brand named as the better
+   choice (还是华为好用, 早知道买格力, 换到京东) or cleared (不是小米的问题) takes none. Negated tags
+   (从来没维修过, 没出过任何质量问题) are no evidence.
+4. A group hits when its brand gets a strong tag in a post that is not clearly praise, a weak tag (退款,
+   售后, 召回 …) in text that reads negative, or, without any tag, text that reads clearly negative.
+
+jieba runs only on the clauses around candidates, and the sentiment pass only on posts that name a brand.
 """
 
 from __future__ import annotations
@@ -9,22 +21,46 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
+from typing import Any, NamedTuple
 
 import ahocorasick
 import jieba
+import yaml
 
 from schemas.events import TermMatch
 from services.common.config import RuleGroup, RulesConfig
-from services.scoring.normalize import normalize
+from services.scoring.normalize import normalize, normalize_marked
+from services.scoring.sentiment import NEUTRAL_BAND, read, stance
 
 __all__ = ["GroupMatch", "RuleMatcher", "default_negatives"]
 
 jieba.setLogLevel(logging.WARNING)
 
-# Clause delimiters: punctuation (ASCII, CJK, full-width), newlines, emoji and other symbols.
+# Clause delimiters: punctuation (ASCII, CJK, full-width), spaces, emoji and other symbols.
 _CLAUSE_SPLIT = re.compile(r"[^\w]+")
+_SENTENCE_END = re.compile(r"[。！？!?\n；;…]")
+# Said right before a brand, these make it the better choice, not the target (还是华为好用, 早知道买格力了).
+_PREFERRED = re.compile(
+    r"(?:还是|早知道买|早知道选|早知道用|还不如买|不如买|不如|换到|换成|换了|改用|转投|幸好|还好买了|隔壁)$"
+)
+# 不是小米的问题: the brand is cleared, not blamed.
+_CLEARED_BEFORE = re.compile(r"(?:不是|不怪|不关|与)$")
+_CLEARED_AFTER = re.compile(r"^(?:的)?(?:问题|锅|责任|事|无关|官方|正品|生产)")
+# A fake is the seller's fault: 在拼夕夕买的AirPods是高仿 blames 拼多多, not Apple. The seller is the brand
+# bought from (在X买, X上买, X百亿补贴, X自营, X直播间).
+_COUNTERFEIT = ("假货", "高仿", "山寨", "假的", "仿品", "盗版", "翻新机", "二手货", "矿卡")
+_SELLER_AFTER = re.compile(r"^(?:上|买|的百亿|百亿|补贴|自营|旗舰店|店|商家|平台|直播间|卖)")
+_BOUGHT = re.compile(r"(?:买的|买了|买个|入手的|入手了)$")
+# An everyday word right after these is addressed or accused as a company (@小米, 避雷小米, 投诉苹果).
+_ADDRESSED = re.compile(r"(?:@|避雷|投诉|曝光|抵制|起诉|举报)$")
+_COORDINATION = re.compile(r"^(?:和|与|跟|、|及|以及|还有)$")
+# A strong tag counts unless the brand's text is at least this positive; the no-tag path needs at most this.
+_STRONG_MAX = 0.3
+_NEGATIVE_POST_MAX = -0.3
 
 
 def _same_kind(a: str, b: str) -> bool:
@@ -32,10 +68,38 @@ def _same_kind(a: str, b: str) -> bool:
     return a.isascii() and b.isascii() and ((a.isalpha() and b.isalpha()) or (a.isdigit() and b.isdigit()))
 
 
+def _lines(name: str) -> tuple[str, ...]:
+    text = (resources.files("services.scoring") / "data" / name).read_text(encoding="utf-8")
+    return tuple(t.strip() for t in text.splitlines() if t.strip() and not t.startswith("#"))
+
+
 def default_negatives() -> tuple[str, ...]:
     """The bundled negative-tag lexicon (负面标签), one term per line."""
-    text = (resources.files("services.scoring") / "data" / "negatives.txt").read_text(encoding="utf-8")
-    return tuple(t.strip() for t in text.splitlines() if t.strip() and not t.startswith("#"))
+    return _lines("negatives.txt")
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...], dict[str, Any]]:
+    """(weak tags, harmless compounds, other brands, ambiguous-brand data), all normalised."""
+    amb: dict[str, Any] = yaml.safe_load(
+        (resources.files("services.scoring") / "data" / "ambiguous.yaml").read_text(encoding="utf-8")
+    )
+    return (
+        frozenset(normalize(t) for t in _lines("weak_tags.txt")),
+        tuple(normalize(t) for t in _lines("compounds.txt")),
+        tuple(normalize(t) for t in _lines("other_brands.txt")),
+        {
+            "generic": tuple(normalize(t) for t in amb["generic_cues"]),
+            "terms": {
+                normalize(k): (
+                    tuple(normalize(t) for t in v.get("cues", ())),
+                    tuple(normalize(t) for t in v.get("after", ())),
+                    tuple(normalize(t) for t in v.get("not", ())),
+                )
+                for k, v in amb["terms"].items()
+            },
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -51,6 +115,30 @@ class _Compiled:
     negatives: frozenset[str]
     required: frozenset[str]
     excluded: tuple[str, ...]
+    # ambiguous brand term -> (cues anywhere in the post, cues right after it, words vetoing it in its clause)
+    ambiguous: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
+
+
+class _Mention(NamedTuple):
+    group: int  # -1: a brand that is no rule group's (other_brands.txt)
+    term: str
+    start: int
+    end: int
+    blameless: bool  # named as the better choice or cleared: takes no negative evidence
+    bought: bool  # the thing bought (在拼多多买的AirPods): takes evidence from its own clause only
+
+
+class _Evidence(NamedTuple):
+    term: str
+    start: int
+    end: int
+    polarity: int
+    tag: str  # "strong", "weak", or "" for a sentiment word that is no tag
+
+
+_COMPOUND = "compound"
+_OTHER = "other"
+_ONLY_NEGATIVE = frozenset(("negative",))
 
 
 @dataclass
@@ -59,106 +147,312 @@ class RuleMatcher:
     negatives: tuple[str, ...] = field(default_factory=default_negatives)
 
     def __post_init__(self) -> None:
+        weak, compounds, others, amb = _shipped()
+        self._weak = weak
         self._groups: list[_Compiled] = []
         self._automaton = ahocorasick.Automaton()
         self._tokenizer = jieba.Tokenizer()
         terms: dict[str, list[tuple[int, str]]] = {}
         for gi, rule in enumerate(self.rules.groups):
+            brands = frozenset(normalize(t) for t in rule.brands)
+            declared = {normalize(t) for t in rule.ambiguous}
+            ambiguous = {}
+            for b in brands:
+                if b in amb["terms"] or b in declared:
+                    cues, after, veto = amb["terms"].get(b, ((), (), ()))
+                    # 小米汽车, 星河电器 among the group's brands make 汽车 and 电器 cues for bare 小米, 星河.
+                    endings = tuple(o[len(b) :] for o in brands if o != b and o.startswith(b))
+                    anywhere = (*cues, *endings, *amb["generic"])
+                    ambiguous[b] = (anywhere, (*anywhere, *after), veto)
             c = _Compiled(
                 rule=rule,
-                brands=frozenset(normalize(t) for t in rule.brands),
-                negatives=frozenset(normalize(t) for t in (rule.negatives or self.negatives)),
+                brands=brands,
+                negatives=frozenset(
+                    normalize(t)
+                    for t in (*(self.negatives if rule.default_negatives else ()), *(rule.negatives or ()))
+                ),
                 required=frozenset(normalize(t) for t in rule.required),
                 excluded=tuple(normalize(t) for t in rule.excluded),
+                ambiguous=ambiguous,
             )
             self._groups.append(c)
             for kind, words in (("brand", c.brands), ("negative", c.negatives), ("required", c.required)):
                 for w in words:
                     terms.setdefault(w, []).append((gi, kind))
+        brand_terms = {w for w, owners in terms.items() if any(k == "brand" for _, k in owners)}
+        for w in others:
+            if w not in brand_terms:
+                terms.setdefault(w, []).append((-1, _OTHER))
         for word, owners in terms.items():
-            self._automaton.add_word(word, (word, tuple(owners)))
+            self._automaton.add_word(word, (word, tuple(owners), frozenset(k for _, k in owners)))
             # Known to jieba, so it is cut as one word wherever a longer dictionary word does not win.
             self._tokenizer.add_word(word)
+        for word in compounds:
+            if word not in terms:
+                self._automaton.add_word(word, (word, ((-1, _COMPOUND),), frozenset((_COMPOUND,))))
+                # After the brands: the frequency jieba suggests then beats 小米 + 椒.
+                self._tokenizer.add_word(word)
         self._automaton.make_automaton()
         self._tokenizer.initialize()
-        self.version = hashlib.sha256(f"{self.rules.version}|{sorted(terms)}".encode()).hexdigest()[:12]
+        self.version = hashlib.sha256(
+            f"{self.rules.version}|{sorted(terms)}|{sorted(compounds)}".encode()
+        ).hexdigest()[:12]
 
     @property
     def term_count(self) -> int:
         return len(self._automaton)
 
-    def match(self, text: str) -> list[GroupMatch]:
-        """Every rule group the text satisfies, with the confirmed term spans in normalised text.
+    def negatives_of(self, group: str) -> frozenset[str]:
+        """The normalised negative tags a group matches: bundled and its own."""
+        return next(c.negatives for c in self._groups if c.rule.name == group)
 
-        Only groups whose brand was found are evaluated, so the cost follows the candidates in the
-        text, not the number of groups sharing the negative lexicon.
-        """
-        norm = normalize(text)
+    def match(self, text: str) -> list[GroupMatch]:
+        """Every rule group whose brand the text complains about, with the confirmed term spans in normalised
+        text: the brand mentions, the negative evidence attributed to them, and any required word."""
+        norm, camel = normalize_marked(text)
         if not norm or len(self._automaton) == 0:
             return []
-        confirmed: list[tuple[str, int, int]] = []
-        brand_groups: dict[int, None] = {}
-        boundaries: dict[tuple[int, int], frozenset[int]] = {}
-        for end_idx, (word, owners) in self._automaton.iter(norm):
-            start, end = end_idx - len(word) + 1, end_idx + 1
-            if not self._on_boundaries(norm, start, end, boundaries):
+        # (start, end, word, owners, kinds); owners can be every group for a shared tag, so test kinds.
+        found = [(end + 1 - len(w), end + 1, w, o, k) for end, (w, o, k) in self._automaton.iter(norm)]
+        if not any("brand" in f[4] for f in found):
+            return []
+        compounds = [(f[0], f[1]) for f in found if _COMPOUND in f[4]]
+        cuts: dict[tuple[int, int], frozenset[int]] = {}
+        mentions: list[_Mention] = []
+        required: dict[int, list[TermMatch]] = {}
+        found = [
+            f for f in found if _COMPOUND not in f[4] and not (compounds and _inside(f[0], f[1], compounds))
+        ]
+        for start, end, word, owners, kinds in found:
+            if kinds == _ONLY_NEGATIVE:
                 continue
-            confirmed.append((word, start, end))
+            if not self._on_boundaries(norm, camel, start, end, cuts, strict=True):
+                continue
             for gi, kind in owners:
-                if kind == "brand":
-                    brand_groups[gi] = None
+                if kind == "brand" or kind == _OTHER:
+                    bought = bool(_BOUGHT.search(norm[max(0, start - 3) : start]))
+                    mentions.append(_Mention(gi, word, start, end, _blameless(norm, start, end), bought))
+                elif kind == "required":
+                    required.setdefault(gi, []).append(
+                        TermMatch(term=word, kind="required", start=start, end=end)
+                    )
+        mentions = self._accepted(_outermost(mentions), norm)
+        if not any(m.group >= 0 for m in mentions):
+            return []
+        tags = {  # span -> term, tags of any group
+            (start, end): word
+            for start, end, word, _, kinds in found
+            if "negative" in kinds and self._on_boundaries(norm, camel, start, end, cuts, strict=False)
+        }
+        # 维权 inside 集体维权 is the same evidence: keep the longest.
+        tags = {k: w for k, w in tags.items() if not _inside(k[0], k[1], tags)}
+        return self._decide(norm, mentions, tags, required)
+
+    def _decide(
+        self,
+        norm: str,
+        mentions: list[_Mention],
+        tags: dict[tuple[int, int], str],
+        required: dict[int, list[TermMatch]],
+    ) -> list[GroupMatch]:
+        cues = read(norm)
+        by_span = {(c.start, c.end): c for c in cues}
+        single = len({m.group for m in mentions}) == 1 and not any(m.blameless for m in mentions)
         result = []
-        for gi in brand_groups:
+        for gi in dict.fromkeys(m.group for m in mentions if m.group >= 0):
             c = self._groups[gi]
-            matches = [
-                TermMatch(term=w, kind=kind, start=st, end=en)
-                for w, st, en in confirmed
-                for kind, words in (("brand", c.brands), ("negative", c.negatives), ("required", c.required))
-                if w in words
+            own = [m for m in mentions if m.group == gi]
+            if all(m.blameless for m in own):
+                continue
+            evidence: list[_Evidence] = []
+            for (start, end), word in tags.items():
+                if word not in c.negatives or stance(norm, start, end) < 1:
+                    continue
+                cue = by_span.get((start, end))
+                if cue is not None and cue.polarity > 0:
+                    continue
+                evidence.append(_Evidence(word, start, end, -1, "weak" if word in self._weak else "strong"))
+            tagged = {(e.start, e.end) for e in evidence}
+            evidence += [
+                _Evidence(q.term, q.start, q.end, q.polarity, "")
+                for q in cues
+                if (q.start, q.end) not in tagged
             ]
-            if self._satisfies(c, matches, norm):
-                result.append(GroupMatch(group=c.rule.name, matches=tuple(matches)))
+            # One brand named (the usual post) leaves nothing to attribute.
+            mine = evidence if single else [e for e in evidence if gi in _owners(norm, e, mentions)]
+            scored = [e for e in mine if e.tag != "weak"]
+            score = sum(e.polarity for e in scored) / len(scored) if scored else 0.0
+            negative = [e for e in mine if e.polarity < 0]
+            hit = (
+                (any(e.tag == "strong" for e in negative) and score < _STRONG_MAX)
+                or (any(e.tag == "weak" for e in negative) and score < -NEUTRAL_BAND)
+                or (c.rule.negative_posts and bool(negative) and score <= _NEGATIVE_POST_MAX)
+            )
+            if not hit or not self._satisfies(c, own, negative, required.get(gi, []), norm):
+                continue
+            brand_matches = [TermMatch(term=m.term, kind="brand", start=m.start, end=m.end) for m in own]
+            neg_matches = [
+                TermMatch(term=e.term, kind="negative", start=e.start, end=e.end) for e in negative
+            ]
+            matches = sorted(
+                [*brand_matches, *neg_matches, *required.get(gi, [])], key=lambda t: (t.start, t.end)
+            )
+            result.append(GroupMatch(group=c.rule.name, matches=tuple(matches)))
         return result
 
+    def _accepted(self, mentions: list[_Mention], norm: str) -> list[_Mention]:
+        """Drop ambiguous brand words (苹果 the fruit) that the post gives no sign of meaning as the brand."""
+        plain = [m for m in mentions if m.group < 0 or m.term not in self._groups[m.group].ambiguous]
+        plain_groups = {m.group for m in plain}
+        out = []
+        for m in mentions:
+            if m.group < 0 or m.group in plain_groups:
+                out.append(m)
+                continue
+            if _ADDRESSED.search(norm[max(0, m.start - 3) : m.start]) or any(
+                _COORDINATION.match(norm[min(m.end, o.end) : max(m.start, o.start)]) for o in plain
+            ):
+                out.append(m)  # @小米, 避雷小米, 星河电器和小米: named as a company
+                continue
+            cues, adjacent, veto = self._groups[m.group].ambiguous[m.term]
+            after = norm[m.end : m.end + 6].removeprefix("的")
+            if (after[:1].isascii() and after[:1].isalnum()) or after.startswith(adjacent):
+                out.append(m)  # 苹果15, 小米su7, 苹果官网, 小米的售后
+                continue
+            lo, hi = _clause(norm, m.start, m.end)
+            if any(v in norm[lo:hi] for v in veto):
+                continue
+            if any(cue in norm for cue in cues):
+                out.append(m)
+        return out
+
     def _on_boundaries(
-        self, text: str, start: int, end: int, cache: dict[tuple[int, int], frozenset[int]]
+        self,
+        text: str,
+        camel: frozenset[int],
+        start: int,
+        end: int,
+        cache: dict[tuple[int, int], frozenset[int]],
+        strict: bool,
     ) -> bool:
-        # jieba splits an unknown Latin word around a known one (apple in pineapple): letters decide there.
-        if start > 0 and _same_kind(text[start - 1], text[start]):
+        """Strict: both ends on jieba cuts. Else one end will do (虚标 in 虚/标的, 中毒 in 食物中毒)."""
+        # jieba splits an unknown Latin word around a known one (apple in pineapple): letters decide there,
+        # unless the original's case marked a boundary (MacBookPro).
+        if start > 0 and start not in camel and _same_kind(text[start - 1], text[start]):
             return False
-        if end < len(text) and _same_kind(text[end - 1], text[end]):
+        if end < len(text) and end not in camel and _same_kind(text[end - 1], text[end]):
             return False
-        lo, hi = self._clause(text, start, end)
-        cuts = cache.get((lo, hi))
-        if cuts is None:
-            pos, marks = lo, {lo}
+        lo, hi = _clause(text, start, end)
+        # A clause edge is a boundary whatever jieba says: no need to cut the clause to know that.
+        if (start == lo or start in camel) and (end == hi or end in camel):
+            return True
+        if not strict and (start == lo or end == hi):
+            return True
+        marks = cache.get((lo, hi))
+        if marks is None:
+            pos, acc = lo, {lo, hi, *(c for c in camel if lo < c < hi)}
             for token in self._tokenizer.cut(text[lo:hi], HMM=True):
                 pos += len(token)
-                marks.add(pos)
-            cuts = cache[(lo, hi)] = frozenset(marks)
-        return start in cuts and end in cuts
+                acc.add(pos)
+            marks = cache[(lo, hi)] = frozenset(acc)
+        if strict:
+            return start in marks and end in marks
+        return start in marks or end in marks
 
     @staticmethod
-    def _clause(text: str, start: int, end: int) -> tuple[int, int]:
-        lo = start
-        while lo > 0 and not _CLAUSE_SPLIT.match(text[lo - 1]):
-            lo -= 1
-        hi = end
-        while hi < len(text) and not _CLAUSE_SPLIT.match(text[hi]):
-            hi += 1
-        return lo, hi
-
-    @staticmethod
-    def _satisfies(c: _Compiled, matches: list[TermMatch], norm: str) -> bool:
-        brands = [m for m in matches if m.kind == "brand"]
-        negatives = [m for m in matches if m.kind == "negative"]
-        if not brands or not negatives:
-            return False
-        if c.required and not any(m.kind == "required" for m in matches):
+    def _satisfies(
+        c: _Compiled, brands: list[_Mention], negative: list[_Evidence], required: list[TermMatch], norm: str
+    ) -> bool:
+        if c.required and not required:
             return False
         if any(x in norm for x in c.excluded):
             return False
         if c.rule.proximity is not None:
             limit = c.rule.proximity
-            return any(max(b.start, n.start) - min(b.end, n.end) <= limit for b in brands for n in negatives)
+            return any(
+                max(b.start, n.start) - min(b.end, n.end) <= limit
+                for b in brands
+                if not b.blameless
+                for n in negative
+            )
         return True
+
+
+def _clause(text: str, start: int, end: int) -> tuple[int, int]:
+    lo = start
+    while lo > 0 and not _CLAUSE_SPLIT.match(text[lo - 1]):
+        lo -= 1
+    hi = end
+    while hi < len(text) and not _CLAUSE_SPLIT.match(text[hi]):
+        hi += 1
+    return lo, hi
+
+
+def _inside(start: int, end: int, spans: Iterable[tuple[int, int]]) -> bool:
+    return any(s <= start and end <= e and e - s > end - start for s, e in spans)
+
+
+def _outermost(mentions: list[_Mention]) -> list[_Mention]:
+    """小米 inside 小米手机 is the same mention: keep the longest."""
+    return [
+        m
+        for m in mentions
+        if not any(
+            o is not m and o.start <= m.start and m.end <= o.end and o.end - o.start > m.end - m.start
+            for o in mentions
+        )
+    ]
+
+
+def _blameless(norm: str, start: int, end: int) -> bool:
+    lo, _ = _clause(norm, start, end)
+    before = norm[max(lo, start - 6) : start]
+    if _PREFERRED.search(before):
+        return True
+    return bool(_CLEARED_BEFORE.search(before) and _CLEARED_AFTER.match(norm[end : end + 4]))
+
+
+def _owners(norm: str, e: _Evidence, mentions: list[_Mention]) -> set[int]:
+    """The group(s) a piece of evidence is about: the nearest brand in its clause (two brands joined by 和/、
+    share it), else the last brand named before it in its sentence, else before it in the post, else the
+    first after it. Negative evidence skips blameless mentions; praise may go to them."""
+    pool = [m for m in mentions if not (e.polarity < 0 and m.blameless)]
+    if not pool:
+        return set()
+    if e.term in _COUNTERFEIT:
+        sellers = [
+            m
+            for m in pool
+            if _SELLER_AFTER.match(norm[m.end : m.end + 4]) or norm[m.start - 1 : m.start] == "在"
+        ]
+        if sellers:
+            return {min(sellers, key=lambda m: abs(m.start - e.start)).group}
+    lo, hi = _clause(norm, e.start, e.end)
+    near = [m for m in pool if lo <= m.start < hi]
+    if near:
+
+        def gap(m: _Mention) -> tuple[int, int]:
+            return (max(m.start - e.end, e.start - m.end, 0), m.start > e.start)
+
+        near.sort(key=gap)
+        best = near[0]
+        out = {best.group}
+        for m in near[1:]:
+            a, b = (best, m) if best.end <= m.start else (m, best)
+            if _COORDINATION.match(norm[a.end : b.start]):
+                out.add(m.group)
+        return out
+    # Beyond its own clause, a complaint is about where it was bought rather than what (在拼多多买的AirPods
+    # 是高仿，找客服就是机器人回复).
+    pool = [m for m in pool if not m.bought] or pool
+    sentence_lo = e.start
+    while sentence_lo > 0 and not _SENTENCE_END.match(norm[sentence_lo - 1]):
+        sentence_lo -= 1
+    before = [m for m in pool if m.end <= e.start]
+    in_sentence = [m for m in before if m.start >= sentence_lo]
+    if in_sentence or before:
+        last = max(in_sentence or before, key=lambda m: m.start)
+        # 苹果和华为都被消协点名，售后问题一大堆: what follows two joined brands is about both.
+        joined = [m for m in pool if m.end <= last.start and _COORDINATION.match(norm[m.end : last.start])]
+        return {last.group, *(m.group for m in joined)}
+    return {min(pool, key=lambda m: m.start).group}

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import opencc
 
-__all__ = ["normalize"]
+__all__ = ["normalize", "normalize_marked"]
 
 # Zero-width and formatting characters that posters (and spam) insert inside words; all whitespace too.
 _DROP = re.compile(r"[\s\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff\u00ad\u180e]+")
@@ -22,6 +22,11 @@ def _gap(m: re.Match[str]) -> str:
     return ""
 
 
+# Where case shows a word boundary that case folding erases: MacBookPro, AirPodsPro, RedmiK70, HUAWEIMate.
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_MARK = "\ue000"  # a private-use character: survives NFKC, case folding and OpenCC, never in real text
+
+
 def _latin(ch: str) -> bool:
     return ch.isascii() and ch.isalnum()
 
@@ -31,13 +36,49 @@ def _t2s() -> opencc.OpenCC:
     return opencc.OpenCC("t2s")
 
 
+@lru_cache(maxsize=1)
+def _traditional() -> frozenset[str]:
+    """The characters OpenCC's t2s changes. Derived from the installed OpenCC rather than shipped, so it
+    cannot drift from the converter."""
+    chars = [chr(c) for c in (*range(0x3400, 0xA000), *range(0xF900, 0xFB00))]
+    converted = str(_t2s().convert("\n".join(chars))).split("\n")
+    return frozenset(a for a, b in zip(chars, converted, strict=True) if a != b)
+
+
+def _to_simplified(text: str) -> str:
+    # t2s reads its input as traditional, and its phrase table then spoils some simplified text
+    # (打坏了 -> 打坯了): convert only text that has a traditional character.
+    if _traditional().isdisjoint(text):
+        return text
+    return str(_t2s().convert(text))
+
+
 def normalize(text: str) -> str:
     """NFKC (full-width to half-width), case folding, traditional to simplified, no zero-widths, and no
     spaces except a single one between Latin letters or digits.
 
     Emoji are kept as they are: they separate words, so they keep jieba's boundaries honest.
     """
-    text = _DROP.sub(_gap, unicodedata.normalize("NFKC", text).casefold())
+    return normalize_marked(text)[0]
+
+
+@lru_cache(maxsize=8)
+def normalize_marked(text: str) -> tuple[str, frozenset[int]]:
+    """normalize(text), and the offsets in it where the original's letter case marked a word boundary
+    between two Latin letters (MacBookPro -> 'macbookpro' with boundaries at 3 and 7)."""
+    text = unicodedata.normalize("NFKC", text.replace(_MARK, ""))
+    marked = _CAMEL.search(text) is not None
+    if marked:
+        text = _CAMEL.sub(_MARK, text)
+    text = _DROP.sub(_gap, text.casefold())
     # Folding case and dropping spaces can leave characters that compose ('A´' -> 'a' + combining acute):
     # normalise once more, so that normalising twice changes nothing.
-    return str(_t2s().convert(unicodedata.normalize("NFKC", text)))
+    text = _to_simplified(unicodedata.normalize("NFKC", text))
+    if not marked:
+        return text, frozenset()
+    parts = text.split(_MARK)
+    cuts, at = set(), 0
+    for part in parts[:-1]:
+        at += len(part)
+        cuts.add(at)
+    return "".join(parts), frozenset(cuts)

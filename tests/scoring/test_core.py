@@ -261,3 +261,30 @@ def test_replayed_hit_is_counted_once(hits: HitStage, tiers: TierStage, state: S
     assert tiers.process(hit, state) == []
     sums = tiers._windows(state, "xinghe").sums("xinghe")
     assert sums[480] == 10_001
+
+
+def test_group_grace_overrides_default(clock: FakeClock) -> None:
+    """A group's own tiers section sets its grace: 40 minutes late counts there, not under the default 10."""
+    config = XINGHE_CONFIG.model_validate(
+        {
+            "rules": {
+                "groups": [
+                    {"name": "xinghe", "brands": ["星河电器"], "tiers": {"grace_minutes": 60}},
+                    {"name": "strict", "brands": ["格力"]},
+                ]
+            }
+        }
+    )
+    hits = HitStage(config, RuleMatcher(config.rules), clock=clock)
+    tiers, state = TierStage(config, clock=clock), ScoringState.in_memory()
+    for text, pid in (("星河电器空调起火了", "a"), ("格力的空调起火了", "b")):
+        for hit in hits.process(
+            make_post(post_id=pid, text=text, event_time=T0 + timedelta(minutes=40)), state
+        ):
+            tiers.process(hit, state)
+    (late,) = hits.process(make_post(post_id="c", text="星河电器空调起火了", event_time=T0, reposts=7), state)
+    tiers.process(late, state)
+    assert state.buckets[f"xinghe|{int(T0.timestamp() // 60)}"] == {"weibo": 7}
+    (late,) = hits.process(make_post(post_id="d", text="格力的空调起火了", event_time=T0, reposts=7), state)
+    with pytest.raises(LateEvent):
+        tiers.process(late, state)

@@ -174,3 +174,159 @@ def test_complaint_compound_in_jieba_dictionary_still_matches() -> None:
         RulesConfig.model_validate({"groups": [{"name": "xinghe", "brands": ["星河电器"]}]})
     )
     assert [g.group for g in matcher.match("星河电器投诉无门，气死了")] == ["xinghe"]
+
+
+# ---- who a post complains about ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def brands() -> RuleMatcher:
+    return build(
+        {"name": "xiaomi", "brands": ["小米", "小米手机", "小米汽车", "Redmi"]},
+        {"name": "apple", "brands": ["苹果", "苹果手机", "iPhone", "MacBook", "AirPods"]},
+        {"name": "huawei", "brands": ["华为", "鸿蒙"]},
+        {"name": "gree", "brands": ["格力"]},
+        {"name": "pdd", "brands": ["拼多多", "PDD"]},
+        {"name": "xinghe", "brands": ["星河电器", "星河"], "ambiguous": ["星河"]},
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "小米椒炒肉太咸了，差评",
+        "这家的小米辣太辣了，避雷",
+        "这箱苹果一半都烂了，差评",
+        "苹果肌下垂怎么办，避雷几家医美",
+        "玄幻小说里的鸿蒙紫气太扯了，差评",
+        "今晚看PDD直播又翻车了，笑死",
+        "今晚的星河真美，但这家民宿卫生太差，避雷",
+        "星河湾小区的物业太差了，投诉",
+    ],
+)
+def test_everyday_words_are_not_brands(brands: RuleMatcher, text: str) -> None:
+    assert brands.match(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "group"),
+    [
+        ("苹果15 信号差，差评", "apple"),
+        ("苹果官网写的续航一天，虚假宣传", "apple"),
+        ("@小米 我的手机充电口坏了，投诉", "xiaomi"),
+        ("星河冰箱压缩机坏了，售后推诿", "xinghe"),
+        ("PDD上买的充电宝鼓包了，差评", "pdd"),
+    ],
+)
+def test_everyday_word_brand_with_a_cue_matches(brands: RuleMatcher, text: str, group: str) -> None:
+    assert groups_of(brands.match(text)) == [group]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("还是华为好用，苹果信号真是差评", ["apple"]),
+        ("早知道买格力了，这个杂牌空调三天两头坏，差评", []),
+        ("美的空调不制冷，售后推诿，早知道买格力了", []),
+        ("不是小米的问题，是快递把手机摔坏了，投诉快递", []),
+        ("换了华为之后再也不想用苹果手机了，系统bug太多，差评", ["apple"]),
+        ("【避雷】在拼多多买的AirPods是高仿，找客服就是机器人回复", ["pdd"]),
+        ("苹果手机和华为都被消协点名，售后问题一大堆", ["apple", "huawei"]),
+    ],
+)
+def test_complaint_goes_to_the_brand_it_is_about(brands: RuleMatcher, text: str, expected: list[str]) -> None:
+    assert groups_of(brands.match(text)) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "用了三年小米手机，从来没维修过",
+        "华为手机用了四年，没出过任何质量问题",
+        "华为这次发布会没有翻车，新功能都很实用",
+        "格力空调开了十年，一次毛病都没出过",
+        "#拼多多# 终于砍到了，不是骗人的",
+    ],
+)
+def test_negated_tags_are_no_evidence(brands: RuleMatcher, text: str) -> None:
+    assert brands.match(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "拼多多砍一刀砍到0.01就卡住，这不是诈骗是什么？",
+        "拼多多上买的鞋是不是假货啊，包装都不对",
+        "拼多多这不就是骗局吗",
+    ],
+)
+def test_rhetorical_questions_are_not_negations(brands: RuleMatcher, text: str) -> None:
+    assert groups_of(brands.match(text)) == ["pdd"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "小米的售后真的很贴心，半小时就修好了",
+        "拼多多退款秒到账，必须表扬",
+        "华为宣布上线一键退款功能，拍手叫好",
+    ],
+)
+def test_weak_tags_in_praise_or_news_do_not_hit(brands: RuleMatcher, text: str) -> None:
+    assert brands.match(text) == []
+
+
+def test_weak_tag_in_a_complaint_hits(brands: RuleMatcher) -> None:
+    (g,) = brands.match("小米的售后一周了没人理，太敷衍")
+    assert g.group == "xiaomi"
+    assert {m.term for m in g.matches if m.kind == "negative"} >= {"售后", "没人理", "敷衍"}
+
+
+def test_strong_tag_in_praise_does_not_hit(brands: RuleMatcher) -> None:
+    assert brands.match("格力空调用了十年，没有踩雷，质量真的好，推荐，好评") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("小米的售后服务太差了", "售后"),
+        ("格力的能效虚标的厉害", "虚标"),
+        ("华为门店卖的手机是翻新机", "翻新机"),
+    ],
+)
+def test_tag_inside_a_longer_word_counts(brands: RuleMatcher, text: str, tag: str) -> None:
+    (g,) = brands.match(text)
+    assert tag in {m.term for m in g.matches if m.kind == "negative"}
+
+
+@pytest.mark.parametrize(
+    "text", ["华为的避雷针很高", "小米手机一起火锅局拍的照片很好看", "格力的垃圾分类宣传做得不错"]
+)
+def test_tag_inside_a_harmless_word_or_across_words_does_not(brands: RuleMatcher, text: str) -> None:
+    assert brands.match(text) == []
+
+
+def test_negative_post_without_tag_hits_with_its_words_as_evidence(brands: RuleMatcher) -> None:
+    text = "#小米汽车# 提车第三天就趴窝😡 4S店踢皮球，离谱！！"
+    (g,) = brands.match(text)
+    norm = normalize(text)
+    negatives = {m.term for m in g.matches if m.kind == "negative"}
+    assert {"趴窝", "踢皮球", "离谱", "😡"} <= negatives
+    assert all(norm[m.start : m.end] == m.term for m in g.matches)
+
+
+@pytest.mark.parametrize(
+    ("text", "term"),
+    [
+        ("MacBookPro键盘坏了，差评", "macbook"),
+        ("AirPodsPro右耳没声音，差评", "airpods"),
+        ("RedmiK70发烫，差评", "redmi"),
+    ],
+)
+def test_camel_case_brand_runs_match(brands: RuleMatcher, text: str, term: str) -> None:
+    (g,) = brands.match(text)
+    assert term in {m.term for m in g.matches if m.kind == "brand"}
+
+
+def test_lowercase_run_on_latin_is_still_no_brand(brands: RuleMatcher) -> None:
+    assert brands.match("macbookpro键盘坏了，差评") == []

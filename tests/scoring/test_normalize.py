@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.scoring.normalize import normalize
+from services.scoring.normalize import normalize, normalize_marked
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,24 @@ def test_whitespace_and_zero_width_removed_inside_words(raw: str) -> None:
 
 def test_plain_simplified_text_unchanged() -> None:
     assert normalize("星河电器空调起火") == "星河电器空调起火"
+
+
+@pytest.mark.parametrize(
+    ("text", "norm", "cuts"),
+    [
+        ("MacBookPro", "macbookpro", {3, 7}),
+        ("AirPodsPro坏了", "airpodspro坏了", {3, 7}),
+        ("RedmiK70", "redmik70", {5}),
+        ("HUAWEIMate60", "huaweimate60", {6}),
+        ("pineapple", "pineapple", set()),
+        ("iphone", "iphone", set()),
+    ],
+)
+def test_camel_case_boundaries_survive_case_folding(text: str, norm: str, cuts: set[int]) -> None:
+    assert normalize_marked(text) == (norm, frozenset(cuts))
+
+
+def test_simplified_text_is_not_run_through_t2s() -> None:
+    # OpenCC's t2s phrase table turns the simplified 打坏了 into 打坯了.
+    assert normalize("把墙打坏了") == "把墙打坏了"
+    assert normalize("把牆打壞了") == "把墙打坏了"
