@@ -214,8 +214,9 @@ async def test_poison_on_every_input_topic_goes_to_dead_letter(
         topics.incident_actions,
         topics.alerts,
     ]
-    # Consumers per topic: keyword-hits feeds both scoring and the notifier.
-    consumers = {t: 2 if t == topics.keyword_hits else 1 for t in inputs}
+    # Consumers per topic: keyword-hits feeds scoring and the notifier; tier-changes feeds escalation and the
+    # notifier (a group's tier going down ends its level-1 fast path).
+    consumers = {t: 2 if t in (topics.keyword_hits, topics.tier_changes) else 1 for t in inputs}
     for topic in inputs:
         await produce(kafka, topic, [(b"poison", value) for value in POISON.values()])
     expected = len(POISON) * sum(consumers.values())
