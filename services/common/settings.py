@@ -31,6 +31,11 @@ class CommonSettings(BaseSettings):
     log_level: str = Field(default="info", pattern=r"^(debug|info|warn|error|crit)$")
     session_timeout_seconds: float = Field(default=10.0, gt=0)
     heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
+    stall_seconds: float = Field(
+        default=300,
+        ge=0,
+        description="/healthz answers 503 when input has waited this long with nothing processed (0: never).",
+    )
 
     def masked(self) -> dict[str, Any]:
         """Settings as safe to log: SecretStr values stay masked."""

@@ -25,6 +25,7 @@ from services.common import json
 from services.common.exceptions import DeadLetter, RetryLater
 from services.common.metrics import CommonMetrics
 from services.common.settings import CommonSettings
+from services.common.stall import StallWatch
 from services.common.topics import Topics
 
 __all__ = ["ORIGIN_HEADER", "StreamShell", "decode", "envelope", "lag_rows"]
@@ -166,6 +167,7 @@ class StreamShell:
         self.ticks_name = f"{settings.topic_prefix}{service}.ticks"
         self.ticks_topic = self.raw_topic(self.ticks_name)
         self._lag_rows: dict[tuple[str, int], int] = {}
+        self.stall = StallWatch(settings.stall_seconds)
         self._install_pages()
 
         self._lag_measured: tuple[float, frozenset[Any]] = (0.0, frozenset())
@@ -251,6 +253,11 @@ class StreamShell:
 
         @self.app.page("/healthz")
         async def _healthz(web: Any, request: Any) -> Any:
+            lag = sum(self._lag_rows.values())
+            idle = self.stall.stalled(lag)
+            if idle is not None:
+                body = {"status": "stalled", "service": self.service, "lag": lag, "idle_seconds": round(idle)}
+                return web.json(body, status=503)
             return web.json({"status": "ok", "service": self.service})
 
     def every(self, seconds: float) -> None:
@@ -320,6 +327,7 @@ class StreamShell:
         # was, so a stalled pipeline never showed (and the alert on it could not fire).
         if not self.is_tick(event):
             self.metrics.messages.labels(self.service, topic).inc()
+            self.stall.progressed()
 
     async def _process(self, event: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
         try:
