@@ -3,33 +3,18 @@ traceback."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from schemas.events import Deadline, Delivery, IncidentEvent, TierChange
+from schemas.events import Deadline, Delivery, IncidentEvent, Tier
 from services.common import demo
 from services.common.cli import main
 from services.common.exceptions import BrokerError
 from services.common.topics import Topics
-
-T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
-
-
-def _change(previous: int, tier: int) -> TierChange:
-    return TierChange(
-        group="xinghe",
-        previous=previous,
-        tier=tier,
-        direction="up",
-        reason="threshold",
-        window_end=T0,
-        counts={"8h": 1},
-        detected_at=T0,
-        event_time=T0,
-    )
+from tests.factories import T0, tier_change
 
 
 def _opened(deadlines: tuple[Deadline, ...]) -> IncidentEvent:
@@ -69,7 +54,11 @@ class _Receiver:
 
 def _complete() -> demo._Collector:
     c = demo._Collector("", Topics.with_prefix("y."))
-    c.tier_changes = [_change(0, 3), _change(3, 2), _change(2, 1)]
+    c.tier_changes = [
+        tier_change(Tier.level3, Tier.none, {"8h": 1}),
+        tier_change(Tier.level2, Tier.level3, {"8h": 1}),
+        tier_change(Tier.level1, Tier.level2, {"8h": 1}),
+    ]
     c.incidents = [_opened((Deadline(name="ack", due_at=T0 + timedelta(hours=1)),))]
     c.deliveries = [_delivered(42.0)]
     return c

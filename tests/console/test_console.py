@@ -19,7 +19,7 @@ from services.ingest.auth import TokenCheck
 from services.ingest.console import Sessions, install_console
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
-from tests.console.factories import T0, hit, incident_event, tier_change
+from tests.factories import T0, hit, incident_event, tier_change
 
 TOKEN = "op-token-31f7"
 

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from schemas.events import TierChange
+from schemas.events import Tier
 from services.common import json
 from tests.conftest import produce
+from tests.factories import tier_change
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "consumer.py"
-T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
 
 
 def _example() -> ModuleType:
@@ -26,20 +25,6 @@ def _example() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _change(previous: int, tier: int) -> TierChange:
-    return TierChange(
-        group="xinghe",
-        previous=previous,
-        tier=tier,
-        direction="up",
-        reason="threshold",
-        window_end=T0,
-        counts={"8h": 12_000 * (4 - tier)},
-        detected_at=T0,
-        event_time=T0,
-    )
 
 
 def test_seen_ids_forget_the_oldest_beyond_their_size() -> None:
@@ -64,7 +49,9 @@ async def test_the_example_consumer_prints_each_tier_change_once(kafka: str, pre
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
     finally:
         await admin.close()
-    first, second, third = _change(0, 3), _change(3, 2), _change(2, 1)
+    first = tier_change(Tier.level3, Tier.none, {"8h": 12_000})
+    second = tier_change(Tier.level2, Tier.level3, {"8h": 24_000})
+    third = tier_change(Tier.level1, Tier.level2, {"8h": 36_000})
     unknown = json.dumps({**json.loads(json.dumps(first)), "schema_version": 2})
     records = [first, second, second, third]  # `second` twice: a producer retry after a lost ack
     items: list[tuple[bytes | None, bytes]] = [(b"xinghe", json.dumps(r)) for r in records]

@@ -1,4 +1,4 @@
-"""Read-model events for console tests: hits, tier changes and incident events at fixed times."""
+"""Event factories shared by the test folders: keyword hits, tier changes and incident events."""
 
 from __future__ import annotations
 
