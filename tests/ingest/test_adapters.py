@@ -228,13 +228,19 @@ def test_html_is_stripped_entities_unescaped_and_emoticon_alt_text_kept():
     assert text == "@星河客服 再不处理就投诉到12315&黑猫[哭]\n价格<100元的配件也要等一个月"
 
 
-def test_text_is_nfc_and_cut_to_the_schema_limit_not_refused():
-    limit = 20_000  # Post.text max_length
+def test_text_is_nfc_and_over_the_limit_is_refused_with_its_length_not_cut():
     payload = sample("douyin")
-    payload["desc"] = "Cafe\u0301 " + "投诉" * limit
-    post = adapt("douyin", payload, OBSERVED)
-    assert post.text.startswith("Café 投诉")
-    assert len(post.text) == limit
+    payload["desc"] = "Cafe\u0301 " + "投诉" * 9_997 + "投"  # 20,000 characters once é is one
+    assert len(adapt("douyin", payload, OBSERVED).text) == 20_000
+    assert adapt("douyin", payload, OBSERVED).text.startswith("Café 投诉")
+    payload["desc"] += "!"
+    with pytest.raises(AdapterError, match="20001 characters after removing markup; the limit is 20000"):
+        adapt("douyin", payload, OBSERVED)
+    # The configured limit applies to native payloads as it does to normalised posts.
+    payload["desc"] = "<p>" + "投" * 101 + "</p>"
+    with pytest.raises(AdapterError, match="101 characters after removing markup; the limit is 100") as e:
+        adapt("douyin", payload, OBSERVED, max_text_chars=100)
+    assert e.value.field == "text"
 
 
 def test_weibo_long_text_wins_over_the_truncated_text():
@@ -298,9 +304,15 @@ def test_forum_reply_points_at_its_thread_and_does_not_carry_thread_counts():
         ({"verified": False, "verified_type": -1}, AuthorType.user),
         ({"verified": True, "verified_type": 0}, AuthorType.kol),
         ({"verified": True, "verified_type": 3}, AuthorType.media),
-        ({"verified": True, "verified_type": "2"}, AuthorType.media),
+        ({"verified": True, "verified_type": 1}, AuthorType.media),
+        ({"verified": True, "verified_type": 5}, AuthorType.media),
+        # A company's blue V is usually the brand itself: neither press nor an influencer.
+        ({"verified": True, "verified_type": "2", "followers_count": "500万"}, AuthorType.user),
+        ({"verified": True, "verified_type": 7}, AuthorType.user),
         ({"verified": True, "verified_type": 220}, AuthorType.kol),
         ({"verified": True}, AuthorType.kol),
+        ({"followers_count": "10万"}, AuthorType.kol),
+        ({"followers_count": 99_999}, AuthorType.user),
         ({}, AuthorType.user),
     ],
 )
@@ -310,21 +322,24 @@ def test_weibo_verification_decides_the_author_type(user, expected):
     assert adapt("weibo", payload, OBSERVED).author_type is expected
 
 
-def test_douyin_blue_v_is_media_and_yellow_v_is_kol():
+def test_douyin_blue_v_is_not_media_yellow_v_and_big_accounts_are_kol():
     payload = sample("douyin")
     payload["author"]["enterprise_verify_reason"] = "星河电器官方账号"
-    assert adapt("douyin", payload, OBSERVED).author_type is AuthorType.media
+    payload["author"]["follower_count"] = 3_000_000
+    assert adapt("douyin", payload, OBSERVED).author_type is AuthorType.user
     payload["author"]["enterprise_verify_reason"] = ""
+    assert adapt("douyin", payload, OBSERVED).author_type is AuthorType.kol
+    payload["author"]["follower_count"] = 5
     payload["author"]["custom_verify"] = "家电博主"
     assert adapt("douyin", payload, OBSERVED).author_type is AuthorType.kol
 
 
-def test_zhihu_organisation_is_media_and_article_url():
+def test_zhihu_organisation_is_not_media_and_article_url():
     payload = sample("zhihu")
     payload["author"]["user_type"] = "organization"
     payload["type"] = "article"
     post = adapt("zhihu", payload, OBSERVED)
-    assert post.author_type is AuthorType.media
+    assert post.author_type is AuthorType.user
     assert post.url == "https://zhuanlan.zhihu.com/p/3312345678"
 
 
@@ -413,7 +428,6 @@ _DELETE = object()
         ("weibo", "mblog.idstr", 1.5, "mblog.idstr", "expected a string or integer id"),
         ("weibo", "mblog.idstr", "x" * 200, "mblog.idstr", "the limit is 128"),
         ("douyin", "statistics.digg_count", [1], "statistics.digg_count", "expected a count"),
-        ("douyin", "statistics.play_count", "n/a", "statistics.play_count", "expected a count"),
         ("douyin", "author.nickname", 42, "author.nickname", "expected a string"),
         ("douyin", "create_time", "soon", "create_time", "unrecognised time"),
         (
@@ -426,7 +440,7 @@ _DELETE = object()
         ("xiaohongshu", "note_card.time", _DELETE, "note_card.time", "missing"),
         ("bilibili", "stat", 3, "stat", "expected an object"),
         ("zhihu", "question", "q", "question", "expected an object"),
-        ("wechat", "read_num", "10万+++", "read_num", "expected a count"),
+        ("wechat", "like_num", "10万+++", "like_num", "expected a count"),
         ("news", "published", "", "published", "missing"),
         ("forum", "tid", _DELETE, "tid", "missing"),
     ],

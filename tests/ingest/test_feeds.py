@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
@@ -139,7 +140,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def poller(site: Site, client: httpx.AsyncClient, *feeds: tuple[str, str], **kwargs: int) -> FeedPoller:
+def poller(site: Site, client: httpx.AsyncClient, *feeds: tuple[str, str], **kwargs: Any) -> FeedPoller:
     configs = [FeedConfig(url=site.base + path, platform=platform) for path, platform in feeds]
     return FeedPoller(configs, client, clock=FakeClock(NOW), **kwargs)
 
