@@ -348,7 +348,9 @@ def _alt(attributes: str) -> str:
     if m is None:
         return ""
     end = attributes.find(m.group(1), m.end())
-    return "" if end == -1 else attributes[m.end() : end]
+    alt = "" if end == -1 else attributes[m.end() : end]
+    # An alt holding "<" is markup that lost its quotes, not an emoticon's name.
+    return "" if "<" in alt else alt
 
 
 def require_text(text: str, *paths: str) -> str:
