@@ -112,6 +112,7 @@ def to_posts(body: Body, convert: Convert, now: datetime) -> Batch:
     for i, item in enumerate(body.items):
         loc: list[Any] = ["body"] if body.single else ["body", i]
         line = body.lines[i] if body.lines is not None else None
+        errors_before = len(batch.errors)
         if isinstance(item, _BadLine):
             batch.errors.append(_error(loc, item.reason, "json_invalid", line))
         elif not isinstance(item, dict):
@@ -130,4 +131,6 @@ def to_posts(body: Body, convert: Convert, now: datetime) -> Batch:
             else:
                 if warnings:
                     batch.warnings[i] = warnings
+        if len(batch.errors) > errors_before:
+            batch.rejected.add(i)
     return batch

@@ -524,3 +524,147 @@ def test_a_sample_with_any_field_replaced_raises_nothing_but_adapter_error(data)
         node = node[key]
     node[path[-1]] = data.draw(_json)
     _adapt_or_adapter_error(platform, payload)
+
+
+# --- envelopes, 视频号, warnings and time bounds ---------------------------------------------------
+
+
+def test_wechat_channels_video_maps_field_by_field_and_reports_the_bad_view_count():
+    payload = json.loads((PAYLOADS / "variants" / "wechat_channels.json").read_bytes())
+    warnings: list[str] = []
+    post = adapt("wechat", payload, OBSERVED, warnings=warnings)
+    assert post.platform is Platform.wechat
+    assert post.post_id == "channels:14259876543210987654"
+    assert post.text == "星河冰箱爆炸现场实拍，售后至今没有说法 #星河冰箱"
+    assert (post.author, post.author_type, post.url) == ("家电维权观察", AuthorType.kol, None)
+    assert post.published_at == datetime(2026, 11, 21, 5, 0, tzinfo=UTC)
+    assert post.engagement.model_dump() == {
+        "reposts": 4410,
+        "comments": 1288,
+        "likes": 15230,
+        "extras": {"recommends": 23000},
+    }
+    assert warnings == ["readCount: a count cannot be negative, got -1; dropped"]
+
+
+def test_wechat_channels_organisation_is_a_user_and_the_feed_item_envelope_is_unwrapped():
+    payload = json.loads((PAYLOADS / "variants" / "wechat_channels.json").read_bytes())
+    payload["contact"]["authInfo"]["authIconType"] = 2
+    post = adapt("wechat", {"object": payload}, OBSERVED)
+    assert (post.post_id, post.author_type) == ("channels:14259876543210987654", AuthorType.user)
+    del payload["createtime"]
+    with pytest.raises(AdapterError) as caught:
+        adapt("wechat", {"object": payload}, OBSERVED)
+    assert caught.value.field == "object.createtime or object.createTime"
+
+
+@pytest.mark.parametrize("envelope", ["aweme_detail", "aweme_info"])
+def test_douyin_envelopes_are_unwrapped_and_errors_keep_the_path(envelope):
+    post = adapt("douyin", {envelope: sample("douyin")}, OBSERVED)
+    assert post.post_id == "7439012345678901234"
+    assert post.engagement.likes == 58200
+    bad = sample("douyin")
+    bad["create_time"] = "soon"
+    with pytest.raises(AdapterError) as caught:
+        adapt("douyin", {envelope: bad}, OBSERVED)
+    assert caught.value.field == f"{envelope}.create_time"
+
+
+def test_bilibili_api_envelope_is_unwrapped_and_a_failed_call_is_named():
+    post = adapt("bilibili", {"code": 0, "message": "0", "data": sample("bilibili")}, OBSERVED)
+    assert post.post_id == "BV1xK4y1a7Yz"
+    with pytest.raises(AdapterError, match=r"code -404 \(啥都木有\), not 0") as caught:
+        adapt("bilibili", {"code": -404, "message": "啥都木有", "data": {}}, OBSERVED)
+    assert caught.value.field == "code"
+
+
+@pytest.mark.parametrize(
+    ("official", "fans", "expected"),
+    [
+        ({"role": 5, "type": 1}, None, AuthorType.media),  # 媒体
+        ({"role": 6, "type": 1}, None, AuthorType.media),  # 政府
+        ({"role": 3, "type": 1}, 10**7, AuthorType.user),  # 企业: the brand's own account
+        ({"role": 1, "type": 0}, None, AuthorType.kol),  # 知名UP主
+        ({"role": 0, "type": -1}, 250_000, AuthorType.kol),
+        ({"role": 0, "type": -1}, 900, AuthorType.user),
+    ],
+)
+def test_bilibili_official_verification_and_fans_decide_the_author_type(official, fans, expected):
+    payload = sample("bilibili")
+    payload["owner"]["official"] = official
+    if fans is not None:
+        payload["owner"]["fans"] = fans
+    assert adapt("bilibili", payload, OBSERVED).author_type is expected
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        ({"red_official_verify_type": 1}, AuthorType.kol),
+        ({"red_official_verify_type": 2, "fans": "120万"}, AuthorType.user),
+        ({"fans": "12万"}, AuthorType.kol),
+        ({"fans": "8000"}, AuthorType.user),
+    ],
+)
+def test_xiaohongshu_verification_and_fans_decide_the_author_type(user, expected):
+    payload = sample("xiaohongshu")
+    payload["note_card"]["user"].update(user)
+    assert adapt("xiaohongshu", payload, OBSERVED).author_type is expected
+
+
+def test_zhihu_pin_reads_its_text_blocks():
+    payload = {
+        "id": "1789012345678901234",
+        "type": "pin",
+        "author": {"name": "吃瓜群众", "user_type": "people", "badge": []},
+        "content": [
+            {"type": "text", "content": "<p>星河冰箱又炸了？</p>"},
+            {"type": "image", "url": "https://pic1.zhimg.com/x.jpg"},
+            {"type": "text", "content": "避雷"},
+        ],
+        "created": 1795244400,
+        "repin_count": 12,
+        "comment_count": 40,
+        "reaction_count": 310,
+    }
+    post = adapt("zhihu", payload, OBSERVED)
+    assert post.text == "星河冰箱又炸了？\n避雷"
+    assert post.url == "https://www.zhihu.com/pin/1789012345678901234"
+    assert post.engagement.model_dump() == {"reposts": 12, "comments": 40, "likes": 310, "extras": {}}
+
+
+def test_a_malformed_extra_is_dropped_with_a_warning_not_the_whole_post():
+    payload = sample("bilibili")
+    payload["stat"]["view"] = "--"
+    warnings: list[str] = []
+    post = adapt("bilibili", payload, OBSERVED, warnings=warnings)
+    assert "views" not in post.engagement.extras
+    assert post.engagement.extras["coins"] == 8800
+    assert len(warnings) == 1
+    assert warnings[0].startswith("stat.view: expected a count")
+    assert warnings[0].endswith("; dropped")
+    douyin = sample("douyin")
+    douyin["statistics"]["play_count"] = -1
+    assert "views" not in adapt("douyin", douyin, OBSERVED).engagement.extras
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (0, "before 2000-01-01"),
+        (-1, "before 2000-01-01"),
+        ("2099-01-01T00:00:00+08:00", "in the future"),
+    ],
+)
+def test_implausible_publish_times_are_refused_naming_the_field(value, reason):
+    payload = sample("weibo")
+    payload["mblog"]["created_at"] = value
+    with pytest.raises(AdapterError, match=reason) as caught:
+        adapt("weibo", payload, OBSERVED)
+    assert caught.value.field == "mblog.created_at"
+
+
+def test_relative_publish_times_read_against_the_observation():
+    payload = sample("weibo")
+    payload["mblog"]["created_at"] = "5分钟前"
+    assert adapt("weibo", payload, OBSERVED).published_at == datetime(2026, 11, 21, 23, 55, tzinfo=UTC)

@@ -40,6 +40,7 @@ __all__ = [
     "string",
     "url",
     "when",
+    "within",
 ]
 
 Payload = Mapping[str, Any]
@@ -122,6 +123,12 @@ def ident(payload: Payload, *paths: str) -> str | None:
             raise AdapterError(path, f"id is {len(text)} characters; the limit is {_ID_MAX}")
         return text
     return None
+
+
+def within(envelope: str, exc: AdapterError) -> AdapterError:
+    """`exc` with every path it names moved under `envelope` (the key a platform wraps its object in)."""
+    field = re.sub(r"(^|(?<= or )|(?<= \+ ))(?=\w)", envelope + ".", exc.field)
+    return AdapterError(field, exc.reason)
 
 
 def hashed_id(*parts: str) -> str:

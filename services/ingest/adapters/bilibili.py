@@ -19,6 +19,7 @@ from services.ingest.adapters._fields import (
     short_text,
     string,
     when,
+    within,
 )
 from services.ingest.adapters.exceptions import AdapterError
 
@@ -48,7 +49,7 @@ def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
         try:
             return _fields(payload["data"], reading)
         except AdapterError as exc:
-            raise AdapterError(f"data.{exc.field}", exc.reason) from None
+            raise within("data", exc) from None
     return _fields(payload, reading)
 
 

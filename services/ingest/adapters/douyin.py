@@ -17,6 +17,7 @@ from services.ingest.adapters._fields import (
     short_text,
     string,
     when,
+    within,
 )
 from services.ingest.adapters.exceptions import AdapterError
 
@@ -40,7 +41,7 @@ def _map(payload: Payload, reading: Reading, where: str) -> dict[str, Any]:
     except AdapterError as exc:
         if not where:
             raise
-        raise AdapterError(where + exc.field, exc.reason) from None
+        raise within(where.rstrip("."), exc) from None
 
 
 def _fields(payload: Payload, reading: Reading) -> dict[str, Any]:

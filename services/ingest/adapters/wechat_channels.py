@@ -22,6 +22,7 @@ from services.ingest.adapters._fields import (
     short_text,
     string,
     when,
+    within,
 )
 from services.ingest.adapters.exceptions import AdapterError
 
@@ -42,7 +43,7 @@ def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
         try:
             return _fields(payload["object"], reading)
         except AdapterError as exc:
-            raise AdapterError(f"object.{exc.field}", exc.reason) from None
+            raise within("object", exc) from None
     return _fields(payload, reading)
 
 
