@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 def run_service(name: str) -> None:
     """Start one service in the foreground; topics are created first so subscriptions never miss one."""
+    _keep_urls_out_of_logs()
     if name == "ingest":
         from services.ingest.settings import IngestSettings
         from services.ingest.worker import run
@@ -56,6 +57,13 @@ def run_service(name: str) -> None:
     # spins it: every aiokafka debug line is then formatted, ~12% of a scoring worker's CPU. No spinner.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def _keep_urls_out_of_logs() -> None:
+    # httpx logs every request's full URL at INFO, and a robot webhook's URL is its credential
+    # (?access_token=…, /hook/<token>): tests/reliability/test_security.py found it in the notifier's log.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @dataclass

@@ -49,6 +49,9 @@ class FakeProducer:
     async def stop(self) -> None:
         pass
 
+    async def send_and_wait(self, topic: str, key: bytes, value: bytes) -> None:
+        self.sent.append(value)
+
     async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if json.loads(value)["post_id"].startswith("fail"):
