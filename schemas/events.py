@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -64,16 +65,32 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: str = Field(default="", description="Deterministic sha256 of the identifying fields.")
+    event_id: str = Field(
+        default="",
+        description="Deterministic sha256 of the identifying fields; computed, refused if sent different.",
+    )
     event_time: UtcDatetime = Field(description="When the fact happened, UTC.")
 
     _id_fields: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
     def _fill_id(self) -> Self:
+        # Always derived, never trusted: a sender-chosen id would let two different events share one id
+        # and be deduplicated into one (and every id derived from it, like a KeywordHit's, with them).
         expected = event_id(type(self).__name__, *(getattr(self, f) for f in self._id_fields))
-        if not self.event_id:
-            object.__setattr__(self, "event_id", expected)
+        if self.event_id and self.event_id != expected:
+            # A ValidationError rather than a ValueError, so that the error's loc names event_id.
+            error = PydanticCustomError(
+                "event_id_mismatch",
+                "event_id does not match the id derived from {fields} ({expected}); leave it out and it is "
+                "computed",
+                {"fields": ", ".join(self._id_fields) or "the type", "expected": expected},
+            )
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [InitErrorDetails(type=error, loc=("event_id",), input=self.event_id[:80])],
+            )
+        object.__setattr__(self, "event_id", expected)
         return self
 
 

@@ -14,6 +14,10 @@ from services.common.exceptions import YuqingError
 
 __all__ = ["main"]
 
+# Spelled out rather than imported from schemas.events, to keep `yuqing --help` free of pydantic's import
+# time; tests/ingest/test_replay.py checks the two agree.
+_PLATFORMS = ("weibo", "wechat", "douyin", "xiaohongshu", "zhihu", "bilibili", "news", "forum")
+
 
 def _broker(args: argparse.Namespace) -> int:
     broker = EmbeddedBroker(port=args.port, version=args.kafka_version)
@@ -90,8 +94,20 @@ def _dev(args: argparse.Namespace) -> int:
         stack.stop()
 
 
+def _positive_speed(text: str) -> float:
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1 or 10, got {text!r}") from None
+    if not (speed > 0 and speed != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text!r}")
+    return speed
+
+
 def _replay(args: argparse.Namespace) -> int:
     import asyncio
+
+    from aiokafka.errors import KafkaError
 
     from services.common.kafka import ensure_topics_sync
     from services.common.settings import CommonSettings, load_settings
@@ -99,18 +115,26 @@ def _replay(args: argparse.Namespace) -> int:
     from services.ingest.replay import replay
 
     settings = load_settings(CommonSettings)
-    ensure_topics_sync(settings)
-    result = asyncio.run(
-        replay(
-            Path(args.file),
-            settings.kafka_bootstrap,
-            Topics.with_prefix(settings.topic_prefix).posts_raw,
-            speed=args.speed,
-            platform=args.platform,
-            report=Path(args.report) if args.report else None,
-            progress=not args.quiet,
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"yuqing: error: {path}: no such file", file=sys.stderr)
+        return 2
+    try:
+        ensure_topics_sync(settings)
+        result = asyncio.run(
+            replay(
+                Path(args.file),
+                settings.kafka_bootstrap,
+                Topics.with_prefix(settings.topic_prefix).posts_raw,
+                speed=args.speed,
+                platform=args.platform,
+                report=Path(args.report) if args.report else None,
+                progress=not args.quiet,
+            )
         )
-    )
+    except (OSError, KafkaError) as exc:
+        print(f"yuqing: error: replay stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     print(
         f"sent {result.sent} posts in {result.seconds:.1f}s; {result.bad} bad lines"
         + (f" (see {args.report})" if args.report and result.bad else "")
@@ -157,9 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("replay", help="stream a JSONL/NDJSON file of posts into posts.raw")
     p.add_argument("file")
     p.add_argument(
-        "--speed", type=float, default=None, help="1 = original pace, 10 = ten times faster; default max"
+        "--speed",
+        type=_positive_speed,
+        default=None,
+        help="1 = original pace, 10 = ten times faster; default max",
     )
-    p.add_argument("--platform", default=None, help="lines are this platform's native payloads")
+    p.add_argument(
+        "--platform",
+        type=str.lower,
+        choices=_PLATFORMS,
+        default=None,
+        help="lines are this platform's native payloads",
+    )
     p.add_argument("--report", default=None, help="write bad lines (number, reason) here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_replay)

@@ -14,6 +14,7 @@ from datetime import date, time, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -401,7 +402,6 @@ def load_config(path: Path | None = None) -> YuqingConfig:
         raw = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
-    _warn_if_world_readable(path, raw)
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
@@ -409,17 +409,44 @@ def load_config(path: Path | None = None) -> YuqingConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top, got {type(data).__name__}")
     try:
-        return YuqingConfig.model_validate(data)
+        config = YuqingConfig.model_validate(data)
     except ValidationError as exc:
         lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)]
         raise ConfigError(f"config file {path} is invalid:\n  " + "\n  ".join(lines)) from None
+    _warn_if_readable_by_others(path, config)
+    return config
 
 
-def _warn_if_world_readable(path: Path, raw: str) -> None:
-    if "secret" not in raw or os.name != "posix":
+def _secrets_in(config: YuqingConfig) -> list[str]:
+    """Where the config holds a secret: channel signing secrets, and webhook URLs that carry a credential.
+
+    Robot webhooks (DingTalk access_token=, WeCom key=, Feishu /hook/<token>) are bearer credentials in
+    the URL itself: whoever reads the URL can post to the group.
+    """
+    found = []
+    for c in config.notifier.channels:
+        if c.secret is not None and c.secret.get_secret_value():
+            found.append(f"channel {c.name!r} secret")
+        if c.url and _url_carries_credential(c.url.get_secret_value()):
+            found.append(f"channel {c.name!r} url")
+    return found
+
+
+def _url_carries_credential(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.query or parts.username or parts.password:
+        return True
+    # A long path segment is a token (Feishu /open-apis/bot/v2/hook/<uuid>, Slack /services/T…/B…/…).
+    return any(len(segment) >= 20 for segment in parts.path.split("/"))
+
+
+def _warn_if_readable_by_others(path: Path, config: YuqingConfig) -> None:
+    if os.name != "posix":
         return
-    if path.stat().st_mode & stat.S_IROTH:
+    secrets = _secrets_in(config)
+    if secrets and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
         warnings.warn(
-            f"config file {path} holds secrets and is world-readable; chmod o-r it",
+            f"config file {path} holds secrets ({', '.join(secrets)}) and is group/world-readable; "
+            "chmod 600 it",
             stacklevel=3,
         )

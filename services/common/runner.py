@@ -29,6 +29,7 @@ def run_service(name: str) -> None:
 
     The ingest API starts even while Kafka is down (it creates the topics once Kafka answers, and /readyz
     says 503 until then); a stream worker cannot do anything without Kafka and exits with the reason."""
+    _keep_urls_out_of_logs()
     if name == "ingest":
         from services.ingest.settings import IngestSettings
         from services.ingest.worker import run
@@ -58,6 +59,13 @@ def run_service(name: str) -> None:
     # spins it: every aiokafka debug line is then formatted, ~12% of a scoring worker's CPU. No spinner.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def _keep_urls_out_of_logs() -> None:
+    # httpx logs every request's full URL at INFO, and a robot webhook's URL is its credential
+    # (?access_token=…, /hook/<token>): tests/reliability/test_security.py found it in the notifier's log.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @dataclass

@@ -32,12 +32,15 @@ from services.common.exceptions import KafkaSetupError
 from services.common.kafka import ensure_topics
 from services.common.topics import Topics
 from services.ingest.auth import TokenCheck
-from services.ingest.batch import Convert, native, normalised, parse_body, to_posts
+from services.ingest.batch import Batch, Body, Convert, native, normalised, parse_body, to_posts
 from services.ingest.console import install_console
+from services.ingest.exceptions import ProduceFailed
 from services.ingest.feeds import FeedPoller
+from services.ingest.limits import TooLarge, read_capped
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
 from services.ingest.settings import IngestSettings
+from services.ingest.timeparse import TimeBounds
 from services.notifier.briefing import build_briefing, due_slots, previous_slot
 
 __all__ = ["create_app"]
@@ -54,7 +57,10 @@ class _Metrics:
             registry=registry,
         )
         self.rejected = Counter(
-            "yuqing_posts_rejected_total", "Posts refused, per reason.", ["reason"], registry=registry
+            "yuqing_posts_rejected_total",
+            "Items refused, per platform (or 'unknown') and reason; one per item, not per field.",
+            ["platform", "reason"],
+            registry=registry,
         )
         self.last_post = Gauge(
             "yuqing_platform_last_post_timestamp_seconds",
@@ -123,7 +129,9 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
             tasks.append(asyncio.create_task(_follow(settings, topics, model)))
         feeds = load_config(settings.config_file).ingest
         if feeds.feeds:
-            tasks.append(asyncio.create_task(_poll_feeds(feeds, produce, metrics.feed_errors)))
+            tasks.append(
+                asyncio.create_task(_poll_feeds(feeds, produce, metrics.feed_errors, settings.time_bounds))
+            )
         try:
             yield
         finally:
@@ -142,6 +150,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     app = FastAPI(title="yuqing ingest", version="1", lifespan=lifespan)
 
     authorised = TokenCheck(settings.ingest_tokens, "ingest")
+    _warn_if_open(settings)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -149,11 +158,8 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        producer = state.get("producer")
         try:
-            if producer is None:
-                raise KafkaConnectionError(f"not connected to Kafka at {settings.kafka_bootstrap} yet")
-            await asyncio.wait_for(producer.client.fetch_all_metadata(), 3.0)
+            await asyncio.wait_for(_producer().client.fetch_all_metadata(), 3.0)
         except (KafkaError, TimeoutError, OSError) as exc:
             return JSONResponse(
                 {"status": "unavailable", "kafka": str(exc) or type(exc).__name__}, status_code=503
@@ -184,7 +190,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     async def post_posts(request: Request) -> JSONResponse:
         """Normalised posts: one object, a JSON array, or NDJSON (application/x-ndjson)."""
         with metrics.request.labels("/v1/posts").time():
-            return await ingest(request, normalised(settings.max_text_chars))
+            return await ingest(request, normalised(settings.max_text_chars, settings.time_bounds), None)
 
     native_body = {
         "required": True,
@@ -213,57 +219,79 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
                         }
                     ]
                     return JSONResponse({"detail": detail}, status_code=422)
-            return await ingest(request, native(platform))
+            return await ingest(
+                request, native(platform, settings.max_text_chars, settings.time_bounds), platform
+            )
 
-    async def ingest(request: Request, convert: Convert) -> JSONResponse:
+    async def ingest(request: Request, convert: Convert, platform: str | None) -> JSONResponse:
         denied = authorised(request)
         if denied is not None:
             return denied
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            metrics.rejected.labels("too_large").inc()
-            return JSONResponse(
-                {"detail": f"body is {len(body)} bytes; the limit is {settings.max_body_bytes}"},
-                status_code=413,
-            )
+        route_platform = platform if platform in _PLATFORMS else "unknown"
+        body = await read_capped(request, settings.max_body_bytes)
+        if isinstance(body, TooLarge):
+            metrics.rejected.labels(route_platform, "too_large").inc()
+            return body.response
         try:
-            items, single = parse_body(body, request.headers.get("content-type", ""))
+            parsed = parse_body(body, request.headers.get("content-type", ""))
         except json.JSONDecodeError as exc:
-            metrics.rejected.labels("invalid_json").inc()
+            metrics.rejected.labels(route_platform, "invalid_json").inc()
             return JSONResponse(
                 {"detail": [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]},
                 status_code=422,
             )
-        if len(items) > settings.max_items:
+        if len(parsed.items) > settings.max_items:
+            for item in parsed.items:
+                metrics.rejected.labels(platform or _platform_of(item), "too_many_items").inc()
             return JSONResponse(
-                {"detail": f"{len(items)} items; the limit is {settings.max_items}"}, status_code=413
+                {"detail": f"{len(parsed.items)} items; the limit is {settings.max_items}"}, status_code=413
             )
-        batch = to_posts(items, single, convert, datetime.now(UTC))
+        batch = await _convert(parsed, convert, len(body))
         posts, errors = batch.posts, batch.errors
-        if errors:
-            metrics.rejected.labels("invalid").inc(len({tuple(e["loc"][:2]) for e in errors}))
+        for index in batch.rejected:
+            metrics.rejected.labels(platform or _platform_of(parsed.items[index]), "invalid").inc()
         if not posts:
             return JSONResponse({"detail": errors}, status_code=422)
         if inflight["posts"] + len(posts) > settings.max_inflight_posts:
             # Shed load now with a clear answer rather than queue until the client times out.
-            metrics.rejected.labels("overloaded").inc(len(posts))
+            for _, p in posts:
+                metrics.rejected.labels(p.platform.value, "overloaded").inc()
             return JSONResponse(
                 {"detail": f"overloaded: {inflight['posts']} posts are awaiting Kafka; retry shortly"},
                 status_code=429,
                 headers={"Retry-After": "1"},
             )
+        accepted = [_receipt(i, p, batch) for i, p in posts]
         try:
             await produce(posts)
-        except (KafkaError, TimeoutError) as exc:
-            log.warning("Kafka unavailable, refusing %d posts: %s", len(posts), exc)
-            metrics.rejected.labels("kafka_unavailable").inc(len(posts))
+        except ProduceFailed as exc:
+            log.warning("Kafka unavailable: %s", exc)
+            acked = set(exc.acked)
+            for i, p in posts:
+                if i not in acked:
+                    metrics.rejected.labels(p.platform.value, "kafka_unavailable").inc()
             return JSONResponse(
-                {"detail": "Kafka is unavailable; nothing from this request was accepted"},
+                {
+                    "detail": (
+                        f"Kafka is unavailable: {len(acked)} of {len(posts)} valid posts were acknowledged "
+                        "(listed in 'accepted'); the others were not. Resending the whole request is safe: "
+                        "keys and event ids are deterministic, so a post that arrives twice counts once."
+                    ),
+                    "accepted": [r for r in accepted if r["index"] in acked],
+                    "not_acknowledged": [r["index"] for r in accepted if r["index"] not in acked],
+                    "rejected": errors,
+                },
                 status_code=503,
                 headers={"Retry-After": "5"},
             )
-        accepted = [{"index": i, "key": p.key, "event_id": p.event_id} for i, p in posts]
         return JSONResponse({"accepted": accepted, "rejected": errors}, status_code=207 if errors else 202)
+
+    async def _convert(parsed: Body, convert: Convert, size: int) -> Batch:
+        now = datetime.now(UTC)
+        if size < _INLINE_BYTES:
+            return to_posts(parsed, convert, now)
+        # Converting megabytes of HTML takes long enough to stall every other request on the loop.
+        return await asyncio.to_thread(to_posts, parsed, convert, now)
 
     async def send_action(group: str, action: IncidentAction) -> None:
         await _producer().send_and_wait(topics.incident_actions, key=group.encode(), value=json.dumps(action))
@@ -275,7 +303,12 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
 
     app.include_router(
         operator_router(
-            model, TokenCheck(settings.operator_tokens, "operator"), send_action, link_secret, send_override
+            model,
+            TokenCheck(settings.operator_tokens, "operator"),
+            send_action,
+            link_secret,
+            send_override,
+            max_body_bytes=settings.max_operator_body_bytes,
         )
     )
     install_console(
@@ -289,21 +322,43 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     app.state.read_model = model
 
     async def produce(posts: list[tuple[int, Post]]) -> None:
-        """Send and wait for acks=all; counts the posts in flight for load shedding."""
-        sender = _producer()
+        """Send and wait for acks=all; counts the posts in flight for load shedding.
+
+        Raises ProduceFailed naming the posts Kafka did acknowledge when it did not acknowledge them all.
+        """
+        try:
+            producer = _producer()
+        except KafkaConnectionError as exc:  # not connected yet (Kafka down at start-up): nothing was sent
+            raise ProduceFailed([], len(posts), exc) from None
         inflight["posts"] += len(posts)
+        futures: list[asyncio.Future[Any]] = []
+        failure: BaseException | None = None
         try:
             with metrics.produce.time():
-                futures = [
-                    await sender.send(topics.posts_raw, key=p.key.encode(), value=json.dumps(p))
-                    for _, p in posts
-                ]
-                await asyncio.wait_for(asyncio.gather(*futures), settings.produce_timeout_seconds)
+                try:
+                    for _, p in posts:
+                        futures.append(
+                            await producer.send(topics.posts_raw, key=p.key.encode(), value=json.dumps(p))
+                        )
+                except (KafkaError, TimeoutError) as exc:
+                    failure = exc
+                if futures:
+                    await asyncio.wait(futures, timeout=settings.produce_timeout_seconds)
         finally:
             inflight["posts"] -= len(posts)
-        for _, p in posts:
-            metrics.accepted.labels(p.platform.value).inc()
-            metrics.last_post.labels(p.platform.value).set_to_current_time()
+        acked = []
+        for (i, p), future in zip(posts, futures, strict=False):
+            if future.done() and not future.cancelled() and future.exception() is None:
+                acked.append(i)
+                metrics.accepted.labels(p.platform.value).inc()
+                metrics.last_post.labels(p.platform.value).set_to_current_time()
+            else:
+                # The send may still complete after we answered; nobody waits for it any more.
+                future.add_done_callback(_consume_result)
+                if failure is None and future.done() and not future.cancelled():
+                    failure = future.exception()
+        if len(acked) < len(posts):
+            raise ProduceFailed(acked, len(posts), failure)
 
     app.state.produce = produce
     return app
@@ -365,17 +420,55 @@ async def _brief(
         await asyncio.sleep(20)
 
 
-async def _poll_feeds(config: IngestConfig, produce: Any, errors: Counter) -> None:
-    """Poll the configured RSS/Atom feeds on a schedule; new entries become zero-engagement posts."""
+async def _poll_feeds(config: IngestConfig, produce: Any, errors: Counter, bounds: TimeBounds) -> None:
+    """Poll the configured RSS/Atom feeds on a schedule; new entries become zero-engagement posts.
+
+    The poller marks entries seen only after `produce` returned, so posts Kafka did not take come back on
+    the next poll; every failure is counted per feed and polling goes on.
+    """
+
+    async def deliver(posts: list[Post]) -> None:
+        await produce(list(enumerate(posts)))
+
     async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client:
-        poller = FeedPoller(config.feeds, client)
+        poller = FeedPoller(config.feeds, client, bounds=bounds)
         while True:
             failed_before = sum(poller.errors.values())
-            try:
-                posts = await poller.poll_once()
-                if posts:
-                    await produce(list(enumerate(posts)))
-            except (KafkaError, TimeoutError) as exc:
-                log.warning("feed items not produced (they come back after a restart): %s", exc)
+            await poller.poll_once(deliver)
             errors.inc(sum(poller.errors.values()) - failed_before)
             await asyncio.sleep(config.feed_poll_seconds)
+
+
+_PLATFORMS = frozenset(p.value for p in Platform)
+_INLINE_BYTES = 256 * 1024  # bodies above this are converted on a worker thread
+
+
+def _platform_of(item: object) -> str:
+    """The metric label for an item of the normalised route: its platform when valid, else 'unknown'."""
+    name = item.get("platform") if isinstance(item, dict) else None
+    return name if isinstance(name, str) and name in _PLATFORMS else "unknown"
+
+
+def _receipt(index: int, post: Post, batch: Batch) -> dict[str, Any]:
+    receipt: dict[str, Any] = {"index": index, "key": post.key, "event_id": post.event_id}
+    if index in batch.warnings:
+        receipt["warnings"] = batch.warnings[index]
+    return receipt
+
+
+def _consume_result(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so asyncio does not log "exception was never retrieved"
+
+
+def _warn_if_open(settings: IngestSettings) -> None:
+    for scope, tokens in (("ingest", settings.ingest_tokens), ("operator", settings.operator_tokens)):
+        if not tokens:
+            log.warning(
+                "AUTH IS OFF for %s routes: YUQING_%s_TOKENS is empty, so anyone who can reach %s:%d may "
+                "use them. Set tokens unless this is a local development run.",
+                scope,
+                scope.upper(),
+                settings.api_host,
+                settings.api_port,
+            )

@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,10 +18,20 @@ from pydantic import ValidationError
 from schemas.events import AuthorType, Platform, Post
 from services.common.clock import Clock, system_clock
 from services.common.config import FeedConfig
-from services.ingest.adapters._fields import checked_url, clean_text, hashed_id, join_title, short_text
-from services.ingest.timeparse import parse_time
+from services.ingest.adapters._fields import (
+    TEXT_MAX,
+    checked_url,
+    clean_text,
+    hashed_id,
+    join_title,
+    short_text,
+)
+from services.ingest.timeparse import TimeBounds, parse_time
 
-__all__ = ["FeedConfig", "FeedPoller"]
+__all__ = ["Deliver", "FeedConfig", "FeedPoller"]
+
+# Hands a feed's new posts to Kafka and returns once they are acknowledged; raises if they are not.
+Deliver = Callable[[list[Post]], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,9 @@ class _Seen:
         self._limit = limit
         self._keys: OrderedDict[str, None] = OrderedDict()
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
     def add(self, key: str) -> bool:
         """Remember `key`; True if it was new."""
         if key in self._keys:
@@ -60,10 +73,15 @@ class _Seen:
 
 
 class FeedPoller:
-    """Polls feeds with an injected httpx client; poll_once returns the entries not returned before.
+    """Polls feeds with an injected httpx client; poll_once delivers the entries not delivered before.
 
-    A feed that cannot be fetched, is not a feed, or is malformed XML counts an error in `errors` (keyed by
-    feed URL). Entries that feedparser recovers from malformed XML are still returned: sites with an
+    An entry counts as delivered, and a feed's ETag/Last-Modified are kept, only once `deliver` returned:
+    a Kafka outage must not leave entries marked seen that never reached the topic, nor validators that
+    make the feed answer 304 until the entries are gone from it.
+
+    A feed that cannot be fetched, is not a feed, is malformed XML, or whose posts could not be delivered
+    counts an error in `errors` (keyed by feed URL); so does any other failure, which never stops the
+    other feeds. Entries that feedparser recovers from malformed XML are still returned: sites with an
     unescaped "&" should not go unwatched.
     """
 
@@ -74,21 +92,54 @@ class FeedPoller:
         *,
         clock: Clock = system_clock,
         max_seen: int = 10_000,
+        max_bytes: int = 10 * 1024 * 1024,
+        bounds: TimeBounds | None = None,
     ) -> None:
         self._feeds = tuple(feeds)
         self._client = client
         self._clock = clock
         self._seen = _Seen(max_seen)
+        self._max_bytes = max_bytes
+        self._bounds = bounds or TimeBounds()
         self._validators = {f.url: _Validators() for f in self._feeds}
         self.errors: Counter[str] = Counter()
         self.last_error: dict[str, str] = {}
 
-    async def poll_once(self) -> list[Post]:
+    async def poll_once(self, deliver: Deliver | None = None) -> list[Post]:
+        """Fetch every feed once and deliver each feed's new entries; returns the posts delivered.
+
+        Without `deliver`, returning them is the delivery, for callers that cannot fail to take them.
+        """
         now = self._clock()
-        batches = await asyncio.gather(*(self._poll(feed, now) for feed in self._feeds))
+        batches = await asyncio.gather(*(self._guarded(feed, now, deliver) for feed in self._feeds))
         return [post for batch in batches for post in batch]
 
-    async def _poll(self, feed: FeedConfig, now: datetime) -> list[Post]:
+    async def _guarded(self, feed: FeedConfig, now: datetime, deliver: Deliver | None) -> list[Post]:
+        try:
+            fetched = await self._poll(feed, now)
+            if fetched is None:
+                return []
+            posts, keys, validators = fetched
+            if posts and deliver is not None:
+                try:
+                    await deliver(posts)
+                except Exception as exc:
+                    self._error(feed, f"{len(posts)} posts not delivered, retried on the next poll: {exc!r}")
+                    return []
+        except Exception as exc:
+            # A malformed URL (httpx.InvalidURL is no HTTPError), a bad port or a parser bug in one feed
+            # must not end the polling of every feed.
+            self._error(feed, f"poll failed: {type(exc).__name__}: {exc}")
+            return []
+        for key in keys:
+            self._seen.add(key)
+        self._validators[feed.url] = validators
+        return posts
+
+    async def _poll(
+        self, feed: FeedConfig, now: datetime
+    ) -> tuple[list[Post], list[str], _Validators] | None:
+        """The feed's new posts, their seen-keys and the validators to keep once they are delivered."""
         validators = self._validators[feed.url]
         headers = {}
         if validators.etag:
@@ -96,66 +147,86 @@ class FeedPoller:
         if validators.last_modified:
             headers["If-Modified-Since"] = validators.last_modified
         try:
-            resp = await self._client.get(feed.url, headers=headers, follow_redirects=True)
+            async with self._client.stream("GET", feed.url, headers=headers, follow_redirects=True) as resp:
+                if resp.status_code == httpx.codes.NOT_MODIFIED:
+                    return None
+                if resp.status_code != httpx.codes.OK:
+                    self._error(feed, f"HTTP {resp.status_code}")
+                    return None
+                content = await self._read_capped(resp)
         except httpx.HTTPError as exc:
             self._error(feed, f"fetch failed: {type(exc).__name__}: {exc}")
-            return []
-        if resp.status_code == httpx.codes.NOT_MODIFIED:
-            return []
-        if resp.status_code != httpx.codes.OK:
-            self._error(feed, f"HTTP {resp.status_code}")
-            return []
+            return None
+        if content is None:
+            self._error(feed, f"feed is larger than {self._max_bytes} bytes; not read")
+            return None
         response_headers = {
             "content-location": str(resp.url),
             "content-type": resp.headers.get("content-type", ""),
         }
         parsed = await asyncio.to_thread(
-            feedparser.parse, io.BytesIO(resp.content), response_headers=response_headers
+            feedparser.parse, io.BytesIO(content), response_headers=response_headers
         )
         if not parsed.get("version"):
             self._error(feed, "not an RSS or Atom feed")
-            return []
+            return None
         if parsed.get("bozo") and not isinstance(parsed.get("bozo_exception"), _BENIGN):
             self._error(feed, f"malformed feed: {parsed.get('bozo_exception')}")
         # Only a document we could read earns validators; otherwise the next poll fetches it whole.
-        validators.etag = resp.headers.get("etag")
-        validators.last_modified = resp.headers.get("last-modified")
+        fresh = _Validators(resp.headers.get("etag"), resp.headers.get("last-modified"))
         feed_title = parsed.get("feed", {}).get("title")
-        posts = []
+        posts: list[Post] = []
+        keys: list[str] = []
         for entry in parsed.get("entries", []):
-            post = self._post(feed, entry, feed_title, now)
-            if post is not None:
-                posts.append(post)
-        return posts
+            found = self._post(feed, entry, feed_title, now)
+            if found is not None and found[1] not in keys:
+                posts.append(found[0])
+                keys.append(found[1])
+        return posts, keys, fresh
+
+    async def _read_capped(self, resp: httpx.Response) -> bytes | None:
+        """The body, or None once it passes max_bytes: a hostile feed must not fill the memory."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _post(
         self, feed: FeedConfig, entry: Mapping[str, Any], feed_title: object, now: datetime
-    ) -> Post | None:
+    ) -> tuple[Post, str] | None:
         key = _entry_key(feed.url, entry)
         if key is None:
             return None  # nothing identifies it, so nothing could tell it apart on the next poll
         post_id = hashed_id(key)
-        if not self._seen.add(f"{feed.platform}:{post_id}"):
+        seen_key = f"{feed.platform}:{post_id}"
+        if seen_key in self._seen:
+            self._seen.add(seen_key)  # still in its feed: keep it from ageing out
             return None
-        text = clean_text(*join_title(_str(entry.get("title")), _summary(entry)))
+        # A feed has no sender to tell, so an over-long entry is cut rather than refused.
+        text = clean_text(*join_title(_str(entry.get("title")), _summary(entry)))[:TEXT_MAX].strip()
         if not text:
             return None
         author = _str(entry.get("author")) or feed.name or _str(feed_title)
         link = _str(entry.get("link"))
         try:
-            return Post(
+            post = Post(
                 platform=Platform(feed.platform),
                 post_id=post_id,
                 text=text,
                 author=short_text(author),
                 author_type=AuthorType.media if feed.platform == "news" else AuthorType.user,
                 url=checked_url(link) if link else None,
-                published_at=_published(entry, now),
+                published_at=_published(entry, now, self._bounds),
                 event_time=now,
             )
         except ValidationError as exc:
             self._error(feed, f"entry {key!r}: {exc.errors(include_url=False)[0]['msg']}")
             return None
+        return post, seen_key
 
     def _error(self, feed: FeedConfig, reason: str) -> None:
         self.errors[feed.url] += 1
@@ -195,20 +266,24 @@ def _entry_key(feed_url: str, entry: Mapping[str, Any]) -> str | None:
     return f"{feed_url}|{title}|{_str(entry.get('published')) or ''}" if title else None
 
 
-def _published(entry: Mapping[str, Any], now: datetime) -> datetime:
+def _published(entry: Mapping[str, Any], now: datetime, bounds: TimeBounds) -> datetime:
     for raw_key, parsed_key in (("published", "published_parsed"), ("updated", "updated_parsed")):
+        candidates: list[datetime] = []
         raw = entry.get(raw_key)
         if isinstance(raw, str) and raw.strip():
             # Our parser first: feedparser reads a time without offset as UTC, Chinese feeds mean Beijing.
             try:
-                return parse_time(raw)
+                candidates.append(parse_time(raw, now))
             except ValueError:
                 pass
         parsed = entry.get(parsed_key)
-        if parsed:
+        if parsed and not candidates:
             try:
                 year, month, day, hour, minute, second = parsed[:6]
-                return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+                candidates.append(datetime(year, month, day, hour, minute, second, tzinfo=UTC))
             except (TypeError, ValueError):
                 pass
+        # A date of 1970 or next year is a broken feed, not news: treat the entry as undated.
+        if candidates and bounds.problem(candidates[0], now) is None:
+            return candidates[0]
     return now  # an undated entry was published no later than we saw it

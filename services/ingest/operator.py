@@ -20,6 +20,7 @@ from services.escalation.core import EscalationCore, Incident
 from services.escalation.exceptions import InvalidTransition
 from services.escalation.report import LEAD_IN, ReportInput, render_html, render_markdown
 from services.ingest.auth import TokenCheck
+from services.ingest.limits import TooLarge, read_capped
 from services.ingest.readmodel import ReadModel
 
 __all__ = [
@@ -51,14 +52,17 @@ class ActionRequest(BaseModel):
     comment: str = Field(default="", max_length=4000)
 
 
-async def _authorised_body(request: Request, check: TokenCheck, model: type[M]) -> M | Response:
-    """Authenticate, then validate the body. A FastAPI body parameter would be validated first and show an
-    unauthenticated caller the schema in its 422."""
+async def _authorised_body(request: Request, check: TokenCheck, model: type[M], limit: int) -> M | Response:
+    """Authenticate, then read at most `limit` bytes and validate them. A FastAPI body parameter would be
+    validated first and show an unauthenticated caller the schema in its 422."""
     denied = check(request)
     if denied:
         return denied
+    body = await read_capped(request, limit)
+    if isinstance(body, TooLarge):
+        return body.response
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(body)
     except ValidationError as exc:
         errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return _json({"detail": errors}, 422)
@@ -164,6 +168,8 @@ def operator_router(
     send: Send,
     link_secret: bytes | None,
     send_override: Callable[[str, TierOverride], Awaitable[None]],
+    *,
+    max_body_bytes: int = 64 * 1024,
 ) -> APIRouter:
     router = APIRouter()
     used_links: set[str] = set()
@@ -178,7 +184,7 @@ def operator_router(
         openapi_extra={"requestBody": _schema_body(OverrideRequest)},
     )
     async def override(request: Request, group: str) -> Response:
-        body = await _authorised_body(request, check, OverrideRequest)
+        body = await _authorised_body(request, check, OverrideRequest, max_body_bytes)
         if isinstance(body, Response):
             return body
         cmd = TierOverride(
@@ -270,7 +276,7 @@ def operator_router(
         openapi_extra={"requestBody": _schema_body(ActionRequest)},
     )
     async def action(request: Request, incident_id: str) -> Response:
-        body = await _authorised_body(request, check, ActionRequest)
+        body = await _authorised_body(request, check, ActionRequest, max_body_bytes)
         if isinstance(body, Response):
             return body
         return await act(incident_id, body.action, body.actor, body.comment)

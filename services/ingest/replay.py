@@ -59,7 +59,8 @@ async def replay(
     """Send every good line of `path` to `topic`, keyed platform:post_id.
 
     speed None sends as fast as Kafka takes them; speed 1.0 keeps the gaps between event times, 10 makes
-    them ten times shorter. Lines without an event_time get clock() and do not move the pace.
+    them ten times shorter. Native lines of `platform` are paced by their publish times and stamped with
+    clock() when sent; other lines without an event_time get clock() and do not move the pace.
     """
     if speed is not None and not (math.isfinite(speed) and speed > 0):
         raise ReplayError(f"speed must be a positive number, or None for as fast as possible; got {speed!r}")
@@ -93,8 +94,13 @@ async def replay(
                     _write_bad(sink, number, str(exc), line)
                     bar.show(read_bytes, sent + len(pending), bad)
                     continue
-                if explicit and (wait := pacer.wait(post.event_time, time.monotonic())) > 0:
+                # A native payload has no observation time: its publish time sets the pace, and it is
+                # observed when it is sent, so it is stamped again after the wait.
+                pace = post.event_time if explicit else post.published_at if native else None
+                if pace is not None and (wait := pacer.wait(pace, time.monotonic())) > 0:
                     await asyncio.sleep(wait)
+                    if not explicit:
+                        post = _observed(post, clock())
                 pending.append(await producer.send(topic, key=post.key.encode(), value=json.dumps(post)))
                 if len(pending) >= _ACK_WINDOW:
                     sent += await _acked(pending)
@@ -153,6 +159,11 @@ def _envelope(data: dict[str, Any], now: datetime) -> tuple[Post, bool]:
     except AdapterError as exc:
         where = "" if exc.field in ("platform", "payload") else "payload."
         raise _BadLine(f"{where}{exc}") from None
+
+
+def _observed(post: Post, now: datetime) -> Post:
+    # Validated again rather than model_copy'd: the event id derives from event_time.
+    return Post.model_validate({**post.model_dump(exclude={"event_id"}), "event_time": now})
 
 
 def _write_bad(sink: IO[bytes] | None, number: int, reason: str, line: bytes) -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from typing import Annotated
+import ipaddress
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from services.common.settings import CommonSettings
+from services.ingest.timeparse import TimeBounds
 
 __all__ = ["IngestSettings"]
 
@@ -38,6 +41,45 @@ class IngestSettings(CommonSettings):
     max_inflight_posts: int = Field(
         default=20_000, gt=0, description="Posts awaiting Kafka acks at once; beyond it requests get 429."
     )
+    max_operator_body_bytes: int = Field(
+        default=64 * 1024, gt=0, description="Largest body of an operator POST (actions, overrides)."
+    )
+    earliest_published: datetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="Publish and observation times before this are refused as misread (epoch 0, …).",
+    )
+    max_clock_skew_seconds: float = Field(
+        default=600, ge=0, le=86_400, description="How far in the future a post's times may be."
+    )
+    allow_no_auth: bool = Field(
+        default=False,
+        description="Allow starting without ingest or operator tokens on a non-loopback api_host (not prod).",
+    )
+
+    @property
+    def time_bounds(self) -> TimeBounds:
+        return TimeBounds(self.earliest_published, timedelta(seconds=self.max_clock_skew_seconds))
+
+    @field_validator("earliest_published")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("needs a time zone offset, e.g. 2000-01-01T00:00:00Z")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_on_beyond_loopback(self) -> Self:
+        """Refuse an API reachable from other hosts with a scope open to anyone, unless told to."""
+        if self.allow_no_auth or _loopback(self.api_host):
+            return self
+        missing = [name for name in ("ingest_tokens", "operator_tokens") if not getattr(self, name)]
+        if missing:
+            raise ValueError(
+                f"api_host {self.api_host!r} is reachable from other hosts but {' and '.join(missing)} "
+                "is empty, which leaves those routes open to anyone; set YUQING_INGEST_TOKENS and "
+                "YUQING_OPERATOR_TOKENS, bind to 127.0.0.1, or set YUQING_ALLOW_NO_AUTH=true"
+            )
+        return self
 
     @field_validator("ingest_tokens", "operator_tokens", mode="before")
     @classmethod
@@ -45,3 +87,12 @@ class IngestSettings(CommonSettings):
         if isinstance(value, str):
             return tuple(t.strip() for t in value.split(",") if t.strip())
         return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere

@@ -81,3 +81,49 @@ def test_broker_without_java_or_mvn_gives_a_clear_error(tmp_path: Path, monkeypa
         broker._java()
     with pytest.raises(BrokerError, match="mvn not found"):
         broker.fetch()
+
+
+@pytest.mark.parametrize(
+    ("channel", "mode", "named"),
+    [
+        # Signing secret without the word "secret" anywhere else, group-readable only.
+        ("{name: w, type: webhook, url: 'http://x', secret: hunter2}", 0o640, "channel 'w' secret"),
+        # A robot URL is itself the credential.
+        (
+            "{name: ding, type: webhook, url: 'https://oapi.dingtalk.com/robot/send?access_token=abc'}",
+            0o604,
+            "channel 'ding' url",
+        ),
+        (
+            "{name: fs, type: webhook, url: 'https://open.feishu.cn/open-apis/bot/v2/hook/"
+            "0f9d5e1c-2b7a-4c1e-9f3a-8d6b5e4c3a21'}",
+            0o644,
+            "channel 'fs' url",
+        ),
+    ],
+)
+def test_a_config_holding_any_secret_warns_when_others_can_read_it(tmp_path: Path, channel, mode, named):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"rules: {{groups: [{{name: a, brands: [x]}}]}}\nnotifier:\n  channels:\n    - {channel}\n"
+    )
+    os.chmod(path, mode)
+    with pytest.warns(UserWarning, match="group/world-readable") as caught:
+        load_config(path)
+    assert named in str(caught[0].message)
+    os.chmod(path, 0o600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(path)
+
+
+def test_a_readable_config_without_secrets_does_not_warn(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "rules: {groups: [{name: secret-recipes, brands: [x]}]}\nnotifier:\n  channels:\n"
+        "    - {name: w, type: webhook, url: 'http://127.0.0.1:9000/alerts'}\n"
+    )
+    os.chmod(path, 0o644)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(path)

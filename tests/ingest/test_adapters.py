@@ -228,13 +228,19 @@ def test_html_is_stripped_entities_unescaped_and_emoticon_alt_text_kept():
     assert text == "@星河客服 再不处理就投诉到12315&黑猫[哭]\n价格<100元的配件也要等一个月"
 
 
-def test_text_is_nfc_and_cut_to_the_schema_limit_not_refused():
-    limit = 20_000  # Post.text max_length
+def test_text_is_nfc_and_over_the_limit_is_refused_with_its_length_not_cut():
     payload = sample("douyin")
-    payload["desc"] = "Cafe\u0301 " + "投诉" * limit
-    post = adapt("douyin", payload, OBSERVED)
-    assert post.text.startswith("Café 投诉")
-    assert len(post.text) == limit
+    payload["desc"] = "Cafe\u0301 " + "投诉" * 9_997 + "投"  # 20,000 characters once é is one
+    assert len(adapt("douyin", payload, OBSERVED).text) == 20_000
+    assert adapt("douyin", payload, OBSERVED).text.startswith("Café 投诉")
+    payload["desc"] += "!"
+    with pytest.raises(AdapterError, match="20001 characters after removing markup; the limit is 20000"):
+        adapt("douyin", payload, OBSERVED)
+    # The configured limit applies to native payloads as it does to normalised posts.
+    payload["desc"] = "<p>" + "投" * 101 + "</p>"
+    with pytest.raises(AdapterError, match="101 characters after removing markup; the limit is 100") as e:
+        adapt("douyin", payload, OBSERVED, max_text_chars=100)
+    assert e.value.field == "text"
 
 
 def test_weibo_long_text_wins_over_the_truncated_text():
@@ -298,9 +304,15 @@ def test_forum_reply_points_at_its_thread_and_does_not_carry_thread_counts():
         ({"verified": False, "verified_type": -1}, AuthorType.user),
         ({"verified": True, "verified_type": 0}, AuthorType.kol),
         ({"verified": True, "verified_type": 3}, AuthorType.media),
-        ({"verified": True, "verified_type": "2"}, AuthorType.media),
+        ({"verified": True, "verified_type": 1}, AuthorType.media),
+        ({"verified": True, "verified_type": 5}, AuthorType.media),
+        # A company's blue V is usually the brand itself: neither press nor an influencer.
+        ({"verified": True, "verified_type": "2", "followers_count": "500万"}, AuthorType.user),
+        ({"verified": True, "verified_type": 7}, AuthorType.user),
         ({"verified": True, "verified_type": 220}, AuthorType.kol),
         ({"verified": True}, AuthorType.kol),
+        ({"followers_count": "10万"}, AuthorType.kol),
+        ({"followers_count": 99_999}, AuthorType.user),
         ({}, AuthorType.user),
     ],
 )
@@ -310,21 +322,24 @@ def test_weibo_verification_decides_the_author_type(user, expected):
     assert adapt("weibo", payload, OBSERVED).author_type is expected
 
 
-def test_douyin_blue_v_is_media_and_yellow_v_is_kol():
+def test_douyin_blue_v_is_not_media_yellow_v_and_big_accounts_are_kol():
     payload = sample("douyin")
     payload["author"]["enterprise_verify_reason"] = "星河电器官方账号"
-    assert adapt("douyin", payload, OBSERVED).author_type is AuthorType.media
+    payload["author"]["follower_count"] = 3_000_000
+    assert adapt("douyin", payload, OBSERVED).author_type is AuthorType.user
     payload["author"]["enterprise_verify_reason"] = ""
+    assert adapt("douyin", payload, OBSERVED).author_type is AuthorType.kol
+    payload["author"]["follower_count"] = 5
     payload["author"]["custom_verify"] = "家电博主"
     assert adapt("douyin", payload, OBSERVED).author_type is AuthorType.kol
 
 
-def test_zhihu_organisation_is_media_and_article_url():
+def test_zhihu_organisation_is_not_media_and_article_url():
     payload = sample("zhihu")
     payload["author"]["user_type"] = "organization"
     payload["type"] = "article"
     post = adapt("zhihu", payload, OBSERVED)
-    assert post.author_type is AuthorType.media
+    assert post.author_type is AuthorType.user
     assert post.url == "https://zhuanlan.zhihu.com/p/3312345678"
 
 
@@ -413,7 +428,6 @@ _DELETE = object()
         ("weibo", "mblog.idstr", 1.5, "mblog.idstr", "expected a string or integer id"),
         ("weibo", "mblog.idstr", "x" * 200, "mblog.idstr", "the limit is 128"),
         ("douyin", "statistics.digg_count", [1], "statistics.digg_count", "expected a count"),
-        ("douyin", "statistics.play_count", "n/a", "statistics.play_count", "expected a count"),
         ("douyin", "author.nickname", 42, "author.nickname", "expected a string"),
         ("douyin", "create_time", "soon", "create_time", "unrecognised time"),
         (
@@ -426,7 +440,7 @@ _DELETE = object()
         ("xiaohongshu", "note_card.time", _DELETE, "note_card.time", "missing"),
         ("bilibili", "stat", 3, "stat", "expected an object"),
         ("zhihu", "question", "q", "question", "expected an object"),
-        ("wechat", "read_num", "10万+++", "read_num", "expected a count"),
+        ("wechat", "like_num", "10万+++", "like_num", "expected a count"),
         ("news", "published", "", "published", "missing"),
         ("forum", "tid", _DELETE, "tid", "missing"),
     ],
@@ -510,3 +524,147 @@ def test_a_sample_with_any_field_replaced_raises_nothing_but_adapter_error(data)
         node = node[key]
     node[path[-1]] = data.draw(_json)
     _adapt_or_adapter_error(platform, payload)
+
+
+# --- envelopes, 视频号, warnings and time bounds ---------------------------------------------------
+
+
+def test_wechat_channels_video_maps_field_by_field_and_reports_the_bad_view_count():
+    payload = json.loads((PAYLOADS / "variants" / "wechat_channels.json").read_bytes())
+    warnings: list[str] = []
+    post = adapt("wechat", payload, OBSERVED, warnings=warnings)
+    assert post.platform is Platform.wechat
+    assert post.post_id == "channels:14259876543210987654"
+    assert post.text == "星河冰箱爆炸现场实拍，售后至今没有说法 #星河冰箱"
+    assert (post.author, post.author_type, post.url) == ("家电维权观察", AuthorType.kol, None)
+    assert post.published_at == datetime(2026, 11, 21, 5, 0, tzinfo=UTC)
+    assert post.engagement.model_dump() == {
+        "reposts": 4410,
+        "comments": 1288,
+        "likes": 15230,
+        "extras": {"recommends": 23000},
+    }
+    assert warnings == ["readCount: a count cannot be negative, got -1; dropped"]
+
+
+def test_wechat_channels_organisation_is_a_user_and_the_feed_item_envelope_is_unwrapped():
+    payload = json.loads((PAYLOADS / "variants" / "wechat_channels.json").read_bytes())
+    payload["contact"]["authInfo"]["authIconType"] = 2
+    post = adapt("wechat", {"object": payload}, OBSERVED)
+    assert (post.post_id, post.author_type) == ("channels:14259876543210987654", AuthorType.user)
+    del payload["createtime"]
+    with pytest.raises(AdapterError) as caught:
+        adapt("wechat", {"object": payload}, OBSERVED)
+    assert caught.value.field == "object.createtime or object.createTime"
+
+
+@pytest.mark.parametrize("envelope", ["aweme_detail", "aweme_info"])
+def test_douyin_envelopes_are_unwrapped_and_errors_keep_the_path(envelope):
+    post = adapt("douyin", {envelope: sample("douyin")}, OBSERVED)
+    assert post.post_id == "7439012345678901234"
+    assert post.engagement.likes == 58200
+    bad = sample("douyin")
+    bad["create_time"] = "soon"
+    with pytest.raises(AdapterError) as caught:
+        adapt("douyin", {envelope: bad}, OBSERVED)
+    assert caught.value.field == f"{envelope}.create_time"
+
+
+def test_bilibili_api_envelope_is_unwrapped_and_a_failed_call_is_named():
+    post = adapt("bilibili", {"code": 0, "message": "0", "data": sample("bilibili")}, OBSERVED)
+    assert post.post_id == "BV1xK4y1a7Yz"
+    with pytest.raises(AdapterError, match=r"code -404 \(啥都木有\), not 0") as caught:
+        adapt("bilibili", {"code": -404, "message": "啥都木有", "data": {}}, OBSERVED)
+    assert caught.value.field == "code"
+
+
+@pytest.mark.parametrize(
+    ("official", "fans", "expected"),
+    [
+        ({"role": 5, "type": 1}, None, AuthorType.media),  # 媒体
+        ({"role": 6, "type": 1}, None, AuthorType.media),  # 政府
+        ({"role": 3, "type": 1}, 10**7, AuthorType.user),  # 企业: the brand's own account
+        ({"role": 1, "type": 0}, None, AuthorType.kol),  # 知名UP主
+        ({"role": 0, "type": -1}, 250_000, AuthorType.kol),
+        ({"role": 0, "type": -1}, 900, AuthorType.user),
+    ],
+)
+def test_bilibili_official_verification_and_fans_decide_the_author_type(official, fans, expected):
+    payload = sample("bilibili")
+    payload["owner"]["official"] = official
+    if fans is not None:
+        payload["owner"]["fans"] = fans
+    assert adapt("bilibili", payload, OBSERVED).author_type is expected
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        ({"red_official_verify_type": 1}, AuthorType.kol),
+        ({"red_official_verify_type": 2, "fans": "120万"}, AuthorType.user),
+        ({"fans": "12万"}, AuthorType.kol),
+        ({"fans": "8000"}, AuthorType.user),
+    ],
+)
+def test_xiaohongshu_verification_and_fans_decide_the_author_type(user, expected):
+    payload = sample("xiaohongshu")
+    payload["note_card"]["user"].update(user)
+    assert adapt("xiaohongshu", payload, OBSERVED).author_type is expected
+
+
+def test_zhihu_pin_reads_its_text_blocks():
+    payload = {
+        "id": "1789012345678901234",
+        "type": "pin",
+        "author": {"name": "吃瓜群众", "user_type": "people", "badge": []},
+        "content": [
+            {"type": "text", "content": "<p>星河冰箱又炸了？</p>"},
+            {"type": "image", "url": "https://pic1.zhimg.com/x.jpg"},
+            {"type": "text", "content": "避雷"},
+        ],
+        "created": 1795244400,
+        "repin_count": 12,
+        "comment_count": 40,
+        "reaction_count": 310,
+    }
+    post = adapt("zhihu", payload, OBSERVED)
+    assert post.text == "星河冰箱又炸了？\n避雷"
+    assert post.url == "https://www.zhihu.com/pin/1789012345678901234"
+    assert post.engagement.model_dump() == {"reposts": 12, "comments": 40, "likes": 310, "extras": {}}
+
+
+def test_a_malformed_extra_is_dropped_with_a_warning_not_the_whole_post():
+    payload = sample("bilibili")
+    payload["stat"]["view"] = "--"
+    warnings: list[str] = []
+    post = adapt("bilibili", payload, OBSERVED, warnings=warnings)
+    assert "views" not in post.engagement.extras
+    assert post.engagement.extras["coins"] == 8800
+    assert len(warnings) == 1
+    assert warnings[0].startswith("stat.view: expected a count")
+    assert warnings[0].endswith("; dropped")
+    douyin = sample("douyin")
+    douyin["statistics"]["play_count"] = -1
+    assert "views" not in adapt("douyin", douyin, OBSERVED).engagement.extras
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (0, "before 2000-01-01"),
+        (-1, "before 2000-01-01"),
+        ("2099-01-01T00:00:00+08:00", "in the future"),
+    ],
+)
+def test_implausible_publish_times_are_refused_naming_the_field(value, reason):
+    payload = sample("weibo")
+    payload["mblog"]["created_at"] = value
+    with pytest.raises(AdapterError, match=reason) as caught:
+        adapt("weibo", payload, OBSERVED)
+    assert caught.value.field == "mblog.created_at"
+
+
+def test_relative_publish_times_read_against_the_observation():
+    payload = sample("weibo")
+    payload["mblog"]["created_at"] = "5分钟前"
+    assert adapt("weibo", payload, OBSERVED).published_at == datetime(2026, 11, 21, 23, 55, tzinfo=UTC)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
@@ -139,7 +140,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def poller(site: Site, client: httpx.AsyncClient, *feeds: tuple[str, str], **kwargs: int) -> FeedPoller:
+def poller(site: Site, client: httpx.AsyncClient, *feeds: tuple[str, str], **kwargs: Any) -> FeedPoller:
     configs = [FeedConfig(url=site.base + path, platform=platform) for path, platform in feeds]
     return FeedPoller(configs, client, clock=FakeClock(NOW), **kwargs)
 
@@ -267,3 +268,89 @@ async def test_seen_entries_are_bounded(site, client):
 def test_feed_platform_must_be_news_or_forum():
     with pytest.raises(ValidationError, match="platform"):
         FeedConfig(url="https://x.example.cn/rss", platform="weibo")
+
+
+class KafkaDown(Exception):
+    pass
+
+
+async def test_entries_not_delivered_come_back_and_validators_wait_for_the_ack(site, client):
+    site.docs["/rss"] = Doc(rss(1, 2), etag='"v1"', last_modified=LAST_MODIFIED)
+    feeds = poller(site, client, ("/rss", "news"))
+    delivered: list[str] = []
+    broker_up = False
+
+    async def deliver(posts):
+        if not broker_up:
+            raise KafkaDown("broker unreachable")
+        delivered.extend(p.url for p in posts)
+
+    assert await feeds.poll_once(deliver) == []
+    assert feeds.errors == {site.base + "/rss": 1}
+    assert "2 posts not delivered" in feeds.last_error[site.base + "/rss"]
+
+    broker_up = True
+    posts = await feeds.poll_once(deliver)
+
+    # The second request carried no validators, so the feed answered in full rather than 304.
+    _, (second, status) = site.requests_to("/rss")
+    assert "if-none-match" not in second
+    assert status == 200
+    assert (
+        [p.url for p in posts]
+        == delivered
+        == [
+            "https://news.example.cn/1.html",
+            "https://news.example.cn/2.html",
+        ]
+    )
+    # Now delivered, the entries are remembered and the validators kept.
+    assert await feeds.poll_once(deliver) == []
+    headers, status = site.requests_to("/rss")[2]
+    assert (headers["if-none-match"], status) == ('"v1"', 304)
+    assert len(delivered) == 2
+
+
+async def test_any_failure_of_one_feed_is_counted_and_the_others_are_polled(site, client):
+    site.docs["/rss"] = Doc(rss(1))
+    bad = ["http://[::1", "http://127.0.0.1:99999/feed", "ftp://x.example.cn/feed"]
+    configs = [FeedConfig(url=u) for u in bad] + [FeedConfig(url=site.base + "/rss")]
+    feeds = FeedPoller(configs, client, clock=FakeClock(NOW))
+
+    posts = await feeds.poll_once()
+    again = await feeds.poll_once()
+
+    assert [p.url for p in posts] == ["https://news.example.cn/1.html"]
+    assert again == []
+    assert feeds.errors == dict.fromkeys(bad, 2)
+    assert all(feeds.last_error[u] for u in bad)
+
+
+async def test_a_feed_larger_than_the_cap_is_an_error_not_read(site, client):
+    site.docs["/big"] = Doc(rss(*range(1, 10)))
+    feeds = poller(site, client, ("/big", "news"), max_bytes=1000)
+    assert await feeds.poll_once() == []
+    assert feeds.last_error[site.base + "/big"] == "feed is larger than 1000 bytes; not read"
+
+
+async def test_implausible_feed_dates_read_as_the_poll_time_and_cst_as_beijing(site, client):
+    item = (
+        "<item><title>{t}</title><link>https://news.example.cn/{t}.html</link><pubDate>{d}</pubDate></item>"
+    )
+    items = "".join(
+        item.format(t=t, d=d)
+        for t, d in (
+            ("cst", "Sat, 21 Nov 2026 10:00:00 CST"),
+            ("epoch", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ("future", "Sat, 21 Nov 2099 10:00:00 +0800"),
+        )
+    )
+    site.docs["/rss"] = Doc(
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>{items}</channel></rss>'.encode()
+    )
+    posts = await poller(site, client, ("/rss", "news")).poll_once()
+    assert {p.post_id: p.published_at for p in posts} == {
+        stable_id("https://news.example.cn/cst.html"): datetime(2026, 11, 21, 2, 0, tzinfo=UTC),
+        stable_id("https://news.example.cn/epoch.html"): NOW,
+        stable_id("https://news.example.cn/future.html"): NOW,
+    }

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.timeparse import parse_time
+from services.ingest.timeparse import TimeBounds, parse_time
 
 # 2026-11-21 10:00 in Beijing.
 INSTANT = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
@@ -39,6 +39,14 @@ EPOCH = 1795226400
         "2026-11-21 10:00:00.000",
         "Sat, 21 Nov 2026 10:00:00 +0800",
         "Sat, 21 Nov 2026 02:00:00 GMT",
+        # CST on a Chinese server is China Standard Time (Java's Date.toString), never US Central.
+        "Sat Nov 21 10:00:00 CST 2026",
+        "Sat, 21 Nov 2026 10:00:00 CST",
+        "Sat Nov 21 02:00:00 UTC 2026",
+        "20261121100000",
+        "202611211000",
+        20261121100000,
+        "2026-11-21   10:00",
         datetime(2026, 11, 21, 10, 0, tzinfo=timezone(timedelta(hours=8))),
     ],
 )
@@ -76,7 +84,10 @@ def test_explicit_offsets_are_honoured():
         "",
         "   ",
         "yesterday",
-        "3分钟前",
+        "3分钟前",  # relative: needs the observation time
+        "昨天 10:00",
+        "Sat Nov 21 10:00:00 PST 2026",
+        "2026-11-21" + " " * 20_000 + "x",
         "2026-13-45",
         "2026年13月1日",
         "Sat Foo 21 10:00:00 +0800 2026",
@@ -113,3 +124,53 @@ def test_any_value_parses_to_aware_utc_or_raises_value_error(value):
     except ValueError:
         return
     assert parsed.tzinfo is UTC
+
+
+def test_compact_dates_are_dates_not_1970_epochs():
+    assert parse_time("20261121") == datetime(2026, 11, 20, 16, 0, tzinfo=UTC)
+    assert parse_time(20261121) == datetime(2026, 11, 20, 16, 0, tzinfo=UTC)
+    # Not a valid date at that length: still an epoch, which the bounds then refuse as 1970.
+    assert parse_time("20261341").year == 1970
+
+
+NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)  # 11:00 in Beijing
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("刚刚", NOW),
+        ("30秒前", NOW - timedelta(seconds=30)),
+        ("5分钟前", NOW - timedelta(minutes=5)),
+        ("2小时前", NOW - timedelta(hours=2)),
+        ("3天前", NOW - timedelta(days=3)),
+        ("今天 09:15", datetime(2026, 11, 22, 1, 15, tzinfo=UTC)),
+        ("昨天 10:00", datetime(2026, 11, 21, 2, 0, tzinfo=UTC)),
+        ("前天 23:30", datetime(2026, 11, 20, 15, 30, tzinfo=UTC)),
+        ("11月21日 10:00", datetime(2026, 11, 21, 2, 0, tzinfo=UTC)),
+        ("11-21 10:00", datetime(2026, 11, 21, 2, 0, tzinfo=UTC)),
+        ("11月21日", datetime(2026, 11, 20, 16, 0, tzinfo=UTC)),
+        # Without a year, a date ahead of today is last year's.
+        ("12月30日", datetime(2025, 12, 29, 16, 0, tzinfo=UTC)),
+    ],
+)
+def test_relative_forms_read_against_the_observation_time(value, expected):
+    assert parse_time(value, NOW) == expected
+
+
+def test_relative_forms_follow_the_beijing_day_not_the_utc_day():
+    late = datetime(2026, 11, 21, 17, 0, tzinfo=UTC)  # already 01:00 on the 22nd in Beijing
+    assert parse_time("昨天 10:00", late) == datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+
+
+def test_bounds_refuse_misread_times_and_say_why():
+    bounds = TimeBounds()
+    assert bounds.problem(datetime(2026, 11, 22, 3, 5, tzinfo=UTC), NOW) is None
+    old = bounds.problem(parse_time(0), NOW)
+    assert old is not None
+    assert "before 2000-01-01" in old
+    ahead = bounds.problem(NOW + timedelta(minutes=11), NOW)
+    assert ahead is not None
+    assert "in the future" in ahead
+    assert "600 s" in ahead
+    assert TimeBounds(max_skew=timedelta(hours=1)).problem(NOW + timedelta(minutes=11), NOW) is None

@@ -11,19 +11,24 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from schemas.events import Post
 from services.ingest.adapters.exceptions import AdapterError
-from services.ingest.timeparse import parse_time
+from services.ingest.timeparse import TimeBounds, parse_time
 
 __all__ = [
+    "TEXT_MAX",
     "Payload",
+    "Reading",
     "checked_url",
     "clean_text",
     "count",
+    "extras",
+    "followed_widely",
     "get",
     "hashed_id",
     "ident",
@@ -35,9 +40,20 @@ __all__ = [
     "string",
     "url",
     "when",
+    "within",
 ]
 
 Payload = Mapping[str, Any]
+
+
+@dataclass
+class Reading:
+    """What an adapter needs besides the payload: when it was read (for relative times and the plausible
+    range of publish times), and where to note the optional fields it dropped."""
+
+    now: datetime
+    bounds: TimeBounds = field(default_factory=TimeBounds)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _max_length(field: str) -> int:
@@ -49,22 +65,25 @@ def _max_length(field: str) -> int:
 
 
 # Read from the model so the caps follow the schema if it changes.
-_TEXT_MAX = _max_length("text")
+TEXT_MAX = _max_length("text")
 _ID_MAX = _max_length("post_id")
 _AUTHOR_MAX = _max_length("author")
 _URL_MAX = _max_length("url")
 _COUNT_MAX = 10**12  # Engagement's Count bound
 
 _UNITS = {"": 1, "k": 1_000, "千": 1_000, "w": 10_000, "万": 10_000, "亿": 100_000_000}
-_COUNT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(k|千|w|万|亿)?\s*\+?", re.IGNORECASE)
+# One optional run of blanks on each side of the unit, never two adjacent ones: "1" + 10⁵ blanks + "x"
+# must fail in one pass, not backtrack over every split of the blanks.
+_COUNT = re.compile(r"([0-9]+(?:\.[0-9]+)?)(?:\s*(k|千|w|万|亿))?\s*\+?", re.IGNORECASE)
+_COUNT_CHARS_MAX = 32  # "1,234,567,890,123" with blanks and a unit fits; longer is not a count
 
-_SCRIPT = re.compile(r"<\s*(script|style)\b[^>]*>.*?<\s*/\s*\1\s*>", re.IGNORECASE | re.DOTALL)
-_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
-# Platforms draw emoticons as <img alt="[怒]">: the alt text is the emotion, worth keeping.
-_IMG_ALT = re.compile(r"<img\b[^>]*?\balt\s*=\s*([\"'])(.*?)\1[^>]*>", re.IGNORECASE | re.DOTALL)
-_BREAK = re.compile(r"<\s*/?\s*(?:br|p|div|li|tr|h[1-6]|blockquote)\b[^>]*>", re.IGNORECASE)
-# A tag must start with a letter, so "价格<100元" survives.
-_TAG = re.compile(r"<\s*/?\s*[A-Za-z][^>]*>")
+# Markup longer than this is cut before it is parsed: a WeChat article's HTML is rarely above 300 KB, and
+# the cap bounds the work an adversarial body can cause.
+_RAW_MAX = 1_000_000
+# Block-level tags become line breaks; every other tag is removed.
+_BREAKS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"})
+_DROP_CONTENT = frozenset({"script", "style"})
+_ALT = re.compile(r"\balt\s*=\s*([\"'])", re.IGNORECASE)
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u3000]+")
 
 
@@ -106,6 +125,12 @@ def ident(payload: Payload, *paths: str) -> str | None:
     return None
 
 
+def within(envelope: str, exc: AdapterError) -> AdapterError:
+    """`exc` with every path it names moved under `envelope` (the key a platform wraps its object in)."""
+    field = re.sub(r"(^|(?<= or )|(?<= \+ ))(?=\w)", envelope + ".", exc.field)
+    return AdapterError(field, exc.reason)
+
+
 def hashed_id(*parts: str) -> str:
     """A stable post id for sources that only give a URL or a free-form id."""
     return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:32]
@@ -123,6 +148,8 @@ def parse_count(value: object) -> int:
         number = int(value)
     elif isinstance(value, str):
         text = value.strip().replace(",", "").replace("，", "")
+        if len(text) > _COUNT_CHARS_MAX:
+            raise ValueError(f"expected a count like 123 or '1.2万', got {len(value)} characters")
         if not text:
             return 0  # Xiaohongshu prints an empty count for none
         m = _COUNT.fullmatch(text)
@@ -154,16 +181,53 @@ def count(payload: Payload, path: str) -> int:
     return optional_count(payload, path) or 0
 
 
-def when(payload: Payload, *paths: str) -> datetime:
-    """The first time present among `paths`, in UTC."""
+def extras(payload: Payload, reading: Reading, paths: Mapping[str, str]) -> dict[str, int]:
+    """Optional platform counts by name. One a platform prints as "--" or -1 is dropped and noted in
+    `reading.warnings`: an odd view count must not cost the post, whose spread is in the main counts."""
+    found: dict[str, int] = {}
+    for name, path in paths.items():
+        try:
+            value = optional_count(payload, path)
+        except AdapterError as exc:
+            reading.warnings.append(f"{exc.field}: {exc.reason}; dropped")
+            continue
+        if value is not None:
+            found[name] = value
+    return found
+
+
+# The follower count from which an account without a platform verification counts as a KOL (大V). The
+# crisis plans name no figure; 10万粉 is what Chinese agencies commonly price as a mid-tier KOL.
+KOL_FOLLOWERS = 100_000
+
+
+def followed_widely(payload: Payload, reading: Reading, *paths: str) -> bool:
+    """True when the first follower count present among `paths` reaches KOL_FOLLOWERS."""
+    for path in paths:
+        try:
+            value = optional_count(payload, path)
+        except AdapterError as exc:
+            reading.warnings.append(f"{exc.field}: {exc.reason}; ignored")
+            continue
+        if value is not None:
+            return value >= KOL_FOLLOWERS
+    return False
+
+
+def when(payload: Payload, reading: Reading, *paths: str) -> datetime:
+    """The first time present among `paths`, in UTC, checked against `reading.bounds`."""
     for path in paths:
         value = get(payload, path)
         if value is None or value == "":
             continue
         try:
-            return parse_time(value)
+            parsed = parse_time(value, reading.now)
         except ValueError as exc:
             raise AdapterError(path, str(exc)) from None
+        problem = reading.bounds.problem(parsed, reading.now)
+        if problem is not None:
+            raise AdapterError(path, f"{value!r} reads as {problem}")
+        return parsed
     raise AdapterError(" or ".join(paths), "missing; the publish time is required")
 
 
@@ -200,17 +264,100 @@ def join_title(title: str | None, body: str | None) -> list[str]:
 
 def clean_text(*parts: str | None) -> str:
     """Parts joined by newlines, HTML stripped and unescaped, NFC, blank runs collapsed, capped."""
-    joined = "\n".join(p for p in parts if p)
-    text = _SCRIPT.sub(" ", joined)
-    text = _COMMENT.sub(" ", text)
-    text = _IMG_ALT.sub(lambda m: m.group(2), text)
-    text = _BREAK.sub("\n", text)
-    text = _TAG.sub("", text)
-    text = unicodedata.normalize("NFC", html.unescape(text))
+    joined = "\n".join(p for p in parts if p)[:_RAW_MAX]
+    text = unicodedata.normalize("NFC", html.unescape(_strip_markup(joined)))
     lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
     text = "\n".join(line for line in lines if line)
-    # Over-long posts are cut, not refused: their start is what gets matched and shown.
-    return text[:_TEXT_MAX].strip()
+    # Not cut here: adapt refuses an over-long text with its length, where a cut would go unnoticed.
+    return text
+
+
+def _strip_markup(text: str) -> str:
+    """Tags removed in one left-to-right pass, in time linear in len(text).
+
+    Regexes like `<img[^>]*?alt=(["']).*?\\1[^>]*>` backtrack polynomially on unclosed markup (4 KB of
+    "<img alt='" took 13 s), so tags are found with str.find and the position of the next ">" and of the
+    next closing </script> are remembered: no character is scanned more than a fixed number of times.
+    """
+    out: list[str] = []
+    i = 0
+    gt = -1  # position of the next ">" at or after the current tag, or len(text) when there is none
+    closers: dict[str, int] = {}  # the same for each </script>, </style>
+    n = len(text)
+    while (lt := text.find("<", i)) != -1:
+        out.append(text[i:lt])
+        if text.startswith("<!--", lt):
+            end = text.find("-->", lt + 4)
+            # An unclosed comment hides the rest, as it does in a browser.
+            i = n if end == -1 else end + 3
+            out.append(" ")
+            continue
+        name_start = _skip_blanks(text, lt + 1)
+        closing = name_start < n and text[name_start] == "/"
+        if closing:
+            name_start = _skip_blanks(text, name_start + 1)
+        name_end = name_start
+        while name_end < n and (text[name_end].isalnum() or text[name_end] == "_"):
+            name_end += 1
+        # A tag starts with an ASCII letter, so "价格<100元" and "a < b" stay text.
+        if name_end == name_start or not ("a" <= text[name_start].lower() <= "z"):
+            out.append("<")
+            i = lt + 1
+            continue
+        if gt < name_end:
+            found = text.find(">", name_end)
+            gt = n if found == -1 else found
+        if gt == n:  # no ">" anywhere after: not a tag, and neither is any later "<"
+            out.append("<")
+            i = lt + 1
+            continue
+        name = text[name_start:name_end].lower()
+        if name in _DROP_CONTENT and not closing:
+            end = _closer(text, name, gt + 1, closers)
+            if end != -1:
+                out.append(" ")
+                i = end
+                continue
+        elif name == "img" and not closing:
+            out.append(_alt(text[name_end:gt]))
+        elif name in _BREAKS:
+            out.append("\n")
+        i = gt + 1
+    out.append(text[i:])
+    return "".join(out)
+
+
+def _skip_blanks(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def _closer(text: str, name: str, start: int, cache: dict[str, int]) -> int:
+    """The end of the first `</name>` at or after `start`, or -1; remembered so that a thousand unclosed
+    <script> tags cost one scan, not a thousand."""
+    known = cache.get(name)
+    if known is not None and (known == -1 or known >= start):
+        return known
+    pattern = _CLOSERS[name]
+    m = pattern.search(text, start)
+    cache[name] = -1 if m is None else m.end()
+    return cache[name]
+
+
+# "<" and "/" and the name are literals, so each attempt fails within one run of blanks: linear.
+_CLOSERS = {name: re.compile(rf"<\s*/\s*{name}\s*>", re.IGNORECASE) for name in _DROP_CONTENT}
+
+
+def _alt(attributes: str) -> str:
+    """The alt text of an <img>: platforms draw emoticons as <img alt="[怒]">, and the emotion counts."""
+    m = _ALT.search(attributes)
+    if m is None:
+        return ""
+    end = attributes.find(m.group(1), m.end())
+    alt = "" if end == -1 else attributes[m.end() : end]
+    # An alt holding "<" is markup that lost its quotes, not an emoticon's name.
+    return "" if "<" in alt else alt
 
 
 def require_text(text: str, *paths: str) -> str:

@@ -8,12 +8,13 @@ from typing import Any
 from schemas.events import Platform
 from services.ingest.adapters._fields import (
     Payload,
+    Reading,
     clean_text,
     count,
+    extras,
     get,
     ident,
     join_title,
-    optional_count,
     require_text,
     short_text,
     string,
@@ -24,23 +25,26 @@ from services.ingest.adapters.exceptions import AdapterError
 
 __all__ = ["map_payload"]
 
-# A quote repeats someone else's words; counting them again would double every match.
-_QUOTE = re.compile(r"\[quote\].*?\[/quote\]", re.IGNORECASE | re.DOTALL)
-_BBCODE = re.compile(r"\[/?[a-z]+(?:=[^\]]*)?\]", re.IGNORECASE)
+# A quote repeats someone else's words; counting them again would double every match. Quotes nest, so
+# the tags are paired with a depth counter in one pass; `\[quote\].*?\[/quote\]` rescanned to the end
+# for every unclosed [quote] (140 KB took 10 s).
+_QUOTE_TAG = re.compile(r"\[(/?)quote(?:=[^\[\]]*)?\]", re.IGNORECASE)
+# "[" cannot appear inside a tag, so each attempt stops at the next bracket: linear.
+_BBCODE = re.compile(r"\[/?[a-z]+(?:=[^\[\]]*)?\]", re.IGNORECASE)
 
 
-def map_payload(payload: Payload) -> dict[str, Any]:
+def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
     tid = ident(payload, "tid")
     pid = ident(payload, "pid")
     if tid is None:
         raise AdapterError("tid", "missing; the thread id is required")
     # tid and pid are separate number series, so the prefix keeps a reply from colliding with a thread.
     reply = pid is not None and not _is_first(get(payload, "first"))
-    message = _BBCODE.sub("", _QUOTE.sub("", string(payload, "message") or ""))
+    message = _BBCODE.sub("", _without_quotes(string(payload, "message") or ""))
     text = clean_text(*join_title(string(payload, "subject"), message))
     # replies, views and recommend_add describe the thread; a crawler that copies them onto every reply
     # would otherwise multiply the thread's spread by its number of replies.
-    views = None if reply else optional_count(payload, "views")
+    views = {} if reply else extras(payload, reading, {"views": "views"})
     return {
         "platform": Platform.forum,
         "post_id": f"p{pid}" if reply else f"t{tid}",
@@ -48,16 +52,35 @@ def map_payload(payload: Payload) -> dict[str, Any]:
         "author": short_text(string(payload, "author")),
         "url": url(payload, "url"),
         # dateline is display text ("3 天前") in Discuz's mobile API; dbdateline is always epoch seconds.
-        "published_at": when(payload, "dbdateline", "dateline"),
+        "published_at": when(payload, reading, "dbdateline", "dateline"),
         "root_post_id": f"t{tid}" if reply else None,
         "engagement": {
             "reposts": 0,
             "comments": 0 if reply else count(payload, "replies"),
             "likes": 0 if reply else count(payload, "recommend_add"),
-            "extras": {} if views is None else {"views": views},
+            "extras": views,
         },
     }
 
 
 def _is_first(value: object) -> bool:
     return value in (1, "1", True)
+
+
+def _without_quotes(text: str) -> str:
+    """`text` without its [quote]…[/quote] blocks; an unclosed quote keeps its words (the tag goes later)."""
+    kept: list[str] = []
+    depth = 0
+    start = 0  # where the text to keep (depth 0) or the outermost open quote began
+    for m in _QUOTE_TAG.finditer(text):
+        if not m.group(1):
+            if depth == 0:
+                kept.append(text[start : m.start()])
+                start = m.start()
+            depth += 1
+        elif depth > 0:
+            depth -= 1
+            if depth == 0:
+                start = m.end()
+    kept.append(text[start:])
+    return "".join(kept)

@@ -7,6 +7,7 @@ from typing import Any
 from schemas.events import AuthorType, Platform
 from services.ingest.adapters._fields import (
     Payload,
+    Reading,
     clean_text,
     count,
     hashed_id,
@@ -23,7 +24,7 @@ from services.ingest.adapters.exceptions import AdapterError
 __all__ = ["map_payload"]
 
 
-def map_payload(payload: Payload) -> dict[str, Any]:
+def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
     link = url(payload, "url")
     post_id = ident(payload, "id")
     if post_id is None:
@@ -39,7 +40,7 @@ def map_payload(payload: Payload) -> dict[str, Any]:
         "author": short_text(string(payload, "source") or string(payload, "author")),
         "author_type": AuthorType.media,
         "url": link,
-        "published_at": when(payload, "published"),
+        "published_at": when(payload, reading, "published"),
         "root_post_id": None,
         "engagement": {
             "reposts": count(payload, "share_count"),

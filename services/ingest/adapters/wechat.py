@@ -1,18 +1,21 @@
-"""微信公众号 articles as crawlers record them: the appmsg list item plus its read/like counts."""
+"""微信公众号 articles as crawlers record them: the appmsg list item plus its read/like counts; 视频号
+videos go to wechat_channels."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from schemas.events import AuthorType, Platform
+from services.ingest.adapters import wechat_channels
 from services.ingest.adapters._fields import (
     Payload,
+    Reading,
     clean_text,
     count,
+    extras,
     hashed_id,
     ident,
     join_title,
-    optional_count,
     require_text,
     short_text,
     string,
@@ -24,7 +27,9 @@ from services.ingest.adapters.exceptions import AdapterError
 __all__ = ["map_payload"]
 
 
-def map_payload(payload: Payload) -> dict[str, Any]:
+def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
+    if wechat_channels.is_channels(payload):
+        return wechat_channels.map_payload(payload, reading)
     link = url(payload, "url", "link", "content_url")
     msgid = ident(payload, "msgid")
     idx = ident(payload, "idx")
@@ -38,7 +43,6 @@ def map_payload(payload: Payload) -> dict[str, Any]:
     text = clean_text(
         *join_title(string(payload, "title"), string(payload, "content") or string(payload, "digest"))
     )
-    reads = optional_count(payload, "read_num")
     return {
         "platform": Platform.wechat,
         "post_id": post_id,
@@ -46,12 +50,12 @@ def map_payload(payload: Payload) -> dict[str, Any]:
         "author": short_text(string(payload, "account_name")),
         "author_type": AuthorType.media,
         "url": link,
-        "published_at": when(payload, "publish_time", "create_time"),
+        "published_at": when(payload, reading, "publish_time", "create_time"),
         "root_post_id": None,
         "engagement": {
             "reposts": count(payload, "share_num"),
             "comments": count(payload, "comment_num"),
             "likes": count(payload, "like_num"),
-            "extras": {} if reads is None else {"views": reads},
+            "extras": extras(payload, reading, {"views": "read_num"}),
         },
     }

@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from schemas.events import Platform
+from schemas.events import AuthorType, Platform
 from services.ingest.adapters._fields import (
     Payload,
+    Reading,
     clean_text,
     count,
+    extras,
+    followed_widely,
+    get,
     ident,
     join_title,
     optional_count,
@@ -26,7 +30,7 @@ __all__ = ["map_payload"]
 _TOPIC = re.compile(r"\[话题\]#")
 
 
-def map_payload(payload: Payload) -> dict[str, Any]:
+def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
     base = "note_card." if isinstance(payload.get("note_card"), dict) else ""
     note_id = ident(payload, f"{base}note_id", "note_id", "id", f"{base}id")
     if note_id is None:
@@ -36,7 +40,6 @@ def map_payload(payload: Payload) -> dict[str, Any]:
     info = f"{base}interact_info"
     # Search cards say shared_count, note details share_count.
     shared = optional_count(payload, f"{info}.shared_count")
-    favorites = optional_count(payload, f"{info}.collected_count")
     return {
         "platform": Platform.xiaohongshu,
         "post_id": note_id,
@@ -44,13 +47,27 @@ def map_payload(payload: Payload) -> dict[str, Any]:
         "author": short_text(
             string(payload, f"{base}user.nickname") or string(payload, f"{base}user.nick_name")
         ),
+        "author_type": _author_type(payload, reading, f"{base}user"),
         "url": f"https://www.xiaohongshu.com/explore/{note_id}",
-        "published_at": when(payload, f"{base}time"),
+        "published_at": when(payload, reading, f"{base}time"),
         "root_post_id": None,
         "engagement": {
             "reposts": shared if shared is not None else count(payload, f"{info}.share_count"),
             "comments": count(payload, f"{info}.comment_count"),
             "likes": count(payload, f"{info}.liked_count"),
-            "extras": {} if favorites is None else {"favorites": favorites},
+            "extras": extras(payload, reading, {"favorites": f"{info}.collected_count"}),
         },
     }
+
+
+def _author_type(payload: Payload, reading: Reading, user: str) -> AuthorType:
+    # red_official_verify_type: 1 个人认证 (a person: KOL), 2 企业/机构认证 (brands included: not media,
+    # 小红书 has no media verification of its own). Otherwise the follower count decides.
+    kind = get(payload, f"{user}.red_official_verify_type")
+    if kind in (1, "1"):
+        return AuthorType.kol
+    if kind in (2, "2"):
+        return AuthorType.user
+    if followed_widely(payload, reading, f"{user}.fans", f"{user}.fans_count"):
+        return AuthorType.kol
+    return AuthorType.user

@@ -1,0 +1,38 @@
+"""`yuqing replay` refuses bad arguments with a one-line error and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schemas.events import Platform
+from services.common import cli
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--speed", "0"], "argument --speed: must be a positive, finite number, got '0'"),
+        (["--speed", "-3"], "argument --speed: must be a positive, finite number, got '-3'"),
+        (["--speed", "inf"], "argument --speed: must be a positive, finite number, got 'inf'"),
+        (["--speed", "fast"], "argument --speed: expected a number such as 1 or 10, got 'fast'"),
+        (["--platform", "weibo2"], "argument --platform: invalid choice: 'weibo2'"),
+    ],
+)
+def test_bad_arguments_are_a_usage_error(tmp_path: Path, capsys, args, message):
+    source = tmp_path / "posts.jsonl"
+    source.write_text("{}\n")
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["replay", str(source), *args])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_platform_is_case_insensitive_and_the_choices_are_the_platforms(tmp_path: Path, capsys):
+    assert set(cli._PLATFORMS) == {p.value for p in Platform}
+    missing = tmp_path / "missing.jsonl"
+    assert cli.main(["replay", str(missing), "--platform", "WeiBo", "--speed", "2"]) == 2
+    assert capsys.readouterr().err.strip() == f"yuqing: error: {missing}: no such file"
