@@ -11,12 +11,10 @@ from fastapi.testclient import TestClient
 
 from schemas.events import (
     Deadline,
-    Engagement,
     IncidentAction,
     IncidentEvent,
     IncidentEventKind,
     IncidentState,
-    KeywordHit,
     Platform,
     Tier,
     TierChange,
@@ -26,28 +24,9 @@ from services.common.links import sign_link
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
 from tests.conftest import collect
+from tests.factories import T0, hit
 
 pytestmark = pytest.mark.kafka
-
-T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
-
-
-def hit(post_id: str, group: str, spread: int, platform: Platform = Platform.weibo, sentiment: float = -0.8):
-    return KeywordHit(
-        event_time=T0,
-        group=group,
-        platform=platform,
-        post_id=post_id,
-        thread_key=f"weibo:{post_id}",
-        snapshot_id=post_id,
-        first_seen=True,
-        delta=Engagement(likes=spread),
-        cumulative=Engagement(likes=spread),
-        excerpt=f"投诉 {post_id}",
-        sentiment=sentiment,
-        demand="refund",
-        detected_at=T0,
-    )
 
 
 def incident_event(seq: int, state: IncidentState, tier: Tier = Tier.level2) -> IncidentEvent:
@@ -86,9 +65,9 @@ async def settings(kafka: str, prefix: str) -> IngestSettings:
 def client(settings: IngestSettings) -> Iterator[TestClient]:
     app = create_app(settings)
     model = app.state.read_model
-    model.apply(hit("a", "xinghe", 500))
-    model.apply(hit("b", "xinghe", 9000, Platform.douyin))
-    model.apply(hit("c", "other", 7))
+    model.apply(hit("a", 500))
+    model.apply(hit("b", 9000, platform=Platform.douyin))
+    model.apply(hit("c", 7, group="other"))
     model.apply(
         TierChange(
             event_time=T0,
