@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.common.broker import EmbeddedBroker, free_port
 from services.common.config import bundled_config_path
@@ -129,3 +130,13 @@ async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, by
         await asyncio.gather(*[await producer.send(topic, key=k, value=v) for k, v in items])
     finally:
         await producer.stop()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    """A topic of the test's own, with `partitions` partitions (the broker does not auto-create)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()

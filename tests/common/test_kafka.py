@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.common.exceptions import KafkaSetupError
 from services.common.kafka import creation_errors, ensure_topics, short_topics
 from services.common.settings import CommonSettings
 from services.common.topics import Topics
+from tests.conftest import create_topic
 
 
 def test_creation_errors_ignore_success_and_existing_topics() -> None:
@@ -48,12 +48,7 @@ async def test_existing_topics_with_fewer_partitions_are_reported(
     kafka: str, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     topics = Topics.with_prefix(prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topics.alerts, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(kafka, topics.alerts, partitions=1)
     settings = CommonSettings(kafka_bootstrap=kafka, topic_prefix=prefix, partitions=2)
     with caplog.at_level(logging.WARNING, logger="services.common.kafka"):
         created = await ensure_topics(settings)

@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from schemas.events import DeadLetterRecord
 from services.common.exceptions import DeadLetter, RetryLater
 from services.common.settings import CommonSettings
 from services.common.stream import StreamShell, lag_rows
+from tests.conftest import create_topic
 
 GROUPS = [f"group-{i}" for i in range(40)] + ["小米", "华为", "*"]
 
@@ -36,12 +36,7 @@ def test_tick_keys_partition_the_table(tmp_path: Path) -> None:
 @pytest.mark.kafka
 async def test_home_partition_is_where_kafka_puts_the_key(kafka: str, prefix: str, tmp_path: Path) -> None:
     topic = f"{prefix}keyed"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(kafka, topic, partitions=3)
     producer = AIOKafkaProducer(bootstrap_servers=kafka)
     await producer.start()
     try:

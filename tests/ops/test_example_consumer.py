@@ -8,11 +8,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.events import Tier
 from services.common import json
-from tests.conftest import produce
+from tests.conftest import create_topic, produce
 from tests.factories import tier_change
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "consumer.py"
@@ -43,12 +42,7 @@ def test_seen_ids_forget_the_oldest_beyond_their_size() -> None:
 @pytest.mark.kafka
 async def test_the_example_consumer_prints_each_tier_change_once(kafka: str, prefix: str) -> None:
     topic = f"{prefix}tier-changes"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(kafka, topic, partitions=1)
     first = tier_change(Tier.level3, Tier.none, {"8h": 12_000})
     second = tier_change(Tier.level2, Tier.level3, {"8h": 24_000})
     third = tier_change(Tier.level1, Tier.level2, {"8h": 36_000})
