@@ -11,7 +11,7 @@ from services.common.topics import TOPIC_DOCS
 
 __all__ = ["render_asyncapi"]
 
-_INTERNAL = {"scoring_threads", "scoring_ticks", "escalation_ticks", "notifier_ticks"}
+_INTERNAL = {"scoring_threads", "escalation_ticks", "notifier_ticks"}
 _PRODUCERS = {
     "posts_raw": "ingest (HTTP API, feed pollers, `yuqing replay`)",
     "keyword_hits": "scoring",

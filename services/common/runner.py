@@ -32,16 +32,21 @@ def run_service(name: str) -> None:
     _keep_urls_out_of_logs()
     if name == "ingest":
         from services.ingest.settings import IngestSettings
-        from services.ingest.worker import run
+        from services.ingest.worker import run as run_ingest
 
-        run(load_settings(IngestSettings))
+        run_ingest(load_settings(IngestSettings))
         return
     if name == "scoring":
-        from services.scoring.settings import ScoringSettings as S
-        from services.scoring.worker import build
-    elif name == "escalation":
-        from services.escalation.settings import EscalationSettings as S  # type: ignore[assignment]
-        from services.escalation.worker import build  # type: ignore[assignment]
+        from services.scoring.settings import ScoringSettings
+        from services.scoring.worker import run as run_scoring
+
+        scoring = load_settings(ScoringSettings)
+        ensure_topics_sync(scoring)
+        run_scoring(scoring)
+        return
+    if name == "escalation":
+        from services.escalation.settings import EscalationSettings as S
+        from services.escalation.worker import build
     elif name == "notifier":
         from services.notifier.settings import NotifierSettings as S  # type: ignore[assignment]
         from services.notifier.worker import build  # type: ignore[assignment]

@@ -28,7 +28,17 @@ from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
 from services.common.topics import Topics
 
-__all__ = ["ORIGIN_HEADER", "StreamShell", "decode", "envelope", "lag_rows"]
+__all__ = [
+    "ORIGIN_HEADER",
+    "StreamShell",
+    "dead_letter_record",
+    "decode",
+    "envelope",
+    "is_transient",
+    "lag_rows",
+    "origin_of",
+    "validate",
+]
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -66,7 +76,7 @@ def lag_rows(
     return rows
 
 
-def _transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     """Errors that the same message may not meet again: Kafka unreachable or slow, leaders moving."""
     if isinstance(exc, RetryLater | TimeoutError | KafkaTimeoutError):
         return True
@@ -96,7 +106,11 @@ def envelope(raw: bytes | None) -> dict[str, Any]:
 
 def decode(model: type[M], raw: bytes | None) -> M:
     """Bytes to a model, or DeadLetter with a reason from a fixed set."""
-    data = envelope(raw)
+    return validate(model, envelope(raw))
+
+
+def validate(model: type[M], data: dict[str, Any]) -> M:
+    """An envelope's JSON object to a model, or DeadLetter("invalid_schema") naming the fields."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -106,7 +120,7 @@ def decode(model: type[M], raw: bytes | None) -> M:
         raise DeadLetter("invalid_schema", f"{model.__name__}: {errs}") from None
 
 
-def _origin(msg: Any) -> tuple[str, int, int]:
+def origin_of(msg: Any) -> tuple[str, int, int]:
     headers = msg.headers or {}
     items = headers.items() if isinstance(headers, dict) else headers
     for key, value in items:
@@ -114,6 +128,30 @@ def _origin(msg: Any) -> tuple[str, int, int]:
             topic, partition, offset = bytes(value).decode().rsplit("|", 2)
             return topic, int(partition), int(offset)
     return msg.topic, msg.partition, msg.offset
+
+
+def dead_letter_record(
+    service: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    reason: str,
+    detail: str,
+) -> DeadLetterRecord:
+    """What the dead-letter topic keeps of a refused message: where it came from, why, and its bytes."""
+    return DeadLetterRecord(
+        event_time=datetime.now(UTC),
+        service=service,
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        reason=reason,
+        detail=detail[:2000],
+        value_base64=base64.b64encode(value or b"").decode(),
+    )
 
 
 class _Collector:
@@ -272,19 +310,10 @@ class StreamShell:
     async def dead_letter(self, event: Any, reason: str, detail: str, value: bytes | None = None) -> None:
         """`value` replaces the event's bytes when what failed was built from it (a notifier batch)."""
         msg = event.message
-        raw: bytes = value if value is not None else event.value if isinstance(event.value, bytes) else b""
-        topic, partition, offset = _origin(msg)
-        record = DeadLetterRecord(
-            event_time=datetime.now(UTC),
-            service=self.service,
-            source_topic=topic,
-            partition=partition,
-            offset=offset,
-            key=(event.key or b"").decode("utf-8", "replace") if isinstance(event.key, bytes) else None,
-            reason=reason,
-            detail=detail[:2000],
-            value_base64=base64.b64encode(raw).decode(),
-        )
+        raw = value if value is not None else event.value if isinstance(event.value, bytes) else b""
+        topic, partition, offset = origin_of(msg)
+        key = event.key if isinstance(event.key, bytes) else None
+        record = dead_letter_record(self.service, topic, partition, offset, key, raw, reason, detail)
         self.metrics.dead_letters.labels(self.service, reason).inc()
         log.warning("dead letter from %s[%s]@%s: %s %s", topic, partition, offset, reason, detail[:300])
         await self.dead_letter_topic.send(key=topic.encode(), value=json.dumps(record))
@@ -307,7 +336,7 @@ class StreamShell:
                     await self._process(event, handler)
                     break
                 except Exception as exc:
-                    if not _transient(exc):
+                    if not is_transient(exc):
                         raise
                     attempt += 1
                     delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
@@ -335,7 +364,7 @@ class StreamShell:
         except DeadLetter as exc:
             await self.dead_letter(event, exc.reason, exc.detail)
         except Exception as exc:
-            if _transient(exc):
+            if is_transient(exc):
                 raise
             log.exception(
                 "processing failed for %s[%s]@%s",

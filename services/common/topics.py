@@ -8,7 +8,7 @@ __all__ = ["TOPIC_DOCS", "Topics"]
 
 TOPIC_DOCS: dict[str, tuple[str, str, str]] = {
     # attribute: (suffix, key, value)
-    "posts_raw": ("posts.raw", "platform:post_id", "Post"),
+    "posts_raw": ("posts.raw", "platform:root_post_id (the thread; post_id when not a repost)", "Post"),
     "keyword_hits": ("keyword-hits", "rule group", "KeywordHit"),
     "tier_changes": ("tier-changes", "rule group", "TierChange"),
     "tier_overrides": ("tier-overrides", "rule group", "TierOverride"),
@@ -18,7 +18,6 @@ TOPIC_DOCS: dict[str, tuple[str, str, str]] = {
     "deliveries": ("deliveries", "dedup key", "Delivery"),
     "dead_letter": ("dead-letter", "source topic", "DeadLetterRecord"),
     "scoring_threads": ("scoring.threads", "platform:root_post_id", "Post (internal repartition)"),
-    "scoring_ticks": ("scoring.ticks", "-", "clock tick (internal)"),
     "escalation_ticks": ("escalation.ticks", "-", "clock tick (internal)"),
     "notifier_ticks": ("notifier.ticks", "-", "clock tick (internal)"),
 }
@@ -36,7 +35,6 @@ class Topics:
     deliveries: str
     dead_letter: str
     scoring_threads: str
-    scoring_ticks: str
     escalation_ticks: str
     notifier_ticks: str
 

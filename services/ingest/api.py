@@ -338,7 +338,9 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
                 try:
                     for _, p in posts:
                         futures.append(
-                            await producer.send(topics.posts_raw, key=p.key.encode(), value=json.dumps(p))
+                            await producer.send(
+                                topics.posts_raw, key=p.thread_key.encode(), value=json.dumps(p)
+                            )
                         )
                 except (KafkaError, TimeoutError) as exc:
                     failure = exc

@@ -101,7 +101,8 @@ async def replay(
                     await asyncio.sleep(wait)
                     if not explicit:
                         post = _observed(post, clock())
-                pending.append(await producer.send(topic, key=post.key.encode(), value=json.dumps(post)))
+                key = post.thread_key.encode()  # a post and its reposts share a partition (scoring)
+                pending.append(await producer.send(topic, key=key, value=json.dumps(post)))
                 if len(pending) >= _ACK_WINDOW:
                     sent += await _acked(pending)
                 bar.show(read_bytes, sent + len(pending), bad)

@@ -1,36 +1,52 @@
-"""Scoring worker: posts.raw -> (re-key by thread) -> keyword-hits -> tier-changes."""
+"""Scoring worker: posts.raw -> keyword-hits -> tier-changes, on the partitioned batch loop.
+
+Posts are keyed by thread (platform:root_post_id) by ingest, so a post and its reposts reach the same
+partition and the match stage takes them from posts.raw directly. A post keyed otherwise (another producer)
+is forwarded once to scoring.threads under its thread key and matched there.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import Counter
+import uvicorn
+from aiokafka.partitioner import murmur2
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from schemas.events import KeywordHit, Post, TierOverride
+from services.common import json
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
-from services.common.stream import ORIGIN_HEADER, StreamShell, decode, envelope
-from services.scoring.core import HitStage, ScoringState, TierStage, Write, apply_writes
+from services.common.metrics import CommonMetrics
+from services.common.partitioned import Batch, PartitionedWorker
+from services.common.stream import ORIGIN_HEADER, decode, envelope, validate
+from services.common.topics import Topics
+from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from services.scoring.settings import ScoringSettings
 from services.scoring.windows import LateEvent
 
-__all__ = ["build", "tier_levels"]
+__all__ = ["Scoring", "build", "run", "tier_levels"]
+
+log = logging.getLogger(__name__)
+
+TABLES = ["snapshots", "thread-groups", "seen", "buckets", "windows-meta", "tiers", "top-posts", "counted"]
 
 
-def _thread_key(raw: bytes | None) -> bytes:
-    """platform:root_post_id (or post_id), as Post.thread_key computes it, without building the model.
-
-    Undecodable input is refused here so that the dead letter names the topic it arrived on; other schema
-    errors are caught by the match stage.
-    """
-    data = envelope(raw)
+def _thread_key(data: dict[str, Any]) -> str:
+    """platform:root_post_id (or post_id), as Post.thread_key computes it, without building the model."""
     if "platform" not in data or "post_id" not in data:
         raise DeadLetter("invalid_schema", "a post needs at least 'platform' and 'post_id'")
     root = data.get("root_post_id") or data["post_id"]
-    return f"{str(data['platform']).strip()}:{str(root).strip()}".encode()
+    return f"{str(data['platform']).strip()}:{str(root).strip()}"
 
 
 def tier_levels(
@@ -53,7 +69,7 @@ def tier_levels(
 
 
 class _TierCollector:
-    def __init__(self, groups: list[str], tiers: Mapping[str, Any], shell: StreamShell) -> None:
+    def __init__(self, groups: list[str], tiers: Mapping[str, Any], shell: Any) -> None:
         self._groups, self._tiers, self._shell = groups, tiers, shell
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -70,91 +86,199 @@ class _TierCollector:
         yield family
 
 
-def build(settings: ScoringSettings) -> StreamShell:
-    shell = StreamShell("scoring", settings)
-    config = load_config(settings.config_file)
-    matcher = RuleMatcher(config.rules)
-    hits_stage = HitStage(config, matcher)
-    tier_stage = TierStage(config, rule_version=matcher.version)
-    t = shell.topics
-    posts_raw = shell.raw_topic(t.posts_raw)
-    threads = shell.raw_topic(t.scoring_threads)
-    keyword_hits = shell.raw_topic(t.keyword_hits)
-    tier_changes = shell.raw_topic(t.tier_changes)
-    state = ScoringState(
-        snapshots=shell.table("snapshots"),
-        thread_groups=shell.table("thread-groups"),
-        seen=shell.table("seen"),
-        buckets=shell.table("buckets"),
-        windows_meta=shell.table("windows-meta"),
-        tiers=shell.table("tiers"),
-        top=shell.table("top-posts"),
-        counted=shell.table("counted"),
-    )
-    hits_total = Counter(
-        "yuqing_keyword_hits_total",
-        "Keyword hits emitted, per platform.",
-        ["platform"],
-        registry=shell.registry,
-    )
-    tier_changes_total = Counter(
-        "yuqing_tier_changes_total", "Tier changes emitted.", ["direction"], registry=shell.registry
-    )
-    groups = [g.name for g in config.rules.groups]  # from the operator's config: a fixed, small set
-    shell.registry.register(_TierCollector(groups, state.tiers, shell))
+class _Merged(Mapping[str, Any]):
+    """A read-only view over one table of every partition this worker owns."""
 
-    async def emit_changes(changes: list[Any]) -> None:
-        for change in changes:
-            tier_changes_total.labels(change.direction).inc()
-            await shell.send_model(tier_changes, change.group, change)
+    def __init__(self, worker: PartitionedWorker, table: str) -> None:
+        self._worker, self._table = worker, table
 
-    async def rekey(event: Any) -> None:
-        # Only the thread key is needed here; the match stage validates the whole post (and dead-letters it).
-        origin = f"{event.message.topic}|{event.message.partition}|{event.message.offset}".encode()
-        await threads.send(key=_thread_key(event.value), value=event.value, headers={ORIGIN_HEADER: origin})
+    def __getitem__(self, key: str) -> Any:
+        return self._worker.merged(self._table)[key]
 
-    async def match(event: Any) -> None:
-        post = decode(Post, event.value)
-        writes: list[Write] = []
-        for hit in hits_stage.process(post, state, writes):
-            hits_total.labels(hit.platform.value).inc()
-            await shell.send_model(keyword_hits, hit.group, hit)
-        # State after the hits: a crash in between replays the post and emits the same hits (same ids),
-        # which the tier stage counts once; the other order could keep a snapshot whose hit was lost.
-        apply_writes(writes)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._worker.merged(self._table))
 
-    async def count(event: Any) -> None:
-        if shell.is_tick(event):
-            await emit_changes(tier_stage.tick(state, shell.tick_keys(event, state.windows_meta)))
+    def __len__(self) -> int:
+        return len(self._worker.merged(self._table))
+
+
+class Scoring:
+    """The scoring handlers: each turns one record into state updates and output on its batch."""
+
+    def __init__(self, settings: ScoringSettings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = CommonMetrics(self.registry, "scoring")
+        self.topics = t = Topics.with_prefix(settings.topic_prefix)
+        config = load_config(settings.config_file)
+        matcher = RuleMatcher(config.rules)
+        self.hits_stage = HitStage(config, matcher)
+        self.tier_stage = TierStage(config, rule_version=matcher.version)
+        self.worker = PartitionedWorker(
+            "scoring",
+            settings,
+            handlers={
+                t.posts_raw: self.on_raw_post,
+                t.scoring_threads: self.on_thread_post,
+                t.keyword_hits: self.on_hit,
+                t.tier_overrides: self.on_override,
+            },
+            tables=TABLES,
+            metrics=self.metrics,
+            dead_letter_topic=t.dead_letter,
+            tick=self.on_tick,
+            tick_seconds=settings.tick_seconds,
+        )
+        self._states: dict[int, tuple[int, ScoringState]] = {}
+        self.hits_total = Counter(
+            "yuqing_keyword_hits_total",
+            "Keyword hits emitted, per platform.",
+            ["platform"],
+            registry=self.registry,
+        )
+        self.tier_changes_total = Counter(
+            "yuqing_tier_changes_total", "Tier changes emitted.", ["direction"], registry=self.registry
+        )
+        groups = [g.name for g in config.rules.groups]  # from the operator's config: a fixed, small set
+        self.registry.register(_TierCollector(groups, _Merged(self.worker, "tiers"), self))
+        self.registry.register(_LagCollector(self.worker))
+
+    # -- what the tier gauge needs ------------------------------------------------------------------
+
+    def owned_partitions(self) -> set[int] | None:
+        return self.worker.owned_partitions()
+
+    def home_partition(self, key: str) -> int:
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.settings.partitions
+
+    # -- handlers -----------------------------------------------------------------------------------
+
+    def _state(self, batch: Batch) -> ScoringState:
+        """The partition's tables as the core's ScoringState (built once per restored partition)."""
+        cached = self._states.get(batch.partition)
+        if cached is None or cached[0] != id(batch.tables):
+            tb = batch.tables
+            state = ScoringState(
+                snapshots=tb["snapshots"],
+                thread_groups=tb["thread-groups"],
+                seen=tb["seen"],
+                buckets=tb["buckets"],
+                windows_meta=tb["windows-meta"],
+                tiers=tb["tiers"],
+                top=tb["top-posts"],
+                counted=tb["counted"],
+            )
+            cached = self._states[batch.partition] = (id(batch.tables), state)
+        return cached[1]
+
+    def on_raw_post(self, record: Any, batch: Batch) -> None:
+        data = envelope(record.value)
+        thread = _thread_key(data)
+        if record.key != thread.encode():
+            # Keyed by post rather than thread: its reposts may sit on another partition. Forward it.
+            origin = f"{record.topic}|{record.partition}|{record.offset}".encode()
+            batch.send(self.topics.scoring_threads, thread.encode(), record.value, [(ORIGIN_HEADER, origin)])
             return
-        if event.message.topic == t.tier_overrides:
-            cmd = decode(TierOverride, event.value)
-            change = tier_stage.override(cmd.group, cmd.tier, cmd.actor, state)
-            await emit_changes([change] if change else [])
-            return
-        hit = decode(KeywordHit, event.value)
+        self._match(validate(Post, data), batch)
+
+    def on_thread_post(self, record: Any, batch: Batch) -> None:
+        self._match(decode(Post, record.value), batch)
+
+    def _match(self, post: Post, batch: Batch) -> None:
+        for hit in self.hits_stage.process(post, self._state(batch)):
+            self.hits_total.labels(hit.platform.value).inc()
+            batch.send(self.topics.keyword_hits, hit.group.encode(), json.dumps(hit))
+
+    def on_hit(self, record: Any, batch: Batch) -> None:
+        hit = decode(KeywordHit, record.value)
         try:
-            changes = tier_stage.process(hit, state, offset=event.message.offset)
+            changes = self.tier_stage.process(hit, self._state(batch), offset=record.offset)
         except LateEvent as exc:
             raise DeadLetter("late_event", str(exc)) from None
-        await emit_changes(changes)
+        self._emit(changes, batch)
 
-    @shell.app.agent(posts_raw, name="scoring-rekey")
-    async def _rekey(stream: Any) -> None:
-        async for event in stream.events():
-            await shell.guarded(event, rekey)
+    def on_override(self, record: Any, batch: Batch) -> None:
+        cmd = decode(TierOverride, record.value)
+        change = self.tier_stage.override(cmd.group, cmd.tier, cmd.actor, self._state(batch))
+        self._emit([change] if change else [], batch)
 
-    @shell.app.agent(threads, name="scoring-match")
-    async def _match(stream: Any) -> None:
-        async for event in stream.events():
-            await shell.guarded(event, match)
+    def on_tick(self, batch: Batch) -> None:
+        self._emit(self.tier_stage.tick(self._state(batch)), batch)
 
-    @shell.app.agent(
-        shell.raw_topic(t.keyword_hits, t.tier_overrides, shell.ticks_name), name="scoring-tiers"
+    def _emit(self, changes: list[Any], batch: Batch) -> None:
+        for change in changes:
+            self.tier_changes_total.labels(change.direction).inc()
+            batch.send(self.topics.tier_changes, change.group.encode(), json.dumps(change))
+
+
+class _LagCollector:
+    def __init__(self, worker: PartitionedWorker) -> None:
+        self._worker = worker
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "yuqing_consumer_lag_messages",
+            "Messages not yet processed and committed, per input topic and partition.",
+            labels=["service", "topic", "partition"],
+        )
+        for (topic, partition), lag in sorted(self._worker.lag.items()):
+            family.add_metric([self._worker.service, topic, str(partition)], lag)
+        yield family
+
+
+def build(settings: ScoringSettings) -> Scoring:
+    return Scoring(settings)
+
+
+def _web(scoring: Scoring) -> FastAPI:
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    worker = scoring.worker
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(scoring.registry), media_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        lag = sum(worker.lag.values())
+        idle = worker.stall.stalled(lag)
+        if idle is not None:
+            body = {"status": "stalled", "service": "scoring", "lag": lag, "idle_seconds": round(idle)}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ok", "service": "scoring"})
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the worker owns SIGTERM/SIGINT, not the web server
+        yield
+
+
+async def serve(scoring: Scoring, stop: asyncio.Event) -> None:
+    """Run the loop and the /healthz and /metrics server until `stop` is set."""
+    s = scoring.settings
+    server = _Server(
+        uvicorn.Config(_web(scoring), host=s.web_host, port=s.web_port, log_level="warning", access_log=False)
     )
-    async def _count(stream: Any) -> None:
-        async for event in stream.events():
-            await shell.guarded(event, count)
+    web = asyncio.create_task(server.serve())
+    try:
+        await scoring.worker.run(stop)
+    finally:
+        server.should_exit = True
+        await web
 
-    shell.every(settings.tick_seconds)
-    return shell
+
+def run(settings: ScoringSettings) -> None:
+    level = settings.log_level.upper()
+    logging.getLogger().setLevel({"WARN": "WARNING", "CRIT": "CRITICAL"}.get(level, level))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(build(settings), stop)
+
+    asyncio.run(main())

@@ -1,0 +1,161 @@
+"""The partitioned batch loop: state comes back from its changelog, moves with its partition, and a refused
+message is dead-lettered, never dropped."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from schemas.events import DeadLetterRecord
+from services.common import json
+from services.common.exceptions import DeadLetter, KafkaSetupError
+from services.common.metrics import CommonMetrics
+from services.common.partitioned import Batch, PartitionedWorker, TableView
+from services.common.settings import CommonSettings
+from tests.conftest import collect, create_topic, produce
+
+
+def test_a_table_view_reports_each_changed_key_once_with_its_last_value() -> None:
+    view = TableView({"kept": 1, "gone": 2})
+    view["a"] = 1
+    view["a"] = 2
+    view["a"] = 3
+    del view["gone"]
+    assert sorted(view.take_changes(), key=str) == [("a", 3), ("gone", None)]
+    assert view.take_changes() == []  # reported once
+    assert dict(view) == {"kept": 1, "a": 3}
+    assert view.get("missing") is None
+    assert "kept" in view
+
+
+class _Counter:
+    """A toy stage: counts messages per key in a table and emits the running count."""
+
+    def __init__(self, sink: str) -> None:
+        self.sink = sink
+
+    def handle(self, record: Any, batch: Batch) -> None:
+        if record.value == b"poison":
+            raise DeadLetter("invalid_schema", "poison")
+        counts = batch.tables["counts"]
+        key = record.key.decode()
+        counts[key] = (counts.get(key) or 0) + 1
+        batch.send(
+            self.sink, record.key, json.dumps({"key": key, "count": counts[key], "p": batch.partition})
+        )
+
+
+def _worker(
+    kafka: str, prefix: str, tmp_path: Path, source: str, sink: str, partitions: int
+) -> PartitionedWorker:
+    settings = CommonSettings(
+        kafka_bootstrap=kafka,
+        topic_prefix=prefix,
+        partitions=partitions,
+        data_dir=tmp_path,
+        session_timeout_seconds=6,
+    )
+    return PartitionedWorker(
+        "toy",
+        settings,
+        handlers={source: _Counter(sink).handle},
+        tables=["counts"],
+        metrics=CommonMetrics(CollectorRegistry(), "toy"),
+        dead_letter_topic=f"{prefix}dead-letter",
+    )
+
+
+@asynccontextmanager
+async def _running(worker: PartitionedWorker) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def _until(condition: Callable[[], bool], within: float = 60.0) -> None:
+    for _ in range(int(within * 10)):
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def _counts(values: list[bytes]) -> list[tuple[str, int]]:
+    return [(v["key"], v["count"]) for v in map(json.loads, values)]
+
+
+@pytest.mark.kafka
+async def test_state_comes_back_from_the_changelog_after_a_restart(
+    kafka: str, prefix: str, tmp_path: Path
+) -> None:
+    source, sink = f"{prefix}in", f"{prefix}out"
+    for topic in (source, sink, f"{prefix}dead-letter"):
+        await create_topic(kafka, topic)
+    await produce(kafka, source, [(b"a", b"1"), (b"b", b"1"), (b"a", b"1")])
+    first = _worker(kafka, prefix, tmp_path, source, sink, 1)
+    async with _running(first):
+        await _until(lambda: first.lag.get((source, 0)) == 0)
+    # A new process: nothing in memory, the counts are read back from the changelog before any input.
+    await produce(kafka, source, [(b"a", b"1"), (b"b", b"poison"), (b"b", b"1")])
+    second = _worker(kafka, prefix, tmp_path, source, sink, 1)
+    async with _running(second):
+        await _until(lambda: second.lag.get((source, 0)) == 0)
+        assert second.merged("counts") == {"a": 3, "b": 2}
+    values = await collect(kafka, sink, lambda v: len(v) >= 5, within=10)
+    assert _counts(values) == [("a", 1), ("b", 1), ("a", 2), ("a", 3), ("b", 2)]  # none repeated, none lost
+    dead = await collect(kafka, f"{prefix}dead-letter", lambda v: len(v) >= 1, within=10)
+    record = DeadLetterRecord.model_validate_json(dead[0])
+    assert (record.source_topic, record.offset, record.reason) == (source, 4, "invalid_schema")
+    # One changelog record per key per batch, not per change: "a" changed twice in the first batch.
+    changelog = await collect(kafka, f"{prefix}toy-counts-changelog", lambda v: len(v) >= 4, within=5)
+    assert len(changelog) <= 4
+
+
+@pytest.mark.kafka
+async def test_a_partition_and_its_state_move_to_the_worker_that_stays(
+    kafka: str, prefix: str, tmp_path: Path
+) -> None:
+    source, sink = f"{prefix}in", f"{prefix}out"
+    await create_topic(kafka, source, partitions=2)
+    await create_topic(kafka, sink, partitions=2)
+    await create_topic(kafka, f"{prefix}dead-letter")
+    keys = [f"k{i}".encode() for i in range(8)]
+    one, two = (_worker(kafka, prefix, tmp_path, source, sink, 2) for _ in range(2))
+    async with _running(one):
+        async with _running(two):
+            await _until(
+                lambda: (
+                    sorted(map(sorted, (one.owned_partitions() or {9}, two.owned_partitions() or {9})))
+                    == [[0], [1]]
+                )
+            )
+            await produce(kafka, source, [(k, b"1") for k in keys])
+            await _until(lambda: len(one.merged("counts")) + len(two.merged("counts")) == 8)
+        # `two` left the group: `one` takes its partition, with the counts made there.
+        await _until(lambda: one.owned_partitions() == {0, 1})
+        await produce(kafka, source, [(k, b"1") for k in keys])
+        await _until(lambda: one.merged("counts") == {k.decode(): 2 for k in keys})
+    values = await collect(kafka, sink, lambda v: len(v) >= 16, within=10)
+    assert sorted(_counts(values)) == sorted([(k.decode(), n) for k in keys for n in (1, 2)])
+
+
+@pytest.mark.kafka
+async def test_inputs_and_changelogs_must_share_a_partition_count(
+    kafka: str, prefix: str, tmp_path: Path
+) -> None:
+    source, sink = f"{prefix}in", f"{prefix}out"
+    await create_topic(kafka, source, partitions=2)
+    await create_topic(kafka, sink)
+    worker = _worker(kafka, prefix, tmp_path, source, sink, 1)  # its changelog gets 1 partition
+    with pytest.raises(KafkaSetupError, match="same partition count"):
+        await worker.run(asyncio.Event())
