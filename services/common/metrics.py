@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["CommonMetrics"]
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from services.common.stall import StallWatch
+
+__all__ = ["CommonMetrics", "health", "lag_family"]
+
+
+def lag_family(service: str, rows: Mapping[tuple[str, int], int]) -> GaugeMetricFamily:
+    """yuqing_consumer_lag_messages from the last measurement, per (input topic, partition)."""
+    family = GaugeMetricFamily(
+        "yuqing_consumer_lag_messages",
+        "Messages not yet processed and committed, per input topic and partition.",
+        labels=["service", "topic", "partition"],
+    )
+    for (topic, partition), lag in sorted(rows.items()):
+        family.add_metric([service, topic, str(partition)], lag)
+    return family
+
+
+def health(
+    service: str, rows: Mapping[tuple[str, int], int], stall: StallWatch
+) -> tuple[dict[str, Any], int]:
+    """A worker's /healthz body and status: 503 "stalled" when input waits and nothing moved for too long."""
+    lag = sum(rows.values())
+    idle = stall.stalled(lag)
+    if idle is not None:
+        return {"status": "stalled", "service": service, "lag": lag, "idle_seconds": round(idle)}, 503
+    return {"status": "ok", "service": service}, 200
 
 
 class CommonMetrics:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from schemas.events import DeadLetterRecord
 from services.common import json
 from services.common.exceptions import DeadLetter, RetryLater
-from services.common.metrics import CommonMetrics
+from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
 from services.common.topics import Topics
@@ -34,6 +34,7 @@ __all__ = [
     "dead_letter_record",
     "decode",
     "envelope",
+    "home_partition",
     "is_transient",
     "lag_rows",
     "origin_of",
@@ -55,6 +56,11 @@ def _is_input(topic: str) -> bool:
     """A topic whose lag means work not done: not a table changelog, the worker's own ticks or faust's
     assignor topic (ticks pile up harmlessly while a worker is down and expire after an hour)."""
     return "-changelog" not in topic and not topic.endswith(".ticks") and "__assignor" not in topic
+
+
+def home_partition(key: str, partitions: int) -> int:
+    """The partition a message keyed `key` lands on (Kafka's default murmur2 partitioner)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def lag_rows(
@@ -229,14 +235,7 @@ class StreamShell:
 
     def _lag(self) -> Iterator[GaugeMetricFamily]:
         """Consumer lag per assigned input partition, as last measured by _refresh_lag."""
-        family = GaugeMetricFamily(
-            "yuqing_consumer_lag_messages",
-            "Messages not yet processed and committed, per input topic and partition.",
-            labels=["service", "topic", "partition"],
-        )
-        for (topic, partition), lag in sorted(self._lag_rows.items()):
-            family.add_metric([self.service, topic, str(partition)], lag)
-        yield family
+        yield lag_family(self.service, self._lag_rows)
 
     async def _refresh_lag(self) -> None:
         """Measure lag with public APIs: the group's committed offsets from the cluster (what a restart
@@ -291,12 +290,8 @@ class StreamShell:
 
         @self.app.page("/healthz")
         async def _healthz(web: Any, request: Any) -> Any:
-            lag = sum(self._lag_rows.values())
-            idle = self.stall.stalled(lag)
-            if idle is not None:
-                body = {"status": "stalled", "service": self.service, "lag": lag, "idle_seconds": round(idle)}
-                return web.json(body, status=503)
-            return web.json({"status": "ok", "service": self.service})
+            body, status = health(self.service, self._lag_rows, self.stall)
+            return web.json(body, status=status)
 
     def every(self, seconds: float) -> None:
         """Send a tick to every partition of the ticks topic, so table work runs inside a stream event."""
@@ -375,8 +370,7 @@ class StreamShell:
             await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
 
     def home_partition(self, key: str) -> int:
-        """The partition a message keyed `key` lands on (Kafka's default murmur2 partitioner)."""
-        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.settings.partitions
+        return home_partition(key, self.settings.partitions)
 
     def tick_keys(self, event: Any, table: Any) -> list[str]:
         """The keys of `table` a tick may touch: those whose home partition is the tick's partition.

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import uvicorn
-from aiokafka.partitioner import murmur2
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -25,9 +24,9 @@ from schemas.events import KeywordHit, Post, TierOverride
 from services.common import json
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
-from services.common.metrics import CommonMetrics
+from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.partitioned import Batch, PartitionedWorker
-from services.common.stream import ORIGIN_HEADER, decode, envelope, validate
+from services.common.stream import ORIGIN_HEADER, decode, envelope, home_partition, validate
 from services.common.topics import Topics
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
@@ -149,7 +148,7 @@ class Scoring:
         return self.worker.owned_partitions()
 
     def home_partition(self, key: str) -> int:
-        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.settings.partitions
+        return home_partition(key, self.settings.partitions)
 
     # -- handlers -----------------------------------------------------------------------------------
 
@@ -216,14 +215,7 @@ class _LagCollector:
         self._worker = worker
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "yuqing_consumer_lag_messages",
-            "Messages not yet processed and committed, per input topic and partition.",
-            labels=["service", "topic", "partition"],
-        )
-        for (topic, partition), lag in sorted(self._worker.lag.items()):
-            family.add_metric([self._worker.service, topic, str(partition)], lag)
-        yield family
+        yield lag_family(self._worker.service, self._worker.lag)
 
 
 def build(settings: ScoringSettings) -> Scoring:
@@ -240,12 +232,8 @@ def _web(scoring: Scoring) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        lag = sum(worker.lag.values())
-        idle = worker.stall.stalled(lag)
-        if idle is not None:
-            body = {"status": "stalled", "service": "scoring", "lag": lag, "idle_seconds": round(idle)}
-            return JSONResponse(body, status_code=503)
-        return JSONResponse({"status": "ok", "service": "scoring"})
+        body, status = health(worker.service, worker.lag, worker.stall)
+        return JSONResponse(body, status_code=status)
 
     return app
 
