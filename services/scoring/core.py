@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from schemas.events import Engagement, KeywordHit, Post, Tier, TierChange
@@ -30,6 +31,10 @@ def apply_writes(writes: list[Write]) -> None:
 
 
 _TOP_N = 10
+
+
+def _lengths(tiers: TiersConfig) -> tuple[int, ...]:
+    return tuple(sorted({r.window_minutes for r in tiers.rules}))
 
 
 @dataclass
@@ -71,25 +76,28 @@ class HitStage:
 
         groups = {m.group: m.matches for m in self.matcher.match(post.text)}
         is_repost = post.root_post_id is not None and post.root_post_id != post.post_id
+        thread_key = post.thread_key  # a property: built once here
         if not is_repost and groups:
-            known = state.thread_groups.get(post.thread_key) or []
+            known = state.thread_groups.get(thread_key) or []
             merged = sorted(set(known) | set(groups))
             if merged != known:
-                put(state.thread_groups, post.thread_key, merged)
+                put(state.thread_groups, thread_key, merged)
         # A repost spreads its root: it counts for the groups the root matched, and for its own.
-        inherited = state.thread_groups.get(post.thread_key, []) if is_repost else []
+        inherited = state.thread_groups.get(thread_key, []) if is_repost else []
         targets = sorted(set(groups) | set(inherited))
         if not targets:
             return []
-        prev_row = state.snapshots.get(post.key)
-        delta, snap = apply_snapshot(Snapshot.from_row(prev_row) if prev_row else None, post)
-        if prev_row is None or snap.observed_at != Snapshot.from_row(prev_row).observed_at:
-            put(state.snapshots, post.key, snap.to_row())
+        post_key = post.key
+        prev_row = state.snapshots.get(post_key)
+        prev = None if prev_row is None else Snapshot.from_row(prev_row)  # parsed once, used twice
+        delta, snap = apply_snapshot(prev, post)
+        if prev is None or snap.observed_at != prev.observed_at:
+            put(state.snapshots, post_key, snap.to_row())
         sentiment, demand = analyse(post.text)
         now = self.clock()
         hits = []
         for group in targets:
-            seen_key = f"{post.key}|{group}"
+            seen_key = f"{post_key}|{group}"
             first = not state.seen.get(seen_key, False)
             if not first and delta.total == 0:
                 continue
@@ -101,7 +109,7 @@ class HitStage:
                     group=group,
                     platform=post.platform,
                     post_id=post.post_id,
-                    thread_key=post.thread_key,
+                    thread_key=thread_key,
                     snapshot_id=post.event_id,
                     first_seen=first,
                     matches=groups.get(group, ()),
@@ -136,12 +144,15 @@ class TierStage:
         # A group's own tiers section may allow more (or less) lateness than the default one.
         self._graces = {name: timedelta(minutes=t.grace_minutes) for name, t in self._tiers.items()}
         self._grace = timedelta(minutes=config.tiers.grace_minutes)
+        # The window lengths each group's tiers need (the config is frozen, so they cannot change).
+        self._lengths = {name: _lengths(t) for name, t in self._tiers.items()}
+        self._default_lengths = _lengths(config.tiers)
 
     def tiers_for(self, group: str) -> TiersConfig:
         return self._tiers.get(group, self.config.tiers)
 
     def _windows(self, state: ScoringState, group: str) -> WindowCounter:
-        lengths = tuple(sorted({r.window_minutes for r in self.tiers_for(group).rules}))
+        lengths = self._lengths.get(group, self._default_lengths)
         grace = self._graces.get(group, self._grace)
         return WindowCounter(state.buckets, state.windows_meta, self._retention, grace, lengths)
 
@@ -153,15 +164,17 @@ class TierStage:
         The marker is written last, so a crash between the writes can repeat work, never lose it.
         """
         windows = self._windows(state, hit.group)
-        key = f"{hit.group}|{hit.platform.value}:{hit.post_id}"
-        if hit.delta.total > 0:
+        platform = hit.platform.value
+        key = f"{hit.group}|{platform}:{hit.post_id}"
+        total = hit.delta.total  # a property summing three counts: read once
+        if total > 0:
+            at = hit.event_time.isoformat()
             last = state.counted.get(key)
-            if last is not None and hit.event_time.isoformat() <= last:
+            if last is not None and at <= last:
                 return []
-        windows.add(hit.group, hit.event_time, hit.platform.value, hit.delta.total, offset)
-        if hit.delta.total > 0:
-            state.counted[key] = hit.event_time.isoformat()
-        if hit.delta.total > 0:
+        windows.add(hit.group, hit.event_time, platform, total, offset)
+        if total > 0:
+            state.counted[key] = at
             self._remember_top(hit, state)
         # Hit-driven evaluation happens at event time, so a replay gives the same decisions and ids.
         return self._evaluate(hit.group, windows, state, at=hit.event_time)
@@ -186,9 +199,8 @@ class TierStage:
     def _evaluate(
         self, group: str, windows: WindowCounter, state: ScoringState, at: datetime
     ) -> list[TierChange]:
-        until = windows.advance(group, at)
+        until, totals = windows.advance_sums(group, at)
         cfg = self.tiers_for(group)
-        totals = windows.sums(group)
         current = TierState.from_row(state.tiers.get(group))
         decision = decide(current, totals, cfg, datetime.fromtimestamp(until * 60, UTC))
         change = self._apply(group, decision, windows, state, until)
@@ -241,7 +253,7 @@ class TierStage:
                 break
         else:
             entries.append([minute, key, hit.platform.value, hit.delta.total, hit.excerpt[:80], hit.url])
-        entries.sort(key=lambda e: -e[3])
+        entries.sort(key=itemgetter(3), reverse=True)  # stable: equal spreads keep their order
         state.top[hit.group] = entries[: _TOP_N * 2]
 
     @staticmethod

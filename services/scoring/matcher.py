@@ -13,14 +13,17 @@
 4. A group hits when its brand gets a strong tag in a post that is not clearly praise, a weak tag (退款,
    售后, 召回 …) in text that reads negative, or, without any tag, text that reads clearly negative.
 
-jieba runs only on the clauses around candidates, and the sentiment pass only on posts that name a brand.
+jieba runs only on the clauses around candidates, and the sentiment pass only on posts that name a brand;
+a post that names a brand but has neither a tag nor a grievance word is settled without jieba.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,6 +32,7 @@ from typing import Any, NamedTuple
 
 import ahocorasick
 import jieba
+import jieba.finalseg
 import yaml
 
 from schemas.events import TermMatch
@@ -41,7 +45,9 @@ __all__ = ["GroupMatch", "RuleMatcher", "default_negatives"]
 jieba.setLogLevel(logging.WARNING)
 
 # Clause delimiters: punctuation (ASCII, CJK, full-width), spaces, emoji and other symbols.
-_CLAUSE_SPLIT = re.compile(r"[^\w]+")
+_CLAUSE_SPLIT = re.compile(r"[^\w]")
+# What jieba's cut hands to its DAG cutter as one block.
+_JIEBA_BLOCK: re.Pattern[str] = jieba.re_han_default
 _SENTENCE_END = re.compile(r"[。！？!?\n；;…]")
 # Said right before a brand, these make it the better choice, not the target (还是华为好用, 早知道买格力了).
 _PREFERRED = re.compile(
@@ -136,6 +142,26 @@ class _Evidence(NamedTuple):
     tag: str  # "strong", "weak", or "" for a sentiment word that is no tag
 
 
+class _Text:
+    """One post's normalised text and what the matcher looks up in it again and again: the clause around a
+    span, and jieba's cuts of a clause. Made per post and dropped with it: nothing is shared across posts."""
+
+    def __init__(self, norm: str, camel: frozenset[int]) -> None:
+        self.norm = norm
+        self.camel = camel  # offsets where the original's letter case marked a word boundary
+        # Offsets of the clause-splitting characters, ascending: a clause is the run between two of them.
+        self._splits = [m.start() for m in _CLAUSE_SPLIT.finditer(norm)]
+        self.cuts: dict[tuple[int, int], frozenset[int]] = {}  # clause -> jieba's word boundaries in it
+
+    def clause(self, start: int, end: int) -> tuple[int, int]:
+        """The clause around norm[start:end]: back from start and on from end to the nearest split."""
+        i = bisect_left(self._splits, start)  # splits[i - 1] is the last one before start
+        j = bisect_left(self._splits, end)  # splits[j] is the first one at or after end
+        lo = self._splits[i - 1] + 1 if i else 0
+        hi = self._splits[j] if j < len(self._splits) else len(self.norm)
+        return lo, hi
+
+
 _COMPOUND = "compound"
 _OTHER = "other"
 _ONLY_NEGATIVE = frozenset(("negative",))
@@ -216,8 +242,12 @@ class RuleMatcher:
         found = [(end + 1 - len(w), end + 1, w, o, k) for end, (w, o, k) in self._automaton.iter(norm)]
         if not any("brand" in f[4] for f in found):
             return []
+        if not any("negative" in f[4] for f in found) and not any(q.polarity < 0 for q in read(norm)):
+            # No tag and no grievance word: no group can get negative evidence, so none can hit whatever
+            # the brand checks below would find. Skipping them spares jieba on neutral brand mentions.
+            return []
         compounds = [(f[0], f[1]) for f in found if _COMPOUND in f[4]]
-        cuts: dict[tuple[int, int], frozenset[int]] = {}
+        t = _Text(norm, camel)
         mentions: list[_Mention] = []
         required: dict[int, list[TermMatch]] = {}
         found = [
@@ -226,35 +256,36 @@ class RuleMatcher:
         for start, end, word, owners, kinds in found:
             if kinds == _ONLY_NEGATIVE:
                 continue
-            if not self._on_boundaries(norm, camel, start, end, cuts, strict=True):
+            if not self._on_boundaries(t, start, end, strict=True):
                 continue
             for gi, kind in owners:
                 if kind == "brand" or kind == _OTHER:
                     bought = bool(_BOUGHT.search(norm[max(0, start - 3) : start]))
-                    mentions.append(_Mention(gi, word, start, end, _blameless(norm, start, end), bought))
+                    mentions.append(_Mention(gi, word, start, end, _blameless(t, start, end), bought))
                 elif kind == "required":
                     required.setdefault(gi, []).append(
                         TermMatch(term=word, kind="required", start=start, end=end)
                     )
-        mentions = self._accepted(_outermost(mentions), norm)
+        mentions = self._accepted(_outermost(mentions), t)
         if not any(m.group >= 0 for m in mentions):
             return []
         tags = {  # span -> term, tags of any group
             (start, end): word
             for start, end, word, _, kinds in found
-            if "negative" in kinds and self._on_boundaries(norm, camel, start, end, cuts, strict=False)
+            if "negative" in kinds and self._on_boundaries(t, start, end, strict=False)
         }
         # 维权 inside 集体维权 is the same evidence: keep the longest.
         tags = {k: w for k, w in tags.items() if not _inside(k[0], k[1], tags)}
-        return self._decide(norm, mentions, tags, required)
+        return self._decide(t, mentions, tags, required)
 
     def _decide(
         self,
-        norm: str,
+        t: _Text,
         mentions: list[_Mention],
         tags: dict[tuple[int, int], str],
         required: dict[int, list[TermMatch]],
     ) -> list[GroupMatch]:
+        norm = t.norm
         cues = read(norm)
         by_span = {(c.start, c.end): c for c in cues}
         single = len({m.group for m in mentions}) == 1 and not any(m.blameless for m in mentions)
@@ -279,7 +310,7 @@ class RuleMatcher:
                 if (q.start, q.end) not in tagged
             ]
             # One brand named (the usual post) leaves nothing to attribute.
-            mine = evidence if single else [e for e in evidence if gi in _owners(norm, e, mentions)]
+            mine = evidence if single else [e for e in evidence if gi in _owners(t, e, mentions)]
             scored = [e for e in mine if e.tag != "weak"]
             score = sum(e.polarity for e in scored) / len(scored) if scored else 0.0
             negative = [e for e in mine if e.polarity < 0]
@@ -300,9 +331,12 @@ class RuleMatcher:
             result.append(GroupMatch(group=c.rule.name, matches=tuple(matches)))
         return result
 
-    def _accepted(self, mentions: list[_Mention], norm: str) -> list[_Mention]:
+    def _accepted(self, mentions: list[_Mention], t: _Text) -> list[_Mention]:
         """Drop ambiguous brand words (苹果 the fruit) that the post gives no sign of meaning as the brand."""
+        norm = t.norm
         plain = [m for m in mentions if m.group < 0 or m.term not in self._groups[m.group].ambiguous]
+        if len(plain) == len(mentions):
+            return list(mentions)  # no everyday word among them: all kept, as the loop below would
         plain_groups = {m.group for m in plain}
         out = []
         for m in mentions:
@@ -319,42 +353,33 @@ class RuleMatcher:
             if (after[:1].isascii() and after[:1].isalnum()) or after.startswith(adjacent):
                 out.append(m)  # 苹果15, 小米su7, 苹果官网, 小米的售后
                 continue
-            lo, hi = _clause(norm, m.start, m.end)
+            lo, hi = t.clause(m.start, m.end)
             if any(v in norm[lo:hi] for v in veto):
                 continue
             if any(cue in norm for cue in cues):
                 out.append(m)
         return out
 
-    def _on_boundaries(
-        self,
-        text: str,
-        camel: frozenset[int],
-        start: int,
-        end: int,
-        cache: dict[tuple[int, int], frozenset[int]],
-        strict: bool,
-    ) -> bool:
+    def _on_boundaries(self, t: _Text, start: int, end: int, strict: bool) -> bool:
         """Strict: both ends on jieba cuts. Else one end will do (虚标 in 虚/标的, 中毒 in 食物中毒)."""
         # jieba splits an unknown Latin word around a known one (apple in pineapple): letters decide there,
         # unless the original's case marked a boundary (MacBookPro).
+        text, camel = t.norm, t.camel
         if start > 0 and start not in camel and _same_kind(text[start - 1], text[start]):
             return False
         if end < len(text) and end not in camel and _same_kind(text[end - 1], text[end]):
             return False
-        lo, hi = _clause(text, start, end)
+        lo, hi = t.clause(start, end)
         # A clause edge is a boundary whatever jieba says: no need to cut the clause to know that.
         if (start == lo or start in camel) and (end == hi or end in camel):
             return True
         if not strict and (start == lo or end == hi):
             return True
-        marks = cache.get((lo, hi))
+        marks = t.cuts.get((lo, hi))
         if marks is None:
-            pos, acc = lo, {lo, hi, *(c for c in camel if lo < c < hi)}
-            for token in self._tokenizer.cut(text[lo:hi], HMM=True):
-                pos += len(token)
-                acc.add(pos)
-            marks = cache[(lo, hi)] = frozenset(acc)
+            acc = {lo, hi, *(c for c in camel if lo < c < hi)}
+            acc.update(lo + e for e in _jieba_ends(self._tokenizer, text[lo:hi]))
+            marks = t.cuts[(lo, hi)] = frozenset(acc)
         if strict:
             return start in marks and end in marks
         return start in marks or end in marks
@@ -378,22 +403,85 @@ class RuleMatcher:
         return True
 
 
-def _clause(text: str, start: int, end: int) -> tuple[int, int]:
-    lo = start
-    while lo > 0 and not _CLAUSE_SPLIT.match(text[lo - 1]):
-        lo -= 1
-    hi = end
-    while hi < len(text) and not _CLAUSE_SPLIT.match(text[hi]):
-        hi += 1
-    return lo, hi
+def _jieba_ends(tokenizer: jieba.Tokenizer, sentence: str) -> list[int]:
+    """The offsets where the words of tokenizer.cut(sentence, HMM=True) end, ascending.
+
+    A clause of Han characters, Latin letters and digits (the usual one) is a single block to jieba's cut,
+    which then runs its DAG cutter on it: that is done here step for step (the same dictionary, the same
+    sums in the same order, the same tie-break), without its generators, tuples and dict of lists. Any other
+    clause goes to jieba itself."""
+    if _JIEBA_BLOCK.fullmatch(sentence) is None:
+        ends, at = [], 0
+        for token in tokenizer.cut(sentence, HMM=True):
+            at += len(token)
+            ends.append(at)
+        return ends
+    freq: dict[str, int] = tokenizer.FREQ
+    after = _jieba_route(freq, tokenizer.total, sentence)
+    # jieba collects runs of one-character words (its buf) and decides on each run as a whole.
+    ends = []
+    run = x = 0
+    while x < len(sentence):
+        y = after[x]
+        if y - x > 1:
+            _jieba_run(freq, sentence, run, x, ends)
+            ends.append(y)
+            run = y
+        x = y
+    _jieba_run(freq, sentence, run, len(sentence), ends)
+    return ends
+
+
+def _jieba_route(freq: dict[str, int], total: int, sentence: str) -> list[int]:
+    """jieba's get_DAG and calc in one pass: after[i] is where the best-scoring word starting at i ends.
+
+    Scores are log frequencies summed from the right, as in calc; among equal scores calc's max over
+    (score, end) tuples takes the later end, hence >= over ascending ends."""
+    n = len(sentence)
+    logtotal = math.log(total)
+    score = [0.0] * (n + 1)
+    after = [0] * (n + 1)
+    for k in range(n - 1, -1, -1):
+        best, best_end = -math.inf, -1
+        i, frag = k, sentence[k]
+        while i < n and frag in freq:  # freq holds every prefix of a word, with 0 for a mere prefix
+            f = freq[frag]
+            if f:
+                s = math.log(f) - logtotal + score[i + 1]
+                if s >= best:
+                    best, best_end = s, i
+            i += 1
+            frag = sentence[k : i + 1]
+        if best_end < 0:  # no word starts here: the character alone, as get_DAG's fallback
+            best, best_end = math.log(freq.get(sentence[k]) or 1) - logtotal + score[k + 1], k
+        score[k], after[k] = best, best_end + 1
+    return after
+
+
+def _jieba_run(freq: dict[str, int], sentence: str, lo: int, hi: int, ends: list[int]) -> None:
+    """jieba's handling of a run sentence[lo:hi] of one-character words: a run the dictionary knows stays
+    cut into characters, an unknown run of two or more goes to the HMM (finalseg)."""
+    if hi - lo > 1 and not freq.get(sentence[lo:hi]):
+        at = lo
+        for token in jieba.finalseg.cut(sentence[lo:hi]):
+            at += len(token)
+            ends.append(at)
+    else:
+        ends.extend(range(lo + 1, hi + 1))
 
 
 def _inside(start: int, end: int, spans: Iterable[tuple[int, int]]) -> bool:
-    return any(s <= start and end <= e and e - s > end - start for s, e in spans)
+    # A plain loop rather than any() over a generator: this runs for every candidate against every other.
+    for s, e in spans:
+        if s <= start and end <= e and e - s > end - start:
+            return True
+    return False
 
 
 def _outermost(mentions: list[_Mention]) -> list[_Mention]:
     """小米 inside 小米手机 is the same mention: keep the longest."""
+    if len(mentions) < 2:  # the usual post names its brand once
+        return list(mentions)
     return [
         m
         for m in mentions
@@ -404,18 +492,20 @@ def _outermost(mentions: list[_Mention]) -> list[_Mention]:
     ]
 
 
-def _blameless(norm: str, start: int, end: int) -> bool:
-    lo, _ = _clause(norm, start, end)
+def _blameless(t: _Text, start: int, end: int) -> bool:
+    norm = t.norm
+    lo, _ = t.clause(start, end)
     before = norm[max(lo, start - 6) : start]
     if _PREFERRED.search(before):
         return True
     return bool(_CLEARED_BEFORE.search(before) and _CLEARED_AFTER.match(norm[end : end + 4]))
 
 
-def _owners(norm: str, e: _Evidence, mentions: list[_Mention]) -> set[int]:
+def _owners(t: _Text, e: _Evidence, mentions: list[_Mention]) -> set[int]:
     """The group(s) a piece of evidence is about: the nearest brand in its clause (two brands joined by 和/、
     share it), else the last brand named before it in its sentence, else before it in the post, else the
     first after it. Negative evidence skips blameless mentions; praise may go to them."""
+    norm = t.norm
     pool = [m for m in mentions if not (e.polarity < 0 and m.blameless)]
     if not pool:
         return set()
@@ -427,7 +517,7 @@ def _owners(norm: str, e: _Evidence, mentions: list[_Mention]) -> set[int]:
         ]
         if sellers:
             return {min(sellers, key=lambda m: abs(m.start - e.start)).group}
-    lo, hi = _clause(norm, e.start, e.end)
+    lo, hi = t.clause(e.start, e.end)
     near = [m for m in pool if lo <= m.start < hi]
     if near:
 

@@ -113,12 +113,14 @@ def _lexicon() -> _Lexicon:
 
 def _longest(automaton: ahocorasick.Automaton, norm: str) -> list[tuple[int, int, tuple[str, Any]]]:
     """Non-overlapping matches, longer first, then leftmost."""
-    found = [(end + 1 - len(v[0]), end + 1, v) for end, v in automaton.iter(norm)] if norm else []
-    found.sort(key=lambda f: (f[0] - f[1], f[0]))
+    # (minus length, start, end, value): sorted as they are, longer first, then leftmost. No two matches
+    # share a start and an end, so the values never decide the order.
+    found = [(-len(v[0]), end + 1 - len(v[0]), end + 1, v) for end, v in automaton.iter(norm)]
+    found.sort()
     taken = bytearray(len(norm))
     out = []
-    for start, end, v in found:
-        if not any(taken[start:end]):
+    for _, start, end, v in found:
+        if taken.find(1, start, end) < 0:  # no character of it taken yet
             taken[start:end] = b"\x01" * (end - start)
             out.append((start, end, v))
     out.sort()
@@ -200,7 +202,8 @@ def _demand(norm: str) -> str:
             weights[d] = weights.get(d, 0.0) + weight
     if not weights:
         return "other"
-    return max(_DEMAND_ORDER, key=lambda d: (weights.get(d, 0.0), -_DEMAND_ORDER.index(d)))
+    # max() returns the first of equal maxima: ties go to the earlier, graver demand.
+    return max(_DEMAND_ORDER, key=lambda d: weights.get(d, 0.0))
 
 
 def analyse(text: str) -> tuple[float, str]:

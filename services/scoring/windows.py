@@ -44,6 +44,7 @@ class WindowCounter:
         self._grace = grace
         self._grace_min = int(grace.total_seconds() // 60)
         self._windows = windows
+        self._keys = sorted(str(w) for w in windows)  # the sums a meta row keeps, as _load compares them
 
     def _load(self, group: str) -> dict[str, Any] | None:
         row = self._meta.get(group)
@@ -52,7 +53,7 @@ class WindowCounter:
         m = {"wm": row["wm"], "old": row["old"], "until": row["until"], "sums": dict(row["sums"])}
         if "o" in row:
             m["o"] = row["o"]
-        if sorted(m["sums"]) != sorted(str(w) for w in self._windows):
+        if sorted(m["sums"]) != self._keys:
             # The windows changed (a new config): rebuild the sums once from the buckets.
             top = max(m["until"], m["wm"])
             m["sums"] = {str(w): self._scan(group, m["until"] - w + 1, top) for w in self._windows}
@@ -111,9 +112,13 @@ class WindowCounter:
 
         Returns the evaluation minute. Monotonic, so a tier computed at one point never goes back in time.
         """
+        return self.advance_sums(group, now)[0]
+
+    def advance_sums(self, group: str, now: datetime) -> tuple[int, dict[int, int]]:
+        """advance(group, now) and then sums(group), from one read of the group's row."""
         m = self._load(group)
         if m is None:
-            return minute_of(now)
+            return minute_of(now), dict.fromkeys(self._windows, 0)
         until = max(m["wm"], m["until"], minute_of(now))
         changed = until != m["until"]
         if changed:
@@ -132,7 +137,8 @@ class WindowCounter:
         if changed or self._meta.get(group, {}).get("sums") != m["sums"]:
             m["until"] = until
             self._meta[group] = m
-        return until
+        # What sums() would read back: the row is m now, written or already equal.
+        return until, {int(w): v for w, v in m["sums"].items()}
 
     def sums(self, group: str) -> dict[int, int]:
         """Spread per window length at the evaluation point (after `advance`)."""
