@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -99,11 +100,16 @@ async def _progress(bootstrap: str, prefix: str, n: int, within: float) -> tuple
     await admin.start()
     await consumer.start()
     posts, hits = TopicPartition(prefix + "posts.raw", 0), TopicPartition(prefix + "keyword-hits", 0)
+    group = prefix + "scoring"
     first: tuple[float, int] | None = None
     deadline = time.monotonic() + within
     try:
         while time.monotonic() < deadline:
-            offsets = await admin.list_consumer_group_offsets(prefix + "scoring", partitions=[posts, hits])
+            try:
+                offsets = await admin.list_consumer_group_offsets(group, partitions=[posts, hits])
+            except KafkaError:  # the group's coordinator is not there yet (offsets topic being created)
+                await asyncio.sleep(0.2)
+                continue
             done = {tp: (meta.offset if meta.offset >= 0 else 0) for tp, meta in offsets.items()}
             now = time.perf_counter()
             if first is None and done.get(posts, 0) > 0:

@@ -152,6 +152,8 @@ class PartitionedWorker:
         self.settled = False  # False while joining, rebalancing or restoring: table reads may be partial
         self.sleep: Callable[[float], Any] = asyncio.sleep
         self._lock = asyncio.Lock()
+        self._flushing: asyncio.Future[None] | None = None
+        self._failure: Exception | None = None
         self._done: dict[TopicPartition, int] = {}  # next offset to process, per input partition
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -170,7 +172,11 @@ class PartitionedWorker:
 
     async def _revoked(self, partitions: set[int]) -> None:
         self.settled = False
-        async with self._lock:  # the batch in flight finishes, is produced and committed first
+        async with self._lock:  # the batch being handled finishes, is produced and committed first
+            try:
+                await self._settle()
+            except Exception as exc:  # raised in the loop, not lost inside aiokafka's rebalance callback
+                self._failure = exc
             for p in partitions:
                 self.state.pop(p, None)
             self._done = {tp: o for tp, o in self._done.items() if tp.partition not in partitions}
@@ -310,11 +316,16 @@ class PartitionedWorker:
         return self._producer
 
     async def _loop(self, stop: asyncio.Event) -> None:
+        """Fetch, handle, and hand the batch's output to a flush that runs while the next batch is handled
+        (flushes run one after another, in order; a batch is handled against the state its predecessors
+        left in memory, so overlapping changes nothing but the idle time spent waiting for acks)."""
         last_tick = time.monotonic()
         last_lag = 0.0
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
+                if self._failure is not None:
+                    raise self._failure
                 fetch = asyncio.ensure_future(self.consumer.getmany(timeout_ms=500, max_records=_MAX_RECORDS))
                 await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
@@ -329,12 +340,21 @@ class PartitionedWorker:
                         last_tick = time.monotonic()
                         batches.update(self._ticks(batches, self.tick))
                     if batches:
-                        await self._flush(batches, records)
+                        work = self._prepare(batches, records)
+                        await self._settle()  # the previous flush, which this one must follow
+                        self._flushing = asyncio.ensure_future(self._flush(*work))
                 if time.monotonic() - last_lag >= 1.0:
                     last_lag = time.monotonic()
                     await self._measure_lag()
         finally:
             stopping.cancel()
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait for the flush in flight; its failure (a non-transient Kafka error) stops the worker."""
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None:
+            await flushing
 
     def _batch(self, batches: dict[int, Batch], partition: int) -> Batch:
         batch = batches.get(partition)
@@ -383,14 +403,16 @@ class PartitionedWorker:
         log.warning("dead letter from %s[%s]@%s: %s %s", topic, partition, offset, reason, detail[:300])
         batch.send(self.dead_letter_topic, topic.encode(), json.dumps(value))
 
-    async def _flush(self, batches: dict[int, Batch], records: dict[TopicPartition, list[Any]]) -> None:
-        """Output first, then the table rows it followed from, then the input offsets."""
+    def _prepare(
+        self, batches: dict[int, Batch], records: dict[TopicPartition, list[Any]]
+    ) -> tuple[list[_Out], list[_Out], dict[TopicPartition, int]]:
+        """A batch's output, changed table rows (encoded now: the next batch changes the same dicts) and the
+        input offsets to commit after both."""
         outputs: list[_Out] = [
             (topic, None, key, value, headers)
             for b in batches.values()
             for topic, key, value, headers in b.out
         ]
-        await self._retrying(outputs)
         changes: list[_Out] = []
         for partition, batch in batches.items():
             for name, view in batch.tables.items():
@@ -398,10 +420,17 @@ class PartitionedWorker:
                 for key, value in view.take_changes():
                     encoded = None if value is None else json.dumps(value)
                     changes.append((topic, partition, json.dumps(key), encoded, None))
-        await self._retrying(changes)
         offsets = {
             tp: msgs[-1].offset + 1 for tp, msgs in records.items() if msgs and tp.partition in self.state
         }
+        return outputs, changes, offsets
+
+    async def _flush(
+        self, outputs: list[_Out], changes: list[_Out], offsets: dict[TopicPartition, int]
+    ) -> None:
+        """Output first, then the table rows it followed from, then the input offsets."""
+        await self._retrying(outputs)
+        await self._retrying(changes)
         if offsets:
             await self._commit(offsets)
 
@@ -479,7 +508,8 @@ class PartitionedWorker:
                     done = await consumer.committed(tp)
                     if done is None:
                         done = (await consumer.beginning_offsets([tp]))[tp]
-                    self._done[tp] = done
+                    # A commit may have landed while we asked: never go back behind it.
+                    done = self._done.setdefault(tp, done)
                 rows[(tp.topic, tp.partition)] = max(0, end - done)
         except Exception as exc:  # unreachable cluster, mid-rebalance: no figure rather than a stale one
             log.debug("lag not measured: %s", exc)

@@ -14,13 +14,14 @@ from typing import Any
 from schemas.events import Engagement, KeywordHit, Post, Tier, TierChange
 from services.common.clock import Clock, system_clock
 from services.common.config import TiersConfig, YuqingConfig
+from services.common.exceptions import ConfigError
 from services.scoring.engagement import Snapshot, apply_snapshot
 from services.scoring.matcher import RuleMatcher
 from services.scoring.sentiment import analyse
 from services.scoring.tiers import TierDecision, TierState, decide, set_override, window_label
 from services.scoring.windows import WindowCounter, minute_of
 
-__all__ = ["HitStage", "ScoringState", "TierStage", "Write", "apply_writes"]
+__all__ = ["DEFAULT_TRACK", "HitStage", "ScoringState", "TierStage", "Write", "apply_writes"]
 
 Write = tuple[MutableMapping[str, Any], str, Any]
 
@@ -31,6 +32,19 @@ def apply_writes(writes: list[Write]) -> None:
 
 
 _TOP_N = 10
+
+# How long a post is remembered after its last snapshot (its high-water counts and hit markers).
+DEFAULT_TRACK = timedelta(hours=72)
+
+
+def _checked_track(track: timedelta, config: YuqingConfig) -> timedelta:
+    graces = [config.tiers.grace_minutes, *(g.tiers.grace_minutes for g in config.rules.groups if g.tiers)]
+    longest = config.window() + timedelta(minutes=max(graces))
+    if track <= longest:
+        raise ConfigError(
+            f"posts must be tracked longer than the longest window plus grace ({longest}); got {track}"
+        )
+    return track
 
 
 def _lengths(tiers: TiersConfig) -> tuple[int, ...]:
@@ -58,10 +72,38 @@ class ScoringState:
 class HitStage:
     """Post snapshot -> KeywordHits (one per matched group), with the engagement delta it adds."""
 
-    def __init__(self, config: YuqingConfig, matcher: RuleMatcher, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        config: YuqingConfig,
+        matcher: RuleMatcher,
+        clock: Clock = system_clock,
+        track: timedelta = DEFAULT_TRACK,
+    ) -> None:
         self.config = config
         self.matcher = matcher
         self.clock = clock
+        self.track = _checked_track(track, config)
+
+    def expire(self, state: ScoringState) -> int:
+        """Forget posts not re-crawled within `track` of the newest snapshot held (event time, so that a
+        replay forgets the same posts): their snapshot rows and hit markers. Returns how many posts.
+
+        A forgotten post that comes back was published more than `track` before that new snapshot, and
+        `process` takes such a first sighting as a baseline: its counts are not added again.
+        """
+        if not state.snapshots:
+            return 0
+        # observed_at is UTC isoformat: the strings order like the times.
+        cutoff = (
+            datetime.fromisoformat(max(r[3] for r in state.snapshots.values())) - self.track
+        ).isoformat()
+        gone = {key for key, row in state.snapshots.items() if row[3] < cutoff}
+        for key in gone:
+            del state.snapshots[key]
+        if gone:
+            for marker in [m for m in state.seen if m.rsplit("|", 1)[0] in gone]:
+                del state.seen[marker]
+        return len(gone)
 
     def process(self, post: Post, state: ScoringState, writes: list[Write] | None = None) -> list[KeywordHit]:
         """Hits for one snapshot. With `writes`, state updates are returned there instead of applied, so that
@@ -91,6 +133,10 @@ class HitStage:
         prev_row = state.snapshots.get(post_key)
         prev = None if prev_row is None else Snapshot.from_row(prev_row)  # parsed once, used twice
         delta, snap = apply_snapshot(prev, post)
+        if prev is None and post.event_time - post.published_at > self.track:
+            # First seen (or seen again after `expire`) long after publication: what it gathered until now
+            # did not happen within any window. Count its growth from here on.
+            delta = Engagement()
         if prev is None or snap.observed_at != prev.observed_at:
             put(state.snapshots, post_key, snap.to_row())
         sentiment, demand = analyse(post.text)
@@ -134,10 +180,17 @@ class HitStage:
 class TierStage:
     """KeywordHits -> windowed spread per group -> TierChange on every change, up or down."""
 
-    def __init__(self, config: YuqingConfig, rule_version: str = "", clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        config: YuqingConfig,
+        rule_version: str = "",
+        clock: Clock = system_clock,
+        track: timedelta = DEFAULT_TRACK,
+    ) -> None:
         self.config = config
         self.rule_version = rule_version
         self.clock = clock
+        self.track = _checked_track(track, config)
         # Looked up on every hit: resolve per-group overrides once, not by scanning the groups each time.
         self._retention = config.window()
         self._tiers = {g.name: config.tiers_for(g.name) for g in config.rules.groups}
@@ -186,6 +239,16 @@ class TierStage:
         for group in groups if groups is not None else list(state.windows_meta.keys()):
             out.extend(self._evaluate(group, self._windows(state, group), state, at=now))
         return out
+
+    def expire(self, state: ScoringState) -> int:
+        """Forget per-post count markers older than `track` before the newest one (event time)."""
+        if not state.counted:
+            return 0
+        cutoff = (datetime.fromisoformat(max(state.counted.values())) - self.track).isoformat()
+        gone = [key for key, last in state.counted.items() if last < cutoff]
+        for key in gone:
+            del state.counted[key]
+        return len(gone)
 
     def override(
         self, group: str, tier: Tier | None, operator: str, state: ScoringState

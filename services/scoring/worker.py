@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
 from typing import Any
 
 import uvicorn
@@ -36,6 +38,8 @@ from services.scoring.windows import LateEvent
 __all__ = ["Scoring", "build", "run", "tier_levels"]
 
 log = logging.getLogger(__name__)
+
+_EXPIRE_EVERY_SECONDS = 600.0
 
 TABLES = ["snapshots", "thread-groups", "seen", "buckets", "windows-meta", "tiers", "top-posts", "counted"]
 
@@ -111,8 +115,10 @@ class Scoring:
         self.topics = t = Topics.with_prefix(settings.topic_prefix)
         config = load_config(settings.config_file)
         matcher = RuleMatcher(config.rules)
-        self.hits_stage = HitStage(config, matcher)
-        self.tier_stage = TierStage(config, rule_version=matcher.version)
+        track = timedelta(hours=settings.track_hours)
+        self.hits_stage = HitStage(config, matcher, track=track)
+        self.tier_stage = TierStage(config, rule_version=matcher.version, track=track)
+        self._expired_at: dict[int, float] = {}
         self.worker = PartitionedWorker(
             "scoring",
             settings,
@@ -202,7 +208,17 @@ class Scoring:
         self._emit([change] if change else [], batch)
 
     def on_tick(self, batch: Batch) -> None:
-        self._emit(self.tier_stage.tick(self._state(batch)), batch)
+        state = self._state(batch)
+        self._emit(self.tier_stage.tick(state), batch)
+        # Forgetting old posts walks every row: every ten minutes is plenty for a horizon of days.
+        if time.monotonic() - self._expired_at.get(batch.partition, 0.0) >= _EXPIRE_EVERY_SECONDS:
+            self._expired_at[batch.partition] = time.monotonic()
+            posts = self.hits_stage.expire(state)
+            markers = self.tier_stage.expire(state)
+            if posts or markers:
+                log.info(
+                    "partition %d: forgot %d posts and %d count markers", batch.partition, posts, markers
+                )
 
     def _emit(self, changes: list[Any], batch: Batch) -> None:
         for change in changes:

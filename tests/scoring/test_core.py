@@ -6,6 +6,7 @@ import pytest
 
 from schemas.events import Engagement, KeywordHit, Platform, Tier, TierChange
 from services.common.clock import FakeClock
+from services.common.exceptions import ConfigError
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from services.scoring.windows import LateEvent
@@ -288,3 +289,58 @@ def test_group_grace_overrides_default(clock: FakeClock) -> None:
     (late,) = hits.process(make_post(post_id="d", text="格力的空调起火了", event_time=T0, reposts=7), state)
     with pytest.raises(LateEvent):
         tiers.process(late, state)
+
+
+# -- retention: tracked posts are forgotten, and forgetting never counts a post twice ----------------------
+
+
+def test_posts_not_recrawled_within_the_horizon_are_forgotten(hits: HitStage, state: ScoringState) -> None:
+    hits.process(make_post(post_id="old", likes=10), state)
+    hits.process(make_post(post_id="kept", event_time=T0 + timedelta(hours=2), likes=10), state)
+    # The newest snapshot held sets "now" (event time): 73 h after "old" was last seen, 71 h after "kept".
+    hits.process(make_post(post_id="new", event_time=T0 + timedelta(hours=73), likes=10), state)
+    assert hits.expire(state) == 1
+    assert set(state.snapshots) == {"weibo:kept", "weibo:new"}
+    assert not [m for m in state.seen if m.startswith("weibo:old|")]
+    assert [m for m in state.seen if m.startswith("weibo:kept|")]
+    assert hits.expire(state) == 0  # nothing older left
+
+
+def test_a_forgotten_post_coming_back_adds_only_its_growth(hits: HitStage, state: ScoringState) -> None:
+    first = hits.process(make_post(post_id="p", reposts=5000, likes=5000), state)
+    assert first[0].delta.total == 10_000
+    hits.process(make_post(post_id="other", event_time=T0 + timedelta(hours=80)), state)
+    hits.expire(state)
+    assert "weibo:p" not in state.snapshots
+    # Re-crawled after being forgotten: its 10,000 were counted three days ago and must not count again.
+    back = hits.process(
+        make_post(post_id="p", event_time=T0 + timedelta(hours=81), reposts=5000, likes=5100), state
+    )
+    assert [h.delta.total for h in back] == [0]
+    assert back[0].first_seen  # the ledger sees it again, with nothing added
+    later = hits.process(
+        make_post(post_id="p", event_time=T0 + timedelta(hours=82), reposts=5000, likes=5300), state
+    )
+    assert [h.delta.total for h in later] == [200]  # growth from the baseline on
+
+
+def test_a_post_first_seen_long_after_publication_counts_from_then_on(
+    hits: HitStage, state: ScoringState
+) -> None:
+    fresh = hits.process(make_post(post_id="a", published_at=T0 - timedelta(hours=71), likes=900), state)
+    stale = hits.process(make_post(post_id="b", published_at=T0 - timedelta(hours=73), likes=900), state)
+    assert [h.delta.total for h in fresh] == [900]
+    assert [h.delta.total for h in stale] == [0]
+
+
+def test_count_markers_are_forgotten_with_the_same_horizon(tiers: TierStage, state: ScoringState) -> None:
+    state.counted.update(
+        {"g|weibo:old": (T0 - timedelta(hours=73)).isoformat(), "g|weibo:new": T0.isoformat()}
+    )
+    assert tiers.expire(state) == 1
+    assert set(state.counted) == {"g|weibo:new"}
+
+
+def test_the_horizon_must_outlast_the_longest_window(matcher: RuleMatcher) -> None:
+    with pytest.raises(ConfigError, match="longer than the longest window"):
+        HitStage(XINGHE_CONFIG, matcher, track=timedelta(hours=8))
