@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,41 +54,27 @@ _PARTITIONER = DefaultPartitioner()
 _Out = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 
 
-class TableView(MutableMapping[str, Any]):
-    """One partition's rows of one table; remembers which keys changed since the last flush."""
+class TableView(dict[str, Any]):
+    """One partition's rows of one table; remembers which keys changed since the last flush.
 
-    __slots__ = ("data", "dirty")
+    A dict, so that reads (most of the traffic) run at dict speed; only item assignment and deletion are
+    tracked, which is all the stages use to write (not update(), setdefault() or pop())."""
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
-        self.data: dict[str, Any] = data if data is not None else {}
+        super().__init__(data or {})
         self.dirty: set[str] = set()
 
-    def __getitem__(self, key: str) -> Any:
-        return self.data[key]
-
-    def get(self, key: str, default: Any = None) -> Any:  # hot path: no KeyError round trip
-        return self.data.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.data
-
     def __setitem__(self, key: str, value: Any) -> None:
-        self.data[key] = value
+        super().__setitem__(key, value)
         self.dirty.add(key)
 
     def __delitem__(self, key: str) -> None:
-        del self.data[key]
+        super().__delitem__(key)
         self.dirty.add(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
 
     def take_changes(self) -> list[tuple[str, Any | None]]:
         """(key, value or None for a deleted row) for each key changed since the last call."""
-        changes = [(key, self.data.get(key)) for key in self.dirty]
+        changes = [(key, self.get(key)) for key in self.dirty]
         self.dirty = set()
         return changes
 
@@ -167,7 +153,7 @@ class PartitionedWorker:
         """Every owned partition's rows of `table` (for metrics and read-only views)."""
         out: dict[str, Any] = {}
         for tables in list(self.state.values()):
-            out.update(tables[table].data)
+            out.update(tables[table])
         return out
 
     async def _revoked(self, partitions: set[int]) -> None:
@@ -201,7 +187,6 @@ class PartitionedWorker:
 
     async def _restore(self, partitions: list[int]) -> int:
         """Rebuild the tables of `partitions` from their changelogs, read from the start to their end."""
-        tables = {p: {name: TableView() for name in self.table_names} for p in partitions}
         tps = {
             TopicPartition(topic, p): (name, p) for name, topic in self.changelogs.items() for p in partitions
         }
@@ -212,7 +197,10 @@ class PartitionedWorker:
             max_partition_fetch_bytes=8 << 20,
         )
         await reader.start()
-        rows = 0
+        rows_of: dict[int, dict[str, dict[str, Any]]] = {
+            p: {name: {} for name in self.table_names} for p in partitions
+        }
+        restored = 0
         try:
             reader.assign(list(tps))
             ends = await reader.end_offsets(list(tps))
@@ -221,20 +209,21 @@ class PartitionedWorker:
             while pending:
                 for tp, records in (await reader.getmany(*pending, timeout_ms=1000)).items():
                     name, p = tps[tp]
-                    data = tables[p][name].data
+                    data = rows_of[p][name]
                     for r in records:
                         key = json.loads(r.key)
                         if r.value is None:
                             data.pop(key, None)
                         else:
                             data[key] = json.loads(r.value)
-                        rows += 1
+                        restored += 1
                     if records and records[-1].offset + 1 >= ends[tp]:
                         pending.discard(tp)
         finally:
             await reader.stop()
-        self.state.update(tables)
-        return rows
+        for p, names in rows_of.items():  # wrapped once filled: restored rows are not changes to write back
+            self.state[p] = {name: TableView(rows) for name, rows in names.items()}
+        return restored
 
     # -- the loop -------------------------------------------------------------------------------------
 
