@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 _RETRY_FIRST_SECONDS = 0.5
 _RETRY_CAP_SECONDS = 30.0
 _MAX_RECORDS = 2000
+_YIELD_EVERY = 50
+_FETCH_WAIT_MS = 20
 _PARTITIONER = DefaultPartitioner()
 
 # (topic, partition or None for the key's partition, key, value or None for a tombstone, headers)
@@ -279,6 +281,9 @@ class PartitionedWorker:
             heartbeat_interval_ms=int(s.heartbeat_interval_seconds * 1000),
             rebalance_timeout_ms=int(max(s.session_timeout_seconds * 2, 10.0) * 1000),
             max_partition_fetch_bytes=4 << 20,
+            # One fetch per broker is in flight at a time. The default long poll (500 ms) on an input that is
+            # momentarily empty (keyword-hits, fed by this very worker) held back posts.raw behind it.
+            fetch_max_wait_ms=_FETCH_WAIT_MS,
         )
         await self._producer.start()
         try:
@@ -324,7 +329,7 @@ class PartitionedWorker:
                     break
                 records = fetch.result()
                 async with self._lock:
-                    batches = self._handle(records)
+                    batches = await self._handle(records)
                     if self.tick is not None and time.monotonic() - last_tick >= self.tick_seconds:
                         last_tick = time.monotonic()
                         batches.update(self._ticks(batches, self.tick))
@@ -351,7 +356,10 @@ class PartitionedWorker:
             batch = batches[partition] = Batch(partition, self.state[partition])
         return batch
 
-    def _handle(self, records: dict[TopicPartition, list[Any]]) -> dict[int, Batch]:
+    async def _handle(self, records: dict[TopicPartition, list[Any]]) -> dict[int, Batch]:
+        """Run the handlers over a fetch. Every few records the event loop gets a turn: the previous batch's
+        flush, the next fetch and /healthz make progress while this one is handled (measured: without it
+        the worker waited on acks and fetches a fifth of the time)."""
         batches: dict[int, Batch] = {}
         observe = self.metrics.processing.labels(self.service).observe
         for tp, messages in records.items():
@@ -359,7 +367,9 @@ class PartitionedWorker:
                 continue  # revoked while the fetch was returning: its next owner processes it
             batch = self._batch(batches, tp.partition)
             handler = self.handlers[tp.topic]
-            for record in messages:
+            for n, record in enumerate(messages, 1):
+                if n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
                 started = time.perf_counter()
                 try:
                     handler(record, batch)
