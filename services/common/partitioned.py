@@ -472,6 +472,7 @@ class PartitionedWorker:
                 attempt += 1
                 delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
                 self.metrics.retries.labels(self.service).inc()
+                self.lag = {}  # Kafka is failing, not this worker: no stall verdict from stale lag
                 log.warning(
                     "%s: sending failed (attempt %d), retrying in %.1fs: %s",
                     self.service,

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from schemas.events import KeywordHit, Post, TierOverride
+from schemas.events import KeywordHit, Platform, Post, TierOverride
 from services.common import json
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
@@ -141,6 +141,7 @@ class Scoring:
             ["platform"],
             registry=self.registry,
         )
+        self._hits_by_platform: dict[Platform, Any] = {}
         self.tier_changes_total = Counter(
             "yuqing_tier_changes_total", "Tier changes emitted.", ["direction"], registry=self.registry
         )
@@ -191,7 +192,10 @@ class Scoring:
 
     def _match(self, post: Post, batch: Batch) -> None:
         for hit in self.hits_stage.process(post, self._state(batch)):
-            self.hits_total.labels(hit.platform.value).inc()
+            counter = self._hits_by_platform.get(hit.platform)
+            if counter is None:  # labels() costs a lock and a tuple per call: resolve each platform once
+                counter = self._hits_by_platform[hit.platform] = self.hits_total.labels(hit.platform.value)
+            counter.inc()
             batch.send(self.topics.keyword_hits, hit.group.encode(), json.dumps(hit))
 
     def on_hit(self, record: Any, batch: Batch) -> None:
