@@ -3,7 +3,7 @@
 Why not faust for this stage: faust spends about 100 µs of framework time on every event it hands an agent
 (measured on this project's machine kind: an agent that does nothing tops out near 10,000 events/s, one that
 forwards each event near 5,000/s), while a plain aiokafka consume->produce loop moves 60,000+ messages/s.
-Scoring handles every post, so it runs here; the other workers keep faust (docs/architecture.md).
+Scoring handles every post, so it runs here; the other workers keep faust (docs/benchmarks.md).
 
 The model is faust's own, made explicit and batched:
 - all input topics have the same partition count and the range assignor gives a worker the same partition
@@ -11,10 +11,11 @@ The model is faust's own, made explicit and batched:
 - state is plain dicts per partition, written through to a compacted changelog topic per table
   (`{group_id}-{table}-changelog`, faust's naming and JSON encoding), restored before a partition is
   processed;
-- a batch of records is handled synchronously, then its output is produced and acknowledged, then the changed
-  table rows (one record per changed key, however often the batch changed it), then offsets are committed.
-  A crash anywhere replays the batch from restored state: outputs may repeat (with the same event ids),
-  state never runs ahead of the output it caused.
+- a batch of records is handled (handlers are plain functions); then its output is produced and
+  acknowledged, then the changed table rows (one record per changed key, however often the batch changed
+  it), then its offsets are committed. That flush runs while the next batch is handled, and flushes run in
+  order. A crash anywhere replays from the last commit against restored state: outputs may repeat (with
+  the same event ids), state never runs ahead of the output it caused.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,14 +40,12 @@ from services.common.kafka import creation_errors
 from services.common.metrics import CommonMetrics
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
-from services.common.stream import dead_letter_record, is_transient, origin_of
+from services.common.stream import dead_letter_record, origin_of, retry_transient
 
 __all__ = ["Batch", "PartitionedWorker", "TableView"]
 
 log = logging.getLogger(__name__)
 
-_RETRY_FIRST_SECONDS = 0.5
-_RETRY_CAP_SECONDS = 30.0
 _MAX_RECORDS = 2000
 _YIELD_EVERY = 50
 _FETCH_WAIT_MS = 20
@@ -138,7 +137,7 @@ class PartitionedWorker:
         self.stall = StallWatch(settings.stall_seconds)
         self.lag: dict[tuple[str, int], int] = {}
         self.settled = False  # False while joining, rebalancing or restoring: table reads may be partial
-        self.sleep: Callable[[float], Any] = asyncio.sleep
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests replace it: no real waits
         self._lock = asyncio.Lock()
         self._flushing: asyncio.Future[None] | None = None
         self._failure: Exception | None = None
@@ -209,7 +208,8 @@ class PartitionedWorker:
             pending = {tp for tp, end in ends.items() if end > 0}
             await reader.seek_to_beginning(*pending)
             while pending:
-                for tp, records in (await reader.getmany(*pending, timeout_ms=1000)).items():
+                fetched = await reader.getmany(*pending, timeout_ms=1000)
+                for tp, records in fetched.items():
                     name, p = tps[tp]
                     data = rows_of[p][name]
                     for r in records:
@@ -219,7 +219,10 @@ class PartitionedWorker:
                         else:
                             data[key] = json.loads(r.value)
                         restored += 1
-                    if records and records[-1].offset + 1 >= ends[tp]:
+                # By position, not by the last record's offset: compaction can remove the records just
+                # before the end (an old tombstone), and the end would then never be seen.
+                for tp in list(pending):
+                    if await reader.position(tp) >= ends[tp]:
                         pending.discard(tp)
         finally:
             await reader.stop()
@@ -461,26 +464,19 @@ class PartitionedWorker:
     async def _retrying(self, messages: list[_Out]) -> None:
         """Send and wait for every acknowledgement; a transient failure sends the whole set again (downstream
         is idempotent by event id), so the batch is never committed with output missing."""
-        attempt = 0
-        while messages:
-            try:
-                await asyncio.gather(*await self._send(messages))
-                return
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                attempt += 1
-                delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
-                self.metrics.retries.labels(self.service).inc()
-                self.lag = {}  # Kafka is failing, not this worker: no stall verdict from stale lag
-                log.warning(
-                    "%s: sending failed (attempt %d), retrying in %.1fs: %s",
-                    self.service,
-                    attempt,
-                    delay,
-                    exc,
-                )
-                await self.sleep(delay)
+
+        async def send() -> None:
+            await asyncio.gather(*await self._send(messages))
+
+        def retrying(attempt: int, delay: float, exc: BaseException) -> None:
+            self.metrics.retries.labels(self.service).inc()
+            self.lag = {}  # Kafka is failing, not this worker: no stall verdict from stale lag
+            log.warning(
+                "%s: sending failed (attempt %d), retrying in %.1fs: %s", self.service, attempt, delay, exc
+            )
+
+        if messages:
+            await retry_transient(send, retrying, self.sleep)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:

@@ -38,6 +38,7 @@ __all__ = [
     "is_transient",
     "lag_rows",
     "origin_of",
+    "retry_transient",
     "validate",
 ]
 
@@ -87,6 +88,27 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, RetryLater | TimeoutError | KafkaTimeoutError):
         return True
     return isinstance(exc, KafkaError) and bool(exc.retriable)
+
+
+async def retry_transient(
+    action: Callable[[], Awaitable[None]],
+    retrying: Callable[[int, float, BaseException], None],
+    sleep: Callable[[float], Awaitable[None]],
+) -> None:
+    """Run `action` until it succeeds. A transient failure (is_transient) is retried after a capped
+    exponential backoff, with `retrying(attempt, delay, exc)` told first; any other error propagates."""
+    attempt = 0
+    while True:
+        try:
+            await action()
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            attempt += 1
+            delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
+            retrying(attempt, delay, exc)
+            await sleep(delay)
 
 
 # Set on a message forwarded to an internal topic: "topic|partition|offset" of where it first arrived, so a
@@ -324,29 +346,22 @@ class StreamShell:
         and a stalled pipeline, which the alerts catch, and resumes by itself when Kafka is back.
         """
         topic = event.message.topic
+
+        def retrying(attempt: int, delay: float, exc: BaseException) -> None:
+            self.metrics.retries.labels(self.service).inc()
+            log.warning(
+                "transient failure on %s[%s]@%s (attempt %d), retrying in %.1fs: %s: %s",
+                topic,
+                event.message.partition,
+                event.message.offset,
+                attempt,
+                delay,
+                type(exc).__name__,
+                exc,
+            )
+
         with self.metrics.processing.labels(self.service).time():
-            attempt = 0
-            while True:
-                try:
-                    await self._process(event, handler)
-                    break
-                except Exception as exc:
-                    if not is_transient(exc):
-                        raise
-                    attempt += 1
-                    delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
-                    self.metrics.retries.labels(self.service).inc()
-                    log.warning(
-                        "transient failure on %s[%s]@%s (attempt %d), retrying in %.1fs: %s: %s",
-                        topic,
-                        event.message.partition,
-                        event.message.offset,
-                        attempt,
-                        delay,
-                        type(exc).__name__,
-                        exc,
-                    )
-                    await self.sleep(delay)
+            await retry_transient(lambda: self._process(event, handler), retrying, self.sleep)
         # Ticks are the worker's own clock, not input: counting them kept "processed" moving while no post
         # was, so a stalled pipeline never showed (and the alert on it could not fire).
         if not self.is_tick(event):

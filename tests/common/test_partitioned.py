@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
 from schemas.events import DeadLetterRecord
@@ -71,6 +72,14 @@ def _worker(
     )
 
 
+async def _topics(kafka: str, prefix: str, source_partitions: int, sink_partitions: int) -> tuple[str, str]:
+    source, sink = f"{prefix}in", f"{prefix}out"
+    await create_topic(kafka, source, source_partitions)
+    await create_topic(kafka, sink, sink_partitions)
+    await create_topic(kafka, f"{prefix}dead-letter")
+    return source, sink
+
+
 @asynccontextmanager
 async def _running(worker: PartitionedWorker) -> AsyncIterator[asyncio.Event]:
     stop = asyncio.Event()
@@ -98,9 +107,7 @@ def _counts(values: list[bytes]) -> list[tuple[str, int]]:
 async def test_state_comes_back_from_the_changelog_after_a_restart(
     kafka: str, prefix: str, tmp_path: Path
 ) -> None:
-    source, sink = f"{prefix}in", f"{prefix}out"
-    for topic in (source, sink, f"{prefix}dead-letter"):
-        await create_topic(kafka, topic)
+    source, sink = await _topics(kafka, prefix, 1, 1)
     await produce(kafka, source, [(b"a", b"1"), (b"b", b"1"), (b"a", b"1")])
     first = _worker(kafka, prefix, tmp_path, source, sink, 1)
     async with _running(first):
@@ -125,10 +132,7 @@ async def test_state_comes_back_from_the_changelog_after_a_restart(
 async def test_a_partition_and_its_state_move_to_the_worker_that_stays(
     kafka: str, prefix: str, tmp_path: Path
 ) -> None:
-    source, sink = f"{prefix}in", f"{prefix}out"
-    await create_topic(kafka, source, partitions=2)
-    await create_topic(kafka, sink, partitions=2)
-    await create_topic(kafka, f"{prefix}dead-letter")
+    source, sink = await _topics(kafka, prefix, 2, 2)
     keys = [f"k{i}".encode() for i in range(8)]
     one, two = (_worker(kafka, prefix, tmp_path, source, sink, 2) for _ in range(2))
     async with _running(one):
@@ -153,9 +157,43 @@ async def test_a_partition_and_its_state_move_to_the_worker_that_stays(
 async def test_inputs_and_changelogs_must_share_a_partition_count(
     kafka: str, prefix: str, tmp_path: Path
 ) -> None:
-    source, sink = f"{prefix}in", f"{prefix}out"
-    await create_topic(kafka, source, partitions=2)
-    await create_topic(kafka, sink)
+    source, sink = await _topics(kafka, prefix, 2, 1)
     worker = _worker(kafka, prefix, tmp_path, source, sink, 1)  # its changelog gets 1 partition
     with pytest.raises(KafkaSetupError, match="same partition count"):
         await worker.run(asyncio.Event())
+
+
+async def test_a_transient_send_failure_sends_the_whole_batch_again(tmp_path: Path) -> None:
+    worker = _worker("127.0.0.1:1", "t.", tmp_path, "t.in", "t.out", 1)
+    sent: list[list[Any]] = []
+
+    async def send(messages: list[Any]) -> list[Any]:
+        sent.append(list(messages))
+        if len(sent) == 1:
+            raise KafkaTimeoutError("broker away")
+        return []
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    worker._send = send  # type: ignore[method-assign]
+    worker.sleep = no_wait
+    worker.lag = {("t.in", 0): 5}
+    batch = [("t.out", None, b"k", b"v", None), ("t.out", None, b"k", b"w", None)]
+    await worker._retrying(batch)  # type: ignore[arg-type]
+    assert sent == [batch, batch]
+    assert (
+        worker.metrics.registry.get_sample_value("yuqing_processing_retries_total", {"service": "toy"}) == 1
+    )
+    assert worker.lag == {}  # no stall verdict from lag measured before Kafka failed
+
+
+async def test_a_permanent_send_failure_stops_the_worker(tmp_path: Path) -> None:
+    worker = _worker("127.0.0.1:1", "t.", tmp_path, "t.in", "t.out", 1)
+
+    async def send(messages: list[Any]) -> list[Any]:
+        raise MessageSizeTooLargeError("too big")
+
+    worker._send = send  # type: ignore[method-assign]
+    with pytest.raises(MessageSizeTooLargeError):
+        await worker._retrying([("t.out", None, b"k", b"v", None)])
