@@ -1,6 +1,6 @@
 """The scoring core: posts to keyword hits, hits to windows, windows to tier changes. No Kafka here.
 
-State lives in MutableMappings handed in by the caller (dicts in tests, faust Tables in the worker).
+State lives in MutableMappings handed in by the caller (dicts in tests, changelog-backed views in the worker).
 """
 
 from __future__ import annotations
@@ -21,15 +21,7 @@ from services.scoring.sentiment import analyse
 from services.scoring.tiers import TierDecision, TierState, decide, set_override, window_label
 from services.scoring.windows import WindowCounter, minute_of
 
-__all__ = ["DEFAULT_TRACK", "HitStage", "ScoringState", "TierStage", "Write", "apply_writes"]
-
-Write = tuple[MutableMapping[str, Any], str, Any]
-
-
-def apply_writes(writes: list[Write]) -> None:
-    for store, key, value in writes:
-        store[key] = value
-
+__all__ = ["DEFAULT_TRACK", "HitStage", "ScoringState", "TierStage"]
 
 _TOP_N = 10
 
@@ -105,16 +97,10 @@ class HitStage:
                 del state.seen[marker]
         return len(gone)
 
-    def process(self, post: Post, state: ScoringState, writes: list[Write] | None = None) -> list[KeywordHit]:
-        """Hits for one snapshot. With `writes`, state updates are returned there instead of applied, so that
-        the caller can produce the hits first: a crash then never keeps a snapshot whose hit was lost (the
-        replay would see a zero delta)."""
-
-        def put(store: MutableMapping[str, Any], key: str, value: Any) -> None:
-            if writes is None:
-                store[key] = value
-            else:
-                writes.append((store, key, value))
+    def process(self, post: Post, state: ScoringState) -> list[KeywordHit]:
+        """Hits for one snapshot. The caller must produce the hits before it saves the state changes (the
+        batch loop does): a crash then never keeps a snapshot whose hit was lost, which a replay would see
+        as a zero delta."""
 
         groups = {m.group: m.matches for m in self.matcher.match(post.text)}
         is_repost = post.root_post_id is not None and post.root_post_id != post.post_id
@@ -123,7 +109,7 @@ class HitStage:
             known = state.thread_groups.get(thread_key) or []
             merged = sorted(set(known) | set(groups))
             if merged != known:
-                put(state.thread_groups, thread_key, merged)
+                state.thread_groups[thread_key] = merged
         # A repost spreads its root: it counts for the groups the root matched, and for its own.
         inherited = state.thread_groups.get(thread_key, []) if is_repost else []
         targets = sorted(set(groups) | set(inherited))
@@ -138,7 +124,7 @@ class HitStage:
             # did not happen within any window. Count its growth from here on.
             delta = Engagement()
         if prev is None or snap.observed_at != prev.observed_at:
-            put(state.snapshots, post_key, snap.to_row())
+            state.snapshots[post_key] = snap.to_row()
         sentiment, demand = analyse(post.text)
         now = self.clock()
         hits = []
@@ -148,7 +134,7 @@ class HitStage:
             if not first and delta.total == 0:
                 continue
             if first:
-                put(state.seen, seen_key, True)
+                state.seen[seen_key] = True
             hits.append(
                 KeywordHit(
                     event_time=post.event_time,
