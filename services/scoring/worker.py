@@ -134,7 +134,7 @@ class Scoring:
             tick=self.on_tick,
             tick_seconds=settings.tick_seconds,
         )
-        self._states: dict[int, tuple[int, ScoringState]] = {}
+        self._states: dict[int, tuple[dict[str, Any], ScoringState]] = {}
         self.hits_total = Counter(
             "yuqing_keyword_hits_total",
             "Keyword hits emitted, per platform.",
@@ -162,7 +162,8 @@ class Scoring:
     def _state(self, batch: Batch) -> ScoringState:
         """The partition's tables as the core's ScoringState (built once per restored partition)."""
         cached = self._states.get(batch.partition)
-        if cached is None or cached[0] != id(batch.tables):
+        # By identity, holding the dict: a restored partition brings new tables, and an id() could be reused.
+        if cached is None or cached[0] is not batch.tables:
             tb = batch.tables
             state = ScoringState(
                 snapshots=tb["snapshots"],
@@ -174,7 +175,7 @@ class Scoring:
                 top=tb["top-posts"],
                 counted=tb["counted"],
             )
-            cached = self._states[batch.partition] = (id(batch.tables), state)
+            cached = self._states[batch.partition] = (batch.tables, state)
         return cached[1]
 
     def on_raw_post(self, record: Any, batch: Batch) -> None:

@@ -1,0 +1,59 @@
+"""The scoring handlers on the batch loop, without Kafka: where a post goes, and which tables it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from services.common import json
+from services.common.exceptions import ConfigError, DeadLetter
+from services.common.partitioned import Batch, TableView
+from services.common.stream import ORIGIN_HEADER
+from services.scoring.settings import ScoringSettings
+from services.scoring.worker import TABLES, Scoring
+from tests.scoring.factories import T0, make_post
+
+
+@pytest.fixture(scope="module")
+def scoring(tmp_path_factory: pytest.TempPathFactory) -> Scoring:
+    return Scoring(ScoringSettings(data_dir=tmp_path_factory.mktemp("scoring"), partitions=1))
+
+
+def _batch() -> Batch:
+    return Batch(0, {name: TableView() for name in TABLES})
+
+
+def _record(key: bytes, value: bytes, topic: str = "yuqing.posts.raw", offset: int = 7) -> Any:
+    return SimpleNamespace(topic=topic, partition=0, offset=offset, key=key, value=value, headers=[])
+
+
+def test_a_post_keyed_by_thread_is_matched_where_it_arrives(scoring: Scoring) -> None:
+    batch = _batch()
+    post = make_post(post_id="p1", text="星河电器空调起火了，要求退款", likes=10, event_time=T0)
+    scoring.on_raw_post(_record(b"weibo:p1", json.dumps(post)), batch)
+    assert [topic for topic, *_ in batch.out] == [scoring.topics.keyword_hits]
+    assert "weibo:p1" in batch.tables["snapshots"]
+
+
+def test_a_repost_keyed_by_its_own_id_goes_to_its_thread_first(scoring: Scoring) -> None:
+    batch = _batch()
+    repost = make_post(post_id="r9", root_post_id="p1", likes=10)
+    raw = json.dumps(repost)
+    scoring.on_raw_post(_record(b"weibo:r9", raw), batch)
+    assert batch.out == [
+        (scoring.topics.scoring_threads, b"weibo:p1", raw, [(ORIGIN_HEADER, b"yuqing.posts.raw|0|7")])
+    ]
+    assert not batch.tables["snapshots"]  # matched on scoring.threads, in its thread's partition
+
+
+def test_a_post_without_its_identity_is_refused(scoring: Scoring) -> None:
+    with pytest.raises(DeadLetter, match="platform"):
+        scoring.on_raw_post(_record(b"x", b'{"text": "hi"}'), _batch())
+
+
+def test_settings_refuse_a_horizon_shorter_than_the_windows(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="longer than the longest window"):
+        Scoring(ScoringSettings(data_dir=tmp_path, partitions=1, track_hours=8))
