@@ -79,6 +79,11 @@ def _lines(name: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.splitlines() if t.strip() and not t.startswith("#"))
 
 
+@lru_cache(maxsize=1)
+def _product_words() -> tuple[str, ...]:
+    return tuple(normalize(t) for t in _lines("product_words.txt"))
+
+
 def default_negatives() -> tuple[str, ...]:
     """The bundled negative-tag lexicon (负面标签), one term per line."""
     return _lines("negatives.txt")
@@ -220,9 +225,18 @@ class RuleMatcher:
                 self._tokenizer.add_word(word)
         self._automaton.make_automaton()
         self._tokenizer.initialize()
+        self._split_product_names({*brand_terms, *others}, set(compounds))
         self.version = hashlib.sha256(
             f"{self.rules.version}|{sorted(terms)}|{sorted(compounds)}".encode()
         ).hexdigest()[:12]
+
+    def _split_product_names(self, brands: set[str], compounds: set[str]) -> None:
+        """Take 格力空调-like names (a brand and a product or company word, product_words.txt) out of jieba's
+        dictionary, so that the brand inside them is on a word boundary."""
+        freq = self._tokenizer.FREQ
+        for word in {b + p for b in brands for p in _product_words()}:
+            if freq.get(word) and word not in compounds:
+                self._tokenizer.del_word(word)
 
     @property
     def term_count(self) -> int:

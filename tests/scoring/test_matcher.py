@@ -330,3 +330,34 @@ def test_camel_case_brand_runs_match(brands: RuleMatcher, text: str, term: str) 
 
 def test_lowercase_run_on_latin_is_still_no_brand(brands: RuleMatcher) -> None:
     assert brands.match("macbookpro键盘坏了，差评") == []
+
+
+@pytest.fixture(scope="module")
+def appliance_brands() -> RuleMatcher:
+    return build(
+        {"name": "gree", "brands": ["格力"]},
+        {"name": "apple", "brands": ["苹果"]},
+        {"name": "xiaomi", "brands": ["小米"]},
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # jieba's dictionary holds 格力空调, 格力电器 and 苹果手机 as single words: the brand inside them was
+        # never on a word boundary, and these everyday complaints were missed.
+        ("格力空调漏水，投诉无门", ["gree"]),
+        ("买的格力空调才三个月就坏了，差评", ["gree"]),
+        ("格力电器虚假宣传，消费者维权", ["gree"]),
+        ("苹果手机信号太差了，投诉", ["apple"]),
+        # Compounds that are not the brand stay whole.
+        ("小米粥太难喝了，差评", []),
+        ("苹果肌下垂，避雷这家医美", []),
+        # A product name with no complaint is no hit.
+        ("格力空调很好用，推荐", []),
+    ],
+)
+def test_a_brand_inside_a_product_name_is_found(
+    appliance_brands: RuleMatcher, text: str, expected: list[str]
+) -> None:
+    assert groups_of(appliance_brands.match(text)) == expected
