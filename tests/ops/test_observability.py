@@ -120,7 +120,7 @@ def test_every_runbook_link_names_a_runbook_section():
     assert all(link.startswith("docs/operations.md#") for link in links)
 
 
-def test_pipeline_stalled_is_tested_with_ticks_and_with_scoring_down():
+def test_pipeline_stalled_is_tested_with_internal_topics_moving_and_with_scoring_down():
     stalled = [
         t
         for t in rule_tests()
@@ -130,7 +130,7 @@ def test_pipeline_stalled_is_tested_with_ticks_and_with_scoring_down():
         )
     ]
     series = [[s["series"] for s in t["input_series"]] for t in stalled]
-    assert any(any(".ticks" in name for name in names) for names in series)
+    assert any(any("scoring.threads" in name for name in names) for names in series)
     assert any(not any("yuqing_messages_processed_total" in name for name in names) for names in series)
 
 
