@@ -290,4 +290,9 @@ def run(settings: ScoringSettings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(build(settings), stop)
 
-    asyncio.run(main())
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: asyncio's own loop does the same, a little slower
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
