@@ -40,7 +40,7 @@ from services.common.kafka import creation_errors
 from services.common.metrics import CommonMetrics
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
-from services.common.stream import dead_letter_record, origin_of, retry_transient
+from services.common.stream import dead_letter_record, lag_rows, origin_of, retry_transient
 
 __all__ = ["Batch", "PartitionedWorker", "TableView"]
 
@@ -488,25 +488,28 @@ class PartitionedWorker:
         self._done.update(offsets)
 
     async def _measure_lag(self) -> None:
-        """Lag per assigned input partition: its end offset minus the next offset to process (the group's
-        committed offset until this worker has committed there)."""
+        """Lag per assigned input partition (stream.lag_rows): its end offset minus the next offset to
+        process, which is this worker's last commit, else the group's, else the log start."""
         consumer = self._consumer
         if consumer is None or not self.settled:
             return
-        rows: dict[tuple[str, int], int] = {}
         try:
-            for tp in consumer.assignment():
-                end = consumer.highwater(tp)
-                if end is None:
-                    continue
-                done = self._done.get(tp)
-                if done is None:
-                    done = await consumer.committed(tp)
-                    if done is None:
-                        done = (await consumer.beginning_offsets([tp]))[tp]
+            ends = {tp: end for tp in consumer.assignment() if (end := consumer.highwater(tp)) is not None}
+            for tp in [tp for tp in ends if tp not in self._done]:
+                committed = await consumer.committed(tp)
+                if committed is not None:
                     # A commit may have landed while we asked: never go back behind it.
-                    done = self._done.setdefault(tp, done)
-                rows[(tp.topic, tp.partition)] = max(0, end - done)
+                    self._done.setdefault(tp, committed)
+            fresh = [tp for tp in ends if tp not in self._done]
+            starts = await consumer.beginning_offsets(fresh) if fresh else {}
+            rows = lag_rows(
+                [(tp.topic, tp.partition) for tp in ends],
+                {(tp.topic, tp.partition): end for tp, end in ends.items()},
+                {(tp.topic, tp.partition): done for tp, done in self._done.items()},
+                {(tp.topic, tp.partition): start for tp, start in starts.items()},
+            )
+            for tp, start in starts.items():
+                self._done.setdefault(tp, start)
         except Exception as exc:  # unreachable cluster, mid-rebalance: no figure rather than a stale one
             log.debug("lag not measured: %s", exc)
             rows = {}

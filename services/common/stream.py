@@ -35,7 +35,6 @@ __all__ = [
     "decode",
     "envelope",
     "home_partition",
-    "is_transient",
     "lag_rows",
     "origin_of",
     "retry_transient",
@@ -83,7 +82,7 @@ def lag_rows(
     return rows
 
 
-def is_transient(exc: BaseException) -> bool:
+def _transient(exc: BaseException) -> bool:
     """Errors that the same message may not meet again: Kafka unreachable or slow, leaders moving."""
     if isinstance(exc, RetryLater | TimeoutError | KafkaTimeoutError):
         return True
@@ -95,7 +94,7 @@ async def retry_transient(
     retrying: Callable[[int, float, BaseException], None],
     sleep: Callable[[float], Awaitable[None]],
 ) -> None:
-    """Run `action` until it succeeds. A transient failure (is_transient) is retried after a capped
+    """Run `action` until it succeeds. A transient failure (_transient) is retried after a capped
     exponential backoff, with `retrying(attempt, delay, exc)` told first; any other error propagates."""
     attempt = 0
     while True:
@@ -103,7 +102,7 @@ async def retry_transient(
             await action()
             return
         except Exception as exc:
-            if not is_transient(exc):
+            if not _transient(exc):
                 raise
             attempt += 1
             delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
@@ -374,7 +373,7 @@ class StreamShell:
         except DeadLetter as exc:
             await self.dead_letter(event, exc.reason, exc.detail)
         except Exception as exc:
-            if is_transient(exc):
+            if _transient(exc):
                 raise
             log.exception(
                 "processing failed for %s[%s]@%s",

@@ -72,7 +72,9 @@ def tier_levels(
 
 
 class _TierCollector:
-    def __init__(self, groups: list[str], tiers: Mapping[str, Any], shell: Any) -> None:
+    """`tiers` returns the tiers table as it is at scrape time (a worker's owned partitions merged)."""
+
+    def __init__(self, groups: list[str], tiers: Callable[[], Mapping[str, Any]], shell: Any) -> None:
         self._groups, self._tiers, self._shell = groups, tiers, shell
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -82,27 +84,11 @@ class _TierCollector:
             labels=["group"],
         )
         levels = tier_levels(
-            self._groups, self._tiers, self._shell.owned_partitions(), self._shell.home_partition
+            self._groups, self._tiers(), self._shell.owned_partitions(), self._shell.home_partition
         )
         for group, level in levels.items():
             family.add_metric([group], level)
         yield family
-
-
-class _Merged(Mapping[str, Any]):
-    """A read-only view over one table of every partition this worker owns."""
-
-    def __init__(self, worker: PartitionedWorker, table: str) -> None:
-        self._worker, self._table = worker, table
-
-    def __getitem__(self, key: str) -> Any:
-        return self._worker.merged(self._table)[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._worker.merged(self._table))
-
-    def __len__(self) -> int:
-        return len(self._worker.merged(self._table))
 
 
 class Scoring:
@@ -146,7 +132,7 @@ class Scoring:
             "yuqing_tier_changes_total", "Tier changes emitted.", ["direction"], registry=self.registry
         )
         groups = [g.name for g in config.rules.groups]  # from the operator's config: a fixed, small set
-        self.registry.register(_TierCollector(groups, _Merged(self.worker, "tiers"), self))
+        self.registry.register(_TierCollector(groups, lambda: self.worker.merged("tiers"), self))
         self.registry.register(_LagCollector(self.worker))
 
     # -- what the tier gauge needs ------------------------------------------------------------------

@@ -46,7 +46,7 @@ def test_the_collector_exports_the_table_through_the_registry() -> None:
     table = _table()
     shell = SimpleNamespace(owned_partitions=lambda: {0}, home_partition=HOME)
     registry = CollectorRegistry()
-    registry.register(_TierCollector(GROUPS, table, shell))
+    registry.register(_TierCollector(GROUPS, lambda: table, shell))
     text = generate_latest(registry).decode()
     assert 'yuqing_tier_level{group="xinghe"} 1.0' in text
     assert 'yuqing_tier_level{group="qinghe"} 0.0' in text
