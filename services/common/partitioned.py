@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 _MAX_RECORDS = 2000
 _YIELD_EVERY = 50
 _FETCH_WAIT_MS = 20
+_METADATA_ATTEMPTS = 20
 _PARTITIONER = DefaultPartitioner()
 
 # (topic, partition or None for the key's partition, key, value or None for a tombstone, headers)
@@ -254,8 +255,14 @@ class PartitionedWorker:
                 failed = creation_errors(list(response.topic_errors))
                 if failed:
                     raise KafkaSetupError("could not create changelog topics: " + "; ".join(failed))
-            described = await admin.describe_topics([*self.handlers, *self.changelogs.values()])
-            counts = {t["topic"]: len(t["partitions"]) for t in described}
+            names = [*self.handlers, *self.changelogs.values()]
+            for _ in range(_METADATA_ATTEMPTS):
+                # A topic created a moment ago (here or by a replica starting beside us) can be described
+                # with no partitions until its metadata has spread: ask again rather than refuse it.
+                counts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
+                if all(counts.values()):
+                    break
+                await asyncio.sleep(0.5)
             if len(set(counts.values())) != 1:
                 raise KafkaSetupError(
                     f"{self.service} needs its input and changelog topics to have the same partition count "
