@@ -62,7 +62,8 @@ def event_id(*parts: object) -> str:
 class Event(BaseModel):
     """Common envelope: schema version, deterministic id and event time in UTC."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    # allow_inf_nan=False: NaN and Infinity are not JSON, and no count, score or latency is ever either.
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: str = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 __all__ = ["JSONDecodeError", "dumps", "loads"]
 
@@ -14,6 +15,10 @@ _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 
 def dumps(value: Any, *, indent: bool = False, sort_keys: bool = False) -> bytes:
+    if not (indent or sort_keys) and isinstance(value, BaseModel):
+        # An event, as it goes on a topic: pydantic writes the same bytes as model_dump + orjson, in one
+        # step (a quarter faster on a KeywordHit).
+        return value.__pydantic_serializer__.to_json(value)
     option = _OPTIONS
     if indent:
         option |= orjson.OPT_INDENT_2

@@ -37,12 +37,15 @@ def _t2s() -> opencc.OpenCC:
 
 
 @lru_cache(maxsize=1)
-def _traditional() -> frozenset[str]:
-    """The characters OpenCC's t2s changes. Derived from the installed OpenCC rather than shipped, so it
-    cannot drift from the converter."""
+def _traditional() -> re.Pattern[str]:
+    """A character class of the characters OpenCC's t2s changes. Derived from the installed OpenCC rather
+    than shipped, so it cannot drift from the converter. A regex rather than a set: the regex engine tests
+    each character of a post against a bitmap, where set.isdisjoint(text) makes a string object of each
+    (7× slower on a Chinese post)."""
     chars = [chr(c) for c in (*range(0x3400, 0xA000), *range(0xF900, 0xFB00))]
     converted = str(_t2s().convert("\n".join(chars))).split("\n")
-    return frozenset(a for a, b in zip(chars, converted, strict=True) if a != b)
+    changed = sorted(a for a, b in zip(chars, converted, strict=True) if a != b)
+    return re.compile(f"[{''.join(changed)}]")
 
 
 @lru_cache(maxsize=1)
@@ -73,7 +76,7 @@ def _nfkc(text: str) -> str:
 def _to_simplified(text: str) -> str:
     # t2s reads its input as traditional, and its phrase table then spoils some simplified text
     # (打坏了 -> 打坯了): convert only text that has a traditional character.
-    if _traditional().isdisjoint(text):
+    if _traditional().search(text) is None:
         return text
     return str(_t2s().convert(text))
 

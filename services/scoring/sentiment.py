@@ -54,7 +54,8 @@ _HYPOTHETICAL = re.compile(
 _AFTER_NEGATION = re.compile(r"^[^\W]{0,3}?(?:都|也)(?:没有?|不)(?:出|有|发生|遇到|踩|坏)?过")
 _RHETORICAL = re.compile(r"^[^\W]{0,8}?(?:是什么|吗|呢)|^[^\W]{0,8}?[?？]")
 # Every character that starts a negator, a doubt marker or an after-negation (都没出过) above.
-_TRIGGERS = frozenset("不没别未无非从毫并绝决零以还本原怕担会万避防预是哪都也")
+# A character class, searched within a span: cheaper than a set's isdisjoint over a slice (see stance).
+_TRIGGERS = re.compile("[不没别未无非从毫并绝决零以还本原怕担会万避防预是哪都也]")
 _DISBELIEF = ("别逗了", "才怪", "开玩笑")
 
 
@@ -137,7 +138,7 @@ def _clause_start(norm: str, at: int) -> int:
 def stance(norm: str, start: int, end: int) -> int:
     """How the clause holds the word at norm[start:end]: 1 as said, -1 negated (没出过任何质量问题,
     毛病都没出过, 没有发生过电池自燃), 0 only feared or asked about (怕买到翻新机, 会不会自燃)."""
-    if _TRIGGERS.isdisjoint(norm[max(0, start - 8) : end + 12]):
+    if _TRIGGERS.search(norm, max(0, start - 8), end + 12) is None:
         return 1  # the common case, without a regex: no negator, doubt or 都/也 anywhere near
     lo = _clause_start(norm, start)
     before = norm[max(lo, start - 8) : start]

@@ -28,7 +28,7 @@ from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.partitioned import Batch, PartitionedWorker
-from services.common.stream import ORIGIN_HEADER, decode, envelope, home_partition, validate
+from services.common.stream import ORIGIN_HEADER, decode, home_partition
 from services.common.topics import Topics
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
@@ -42,14 +42,6 @@ log = logging.getLogger(__name__)
 _EXPIRE_EVERY_SECONDS = 600.0
 
 TABLES = ["snapshots", "thread-groups", "seen", "buckets", "windows-meta", "tiers", "top-posts", "counted"]
-
-
-def _thread_key(data: dict[str, Any]) -> str:
-    """platform:root_post_id (or post_id), as Post.thread_key computes it, without building the model."""
-    if "platform" not in data or "post_id" not in data:
-        raise DeadLetter("invalid_schema", "a post needs at least 'platform' and 'post_id'")
-    root = data.get("root_post_id") or data["post_id"]
-    return f"{str(data['platform']).strip()}:{str(root).strip()}"
 
 
 def tier_levels(
@@ -165,14 +157,14 @@ class Scoring:
         return cached[1]
 
     def on_raw_post(self, record: Any, batch: Batch) -> None:
-        data = envelope(record.value)
-        thread = _thread_key(data)
+        post = decode(Post, record.value)
+        thread = post.thread_key
         if record.key != thread.encode():
             # Keyed by post rather than thread: its reposts may sit on another partition. Forward it.
             origin = f"{record.topic}|{record.partition}|{record.offset}".encode()
             batch.send(self.topics.scoring_threads, thread.encode(), record.value, [(ORIGIN_HEADER, origin)])
             return
-        self._match(validate(Post, data), batch)
+        self._match(post, batch)
 
     def on_thread_post(self, record: Any, batch: Batch) -> None:
         self._match(decode(Post, record.value), batch)
