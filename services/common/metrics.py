@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -10,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from services.common.stall import StallWatch
 
-__all__ = ["CommonMetrics", "health", "lag_family"]
+__all__ = ["CommonMetrics", "health", "lag_family", "observe_many"]
 
 
 def lag_family(service: str, rows: Mapping[tuple[str, int], int]) -> GaugeMetricFamily:
@@ -23,6 +24,29 @@ def lag_family(service: str, rows: Mapping[tuple[str, int], int]) -> GaugeMetric
     for (topic, partition), lag in sorted(rows.items()):
         family.add_metric([service, topic, str(partition)], lag)
     return family
+
+
+def observe_many(histogram: Any, amounts: Sequence[float]) -> None:
+    """histogram.observe(a) for every a in amounts (a labelled Histogram's child), with one locked update
+    per bucket rather than two per value: the batch loop times every record, and observe() one by one
+    cost 2-3 % of the scoring worker.
+
+    It updates the child's buckets and sum as observe() does (prometheus_client's attributes; a version
+    without them gets observe() one by one, tests/common/test_metrics.py compares the two expositions)."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1  # the first bound >= amount, as observe() finds it
+    total.inc(sum(amounts))
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def health(

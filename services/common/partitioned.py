@@ -37,7 +37,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from services.common import json
 from services.common.exceptions import DeadLetter, KafkaSetupError
 from services.common.kafka import creation_errors
-from services.common.metrics import CommonMetrics
+from services.common.metrics import CommonMetrics, observe_many
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
 from services.common.stream import dead_letter_record, lag_rows, origin_of, retry_transient
@@ -371,7 +371,7 @@ class PartitionedWorker:
         flush, the next fetch and /healthz make progress while this one is handled (measured: without it
         the worker waited on acks and fetches a fifth of the time)."""
         batches: dict[int, Batch] = {}
-        observe = self.metrics.processing.labels(self.service).observe
+        took: list[float] = []
         for tp, messages in records.items():
             if tp.partition not in self.state:
                 continue  # revoked while the fetch was returning: its next owner processes it
@@ -388,8 +388,9 @@ class PartitionedWorker:
                 except Exception as exc:
                     log.exception("processing failed for %s[%s]@%s", tp.topic, tp.partition, record.offset)
                     self._dead_letter(batch, record, "processing_error", f"{type(exc).__name__}: {exc}")
-                observe(time.perf_counter() - started)
+                took.append(time.perf_counter() - started)
             self.metrics.messages.labels(self.service, tp.topic).inc(len(messages))
+        observe_many(self.metrics.processing.labels(self.service), took)
         if batches:
             self.stall.progressed()
         return batches
@@ -449,13 +450,20 @@ class PartitionedWorker:
         producer = self.producer
         by_tp: dict[tuple[str, int], list[_Out]] = {}
         partitions: dict[str, list[int]] = {}
+        # A batch's hits and tier changes share a few group keys: murmur2 (pure Python) once per key.
+        placed: dict[tuple[str, bytes], int] = {}
         for message in messages:
             topic, partition, key = message[0], message[1], message[2]
             if partition is None:
-                if topic not in partitions:
-                    partitions[topic] = sorted(await producer.partitions_for(topic))
-                every = partitions[topic]
-                partition = _PARTITIONER(key, every, every)
+                if key is not None and (topic, key) in placed:
+                    partition = placed[topic, key]
+                else:
+                    if topic not in partitions:
+                        partitions[topic] = sorted(await producer.partitions_for(topic))
+                    every = partitions[topic]
+                    partition = _PARTITIONER(key, every, every)
+                    if key is not None:
+                        placed[topic, key] = partition
             by_tp.setdefault((topic, partition), []).append(message)
         futures = []
         for (topic, partition), items in by_tp.items():
