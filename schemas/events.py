@@ -55,7 +55,10 @@ Count = Annotated[int, Field(ge=0, le=10**12)]
 
 def event_id(*parts: object) -> str:
     """sha256 over the '|'-joined parts, hex: the same content always gives the same id."""
-    raw = "|".join(p.isoformat() if isinstance(p, datetime) else str(p) for p in parts)
+    # A list, and plain strings taken as they are: every event computes its id, every decode checks it.
+    raw = "|".join(
+        [p if type(p) is str else p.isoformat() if isinstance(p, datetime) else str(p) for p in parts]
+    )
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
@@ -78,7 +81,7 @@ class Event(BaseModel):
     def _fill_id(self) -> Self:
         # Always derived, never trusted: a sender-chosen id would let two different events share one id
         # and be deduplicated into one (and every id derived from it, like a KeywordHit's, with them).
-        expected = event_id(type(self).__name__, *(getattr(self, f) for f in self._id_fields))
+        expected = event_id(type(self).__name__, *[getattr(self, f) for f in self._id_fields])
         if self.event_id and self.event_id != expected:
             # A ValidationError rather than a ValueError, so that the error's loc names event_id.
             error = PydanticCustomError(

@@ -47,9 +47,12 @@ def _lengths(tiers: TiersConfig) -> tuple[int, ...]:
 class ScoringState:
     """Every piece of scoring state, each a mapping the caller controls."""
 
-    snapshots: MutableMapping[str, list[Any]]  # post key -> Snapshot row
+    # post key -> Snapshot row + [the groups it was hit for]: one row, one changelog record per snapshot
+    snapshots: MutableMapping[str, list[Any]]
     thread_groups: MutableMapping[str, list[str]]  # thread key -> groups the root post matched
-    seen: MutableMapping[str, bool]  # "post key|group" -> a hit was emitted already
+    # "post key|group" -> a hit was emitted already. Written by workers before the marks moved into the
+    # snapshot row (its fifth item); still read until those posts expire, so an upgrade repeats no hit.
+    seen: MutableMapping[str, bool]
     buckets: MutableMapping[str, dict[str, int]]  # "group|minute" -> {platform: spread}
     windows_meta: MutableMapping[str, dict[str, Any]]
     tiers: MutableMapping[str, dict[str, Any]]  # group -> TierState row
@@ -78,7 +81,8 @@ class HitStage:
 
     def expire(self, state: ScoringState) -> int:
         """Forget posts not re-crawled within `track` of the newest snapshot held (event time, so that a
-        replay forgets the same posts): their snapshot rows and hit markers. Returns how many posts.
+        replay forgets the same posts): their snapshot rows, which hold their hit marks, and any marks of
+        theirs left in `seen` by an older worker. Returns how many posts.
 
         A forgotten post that comes back was published more than `track` before that new snapshot, and
         `process` takes such a first sighting as a baseline: its counts are not added again.
@@ -118,23 +122,22 @@ class HitStage:
         post_key = post.key
         prev_row = state.snapshots.get(post_key)
         prev = None if prev_row is None else Snapshot.from_row(prev_row)  # parsed once, used twice
+        marked: list[str] = prev_row[4] if prev_row is not None and len(prev_row) > 4 else []
         delta, snap = apply_snapshot(prev, post)
         if prev is None and post.event_time - post.published_at > self.track:
             # First seen (or seen again after `expire`) long after publication: what it gathered until now
             # did not happen within any window. Count its growth from here on.
             delta = Engagement()
-        if prev is None or snap.observed_at != prev.observed_at:
-            state.snapshots[post_key] = snap.to_row()
         sentiment, demand = analyse(post.text)
         now = self.clock()
         hits = []
+        firsts = []
         for group in targets:
-            seen_key = f"{post_key}|{group}"
-            first = not state.seen.get(seen_key, False)
+            first = group not in marked and not (state.seen and state.seen.get(f"{post_key}|{group}"))
             if not first and delta.total == 0:
                 continue
             if first:
-                state.seen[seen_key] = True
+                firsts.append(group)
             hits.append(
                 KeywordHit(
                     event_time=post.event_time,
@@ -160,6 +163,8 @@ class HitStage:
                     detected_at=now,
                 )
             )
+        if firsts or prev is None or snap.observed_at != prev.observed_at:
+            state.snapshots[post_key] = [*snap.to_row(), sorted({*marked, *firsts})]
         return hits
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from schemas.events import Engagement, Post
 
@@ -24,8 +25,9 @@ class Snapshot:
 
     @classmethod
     def from_row(cls, row: list[object]) -> Snapshot:
-        r, c, lk, t = row
-        return cls(int(str(r)), int(str(c)), int(str(lk)), datetime.fromisoformat(str(t)))
+        # As to_row writes it, read on every hit; the scoring core keeps more after these four.
+        r, c, lk, t = cast(tuple[int, int, int, str], row[:4])
+        return cls(r, c, lk, datetime.fromisoformat(t))
 
 
 def apply_snapshot(previous: Snapshot | None, post: Post) -> tuple[Engagement, Snapshot]:

@@ -301,9 +301,20 @@ def test_posts_not_recrawled_within_the_horizon_are_forgotten(hits: HitStage, st
     hits.process(make_post(post_id="new", event_time=T0 + timedelta(hours=73), likes=10), state)
     assert hits.expire(state) == 1
     assert set(state.snapshots) == {"weibo:kept", "weibo:new"}
-    assert not [m for m in state.seen if m.startswith("weibo:old|")]
-    assert [m for m in state.seen if m.startswith("weibo:kept|")]
+    assert state.snapshots["weibo:kept"][4] == ["xinghe"]  # its hit mark went with it
     assert hits.expire(state) == 0  # nothing older left
+
+
+def test_an_older_workers_hit_marks_are_honoured_and_forgotten(hits: HitStage, state: ScoringState) -> None:
+    # Written before the marks moved into the snapshot row: a four-item row and a marker in `seen`.
+    state.snapshots["weibo:p"] = [0, 0, 10, T0.isoformat()]
+    state.seen["weibo:p|xinghe"] = True
+    (again,) = hits.process(make_post(post_id="p", event_time=T0 + timedelta(hours=1), likes=15), state)
+    assert (again.first_seen, again.delta.total) == (False, 5)
+    assert state.snapshots["weibo:p"] == [0, 0, 15, (T0 + timedelta(hours=1)).isoformat(), []]
+    hits.process(make_post(post_id="q", event_time=T0 + timedelta(hours=74)), state)
+    hits.expire(state)
+    assert state.seen == {}
 
 
 def test_a_forgotten_post_coming_back_adds_only_its_growth(hits: HitStage, state: ScoringState) -> None:
