@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -257,6 +258,20 @@ async def serve(scoring: Scoring, stop: asyncio.Event) -> None:
         await web
 
 
+def _tune_gc() -> None:
+    """Garbage collection for a process that allocates a few hundred short-lived objects a post.
+
+    With CPython's defaults a young collection runs every 700 allocations, and the tables' rows, which
+    live on, were promoted and traversed again and again. What start-up built (jieba's dictionary, the
+    automata, the config) is frozen out of every collection, and young collections run every 50,000
+    allocations: measured, 3-4 % more posts/s (docs/benchmarks.md). Reference cycles are still
+    collected; they wait a little longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
 def run(settings: ScoringSettings) -> None:
     level = settings.log_level.upper()
     logging.getLogger().setLevel({"WARN": "WARNING", "CRIT": "CRITICAL"}.get(level, level))
@@ -266,7 +281,9 @@ def run(settings: ScoringSettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(build(settings), stop)
+        scoring = build(settings)
+        _tune_gc()
+        await serve(scoring, stop)
 
     try:
         import uvloop

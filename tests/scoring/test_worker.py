@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from schemas.events import KeywordHit, Post
 from services.common import json
 from services.common.exceptions import ConfigError, DeadLetter
 from services.common.partitioned import Batch, TableView
-from services.common.stream import ORIGIN_HEADER
+from services.common.stream import ORIGIN_HEADER, decode
+from services.scoring.core import ScoringState
 from services.scoring.settings import ScoringSettings
 from services.scoring.worker import TABLES, Scoring
 from tests.scoring.factories import T0, make_post
@@ -57,3 +60,27 @@ def test_a_post_without_its_identity_is_refused(scoring: Scoring) -> None:
 def test_settings_refuse_a_horizon_shorter_than_the_windows(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="longer than the longest window"):
         Scoring(ScoringSettings(data_dir=tmp_path, partitions=1, track_hours=8))
+
+
+# A hit's bytes must decode to the hit itself, whatever the post held: the windows stage, the notifier and
+# downstream consumers all read what the match stage wrote.
+ODD_POSTS = [
+    make_post(text="  星河电器空调起火了，要求退款  "),
+    make_post(text="星河電器的空調起火了，要求退款"),  # traditional
+    make_post(text="星河电器空调起火了😡😡，要求退款\u200b！" + "真的" * 200),  # emoji, zero-width, > 280
+    make_post(
+        text="星河电器 ＡＣ－３ 空调起火了\n\t要求退款", event_time=datetime(2024, 5, 1, 8, 0, 0, 1, UTC)
+    ),
+    make_post(
+        text="星河电器空调起火了，要求退款",
+        event_time=datetime(2024, 5, 1, 16, 0, tzinfo=timezone(timedelta(hours=8))),
+    ),
+]
+
+
+@pytest.mark.parametrize("post", ODD_POSTS, ids=range(len(ODD_POSTS)))
+def test_a_hit_decodes_to_the_hit_it_was_written_from(scoring: Scoring, post: Post) -> None:
+    hits = scoring.hits_stage.process(post, ScoringState.in_memory())
+    assert hits
+    for hit in hits:
+        assert decode(KeywordHit, json.dumps(hit)) == hit
