@@ -30,13 +30,13 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, NamedTuple
 
-import ahocorasick
 import jieba
 import jieba.finalseg
 import yaml
 
 from schemas.events import TermMatch
 from services.common.config import RuleGroup, RulesConfig
+from services.scoring.automaton import Automaton
 from services.scoring.normalize import normalize, normalize_marked
 from services.scoring.sentiment import NEUTRAL_BAND, read, stance
 
@@ -181,7 +181,6 @@ class RuleMatcher:
         weak, compounds, others, amb = _shipped()
         self._weak = weak
         self._groups: list[_Compiled] = []
-        self._automaton = ahocorasick.Automaton()
         self._tokenizer = jieba.Tokenizer()
         terms: dict[str, list[tuple[int, str]]] = {}
         for gi, rule in enumerate(self.rules.groups):
@@ -214,16 +213,17 @@ class RuleMatcher:
         for w in others:
             if w not in brand_terms:
                 terms.setdefault(w, []).append((-1, _OTHER))
+        entries: dict[str, tuple[str, tuple[tuple[int, str], ...], frozenset[str]]] = {}
         for word, owners in terms.items():
-            self._automaton.add_word(word, (word, tuple(owners), frozenset(k for _, k in owners)))
+            entries[word] = (word, tuple(owners), frozenset(k for _, k in owners))
             # Known to jieba, so it is cut as one word wherever a longer dictionary word does not win.
             self._tokenizer.add_word(word)
         for word in compounds:
             if word not in terms:
-                self._automaton.add_word(word, (word, ((-1, _COMPOUND),), frozenset((_COMPOUND,))))
+                entries[word] = (word, ((-1, _COMPOUND),), frozenset((_COMPOUND,)))
                 # After the brands: the frequency jieba suggests then beats 小米 + 椒.
                 self._tokenizer.add_word(word)
-        self._automaton.make_automaton()
+        self._automaton = Automaton(entries)
         self._tokenizer.initialize()
         self._split_product_names({*brand_terms, *others}, set(compounds))
         self.version = hashlib.sha256(
@@ -253,7 +253,7 @@ class RuleMatcher:
         if not norm or len(self._automaton) == 0:
             return []
         # (start, end, word, owners, kinds); owners can be every group for a shared tag, so test kinds.
-        found = [(end + 1 - len(w), end + 1, w, o, k) for end, (w, o, k) in self._automaton.iter(norm)]
+        found = [(start, end, w, o, k) for start, end, (w, o, k) in self._automaton.find(norm)]
         if not any("brand" in f[4] for f in found):
             return []
         if not any("negative" in f[4] for f in found) and not any(q.polarity < 0 for q in read(norm)):

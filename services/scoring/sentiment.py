@@ -14,9 +14,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, NamedTuple
 
-import ahocorasick
 import yaml
 
+from services.scoring.automaton import Automaton
 from services.scoring.normalize import normalize
 
 __all__ = ["DEMANDS", "NEUTRAL_BAND", "Cue", "analyse", "read", "score_of", "stance"]
@@ -70,8 +70,8 @@ class Cue(NamedTuple):
 
 @dataclass(frozen=True)
 class _Lexicon:
-    words: ahocorasick.Automaton  # term -> (term, polarity); polarity 0 masks (compounds)
-    demands: ahocorasick.Automaton  # term -> (term, demand); compounds -> (term, "")
+    words: Automaton[tuple[str, int]]  # term -> (term, polarity); polarity 0 masks (compounds)
+    demands: Automaton[tuple[str, str]]  # term -> (term, demand); compounds -> (term, "")
     requested: tuple[str, ...]
     gratitude: frozenset[str]
 
@@ -90,33 +90,28 @@ def _lexicon() -> _Lexicon:
     negative = [*(normalize(w) for w in _lines("negatives.txt")), *(normalize(w) for w in data["negative"])]
     polarity.update({w: -1 for w in negative if w not in weak})
     polarity.update({normalize(w): 1 for w in data["positive"]})
-    words = ahocorasick.Automaton()
-    for w, p in polarity.items():
-        words.add_word(w, (w, p))
-    words.make_automaton()
-    demands = ahocorasick.Automaton()
+    demands: dict[str, tuple[str, str]] = {}
     for w in _lines("compounds.txt"):
-        demands.add_word(normalize(w), (normalize(w), ""))
+        demands[normalize(w)] = (normalize(w), "")
     for d in _DEMAND_ORDER:
         for w in data[f"demand_{d}"]:
-            demands.add_word(normalize(w), (normalize(w), d))
+            demands[normalize(w)] = (normalize(w), d)
     for w in data["demand_quality_verdict"]:
         if normalize(w) not in demands:
-            demands.add_word(normalize(w), (normalize(w), "verdict"))
-    demands.make_automaton()
+            demands[normalize(w)] = (normalize(w), "verdict")
     return _Lexicon(
-        words=words,
-        demands=demands,
+        words=Automaton({w: (w, p) for w, p in polarity.items()}),
+        demands=Automaton(demands),
         requested=tuple(normalize(w) for w in data["requested"]),
         gratitude=frozenset(normalize(w) for w in data["gratitude"]),
     )
 
 
-def _longest(automaton: ahocorasick.Automaton, norm: str) -> list[tuple[int, int, tuple[str, Any]]]:
+def _longest(automaton: Automaton[tuple[str, Any]], norm: str) -> list[tuple[int, int, tuple[str, Any]]]:
     """Non-overlapping matches, longer first, then leftmost."""
     # (minus length, start, end, value): sorted as they are, longer first, then leftmost. No two matches
     # share a start and an end, so the values never decide the order.
-    found = [(-len(v[0]), end + 1 - len(v[0]), end + 1, v) for end, v in automaton.iter(norm)]
+    found = [(start - end, start, end, v) for start, end, v in automaton.find(norm)]
     found.sort()
     taken = bytearray(len(norm))
     out = []
