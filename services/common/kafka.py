@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,9 +14,11 @@ from services.common.exceptions import KafkaSetupError
 from services.common.settings import CommonSettings
 from services.common.topics import Topics
 
-__all__ = ["cluster_reachable", "ensure_topics", "ensure_topics_sync"]
+__all__ = ["cluster_reachable", "ensure_changelogs", "ensure_topics", "ensure_topics_sync"]
 
 log = logging.getLogger(__name__)
+
+_METADATA_ATTEMPTS = 20
 
 
 def cluster_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
@@ -115,6 +118,53 @@ async def ensure_topics(settings: CommonSettings, retries: int = 30) -> list[str
         f"could not create topics on {settings.kafka_bootstrap} after {retries} attempts: {last}; "
         "expected a reachable Kafka (check YUQING_KAFKA_BOOTSTRAP)"
     )
+
+
+async def ensure_changelogs(
+    settings: CommonSettings, changelogs: Iterable[str], also: Iterable[str] = ()
+) -> dict[str, int]:
+    """Create the compacted changelog topics a worker's tables write to, before the worker starts, and wait
+    until each of them and of `also` (its inputs) shows its partitions. Returns the partition counts.
+
+    A topic created a moment ago can be described, and taken into a client's metadata, with no partitions
+    until its metadata has spread. faust, left to create its own changelog, took such a snapshot and then
+    refused every table write for minutes ("changelog topic ... has 0 partitions"): the escalation worker
+    sent an incident's events, failed to save its row, and opened a new incident on the next tier change."""
+    changelogs = list(changelogs)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in changelogs if t not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        t,
+                        settings.partitions,
+                        settings.replication_factor,
+                        topic_configs={"cleanup.policy": "compact"},
+                    )
+                    for t in missing
+                ]
+            )
+            failed = creation_errors(list(response.topic_errors))
+            if failed:
+                raise KafkaSetupError("could not create changelog topics: " + "; ".join(failed))
+        names = [*also, *changelogs]
+        counts: dict[str, int] = {}
+        for _ in range(_METADATA_ATTEMPTS):
+            # Created a moment ago (here, or by a replica starting beside us): ask again rather than refuse.
+            counts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
+            if all(counts.values()):
+                break
+            await asyncio.sleep(0.5)
+        empty = sorted(t for t, n in counts.items() if not n)
+        if empty:
+            raise KafkaSetupError(f"topics still without partitions after creation: {', '.join(empty)}")
+        return counts
+    finally:
+        await admin.close()
 
 
 def ensure_topics_sync(settings: CommonSettings) -> list[str]:

@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError
 from aiokafka.partitioner import DefaultPartitioner
 
 from services.common import json
 from services.common.exceptions import DeadLetter, KafkaSetupError
-from services.common.kafka import creation_errors
+from services.common.kafka import ensure_changelogs
 from services.common.metrics import CommonMetrics, observe_many
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
@@ -49,7 +48,6 @@ log = logging.getLogger(__name__)
 _MAX_RECORDS = 2000
 _YIELD_EVERY = 50
 _FETCH_WAIT_MS = 20
-_METADATA_ATTEMPTS = 20
 _PARTITIONER = DefaultPartitioner()
 
 # (topic, partition or None for the key's partition, key, value or None for a tombstone, headers)
@@ -235,41 +233,12 @@ class PartitionedWorker:
 
     async def ensure_changelogs(self) -> None:
         """Compacted changelog topics, one per table, partitioned like the inputs."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            missing = [t for t in self.changelogs.values() if t not in existing]
-            if missing:
-                response = await admin.create_topics(
-                    [
-                        NewTopic(
-                            t,
-                            self.settings.partitions,
-                            self.settings.replication_factor,
-                            topic_configs={"cleanup.policy": "compact"},
-                        )
-                        for t in missing
-                    ]
-                )
-                failed = creation_errors(list(response.topic_errors))
-                if failed:
-                    raise KafkaSetupError("could not create changelog topics: " + "; ".join(failed))
-            names = [*self.handlers, *self.changelogs.values()]
-            for _ in range(_METADATA_ATTEMPTS):
-                # A topic created a moment ago (here or by a replica starting beside us) can be described
-                # with no partitions until its metadata has spread: ask again rather than refuse it.
-                counts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
-                if all(counts.values()):
-                    break
-                await asyncio.sleep(0.5)
-            if len(set(counts.values())) != 1:
-                raise KafkaSetupError(
-                    f"{self.service} needs its input and changelog topics to have the same partition count "
-                    f"(partition p of each is processed together): {counts}"
-                )
-        finally:
-            await admin.close()
+        counts = await ensure_changelogs(self.settings, self.changelogs.values(), also=self.handlers)
+        if len(set(counts.values())) != 1:
+            raise KafkaSetupError(
+                f"{self.service} needs its input and changelog topics to have the same partition count "
+                f"(partition p of each is processed together): {counts}"
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.ensure_changelogs()

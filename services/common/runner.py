@@ -15,7 +15,7 @@ from typing import IO
 
 from services.common.broker import EmbeddedBroker
 from services.common.exceptions import ConfigError
-from services.common.kafka import ensure_topics_sync
+from services.common.kafka import ensure_changelogs, ensure_topics_sync
 from services.common.settings import CommonSettings, load_settings
 
 __all__ = ["SERVICES", "Stack", "run_service"]
@@ -55,6 +55,7 @@ def run_service(name: str) -> None:
     settings = load_settings(S)
     ensure_topics_sync(settings)
     shell = build(settings)
+    asyncio.run(ensure_changelogs(settings, shell.changelog_topics()))
     from faust import Worker
 
     # faust's Worker closes the loop it runs on; give it a fresh one.

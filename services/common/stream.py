@@ -312,6 +312,11 @@ class StreamShell:
     def table(self, name: str) -> Any:
         return self.app.Table(name, default=None, partitions=self.settings.partitions)
 
+    def changelog_topics(self) -> list[str]:
+        """The changelog topic of every table, as faust names them: created before faust starts
+        (kafka.ensure_changelogs), since a changelog faust creates itself can show it no partitions."""
+        return sorted(table.changelog_topic_name for table in self.app.tables.values())
+
     def _install_pages(self) -> None:
         registry = self.registry
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.common.exceptions import KafkaSetupError
-from services.common.kafka import creation_errors, ensure_topics, short_topics
+from services.common.kafka import creation_errors, ensure_changelogs, ensure_topics, short_topics
 from services.common.settings import CommonSettings
 from services.common.topics import Topics
+from services.escalation.settings import EscalationSettings
+from services.escalation.worker import build
 from tests.conftest import create_topic
 
 
@@ -60,3 +65,31 @@ async def test_existing_topics_with_fewer_partitions_are_reported(
     (warning,) = [r.getMessage() for r in caplog.records if "fewer than" in r.getMessage()]
     assert f"topic {topics.alerts} has 1 partitions, fewer than YUQING_PARTITIONS=2" in warning
     assert await ensure_topics(settings) == []  # idempotent
+
+
+@pytest.mark.kafka
+async def test_faust_changelogs_exist_compacted_with_partitions_before_the_worker_starts(
+    kafka: str, prefix: str, tmp_path: Path
+) -> None:
+    # faust, creating its changelog itself, could snapshot it with 0 partitions and then refuse every table
+    # write: the escalation worker sent an incident's events, could not save it, and opened it again.
+    settings = EscalationSettings(kafka_bootstrap=kafka, topic_prefix=prefix, partitions=2, data_dir=tmp_path)
+    names = build(settings).changelog_topics()
+    assert names == [f"{prefix}escalation-incidents-changelog"]
+    assert await ensure_changelogs(settings, names) == {names[0]: 2}
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        (answer,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, names[0])])
+        configs = {entry[0]: entry[1] for entry in answer.resources[0][4]}
+    finally:
+        await admin.close()
+    assert configs["cleanup.policy"] == "compact"
+    assert await ensure_changelogs(settings, names) == {names[0]: 2}  # an existing one is left as it is
+
+
+@pytest.mark.kafka
+async def test_a_changelog_that_never_gets_partitions_is_refused(kafka: str, prefix: str) -> None:
+    settings = CommonSettings(kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1)
+    with pytest.raises(KafkaSetupError, match="without partitions"):
+        await ensure_changelogs(settings, [], also=[f"{prefix}never-created"])
