@@ -134,7 +134,7 @@ def stance(norm: str, start: int, end: int) -> int:
     """How the clause holds the word at norm[start:end]: 1 as said, -1 negated (没出过任何质量问题,
     毛病都没出过, 没有发生过电池自燃), 0 only feared or asked about (怕买到翻新机, 会不会自燃)."""
     if _TRIGGERS.search(norm, max(0, start - 8), end + 12) is None:
-        return 1  # the common case, without a regex: no negator, doubt or 都/也 anywhere near
+        return 1  # the common case: no negator, doubt or 都/也 anywhere near
     lo = _clause_start(norm, start)
     before = norm[max(lo, start - 8) : start]
     if _HYPOTHETICAL.search(before):
