@@ -264,7 +264,7 @@ def _tune_gc() -> None:
     With CPython's defaults a young collection runs every 700 allocations, and the tables' rows, which
     live on, were promoted and traversed again and again. What start-up built (jieba's dictionary, the
     automata, the config) is frozen out of every collection, and young collections run every 50,000
-    allocations: measured, 3-4 % more posts/s (docs/benchmarks.md). Reference cycles are still
+    allocations: measured, about 3 % more posts/s (docs/benchmarks.md). Reference cycles are still
     collected; they wait a little longer.
     """
     gc.collect()
