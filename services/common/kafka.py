@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -63,6 +63,33 @@ def short_topics(described: list[dict[str, Any]], partitions: int) -> list[tuple
     ]
 
 
+async def _create_missing(
+    admin: AIOKafkaAdminClient,
+    settings: CommonSettings,
+    topics: list[str],
+    existing: set[str],
+    configs: Callable[[str], dict[str, str]],
+) -> list[str]:
+    """Create those of `topics` not in `existing` with the configured partitions, replication and each
+    topic's `configs`; KafkaSetupError naming every topic the broker refused. Returns the created ones."""
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        response = await admin.create_topics(
+            [
+                NewTopic(t, settings.partitions, settings.replication_factor, topic_configs=configs(t))
+                for t in missing
+            ]
+        )
+        failed = creation_errors(list(response.topic_errors))
+        if failed:
+            raise KafkaSetupError(
+                f"Kafka at {settings.kafka_bootstrap} refused to create {len(failed)} topic(s) with "
+                f"{settings.partitions} partitions and replication factor "
+                f"{settings.replication_factor}: " + "; ".join(failed)
+            )
+    return missing
+
+
 async def ensure_topics(settings: CommonSettings, retries: int = 30) -> list[str]:
     """Create every yuqing topic with the configured partitions; existing topics are left alone.
 
@@ -76,25 +103,13 @@ async def ensure_topics(settings: CommonSettings, retries: int = 30) -> list[str
         try:
             await admin.start()
             existing = set(await admin.list_topics())
-            missing = [t for t in topics if t not in existing]
-            if missing:
-                new = [
-                    NewTopic(
-                        t,
-                        settings.partitions,
-                        settings.replication_factor,
-                        topic_configs={"retention.ms": "3600000"} if t.endswith(".ticks") else {},
-                    )
-                    for t in missing
-                ]
-                response = await admin.create_topics(new)
-                failed = creation_errors(list(response.topic_errors))
-                if failed:
-                    raise KafkaSetupError(
-                        f"Kafka at {settings.kafka_bootstrap} refused to create {len(failed)} topic(s) with "
-                        f"{settings.partitions} partitions and replication factor "
-                        f"{settings.replication_factor}: " + "; ".join(failed)
-                    )
+            missing = await _create_missing(
+                admin,
+                settings,
+                topics,
+                existing,
+                lambda t: {"retention.ms": "3600000"} if t.endswith(".ticks") else {},
+            )
             present = [t for t in topics if t in existing]
             for topic, count in short_topics(
                 await admin.describe_topics(present) if present else [], settings.partitions
@@ -135,22 +150,7 @@ async def ensure_changelogs(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in changelogs if t not in existing]
-        if missing:
-            response = await admin.create_topics(
-                [
-                    NewTopic(
-                        t,
-                        settings.partitions,
-                        settings.replication_factor,
-                        topic_configs={"cleanup.policy": "compact"},
-                    )
-                    for t in missing
-                ]
-            )
-            failed = creation_errors(list(response.topic_errors))
-            if failed:
-                raise KafkaSetupError("could not create changelog topics: " + "; ".join(failed))
+        await _create_missing(admin, settings, changelogs, existing, lambda _: {"cleanup.policy": "compact"})
         names = [*also, *changelogs]
         counts: dict[str, int] = {}
         for _ in range(_METADATA_ATTEMPTS):
