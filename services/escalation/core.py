@@ -33,6 +33,7 @@ from schemas.events import (
     TierChange,
     event_id,
 )
+from services.common.alerttext import inert, post_ref
 from services.common.config import Audience, EscalationConfig, EscalationPolicy
 from services.escalation.exceptions import InvalidTransition
 from services.escalation.report import CurvePoint, Entry, ReportInput, render_markdown
@@ -618,25 +619,31 @@ class EscalationCore:
         suffix: str = "",
     ) -> Alert:
         tier_name = _TIER_NAME[int(inc.tier)]
+        group = inert(inc.group, 64)
         lines = [
-            f"**舆情{tier_name}预警** 规则组 `{inc.group}`",
+            f"**舆情{tier_name}预警** 规则组 `{group}`",
             f"事件 {inc.incident_id} 状态 {inc.state.value}",
         ]
         if tc is not None:
-            lines.append("传播量: " + ", ".join(f"{k}: {v:,}" for k, v in tc.counts.items()))
+            lines.append("传播量: " + ", ".join(f"{inert(k, 16)}: {v:,}" for k, v in tc.counts.items()))
+            # Excerpts are the public's words: inert in every robot's markdown (services/common/alerttext.py).
             for p in tc.top_posts[:3]:
-                lines.append(f"- [{p.get('platform')}] {p.get('excerpt', '')} ({p.get('spread', 0):,})")
+                ref = post_ref(p.get("url"))
+                lines.append(
+                    f"- [{p.get('platform')}] {inert(p.get('excerpt', ''), 80)} "
+                    f"({int(p.get('spread', 0)):,})" + (f" {ref}" if ref else "")
+                )
         for d in inc.deadlines.values():
             if d.pending:
                 lines.append(
                     f"时限 {d.name}: {d.due_at.isoformat()}" + (" (约 approximate)" if d.approximate else "")
                 )
         titles = {
-            AlertKind.incident_opened: f"[{tier_name}] 新舆情事件: {inc.group}",
-            AlertKind.tier_change: f"[{tier_name}] 舆情升级: {inc.group}",
-            AlertKind.reminder: f"[{tier_name}] 时限提醒: {inc.group}",
-            AlertKind.sla_breached: f"[{tier_name}] 超时未处理，已升级: {inc.group}",
-            AlertKind.escalation: f"[{tier_name}] 无人确认，升级呼叫: {inc.group}",
+            AlertKind.incident_opened: f"[{tier_name}] 新舆情事件: {group}",
+            AlertKind.tier_change: f"[{tier_name}] 舆情升级: {group}",
+            AlertKind.reminder: f"[{tier_name}] 时限提醒: {group}",
+            AlertKind.sla_breached: f"[{tier_name}] 超时未处理，已升级: {group}",
+            AlertKind.escalation: f"[{tier_name}] 无人确认，升级呼叫: {group}",
         }
         # The reopen count keeps a reopened incident's pages distinct from the first round's.
         round_ = sum(d.name == "ack" for d in inc.past_deadlines)
@@ -654,7 +661,7 @@ class EscalationCore:
             kind=kind,
             group=inc.group,
             tier=inc.tier,
-            title=titles.get(kind, f"[{tier_name}] {inc.group}"),
+            title=titles.get(kind, f"[{tier_name}] {group}"),
             body="\n".join(lines),
             incident_id=inc.incident_id,
             audience=audience,
