@@ -30,6 +30,7 @@ from services.common.topics import Topics
 
 __all__ = [
     "ORIGIN_HEADER",
+    "SettledTable",
     "StreamShell",
     "dead_letter_record",
     "decode",
@@ -157,6 +158,11 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
         raise DeadLetter("invalid_schema", f"{model.__name__}: {errs}") from None
 
 
+def _where(event: Any) -> str:
+    msg = event.message
+    return f"{msg.topic}[{msg.partition}]@{msg.offset}"
+
+
 def origin_of(msg: Any) -> tuple[str, int, int]:
     headers = msg.headers or {}
     items = headers.items() if isinstance(headers, dict) else headers
@@ -194,6 +200,47 @@ def dead_letter_record(
 class _Collector:
     def __init__(self, fn: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
         self.collect = fn
+
+
+_SETTLE_TIMEOUT_SECONDS = 30.0
+_KEEP_UNSETTLED = 1024  # done writes are dropped past this, for a worker that never settles
+
+
+class SettledTable(faust.Table):
+    """A faust table whose changelog writes can be awaited.
+
+    faust sends a table's changelog records through a buffer and flushes it before committing offsets, but
+    that flush (`ProducerBuffer.flush`) returns as soon as the buffer makes no progress for 0.1 s: offsets
+    can then be committed while the writes they depend on are still in memory, and a crash loses both. The
+    records written since the last `take_unsettled()` are kept here so that a worker can wait for the broker's
+    acknowledgement itself: before an irreversible action (an alert sent), and before it acks an input."""
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        fut = super().send_changelog(*args, **kwargs)
+        pending: list[asyncio.Future[Any]] = self.__dict__.setdefault("_yuqing_unsettled", [])
+        pending.append(fut)
+        if len(pending) > _KEEP_UNSETTLED:
+            # exception() marks a failure as seen; failed writes stay so that whoever settles raises them.
+            pending[:] = [f for f in pending if not f.done() or f.cancelled() or f.exception() is not None]
+        return fut
+
+    def take_unsettled(self) -> list[asyncio.Future[Any]]:
+        pending: list[asyncio.Future[Any]] = self.__dict__.setdefault("_yuqing_unsettled", [])
+        taken = list(pending)
+        pending.clear()
+        return taken
+
+
+async def _settled(writes: list[asyncio.Future[Any]], seconds: float = _SETTLE_TIMEOUT_SECONDS) -> None:
+    """Wait until the broker acknowledged every write; RetryLater if it failed one or took over `seconds`."""
+    if not writes:
+        return
+    try:
+        await asyncio.wait_for(asyncio.gather(*writes), seconds)
+    except TimeoutError:
+        raise RetryLater(f"table writes not acknowledged by Kafka within {seconds:.0f} s") from None
+    except KafkaError as exc:
+        raise RetryLater(f"a table write failed: {type(exc).__name__}: {exc}") from exc
 
 
 class StreamShell:
@@ -236,6 +283,7 @@ class StreamShell:
             topic_allow_declare=True,
             key_serializer="json",  # table keys and values; our topics are raw bytes we decode ourselves
             value_serializer="json",
+            Table=SettledTable,
         )
         self.dead_letter_topic = self.raw_topic(self.topics.dead_letter)
         # Created with the other topics (ensure_topics), co-partitioned with the service's inputs.
@@ -246,6 +294,21 @@ class StreamShell:
         self._install_pages()
 
         self._lag_measured: tuple[float, frozenset[Any]] = (0.0, frozenset())
+        self._held: asyncio.Queue[tuple[Any, Any, list[asyncio.Future[Any]]]] = asyncio.Queue()
+
+        @self.app.task
+        async def _ack_settled() -> None:
+            # One task, in order: an input is acked once the writes its processing made are acknowledged.
+            while True:
+                stream, event, writes = await self._held.get()
+                try:
+                    await _settled(writes, seconds=_SETTLE_TIMEOUT_SECONDS * 10)
+                except RetryLater as exc:
+                    # Never acked: the offset is not committed and a replacement processes the input again.
+                    log.error("table writes of %s were not acknowledged, stopping: %s", _where(event), exc)
+                    await self.app.crash(exc)
+                    return
+                await stream.ack(event)
 
         # A task, not a timer, so the first measurement comes as soon as the worker is ready; then every
         # 10 s, or at once when the assignment changed (the restart tests wait for a worker's lag).
@@ -400,6 +463,20 @@ class StreamShell:
 
     def home_partition(self, key: str) -> int:
         return home_partition(key, self.settings.partitions)
+
+    def _take_unsettled(self) -> list[asyncio.Future[Any]]:
+        tables = [t for t in self.app.tables.values() if isinstance(t, SettledTable)]
+        return [w for t in tables for w in t.take_unsettled()]
+
+    async def settle(self) -> None:
+        """Return once Kafka has acknowledged every table write made so far (RetryLater if it does not)."""
+        await _settled(self._take_unsettled())
+
+    def ack_when_settled(self, stream: Any, event: Any) -> None:
+        """Ack `event` (read from a `stream.noack()` stream) once the table writes made while processing it
+        are acknowledged, without waiting here: faust commits acked offsets only, so an offset is never
+        committed before the state that covers it is durable, however faust's own flush behaves."""
+        self._held.put_nowait((stream, event, self._take_unsettled()))
 
     def tick_keys(self, event: Any, table: Any) -> list[str]:
         """The keys of `table` a tick may touch: those whose home partition is the tick's partition.

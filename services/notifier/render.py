@@ -15,7 +15,9 @@ from typing import Any
 from schemas.events import Alert
 from services.common.alerttext import inert
 
-__all__ = ["dingtalk", "email", "feishu", "plain", "tier_label", "wecom"]
+__all__ = ["REPEAT", "dingtalk", "email", "feishu", "plain", "possible_repeat", "tier_label", "wecom"]
+
+REPEAT = "可能重复 (possible repeat)"
 
 _TIER = {0: "无等级", 1: "一级 Level 1", 2: "二级 Level 2", 3: "三级 Level 3"}
 # Feishu card header templates: red for a major crisis down to blue for no tier.
@@ -28,6 +30,16 @@ _MAX_BYTES = 16_000
 
 def tier_label(alert: Alert) -> str:
     return _TIER[int(alert.tier)]
+
+
+def possible_repeat(alert: Alert) -> Alert:
+    """The alert as people see it when it is sent again after a crash that may have come after its first
+    copy reached them: marked in the title and at the top, so that nobody acts on it twice."""
+    note = (
+        f"**{REPEAT}**: 通知服务在发送时重启，这条消息可能已经收到过，请勿重复处理。"
+        "The notifier restarted while sending; this message may have arrived before."
+    )
+    return alert.model_copy(update={"title": f"[{REPEAT}] {alert.title}", "body": f"{note}\n{alert.body}"})
 
 
 def _line(text: str) -> str:

@@ -1,4 +1,10 @@
-"""Notifier worker: keyword-hits are grouped, alerts are sent once per dedup key, deliveries recorded."""
+"""Notifier worker: keyword-hits are grouped, alerts are sent once per dedup key, deliveries recorded.
+
+Crash safety (docs/reliability.md): a due batch is frozen in its row and every send recorded as an attempt,
+and both are acknowledged by Kafka before the request leaves, so a crash re-sends the same alert with the same
+id (never a re-formed batch under a new key). An input is acked only once the table writes its processing
+made are acknowledged, so a committed offset never runs ahead of the coverage it depends on.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ def build(settings: NotifierSettings) -> StreamShell:
         oncall=n.oncall,
         rate_per_minute={c.name: c.rate for c in n.channels},
         observe=lambda event, channel: events.labels(event, channel).inc(),
+        settle=shell.settle,
     )
     t = shell.topics
     deliveries_topic = shell.raw_topic(t.deliveries)
@@ -91,8 +98,12 @@ def build(settings: NotifierSettings) -> StreamShell:
             await shell.dead_letter(event, reason, detail, value=json.dumps(batch))
 
         # Only the groups of this event's partition: see StreamShell.tick_keys.
+        batches = grouper.due(pending, now, shell.tick_keys(event, pending))
+        if batches:
+            # Frozen before anything is sent: a crash then re-sends these very batches, with the same keys.
+            await shell.settle()
         await send_batches(
-            grouper.due(pending, now, shell.tick_keys(event, pending)),
+            batches,
             deliver,
             dead_letter,
             lambda batch: grouper.delivered(batch, pending, system_clock()),
@@ -102,8 +113,10 @@ def build(settings: NotifierSettings) -> StreamShell:
         shell.raw_topic(t.alerts, t.keyword_hits, t.tier_changes, shell.ticks_name), name="notifier"
     )
     async def _notify(stream: Any) -> None:
-        async for event in stream.events():
+        manual = stream.noack()
+        async for event in manual.events():
             await shell.guarded(event, handle)
+            shell.ack_when_settled(manual, event)
 
     shell.every(settings.tick_seconds)
     return shell

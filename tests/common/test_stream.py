@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -13,7 +15,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSize
 from schemas.events import DeadLetterRecord
 from services.common.exceptions import DeadLetter, RetryLater
 from services.common.settings import CommonSettings
-from services.common.stream import StreamShell, lag_rows
+from services.common.stream import SettledTable, StreamShell, _settled, lag_rows
 from tests.conftest import create_topic
 
 GROUPS = [f"group-{i}" for i in range(40)] + ["小米", "华为", "*"]
@@ -31,6 +33,29 @@ def test_tick_keys_partition_the_table(tmp_path: Path) -> None:
     assert sorted(k for keys in owned for k in keys) == sorted(GROUPS)  # every row has exactly one owner
     assert all(owned)  # 43 keys over 3 partitions: each partition owns some
     assert not set(owned[0]) & set(owned[1])
+
+
+async def test_settled_waits_for_every_write_and_turns_a_lost_one_into_retry_later() -> None:
+    loop = asyncio.get_running_loop()
+    acked: list[asyncio.Future[Any]] = [loop.create_future() for _ in range(3)]
+    waiting = asyncio.ensure_future(_settled(acked))
+    for f in acked[:2]:
+        f.set_result(None)
+    await asyncio.sleep(0)
+    assert not waiting.done()  # one write is still out: not settled
+    acked[2].set_result(None)
+    await waiting
+    failed: asyncio.Future[Any] = loop.create_future()
+    failed.set_exception(KafkaTimeoutError())
+    with pytest.raises(RetryLater, match="a table write failed: KafkaTimeoutError"):
+        await _settled([failed])
+    with pytest.raises(RetryLater, match="not acknowledged by Kafka within 0 s"):
+        await _settled([loop.create_future()], seconds=0.01)
+
+
+def test_every_table_of_a_shell_can_be_settled(tmp_path: Path) -> None:
+    shell = _shell(tmp_path, partitions=1)
+    assert isinstance(shell.table("rows"), SettledTable)
 
 
 @pytest.mark.kafka

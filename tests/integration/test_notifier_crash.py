@@ -1,0 +1,146 @@
+"""The notifier SIGKILLed while a slow receiver holds its request, again and again, with hits arriving:
+every first hit reaches on-call staff in exactly one alert, a copy sent again after a crash carries the
+same idempotency key (the webhook receiver drops it), and a robot never shows a message twice unmarked."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas.events import Engagement, KeywordHit, Platform
+from services.common import json
+from services.notifier.render import REPEAT
+from tests.conftest import produce, write_config
+from tests.integration.test_notifier_burst import hit_offsets
+from tests.notifier.robots import HookServer, RobotServer
+
+pytestmark = pytest.mark.kafka
+
+HOLD = 3.0  # seconds each receiver holds a request before answering
+RACES = 3  # kills while a receiver held a batch of hits
+MAX_KILLS = 8
+
+
+def hit(i: int) -> KeywordHit:
+    now = datetime.now(UTC)
+    return KeywordHit(
+        event_time=now,
+        group="xinghe",
+        platform=Platform.weibo,
+        post_id=f"c{i}",
+        thread_key=f"weibo:c{i}",
+        snapshot_id=f"c{i}",
+        first_seen=True,
+        delta=Engagement(likes=1),
+        cumulative=Engagement(likes=1),
+        excerpt=f"避雷 星河空调 {i}",
+        detected_at=now,
+    )
+
+
+def _unmarked(content: str) -> str:
+    """A robot message without the possible-repeat mark: what people would read as the same message."""
+    lines = [line for line in content.split("\n") if not line.startswith(f"**{REPEAT}**")]
+    return "\n".join(lines).replace(f"[{REPEAT}] ", "")
+
+
+async def _landing(flag: threading.Event, within: float) -> bool:
+    return await asyncio.to_thread(flag.wait, within)
+
+
+async def test_sigkill_mid_delivery_loses_no_first_hit_and_repeats_only_harmlessly(
+    kafka, topics, stack_factory, tmp_path
+):
+    with HookServer("s", hold=HOLD) as hook, RobotServer(hold=HOLD) as robots:
+        config = write_config(
+            tmp_path / "c.yaml",
+            notifier={
+                "channels": [
+                    {
+                        "name": "hook",
+                        "type": "webhook",
+                        "url": hook.url,
+                        "secret": "s",
+                        "rate_per_minute": 6000,
+                    },
+                    {"name": "wecom", "type": "wecom", "url": robots.wecom_url(), "rate_per_minute": 6000},
+                ],
+                "group_wait_seconds": 0.5,
+                "group_interval_seconds": 1,
+            },
+        )
+        stack = stack_factory(config, services=("notifier",), partitions=1)
+        sent: list[str] = []
+        stop = asyncio.Event()
+
+        async def feed() -> None:  # 50 first hits a second, through every crash
+            while not stop.is_set():
+                batch = [hit(len(sent) + j) for j in range(5)]
+                await produce(kafka, topics.keyword_hits, [(b"xinghe", json.dumps(h)) for h in batch])
+                sent.extend(h.event_id for h in batch)
+                await asyncio.sleep(0.1)
+
+        feeding = asyncio.create_task(feed())
+        races = kills = 0
+        while races < RACES and kills < MAX_KILLS:
+            await asyncio.sleep(2)
+            # Alternate receivers: the webhook is sent to first, the robot second, so a kill at the robot
+            # comes after the webhook's copy was delivered and recorded.
+            receiver = hook if kills % 2 == 0 else robots
+            receiver.landed.clear()
+            assert await _landing(receiver.landed, 90), "no request reached the receiver"
+            stack.kill("notifier")  # the receiver is holding that request now
+            kills += 1
+            held = hook.receipts[-1][1] if receiver is hook else robots.raw["wecom"][-1]
+            races += "舆情命中".encode() in held or b'"kind":"keyword_hits"' in held
+            stack.start_one("notifier")
+        stop.set()
+        await feeding
+        assert races >= RACES, f"only {races} of {kills} kills came while a batch of hits was held"
+
+        where = await hit_offsets(kafka, topics.keyword_hits, len(sent))
+        first_hits = {where[h][2] for h in sent}
+
+        def spans() -> dict[str, tuple[int, int, int]]:
+            """event id -> (first offset, last offset, hit count) of every batch that reached the webhook."""
+            return {
+                a["event_id"]: (a["hit_span"]["first_offset"], a["hit_span"]["last_offset"], a["hit_count"])
+                for a in list(hook.alerts)
+                if a["kind"] == "keyword_hits"
+            }
+
+        def uncovered() -> set[int]:
+            return {o for o in first_hits if not any(lo <= o <= hi for lo, hi, _ in spans().values())}
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and uncovered():  # noqa: ASYNC110  (the receiver is a thread)
+            await asyncio.sleep(1)
+        assert not uncovered(), f"first hits at offsets {sorted(uncovered())[:20]} never reached the receiver"
+        # Exactly one alert id per hit: a batch re-formed after a crash under a new key would count hits twice
+        # and slip past the receiver's idempotency key.
+        assert sum(n for _, _, n in spans().values()) == len(first_hits)
+        ordered = sorted(spans().values())
+        assert all(a[1] < b[0] for a, b in itertools.pairwise(ordered)), ordered
+        assert hook.bad_signatures == 0
+        assert hook.keys_with_different_bodies() == []
+        # Copies the webhook dropped by key: at most one per kill (the request it held).
+        assert hook.repeats() <= kills, hook.copies()
+        # The robot: a message seen twice is marked the second time, never silently repeated.
+        contents = [json.loads(raw)["markdown"]["content"] for raw in robots.raw["wecom"]]
+        unmarked = Counter(c for c in contents if REPEAT not in c)
+        assert [c[:80] for c, n in unmarked.items() if n > 1] == []
+        assert robots.rejected == {}
+        # Here every kill came after the request landed, so each marked copy has its first copy before it.
+        marked = [_unmarked(c) for c in contents if REPEAT in c]
+        assert set(marked) <= set(unmarked), "a message was marked as a repeat of one never received"
+        print(
+            f"{kills} kills ({races} while hits were held); webhook: {len(hook.receipts)} requests, "
+            f"{len(hook.alerts)} keys, {hook.repeats()} dropped by key; robot: {len(contents)} messages, "
+            f"{len(marked)} marked possible repeat"
+        )
