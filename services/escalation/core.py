@@ -480,10 +480,21 @@ class EscalationCore:
                 labels.append(("closing review: has spread stopped? close or keep monitoring", "review"))
         else:
             total = (d.due_at - d.started_at).total_seconds()
-            for fraction in self.config.sla.reminder_fractions:
-                if fraction not in d.reminded and now >= d.started_at + timedelta(seconds=total * fraction):
-                    d.reminded.append(fraction)
-                    labels.append((f"{fraction:.0%} of the time used", str(fraction)))
+            passed = [
+                f
+                for f in self.config.sla.reminder_fractions
+                if f not in d.reminded and now >= d.started_at + timedelta(seconds=total * f)
+            ]
+            if passed:
+                # After an outage several moments may have passed at once: the latest says all there is to
+                # say, and the earlier ones are recorded as skipped rather than sent late, one after another.
+                d.reminded.extend(passed)
+                latest = max(passed)
+                skipped = sorted(f for f in passed if f != latest)
+                note = (
+                    f" ({', '.join(f'{f:.0%}' for f in skipped)} skipped: came due unseen)" if skipped else ""
+                )
+                labels.append((f"{latest:.0%} of the time used{note}", str(latest)))
         for detail, suffix in labels:
             self._emit(out, inc, IncidentEventKind.reminder, now, detail=f"{d.name}: {detail}")
             out.alerts.append(
