@@ -33,6 +33,8 @@ from pydantic import ValidationError
 from schemas.events import IncidentActionKind, Platform, Tier
 from services.common import json
 from services.common.config import YuqingConfig
+from services.ingest.guard import REPORT_HEADERS, SECURITY_HEADERS
+from services.ingest.limits import TooLarge, read_capped
 from services.ingest.operator import ActionRequest, Send, action_refusal, apply_action, ledger_csv
 from services.ingest.readmodel import ReadModel
 from services.scoring.sentiment import DEMANDS
@@ -56,20 +58,10 @@ _PRIMARY_ACTIONS = (
     IncidentActionKind.statement_published,
     IncidentActionKind.resolve,
 )
-_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+# Set on the console's own responses too, so that they hold on an app without the guards (tests, a new host).
+_HEADERS = {**SECURITY_HEADERS, "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 # The report is a page of its own inside an iframe; its inline <style> is ours (render_html), scripts none.
-_REPORT_HEADERS = {
-    **_HEADERS,
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'",
-}
+_REPORT_HEADERS = {**_HEADERS, **REPORT_HEADERS}
 
 
 @dataclass(frozen=True)
@@ -216,9 +208,9 @@ def _safe_next(target: str | None) -> str:
 async def _form(request: Request) -> dict[str, str] | Response:
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return PlainTextResponse("expected an HTML form (application/x-www-form-urlencoded)", 415)
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
-        return PlainTextResponse(f"form is {len(body)} bytes; the limit is {_MAX_FORM_BYTES}", 413)
+    body = await read_capped(request, _MAX_FORM_BYTES)
+    if isinstance(body, TooLarge):
+        return PlainTextResponse(f"form: {body.detail}", body.status, headers={"Connection": "close"})
     fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     return {k: v[0] for k, v in fields.items()}
 

@@ -20,6 +20,7 @@ from services.escalation.core import EscalationCore, Incident
 from services.escalation.exceptions import InvalidTransition
 from services.escalation.report import LEAD_IN, ReportInput, render_html, render_markdown
 from services.ingest.auth import TokenCheck
+from services.ingest.guard import REPORT_HEADERS
 from services.ingest.limits import TooLarge, read_capped
 from services.ingest.readmodel import ReadModel
 
@@ -264,7 +265,7 @@ def operator_router(
             posts = model.ledger_rows(group=group, since=start)
             markdown = render_markdown(ReportInput.from_events(events, changes, posts))
         if format == "html":
-            return HTMLResponse(render_html(markdown))
+            return HTMLResponse(render_html(markdown), headers=REPORT_HEADERS)
         return Response(markdown, media_type="text/markdown; charset=utf-8")
 
     async def act(incident_id: str, action: IncidentActionKind, actor: str, comment: str) -> Response:
@@ -300,8 +301,7 @@ def operator_router(
         body = (
             f"<p>规则组 <b>{html.escape(claims.group)}</b> · 事件 {html.escape(claims.incident_id)}</p>"
             f"<p>当前状态 {html.escape(state)} · 等级 {tier}</p>"
-            f'<form method="post"><button type="submit" style="font-size:1.4em;padding:.6em 1.2em">'
-            f"确认已收到 Acknowledge</button></form>"
+            '<form method="post" class="ack"><button type="submit">确认已收到 Acknowledge</button></form>'
         )
         return HTMLResponse(_page("确认舆情事件 Acknowledge incident", body))
 

@@ -9,15 +9,26 @@ loader's warning for a readable secrets file is tested in tests/common/test_conf
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from schemas.events import IncidentState
+from services.common.broker import free_port
 from services.common.demo import WebhookReceiver
 from services.common.kafka import ensure_topics
 from services.common.links import sign_link
@@ -201,3 +212,138 @@ async def test_secrets_never_appear_in_logs_or_metrics(kafka, stack_factory, tmp
         assert value not in logs, f"{name} secret found in logs"
         for page in pages:
             assert value not in page, f"{name} secret found in /metrics"
+
+
+# ---- the API process under hostile bodies ------------------------------------------------------------------
+
+_MB = 1024 * 1024
+_RSS_BOUND = 300 * _MB  # the acceptance bound: generous next to the ~110 MB an idle API takes
+_POST_BYTES = 300 * _MB
+
+
+def _api_env(port: int, **extra: str) -> dict[str, str]:
+    """The environment of a real `yuqing worker ingest` that needs no broker: its Kafka never answers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YUQING_")}
+    return {
+        **env,
+        "PYTHONUNBUFFERED": "1",
+        "YUQING_API_PORT": str(port),
+        "YUQING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "YUQING_READ_MODEL": "false",
+        "YUQING_BRIEFINGS": "false",
+        "YUQING_PRODUCE_TIMEOUT_SECONDS": "1",
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def _api_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.common.cli", "worker", "ingest"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            base = f"http://127.0.0.1:{env['YUQING_API_PORT']}"
+            for _ in range(150):
+                assert proc.poll() is None, log.read_text(errors="replace")
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            else:
+                raise AssertionError("the API never answered /healthz")
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """(resident now, peak resident) of a process in bytes, from /proc."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def _stream_post(port: int, path: str, chunked: bool, stop: threading.Event) -> tuple[str, int]:
+    """POST `_POST_BYTES` of form to `path`, chunk by chunk from one 64 KB buffer, reading the answer as
+    soon as there is one. Returns (status line or how the connection ended, bytes sent)."""
+    chunk = b"x" * 65_536
+    framing = b"Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {_POST_BYTES}\r\n".encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+        + b"Content-Type: application/x-www-form-urlencoded\r\n"
+        + framing
+        + b"\r\n"
+    )
+    piece = (b"%x\r\n" % len(chunk) + chunk + b"\r\n") if chunked else chunk
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + (b"%x\r\nactor=a&token=\r\n" % 14 if chunked else b"actor=a&token="))
+        pending = memoryview(piece)
+        try:
+            while sent < _POST_BYTES and not stop.is_set():
+                readable, writable, _ = select.select([sock], [sock], [], 1.0)
+                if readable:
+                    answer = sock.recv(4096)
+                    return (answer.split(b"\r\n", 1)[0].decode() if answer else "closed"), sent
+                if writable:
+                    n = sock.send(pending)
+                    pending = pending[n:]
+                    if not pending:
+                        sent += len(chunk)
+                        pending = memoryview(piece)
+            if stop.is_set():
+                return "stopped by the memory watch", sent
+            sock.settimeout(10)
+            answer = sock.recv(4096)
+            return (answer.split(b"\r\n", 1)[0].decode() if answer else "closed"), sent
+        except (ConnectionResetError, BrokenPipeError):
+            return "reset", sent
+
+
+def test_parallel_oversized_posts_keep_the_api_memory_bounded(tmp_path):
+    """Four parallel 300 MB login forms, two with a Content-Length and two chunked, streamed from a 64 KB
+    buffer: the real API process stays under 300 MB resident (it went to 1.6 GB when the console buffered
+    every body before checking its size) and still answers afterwards."""
+    port = free_port()
+    with _api_process(_api_env(port), tmp_path / "api.log") as proc:
+        stop = threading.Event()
+        peak = {"rss": 0}
+
+        def watch() -> None:
+            while not stop.is_set():
+                rss, _ = _memory(proc.pid)
+                peak["rss"] = max(peak["rss"], rss)
+                if rss > _RSS_BOUND:
+                    stop.set()  # the bound is broken: stop feeding it rather than exhaust the machine
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        with ThreadPoolExecutor(4) as pool:
+            streams = [
+                pool.submit(_stream_post, port, "/console/login", chunked, stop)
+                for chunked in (False, True, False, True)
+            ]
+            results = [s.result() for s in streams]
+        stop.set()
+        watcher.join()
+        _, high_water = _memory(proc.pid)
+        assert max(peak["rss"], high_water) < _RSS_BOUND, (
+            f"API peaked at {max(peak['rss'], high_water) / _MB:.0f} MB resident; results {results}"
+        )
+        for status, _sent in results:
+            assert status.startswith("HTTP/1.1 413") or status == "reset", results
+        assert any(status.startswith("HTTP/1.1 413") for status, _ in results), results
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
