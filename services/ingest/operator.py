@@ -31,6 +31,7 @@ __all__ = [
     "apply_action",
     "ledger_csv",
     "operator_router",
+    "spreadsheet_cell",
 ]
 
 Send = Callable[[str, IncidentAction], Awaitable[None]]
@@ -112,12 +113,25 @@ _LEDGER_FIELDS = (
 )
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (=HYPERLINK(…), +cmd|…, -1+1, @SUM…);
+# a tab or CR can hide one behind leading whitespace. OWASP's rule: start such a cell with a single quote.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: strings starting like a formula get a leading `'`."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def ledger_csv(rows: list[dict[str, Any]]) -> Response:
-    """Ledger rows as a CSV download; the API's ?format=csv and the console's export both serve this."""
+    """Ledger rows as a CSV download; the API's ?format=csv and the console's export both serve this.
+    Post text comes from the public, so every cell goes through `spreadsheet_cell`."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_LEDGER_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: spreadsheet_cell(row.get(k)) for k in _LEDGER_FIELDS} for row in rows)
     # A BOM so that Excel opens the Chinese text as UTF-8.
     return Response(
         "\ufeff" + buf.getvalue(),

@@ -19,7 +19,14 @@ from services.ingest.auth import TokenCheck
 from services.ingest.console import Sessions, install_console
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
-from tests.factories import T0, hit, incident_event, tier_change
+from tests.factories import (
+    T0,
+    assert_csv_neutralised,
+    formula_hits,
+    hit,
+    incident_event,
+    tier_change,
+)
 
 TOKEN = "op-token-31f7"
 
@@ -373,6 +380,15 @@ def test_csv_export_uses_the_filters_and_keeps_chinese_text(client):
     assert ",douyin,b,xinghe,2," in lines[1]
     assert "星河空调投诉 b" in lines[1]
     assert client.get("/console/ledger.csv", params={"sentiment": "angry"}).status_code == 422
+
+
+def test_csv_export_neutralises_formulas_from_post_text(console, client):
+    for h in formula_hits():
+        console.model.apply(h)
+    login(client)
+    resp = client.get("/console/ledger.csv")
+    assert resp.status_code == 200
+    assert_csv_neutralised(resp.content)
 
 
 # -- tier board and live events ---------------------------------------------------------------------
