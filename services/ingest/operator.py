@@ -300,9 +300,16 @@ def operator_router(
         if link_secret is None:
             return _json({"detail": "ack links are not enabled"}, 404)
         try:
-            return verify_link(link_secret, token, datetime.now(UTC))
+            claims = verify_link(link_secret, token, datetime.now(UTC))
         except BadLink as exc:
             return HTMLResponse(_page("链接无效 Link refused", html.escape(str(exc))), status_code=403)
+        if claims.action not in _LINK_ACTIONS:
+            # Signed, but for an action a link may not take: doing an ack instead would be doing something
+            # nobody signed for.
+            allowed = ", ".join(_LINK_ACTIONS)
+            detail = f"this link was signed for {claims.action!r}; a link can only do: {allowed}"
+            return HTMLResponse(_page("链接无效 Link refused", html.escape(detail)), status_code=403)
+        return claims
 
     @router.get("/v1/ack/{token}", response_class=HTMLResponse)
     async def ack_page(token: str) -> Response:
@@ -327,7 +334,7 @@ def operator_router(
         if claims.nonce in used_links:
             return HTMLResponse(_page("链接已使用 Link already used", "该链接已经确认过。"), status_code=409)
         result = await act(
-            claims.incident_id, IncidentActionKind.ack, f"link:{claims.nonce}", "one-click ack"
+            claims.incident_id, _LINK_ACTIONS[claims.action], f"link:{claims.nonce}", "one-click ack"
         )
         if result.status_code != 202:
             detail = html.escape(json.loads(bytes(result.body)).get("detail", ""))
@@ -336,6 +343,10 @@ def operator_router(
         return HTMLResponse(_page("已确认 Acknowledged", "已通知升级流程停止呼叫。Paging stops."))
 
     return router
+
+
+# What a signed link may do, by the action named in its signed payload (services/common/links.py).
+_LINK_ACTIONS = {"ack": IncidentActionKind.ack}
 
 
 def _page(title: str, body: str) -> str:

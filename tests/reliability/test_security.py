@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import os
 import re
 import select
@@ -33,8 +34,10 @@ from services.common.demo import WebhookReceiver
 from services.common.kafka import ensure_topics
 from services.common.links import sign_link
 from services.ingest.api import create_app
+from services.ingest.operator import spreadsheet_cell
 from services.ingest.settings import IngestSettings
 from tests.conftest import write_config
+from tests.factories import assert_csv_neutralised, formula_hits
 from tests.ingest.test_api_limits import fake_kafka
 from tests.ingest.test_operator import incident_event
 from tests.integration.test_pipeline import crisis_posts, wait_ready
@@ -146,6 +149,18 @@ def test_an_ack_link_works_once_and_a_replay_is_refused(fake_client):
     assert "链接已使用" in again.text
 
 
+def test_an_ack_link_does_only_the_action_it_was_signed_for(fake_client):
+    """A link signed for another action (resolve, say) is refused, not taken as an ack."""
+    now = datetime.now(UTC)
+    for action in ("resolve", "meeting_convened", "", "ACK"):
+        token = sign_link(LINK_SECRET, "inc1", "xinghe", action, now, timedelta(hours=1))
+        for method in ("GET", "POST"):
+            resp = fake_client.request(method, f"/v1/ack/{token}")
+            assert resp.status_code == 403, (action, method, resp.status_code)
+            assert f"this link was signed for {action!r}" in html.unescape(resp.text)
+    assert fake_client.post(f"/v1/ack/{_link(now)}").status_code == 200  # the ack it was signed for works
+
+
 def test_expired_and_tampered_ack_links_are_refused(fake_client):
     expired = _link(datetime.now(UTC) - timedelta(days=2))
     body, mac = _link(datetime.now(UTC)).split(".")
@@ -156,6 +171,19 @@ def test_expired_and_tampered_ack_links_are_refused(fake_client):
             resp = fake_client.request(method, f"/v1/ack/{token}")
             assert resp.status_code == 403, (token, method, resp.status_code)
     assert "expired" in fake_client.get(f"/v1/ack/{expired}").text
+
+
+def test_the_ledger_csv_export_neutralises_formulas_from_post_text(fake_client):
+    for h in formula_hits():
+        fake_client.app.state.read_model.apply(h)
+    resp = fake_client.get(
+        "/v1/ledger", params={"format": "csv"}, headers={"Authorization": f"Bearer {TOKENS['operator']}"}
+    )
+    assert resp.status_code == 200
+    assert_csv_neutralised(resp.content)
+    for text in ("\t=1+1", "\r=1+1", "=1", "+1", "-1", "@A1"):
+        assert spreadsheet_cell(text) == "'" + text
+    assert [spreadsheet_cell(v) for v in ("星河 =1", "", None, -5, 3)] == ["星河 =1", "", None, -5, 3]
 
 
 def test_public_routes_are_only_health_metrics_and_signed_links(fake_client):
