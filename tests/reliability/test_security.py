@@ -242,6 +242,70 @@ async def test_secrets_never_appear_in_logs_or_metrics(kafka, stack_factory, tmp
             assert value not in page, f"{name} secret found in /metrics"
 
 
+# ---- start-up errors ---------------------------------------------------------------------------------------
+
+_STARTUP_SECRETS = {
+    "YUQING_INGEST_TOKENS": "ingest-startup-4c1d9e",
+    "YUQING_OPERATOR_TOKENS": "operator-startup-7b2a5f",
+    "YUQING_LINK_SECRET": "link-startup-3e8f0a1b",
+    "YUQING_CONSOLE_SECRET": "console-startup-6d4c2b",
+}
+
+
+def _refusal(service: str, env: dict[str, str]) -> str:
+    """Run `yuqing worker <service>` with `env` over the secrets; it must refuse to start. Its output."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("YUQING_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.common.cli", "worker", service],
+        env={**base, "YUQING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", **_STARTUP_SECRETS, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    return done.stdout + done.stderr
+
+
+def test_secrets_never_appear_in_start_up_errors(tmp_path):
+    """Each way the real CLI refuses bad settings, with every secret set: the refusal names the setting and
+    shows none of the secrets (the first case printed the whole environment, secrets included)."""
+    hook_secret = "hook-startup-9f8e7d6c"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(f'notifier:\n  channels:\n    - secret: "{hook_secret}\n      url: [\n')
+    broken.chmod(0o600)
+    cases = [
+        (
+            "ingest",
+            {"YUQING_API_HOST": "0.0.0.0", "YUQING_OPERATOR_TOKENS": ""},  # noqa: S104
+            "operator_tokens is empty",
+        ),
+        ("ingest", {"YUQING_API_PORT": "eighty"}, "YUQING_API_PORT"),
+        (
+            "ingest",
+            {"YUQING_OPERATOR_TOKENS": f"{_STARTUP_SECRETS['YUQING_OPERATOR_TOKENS']},short"},
+            "token 2",
+        ),
+        (
+            "ingest",
+            {"YUQING_CONSOLE_SECRET": _STARTUP_SECRETS["YUQING_LINK_SECRET"]},
+            "YUQING_CONSOLE_SECRET",
+        ),
+        ("ingest", {"YUQING_CONFIG_FILE": str(broken)}, "not valid YAML"),
+        (
+            "escalation",
+            {"YUQING_TICK_SECONDS": "-1", "YUQING_LINK_SECRET": "short-link"},
+            "YUQING_LINK_SECRET",
+        ),
+    ]
+    for service, env, named in cases:
+        output = _refusal(service, env)
+        assert named in output, (env, output)
+        for name, value in {**_STARTUP_SECRETS, "hook": hook_secret, "short": "short-link"}.items():
+            assert value not in output, (env, name, output)
+        assert "{" not in output, output  # no settings dict in any form
+
+
 # ---- the API process under hostile bodies ------------------------------------------------------------------
 
 _MB = 1024 * 1024
