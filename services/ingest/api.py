@@ -319,7 +319,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         load_config(settings.config_file),
         [t.get_secret_value() for t in settings.operator_tokens],
         send_action,
-        link_secret,
+        settings.console_secret.get_secret_value().encode() if settings.console_secret else None,
     )
     app.state.read_model = model
 

@@ -37,6 +37,7 @@ from services.ingest.guard import REPORT_HEADERS, SECURITY_HEADERS
 from services.ingest.limits import TooLarge, read_capped
 from services.ingest.operator import ActionRequest, Send, action_refusal, apply_action, ledger_csv
 from services.ingest.readmodel import ReadModel
+from services.ingest.throttle import LoginThrottle
 from services.scoring.sentiment import DEMANDS
 from services.scoring.tiers import window_label
 
@@ -84,7 +85,8 @@ class Sessions:
     """Session cookies: `expiry.nonce.key_id.actor.mac`, HMAC-signed with a server secret.
 
     key_id names the operator token the session was issued for, so removing a token from the settings ends
-    its sessions. With no operator tokens configured (dev only) any token logs in, as the API is open too.
+    its sessions; a logout revokes the one session. With no operator tokens configured (dev only) any token
+    logs in, as the API is open too.
     """
 
     def __init__(
@@ -99,6 +101,9 @@ class Sessions:
         self._nonce = nonce
         self._tokens = {self._key_id(t): t for t in tokens}
         self.open = not tokens
+        # Sessions ended by a logout, by nonce, until they would have expired anyway. In memory: a restart
+        # forgets them (docs/operations.md), as the cookie itself stays signed.
+        self._revoked: dict[str, datetime] = {}
 
     def _mac(self, label: str, data: str) -> str:
         return _b64(hmac.new(self._secret, f"{label}|{data}".encode(), hashlib.sha256).digest())
@@ -131,11 +136,18 @@ class Sessions:
             return None
         if key_id not in self._tokens and not (self.open and key_id == "open"):
             return None
+        if nonce in self._revoked:
+            return None
         try:
             name = _unb64(actor).decode()
         except (ValueError, UnicodeDecodeError):
             return None
         return Session(name, nonce, key_id, datetime.fromtimestamp(int(expires), UTC))
+
+    def revoke(self, session: Session, now: datetime) -> None:
+        """End `session` here and now: its cookie, wherever it was copied to, no longer verifies."""
+        self._revoked = {n: until for n, until in self._revoked.items() if until > now}
+        self._revoked[session.nonce] = session.expires
 
     def csrf(self, session: Session) -> str:
         """The form token of a session: forms carry it, a cross-site page cannot read it."""
@@ -220,6 +232,7 @@ class _Console:
     model: ReadModel
     config: YuqingConfig
     sessions: Sessions
+    throttle: LoginThrottle
     send: Send
     tz: ZoneInfo
     env: jinja2.Environment
@@ -364,13 +377,15 @@ def install_console(
     send: Send,
     secret: bytes | None = None,
 ) -> None:
-    """Serve the console under /console. `secret` signs sessions; without one they end at restart."""
+    """Serve the console under /console. `secret` (YUQING_CONSOLE_SECRET, never the link secret) signs
+    sessions; without one each process makes a random key, and sessions end at a restart."""
     tz = ZoneInfo(config.notifier.briefing_tz)
     key = hmac.new(secret, b"yuqing console sessions", hashlib.sha256).digest() if secret else None
     console = _Console(
         model=model,
         config=config,
         sessions=Sessions(operator_tokens, key or secrets.token_bytes(32)),
+        throttle=LoginThrottle(),
         send=send,
         tz=tz,
         env=_environment(tz),
@@ -421,11 +436,26 @@ def _router(c: _Console) -> APIRouter:
         if isinstance(form, Response):
             return form
         actor, token, target = form.get("actor", "").strip(), form.get("token", ""), form.get("next")
-        if not 1 <= len(actor) <= 64:
+        now = datetime.now(UTC)
+        # Per client and per name: one address cannot try many tokens, nor many addresses one name.
+        keys = (f"client:{request.client.host if request.client else '?'}", f"name:{actor.casefold()}")
+        wait = c.throttle.retry_after(keys, now)
+        status, headers = 403, {}
+        if wait is not None:
+            minutes = max(1, math.ceil(wait.total_seconds() / 60))
+            error = (
+                f"登录失败次数过多，请 {minutes} 分钟后再试。"
+                f"(Too many failed logins: try again in {minutes} min.)"
+            )
+            status, headers = 429, {"Retry-After": str(math.ceil(wait.total_seconds()))}
+        elif not 1 <= len(actor) <= 64:
             error = "请填写姓名（1–64 个字符），操作记录会署这个名字。"
         else:
-            cookie = sessions.issue(token, actor, datetime.now(UTC))
-            if cookie is not None:
+            cookie = sessions.issue(token, actor, now)
+            if cookie is None:
+                c.throttle.failed(keys, now)
+            else:
+                c.throttle.succeeded(keys)
                 response = RedirectResponse(_safe_next(target), 303, headers=_HEADERS)
                 response.set_cookie(
                     _COOKIE,
@@ -438,16 +468,18 @@ def _router(c: _Console) -> APIRouter:
                 )
                 return response
             error = "令牌无效：请使用运维（operator）令牌。"
-        return c.page(
+        page = c.page(
             request,
             "login.html",
             None,
-            status=403,
+            status=status,
             title="登录",
             next=_safe_next(target),
             error=error,
             actor=actor,
         )
+        page.headers.update(headers)
+        return page
 
     @router.post("/console/logout")
     async def logout(request: Request) -> Response:
@@ -457,6 +489,7 @@ def _router(c: _Console) -> APIRouter:
         form = await checked_form(request, session)
         if isinstance(form, Response):
             return form
+        sessions.revoke(session, datetime.now(UTC))
         response = RedirectResponse("/console/login", 303, headers=_HEADERS)
         response.delete_cookie(_COOKIE, path="/console")
         return response

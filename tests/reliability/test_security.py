@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import html
 import os
 import re
@@ -34,6 +36,7 @@ from services.common.demo import WebhookReceiver
 from services.common.kafka import ensure_topics
 from services.common.links import sign_link
 from services.ingest.api import create_app
+from services.ingest.console import Sessions
 from services.ingest.operator import spreadsheet_cell
 from services.ingest.settings import IngestSettings
 from tests.conftest import write_config
@@ -159,6 +162,23 @@ def test_an_ack_link_does_only_the_action_it_was_signed_for(fake_client):
             assert resp.status_code == 403, (action, method, resp.status_code)
             assert f"this link was signed for {action!r}" in html.unescape(resp.text)
     assert fake_client.post(f"/v1/ack/{_link(now)}").status_code == 200  # the ack it was signed for works
+
+
+def test_the_link_secret_cannot_forge_a_console_session(fake_client):
+    """The console once signed sessions with a key derived from YUQING_LINK_SECRET: whoever held the link
+    secret and the key id of any old cookie could make a session for any name. Its key is its own now."""
+    derived = hmac.new(LINK_SECRET, b"yuqing console sessions", hashlib.sha256).digest()
+    forged = Sessions([TOKENS["operator"]], derived).issue(TOKENS["operator"], "mallory", datetime.now(UTC))
+    resp = fake_client.get(
+        "/console/board", headers={"Cookie": f"yuqing-console={forged}"}, follow_redirects=False
+    )
+    assert resp.status_code == 303
+    assert resp.headers["location"].startswith("/console/login")
+    real = fake_client.post(
+        "/console/login", data={"actor": "值班", "token": TOKENS["operator"]}, follow_redirects=False
+    )
+    assert real.status_code == 303
+    assert fake_client.get("/console/board").status_code == 200
 
 
 def test_expired_and_tampered_ack_links_are_refused(fake_client):
