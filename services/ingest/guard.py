@@ -22,7 +22,6 @@ __all__ = [
     "REPORT_HEADERS",
     "SECURITY_HEADERS",
     "BodyLimit",
-    "BodyTooLarge",
     "SecurityHeaders",
     "install_guards",
 ]
@@ -50,7 +49,7 @@ _DOCS_POLICY = (
     "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net 'unsafe-inline'; "
     "style-src 'self' https://cdn.jsdelivr.net https://fonts.googleapis.com 'unsafe-inline'; "
     "font-src https://fonts.gstatic.com; "
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+    "img-src 'self' data: https://fastapi.tiangolo.com; "
     "connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 _DOCS_PATHS = frozenset({"/docs", "/redoc"})
