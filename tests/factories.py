@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 
 from schemas.events import (
@@ -91,3 +93,31 @@ def incident_event(
         deadlines=deadlines,
         sequence=seq,
     )
+
+
+# Post texts a spreadsheet would run as formulas (OWASP's CSV injection list), and the cell the CSV holds.
+# A leading tab or CR, also on the list, never reaches the ledger: events strip surrounding whitespace.
+FORMULA_EXCERPTS = {
+    '=HYPERLINK("https://evil.example/phish","星河退款点这里")': '\'=HYPERLINK("https://evil.example/phish","星河退款点这里")',
+    "+1+cmd|' /C calc'!A0": "'+1+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0": "'-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0": "'@SUM(1+1)*cmd|' /C calc'!A0",
+    "星河 = 差评 -1": "星河 = 差评 -1",  # a formula character later in the text is plain text
+}
+
+
+def formula_hits() -> list[KeywordHit]:
+    """A hit per FORMULA_EXCERPTS text, post ids f0, f1, …; the first also has a formula as its url."""
+    return [
+        hit(f"f{i}", 10 + i, excerpt=text, url="=cmd|' /C calc'!A0" if i == 0 else None)
+        for i, text in enumerate(FORMULA_EXCERPTS)
+    ]
+
+
+def assert_csv_neutralised(body: bytes) -> None:
+    """The ledger CSV holds every FORMULA_EXCERPTS text as its safe cell, and numbers as numbers."""
+    rows = {r["post_id"]: r for r in csv.DictReader(io.StringIO(body.decode("utf-8-sig"), newline=""))}
+    for i, (text, cell) in enumerate(FORMULA_EXCERPTS.items()):
+        assert rows[f"f{i}"]["excerpt"] == cell, text
+        assert rows[f"f{i}"]["spread"] == str(10 + i)
+    assert rows["f0"]["url"] == "'=cmd|' /C calc'!A0"

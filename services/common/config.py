@@ -405,7 +405,7 @@ def load_config(path: Path | None = None) -> YuqingConfig:
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top, got {type(data).__name__}")
     try:
@@ -415,6 +415,17 @@ def load_config(path: Path | None = None) -> YuqingConfig:
         raise ConfigError(f"config file {path} is invalid:\n  " + "\n  ".join(lines)) from None
     _warn_if_readable_by_others(path, config)
     return config
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quote of the line: that line may be a channel secret."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    parts = []
+    for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
+        if text:
+            parts.append(f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark else text)
+    return "; ".join(parts) or type(exc).__name__
 
 
 def _secrets_in(config: YuqingConfig) -> list[str]:

@@ -140,8 +140,18 @@ def _dur(delta: timedelta | None) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "｜").replace("\n", " ")
+# Markdown's inline syntax (emphasis, code, links, raw HTML, entities) and its escape character. Block
+# syntax (#, -, >, 1.) only counts at the start of a line, and user text never starts one: see _text.
+_MARKDOWN_INLINE = re.compile(r"([\\`*_~\[\]<>&])")
+_MARKDOWN_ESCAPED = re.compile(r"\\([\\`*_~\[\]<>&])")
+
+
+def _text(value: object) -> str:
+    """Text from people (a name, a comment, a post) inline in the report: on one line, whatever line
+    breaks it holds (also the Unicode ones that str.splitlines honours), and with no Markdown or HTML of
+    its own. A pipe becomes a full-width one so that it cannot split a table row."""
+    one_line = " ".join(str(value).splitlines())
+    return _MARKDOWN_INLINE.sub(r"\\\1", one_line).replace("|", "｜")
 
 
 def render_markdown(r: ReportInput) -> str:
@@ -149,7 +159,7 @@ def render_markdown(r: ReportInput) -> str:
     closed = _last(r, lambda e: e.state == "closed" and e.kind == "transitioned")
     peak = min((e.tier for e in r.entries if e.tier), default=0)
     lines = [
-        f"# 危机复盘报告 Post-mortem: {r.group}" + (" (草稿 draft: still open)" if r.draft else ""),
+        f"# 危机复盘报告 Post-mortem: {_text(r.group)}" + (" (草稿 draft: still open)" if r.draft else ""),
         "",
         f"- 事件编号 Incident: `{r.incident_id}`",
         f"- 最高等级 Peak tier: {_TIER[peak]}",
@@ -184,7 +194,7 @@ def render_markdown(r: ReportInput) -> str:
         c = p.counts
         lines.append(
             f"| {_t(p.at)} | {_TIER[p.tier]} | {c.get('2h', 0):,} | {c.get('4h', 0):,} | {c.get('8h', 0):,} "
-            f"| {p.reason} |"
+            f"| {_text(p.reason)} |"
         )
     lines += [
         "",
@@ -194,8 +204,8 @@ def render_markdown(r: ReportInput) -> str:
         "|---|---|---|",
     ]
     for post in r.top_posts[:10]:
-        excerpt = _cell(str(post.get("excerpt", "")))[:80]
-        lines.append(f"| {post.get('platform')} | {int(post.get('spread', 0)):,} | {excerpt} |")
+        excerpt = _text(str(post.get("excerpt", ""))[:80])
+        lines.append(f"| {_text(post.get('platform'))} | {int(post.get('spread', 0)):,} | {excerpt} |")
     lines += [
         "",
         "## 时间线 Timeline",
@@ -204,7 +214,9 @@ def render_markdown(r: ReportInput) -> str:
         "|---|---|---|---|---|",
     ]
     for e in r.entries:
-        lines.append(f"| {e.seq} | {_t(e.at)} | {e.kind} → {e.state} | {e.actor} | {_cell(e.detail)} |")
+        lines.append(
+            f"| {e.seq} | {_t(e.at)} | {e.kind} → {e.state} | {_text(e.actor)} | {_text(e.detail)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -243,11 +255,11 @@ def _evaluation(r: ReportInput, closed: Entry | None) -> list[str]:
         f"({len(actions('verified'))} verification, {len(actions('statement_published'))} statement), "
         f"{len(corrections)} correction(s) recorded → {accuracy}. Counted from operator actions: the service "
         "cannot judge content, so an item counts as accurate unless a `correction` action was recorded.",
-        *(f"  - 更正 correction {_t(e.at)} ({e.actor}): {_cell(e.detail)}" for e in corrections),
+        *(f"  - 更正 correction {_t(e.at)} ({_text(e.actor)}): {_text(e.detail)}" for e in corrections),
         f"- 用户反馈处理 User feedback: {r.posts_cited} posts cited as evidence by the incident's tier "
         f"changes; {len(follow_ups)} 回访 follow-up(s) recorded with the `follow_up` action. One follow-up "
         "may cover many users (its comment says whom), so no coverage ratio is claimed.",
-        *(f"  - 回访 {_t(e.at)} ({e.actor}): {_cell(e.detail)}" for e in follow_ups),
+        *(f"  - 回访 {_t(e.at)} ({_text(e.actor)}): {_text(e.detail)}" for e in follow_ups),
         f"- 最终结果 Outcome: {_outcome(r, closed)}",
         f"- 舆情变化趋势 Trend: {_trend(r, closed)}",
     ]
@@ -257,7 +269,9 @@ def _outcome(r: ReportInput, closed: Entry | None) -> str:
     reopened = sum(e.action == "reopen" for e in r.entries)
     cooling = next((e for e in r.entries if e.state == "cooling"), None)
     parts = [
-        f"closed {_t(closed.at)} by {closed.actor}" if closed else f"not closed ({r.entries[-1].state})",
+        f"closed {_t(closed.at)} by {_text(closed.actor)}"
+        if closed
+        else f"not closed ({r.entries[-1].state})",
         f"tier at close {_TIER[closed.tier]}" if closed else f"tier now {_TIER[r.entries[-1].tier]}",
         f"cooling from {_t(cooling.at)}" if cooling else "never reached cooling",
         f"reopened {reopened} time(s)" if reopened else "not reopened",
@@ -303,7 +317,8 @@ def render_html(markdown: str) -> str:
     ]
     in_table = in_list = False
     for raw in markdown.splitlines():
-        line = html.escape(raw)
+        # Text escaped for Markdown (_text) is shown as written: unescaped, then escaped for HTML.
+        line = html.escape(_MARKDOWN_ESCAPED.sub(r"\1", raw))
         if raw.startswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             if set("".join(cells)) <= {"-"}:

@@ -36,6 +36,7 @@ from services.ingest.batch import Batch, Body, Convert, native, normalised, pars
 from services.ingest.console import install_console
 from services.ingest.exceptions import ProduceFailed
 from services.ingest.feeds import FeedPoller
+from services.ingest.guard import install_guards
 from services.ingest.limits import TooLarge, read_capped
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
@@ -148,6 +149,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         return state["producer"]
 
     app = FastAPI(title="yuqing ingest", version="1", lifespan=lifespan)
+    install_guards(app, settings.max_body_bytes, settings.max_operator_body_bytes)
 
     authorised = TokenCheck(settings.ingest_tokens, "ingest")
     _warn_if_open(settings)
@@ -317,7 +319,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         load_config(settings.config_file),
         [t.get_secret_value() for t in settings.operator_tokens],
         send_action,
-        link_secret,
+        settings.console_secret.get_secret_value().encode() if settings.console_secret else None,
     )
     app.state.read_model = model
 

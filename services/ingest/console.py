@@ -33,8 +33,11 @@ from pydantic import ValidationError
 from schemas.events import IncidentActionKind, Platform, Tier
 from services.common import json
 from services.common.config import YuqingConfig
+from services.ingest.guard import REPORT_HEADERS, SECURITY_HEADERS
+from services.ingest.limits import TooLarge, read_capped
 from services.ingest.operator import ActionRequest, Send, action_refusal, apply_action, ledger_csv
 from services.ingest.readmodel import ReadModel
+from services.ingest.throttle import LoginThrottle
 from services.scoring.sentiment import DEMANDS
 from services.scoring.tiers import window_label
 
@@ -56,20 +59,10 @@ _PRIMARY_ACTIONS = (
     IncidentActionKind.statement_published,
     IncidentActionKind.resolve,
 )
-_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+# Set on the console's own responses too, so that they hold on an app without the guards (tests, a new host).
+_HEADERS = {**SECURITY_HEADERS, "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 # The report is a page of its own inside an iframe; its inline <style> is ours (render_html), scripts none.
-_REPORT_HEADERS = {
-    **_HEADERS,
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'",
-}
+_REPORT_HEADERS = {**_HEADERS, **REPORT_HEADERS}
 
 
 @dataclass(frozen=True)
@@ -92,7 +85,8 @@ class Sessions:
     """Session cookies: `expiry.nonce.key_id.actor.mac`, HMAC-signed with a server secret.
 
     key_id names the operator token the session was issued for, so removing a token from the settings ends
-    its sessions. With no operator tokens configured (dev only) any token logs in, as the API is open too.
+    its sessions; a logout revokes the one session. With no operator tokens configured (dev only) any token
+    logs in, as the API is open too.
     """
 
     def __init__(
@@ -107,6 +101,9 @@ class Sessions:
         self._nonce = nonce
         self._tokens = {self._key_id(t): t for t in tokens}
         self.open = not tokens
+        # Sessions ended by a logout, by nonce, until they would have expired anyway. In memory: a restart
+        # forgets them (docs/operations.md), as the cookie itself stays signed.
+        self._revoked: dict[str, datetime] = {}
 
     def _mac(self, label: str, data: str) -> str:
         return _b64(hmac.new(self._secret, f"{label}|{data}".encode(), hashlib.sha256).digest())
@@ -139,11 +136,18 @@ class Sessions:
             return None
         if key_id not in self._tokens and not (self.open and key_id == "open"):
             return None
+        if nonce in self._revoked:
+            return None
         try:
             name = _unb64(actor).decode()
         except (ValueError, UnicodeDecodeError):
             return None
         return Session(name, nonce, key_id, datetime.fromtimestamp(int(expires), UTC))
+
+    def revoke(self, session: Session, now: datetime) -> None:
+        """End `session` here and now: its cookie, wherever it was copied to, no longer verifies."""
+        self._revoked = {n: until for n, until in self._revoked.items() if until > now}
+        self._revoked[session.nonce] = session.expires
 
     def csrf(self, session: Session) -> str:
         """The form token of a session: forms carry it, a cross-site page cannot read it."""
@@ -216,9 +220,9 @@ def _safe_next(target: str | None) -> str:
 async def _form(request: Request) -> dict[str, str] | Response:
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return PlainTextResponse("expected an HTML form (application/x-www-form-urlencoded)", 415)
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
-        return PlainTextResponse(f"form is {len(body)} bytes; the limit is {_MAX_FORM_BYTES}", 413)
+    body = await read_capped(request, _MAX_FORM_BYTES)
+    if isinstance(body, TooLarge):
+        return PlainTextResponse(f"form: {body.detail}", body.status, headers={"Connection": "close"})
     fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     return {k: v[0] for k, v in fields.items()}
 
@@ -228,6 +232,7 @@ class _Console:
     model: ReadModel
     config: YuqingConfig
     sessions: Sessions
+    throttle: LoginThrottle
     send: Send
     tz: ZoneInfo
     env: jinja2.Environment
@@ -372,13 +377,15 @@ def install_console(
     send: Send,
     secret: bytes | None = None,
 ) -> None:
-    """Serve the console under /console. `secret` signs sessions; without one they end at restart."""
+    """Serve the console under /console. `secret` (YUQING_CONSOLE_SECRET, never the link secret) signs
+    sessions; without one each process makes a random key, and sessions end at a restart."""
     tz = ZoneInfo(config.notifier.briefing_tz)
     key = hmac.new(secret, b"yuqing console sessions", hashlib.sha256).digest() if secret else None
     console = _Console(
         model=model,
         config=config,
         sessions=Sessions(operator_tokens, key or secrets.token_bytes(32)),
+        throttle=LoginThrottle(),
         send=send,
         tz=tz,
         env=_environment(tz),
@@ -429,11 +436,26 @@ def _router(c: _Console) -> APIRouter:
         if isinstance(form, Response):
             return form
         actor, token, target = form.get("actor", "").strip(), form.get("token", ""), form.get("next")
-        if not 1 <= len(actor) <= 64:
+        now = datetime.now(UTC)
+        # Per client and per name: one address cannot try many tokens, nor many addresses one name.
+        keys = (f"client:{request.client.host if request.client else '?'}", f"name:{actor.casefold()}")
+        wait = c.throttle.retry_after(keys, now)
+        status, headers = 403, {}
+        if wait is not None:
+            minutes = max(1, math.ceil(wait.total_seconds() / 60))
+            error = (
+                f"登录失败次数过多，请 {minutes} 分钟后再试。"
+                f"(Too many failed logins: try again in {minutes} min.)"
+            )
+            status, headers = 429, {"Retry-After": str(math.ceil(wait.total_seconds()))}
+        elif not 1 <= len(actor) <= 64:
             error = "请填写姓名（1–64 个字符），操作记录会署这个名字。"
         else:
-            cookie = sessions.issue(token, actor, datetime.now(UTC))
-            if cookie is not None:
+            cookie = sessions.issue(token, actor, now)
+            if cookie is None:
+                c.throttle.failed(keys, now)
+            else:
+                c.throttle.succeeded(keys)
                 response = RedirectResponse(_safe_next(target), 303, headers=_HEADERS)
                 response.set_cookie(
                     _COOKIE,
@@ -446,16 +468,18 @@ def _router(c: _Console) -> APIRouter:
                 )
                 return response
             error = "令牌无效：请使用运维（operator）令牌。"
-        return c.page(
+        page = c.page(
             request,
             "login.html",
             None,
-            status=403,
+            status=status,
             title="登录",
             next=_safe_next(target),
             error=error,
             actor=actor,
         )
+        page.headers.update(headers)
+        return page
 
     @router.post("/console/logout")
     async def logout(request: Request) -> Response:
@@ -465,6 +489,7 @@ def _router(c: _Console) -> APIRouter:
         form = await checked_form(request, session)
         if isinstance(form, Response):
             return form
+        sessions.revoke(session, datetime.now(UTC))
         response = RedirectResponse("/console/login", 303, headers=_HEADERS)
         response.delete_cookie(_COOKIE, path="/console")
         return response

@@ -20,6 +20,7 @@ from services.escalation.core import EscalationCore, Incident
 from services.escalation.exceptions import InvalidTransition
 from services.escalation.report import LEAD_IN, ReportInput, render_html, render_markdown
 from services.ingest.auth import TokenCheck
+from services.ingest.guard import REPORT_HEADERS
 from services.ingest.limits import TooLarge, read_capped
 from services.ingest.readmodel import ReadModel
 
@@ -30,6 +31,7 @@ __all__ = [
     "apply_action",
     "ledger_csv",
     "operator_router",
+    "spreadsheet_cell",
 ]
 
 Send = Callable[[str, IncidentAction], Awaitable[None]]
@@ -111,12 +113,25 @@ _LEDGER_FIELDS = (
 )
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (=HYPERLINK(…), +cmd|…, -1+1, @SUM…);
+# a tab or CR can hide one behind leading whitespace. OWASP's rule: start such a cell with a single quote.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: strings starting like a formula get a leading `'`."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def ledger_csv(rows: list[dict[str, Any]]) -> Response:
-    """Ledger rows as a CSV download; the API's ?format=csv and the console's export both serve this."""
+    """Ledger rows as a CSV download; the API's ?format=csv and the console's export both serve this.
+    Post text comes from the public, so every cell goes through `spreadsheet_cell`."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_LEDGER_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: spreadsheet_cell(row.get(k)) for k in _LEDGER_FIELDS} for row in rows)
     # A BOM so that Excel opens the Chinese text as UTF-8.
     return Response(
         "\ufeff" + buf.getvalue(),
@@ -264,7 +279,7 @@ def operator_router(
             posts = model.ledger_rows(group=group, since=start)
             markdown = render_markdown(ReportInput.from_events(events, changes, posts))
         if format == "html":
-            return HTMLResponse(render_html(markdown))
+            return HTMLResponse(render_html(markdown), headers=REPORT_HEADERS)
         return Response(markdown, media_type="text/markdown; charset=utf-8")
 
     async def act(incident_id: str, action: IncidentActionKind, actor: str, comment: str) -> Response:
@@ -285,9 +300,16 @@ def operator_router(
         if link_secret is None:
             return _json({"detail": "ack links are not enabled"}, 404)
         try:
-            return verify_link(link_secret, token, datetime.now(UTC))
+            claims = verify_link(link_secret, token, datetime.now(UTC))
         except BadLink as exc:
             return HTMLResponse(_page("链接无效 Link refused", html.escape(str(exc))), status_code=403)
+        if claims.action not in _LINK_ACTIONS:
+            # Signed, but for an action a link may not take: doing an ack instead would be doing something
+            # nobody signed for.
+            allowed = ", ".join(_LINK_ACTIONS)
+            detail = f"this link was signed for {claims.action!r}; a link can only do: {allowed}"
+            return HTMLResponse(_page("链接无效 Link refused", html.escape(detail)), status_code=403)
+        return claims
 
     @router.get("/v1/ack/{token}", response_class=HTMLResponse)
     async def ack_page(token: str) -> Response:
@@ -300,8 +322,7 @@ def operator_router(
         body = (
             f"<p>规则组 <b>{html.escape(claims.group)}</b> · 事件 {html.escape(claims.incident_id)}</p>"
             f"<p>当前状态 {html.escape(state)} · 等级 {tier}</p>"
-            f'<form method="post"><button type="submit" style="font-size:1.4em;padding:.6em 1.2em">'
-            f"确认已收到 Acknowledge</button></form>"
+            '<form method="post" class="ack"><button type="submit">确认已收到 Acknowledge</button></form>'
         )
         return HTMLResponse(_page("确认舆情事件 Acknowledge incident", body))
 
@@ -313,7 +334,7 @@ def operator_router(
         if claims.nonce in used_links:
             return HTMLResponse(_page("链接已使用 Link already used", "该链接已经确认过。"), status_code=409)
         result = await act(
-            claims.incident_id, IncidentActionKind.ack, f"link:{claims.nonce}", "one-click ack"
+            claims.incident_id, _LINK_ACTIONS[claims.action], f"link:{claims.nonce}", "one-click ack"
         )
         if result.status_code != 202:
             detail = html.escape(json.loads(bytes(result.body)).get("detail", ""))
@@ -322,6 +343,10 @@ def operator_router(
         return HTMLResponse(_page("已确认 Acknowledged", "已通知升级流程停止呼叫。Paging stops."))
 
     return router
+
+
+# What a signed link may do, by the action named in its signed payload (services/common/links.py).
+_LINK_ACTIONS = {"ack": IncidentActionKind.ack}
 
 
 def _page(title: str, body: str) -> str:

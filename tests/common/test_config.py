@@ -66,9 +66,12 @@ def test_bad_settings_name_the_env_var(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("YUQING_INGEST_TOKENS", "alpha,beta")
+    monkeypatch.setenv("YUQING_INGEST_TOKENS", "alpha-token-0123456789,beta-token-0123456789")
     s = load_settings(IngestSettings)
-    assert [t.get_secret_value() for t in s.ingest_tokens] == ["alpha", "beta"]
+    assert [t.get_secret_value() for t in s.ingest_tokens] == [
+        "alpha-token-0123456789",
+        "beta-token-0123456789",
+    ]
     assert "alpha" not in repr(s)
     assert "alpha" not in str(s.masked())
 

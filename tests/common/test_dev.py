@@ -88,7 +88,7 @@ def _ingest(bootstrap: str, prefix: str = "t-ready.") -> IngestSettings:
         kafka_bootstrap=bootstrap,
         topic_prefix=prefix,
         partitions=1,
-        ingest_tokens=("tok-1",),
+        ingest_tokens=("tok-1-for-dev-tests",),
         read_model=False,
         produce_timeout_seconds=2,
     )
@@ -105,7 +105,7 @@ POST = {
 
 def test_ingest_starts_and_answers_503_while_kafka_is_unreachable() -> None:
     app = create_app(_ingest(f"127.0.0.1:{_closed_port()}"))
-    with TestClient(app, headers={"Authorization": "Bearer tok-1"}) as client:
+    with TestClient(app, headers={"Authorization": "Bearer tok-1-for-dev-tests"}) as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503
@@ -158,7 +158,7 @@ def _tcp_forwarder(listen_port: int, target: str) -> Iterator[None]:
 def test_ingest_becomes_ready_when_kafka_comes_up(kafka: str, prefix: str) -> None:
     port = _closed_port()
     app = create_app(_ingest(f"127.0.0.1:{port}", prefix))
-    with TestClient(app, headers={"Authorization": "Bearer tok-1"}) as client:
+    with TestClient(app, headers={"Authorization": "Bearer tok-1-for-dev-tests"}) as client:
         assert client.get("/readyz").status_code == 503
         with _tcp_forwarder(port, kafka):
             deadline = time.monotonic() + 60

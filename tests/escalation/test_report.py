@@ -135,3 +135,48 @@ def test_a_reopened_incident_reports_its_retired_deadlines_and_the_reopen(closed
     assert "reopened 1 time(s)" in md
     assert "closed by override before cooling" in md
     assert md.count("| 发声回应 public statement |") == 2  # first round met, second round superseded
+
+
+HOSTILE_NAME = (
+    "值班\n# 假标题 Fake heading\r\n- [确认处理 Acknowledge](https://evil.example/phish)"
+    "\u2028## <img src=x onerror=alert(1)> **粗体** `code` | 列"
+)
+
+
+def test_names_and_comments_cannot_add_headings_links_or_html():
+    """An actor name with line breaks once added headings (also a list item, a link, HTML) to the report."""
+    w = World()
+    events = w.open(Tier.level2, counts={"2h": 30_000}).events
+    events += w.act(A.ack, 5, actor=HOSTILE_NAME).events
+    events += w.act(A.verified, 8, actor=HOSTILE_NAME).events
+    events += w.act(
+        A.correction, 10, actor=HOSTILE_NAME, comment="更正\n# 另一个标题 [链接](https://evil.example)"
+    ).events
+    events += w.act(A.resolve, 20, actor=HOSTILE_NAME, comment="override: false alarm").events
+    md = next(e.report for e in events if e.report)
+    assert md is not None
+    headings = [line for line in md.splitlines() if line.startswith("#")]
+    assert headings == [
+        "# 危机复盘报告 Post-mortem: g",
+        "## SLA 时效 Timeliness",
+        "## 评估 Evaluation",
+        "## 等级曲线 Tier curve",
+        "## 主要传播内容 Top posts (during the incident)",
+        "## 时间线 Timeline",
+    ]
+    assert not any(line.startswith("- [") for line in md.splitlines())
+    assert "](https://evil.example" not in md.replace("\\](https://evil.example", "")
+    assert "<img" not in md.replace("\\<img", "")
+    timeline = [line for line in md.split("## 时间线 Timeline")[1].splitlines() if line.startswith("| ")]
+    assert all(line.count("|") == 6 for line in timeline), timeline  # the name's pipe split no cell
+    assert r"\[确认处理 Acknowledge\](https://evil.example/phish)" in md
+    assert "closed 2026-" in md
+    assert r"by 值班 \# 假标题" not in md  # a "#" inside a line is text; nothing to escape
+
+    page = render_html(md)
+    assert page.count("<h1>") == 1
+    assert page.count("<h2>") == 5
+    assert "<img" not in page
+    assert "<a " not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "[确认处理 Acknowledge](https://evil.example/phish)" in page  # shown as written, not as a link

@@ -33,7 +33,7 @@ async def settings(kafka: str, prefix: str) -> IngestSettings:
         kafka_bootstrap=kafka,
         topic_prefix=prefix,
         partitions=1,
-        ingest_tokens=("tok-1",),
+        ingest_tokens=("tok-1-0123456789ab",),
         max_body_bytes=20_000,
     )
     await ensure_topics(s)
@@ -42,7 +42,7 @@ async def settings(kafka: str, prefix: str) -> IngestSettings:
 
 @pytest.fixture
 def client(settings: IngestSettings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), headers={"Authorization": "Bearer tok-1"}) as c:
+    with TestClient(create_app(settings), headers={"Authorization": "Bearer tok-1-0123456789ab"}) as c:
         yield c
 
 
@@ -105,7 +105,7 @@ def test_health_ready_and_metrics(client):
     client.post("/v1/posts", json=POST)
     metrics = client.get("/metrics").text
     assert 'yuqing_posts_accepted_total{platform="weibo"} 1.0' in metrics
-    assert "tok-1" not in metrics
+    assert "tok-1-0123456789ab" not in metrics
 
 
 async def test_overload_is_shed_with_429_not_timeouts(kafka, prefix):
