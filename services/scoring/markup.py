@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Sequence
+from operator import itemgetter
 
 __all__ = ["hashtags", "inside", "nicks"]
 
@@ -18,6 +20,7 @@ __all__ = ["hashtags", "inside", "nicks"]
 _HASHTAG = re.compile(r"(?<![a-z0-9+])#([^#]{1,32})#")
 # Weibo nicks are letters (any script), digits, '_' and '-'. An e-mail address is no mention (service@jd.com).
 _MENTION = re.compile(r"(?<![a-z0-9._%+\-])@([\w\-]+)")
+_START = itemgetter(0)
 
 
 def hashtags(norm: str) -> list[tuple[int, int]]:
@@ -43,9 +46,10 @@ def nicks(norm: str, ends: frozenset[int]) -> list[tuple[int, int]]:
     return out
 
 
-def inside(start: int, end: int, spans: list[tuple[int, int]]) -> tuple[int, int] | None:
-    """The span that holds norm[start:end], if one does."""
-    for s, e in spans:
-        if s <= start and end <= e:
-            return s, e
+def inside(start: int, end: int, spans: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
+    """The span that holds norm[start:end], if one does; spans ascending and apart, as the two above give
+    them. A bisection: a hostile post can hold thousands of spans and candidates."""
+    i = bisect_right(spans, start, key=_START) - 1
+    if i >= 0 and end <= spans[i][1]:
+        return spans[i]
     return None

@@ -466,6 +466,7 @@ class RuleMatcher:
         if len(plain) == len(mentions):
             return list(mentions)  # no everyday word among them: all kept, as the loop below would
         plain_groups = {m.group for m in plain}
+        everyday: dict[tuple[int, str], bool] = {}  # for _tagged_topic
         out = []
         for m in mentions:
             if m.group < 0 or m.group in plain_groups or m.start in named:
@@ -484,28 +485,35 @@ class RuleMatcher:
             lo, hi = t.clause(m.start, m.end)
             if any(v in norm[lo:hi] for v in veto):
                 continue
-            if any(cue in norm for cue in cues) or self._tagged_topic(m, t, tags_at, mentions):
+            if any(cue in norm for cue in cues) or self._tagged_topic(m, t, tags_at, mentions, everyday):
                 out.append(m)
         return out
 
     def _tagged_topic(
-        self, m: _Mention, t: _Text, tags_at: dict[int, list[tuple[int, str]]], mentions: list[_Mention]
+        self,
+        m: _Mention,
+        t: _Text,
+        tags_at: dict[int, list[tuple[int, str]]],
+        mentions: list[_Mention],
+        everyday: dict[tuple[int, str], bool],
     ) -> bool:
         """#小米差评#, #苹果避雷#: in a hashtag, an everyday word followed at once by a tag names the brand,
-        unless the post uses the same word in its everyday sense elsewhere (#苹果避雷# 水果店的苹果打了蜡)."""
+        unless the post uses the same word in its everyday sense elsewhere (#苹果避雷# 水果店的苹果打了蜡).
+        `everyday` remembers that answer per word for the post."""
         if m.end not in tags_at:
             return False
         topic = inside(m.start, m.end, t.topics())
         negatives = self._groups[m.group].negatives
         if topic is None or not any(end <= topic[1] and w in negatives for end, w in tags_at[m.end]):
             return False
-        veto = self._groups[m.group].ambiguous[m.term][2]
-        for o in mentions:
-            if o.term == m.term and o.start != m.start:
-                lo, hi = t.clause(o.start, o.end)
-                if any(v in t.norm[lo:hi] for v in veto):
-                    return False
-        return True
+        key = (m.group, m.term)
+        if key not in everyday:
+            veto = self._groups[m.group].ambiguous[m.term][2]
+            everyday[key] = any(
+                o.term == m.term and any(v in t.norm[slice(*t.clause(o.start, o.end))] for v in veto)
+                for o in mentions
+            )
+        return not everyday[key]
 
     def _on_boundaries(self, t: _Text, start: int, end: int, strict: bool) -> bool:
         """Strict: both ends on jieba cuts. Else one end will do (虚标 in 虚/标的, 中毒 in 食物中毒)."""

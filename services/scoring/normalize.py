@@ -30,8 +30,9 @@ _MARKS = re.compile(f"([{_MARK}{_END}])")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 # An @mention and the whitespace after it: Weibo links the nick up to a space, so '@小米公司 我的手机' names
 # 小米公司, and dropping the space must not let the nick run on into the post. The nick may hold case marks
-# (@AppleSupport); an e-mail address is no mention (service@jd.com).
-_MENTION_GAP = re.compile(rf"(?<![A-Za-z0-9._%+\-])@[\w\-{_MARK}]+(?={_DROP.pattern}(.))")
+# (@AppleSupport); an e-mail address is no mention (service@jd.com). Possessive repeats: a nick or a run of
+# spaces is never given back, so a long run costs one scan, not one per length.
+_MENTION_GAP = re.compile(rf"(?<![A-Za-z0-9._%+\-])@[\w\-{_MARK}]++(?={_DROP.pattern}+(.))")
 
 
 def _latin(ch: str) -> bool:

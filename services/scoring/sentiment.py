@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from services.scoring.automaton import Automaton
-from services.scoring.markup import nicks
+from services.scoring.markup import inside, nicks
 from services.scoring.normalize import normalize, normalize_marked
 
 __all__ = ["DEMANDS", "NEUTRAL_BAND", "Cue", "analyse", "read", "score_of", "stance"]
@@ -178,7 +178,7 @@ def read(norm: str, masked: tuple[tuple[int, int], ...] = ()) -> tuple[Cue, ...]
     cues: list[Cue] = []
     for start, end, (term, value) in _longest(lex.words, norm):
         pol: int = value
-        if not pol or (masked and _masked(start, end, masked)):
+        if not pol or (masked and inside(start, end, masked)):
             continue
         if pol > 0 and norm[max(0, start - 4) : start].endswith(lex.requested):
             continue  # 让我给好评: asked for, not given
@@ -197,14 +197,10 @@ def score_of(cues: tuple[Cue, ...]) -> float:
     return round(sum(c.polarity for c in cues) / len(cues), 3) if cues else 0.0
 
 
-def _masked(start: int, end: int, spans: tuple[tuple[int, int], ...]) -> bool:
-    return any(s <= start and end <= e for s, e in spans)
-
-
 def _demand(norm: str, masked: tuple[tuple[int, int], ...]) -> str:
     weights: dict[str, float] = {}
     for start, end, (_, d) in _longest(_lexicon().demands, norm):
-        if d and not (masked and _masked(start, end, masked)):
+        if d and not (masked and inside(start, end, masked)):
             weight = _DEMAND_WEIGHT.get(d, 1.0)
             if _ASKED.search(norm[max(0, start - 3) : start]):
                 weight += _ASKED_WEIGHT  # 要求退款: the poster names what they want
