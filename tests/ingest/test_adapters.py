@@ -109,7 +109,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "url": "https://finance.example.com.cn/2026/11/21/xinghe-fridge.html",
         "published_at": datetime(2026, 11, 21, 12, 15, tzinfo=UTC),
         "root_post_id": None,
-        "engagement": {"reposts": 560, "comments": 1890, "likes": 0, "extras": {}},
+        "engagement": {"reposts": 560, "comments": 1890, "likes": None, "extras": {}},
     },
     "forum": {
         "post_id": "t8812345",
