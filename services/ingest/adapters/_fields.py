@@ -12,7 +12,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -199,7 +199,7 @@ def extras(payload: Payload, reading: Reading, paths: Mapping[str, str]) -> dict
     found: dict[str, int] = {}
     for name, path in paths.items():
         try:
-            value = optional_count(payload, path)
+            value = _first_count(payload, reading, (path,))
         except AdapterError as exc:
             reading.warnings.append(f"{exc.field}: {exc.reason}; dropped")
             continue
@@ -319,22 +319,37 @@ def published(
     derived = _from_id(post_id, id_time)
     if found is not None:
         path, value = found
-        if derived is not None and isinstance(value, str | int) and _DAY_ONLY.fullmatch(str(value).strip()):
-            day = when(payload, reading, path).astimezone(SHANGHAI).date()
-            if derived.astimezone(SHANGHAI).date() != day:
+        text = str(value).strip() if isinstance(value, str | int) else ""
+        day_only = _DAY_ONLY.fullmatch(text) is not None
+        rough = _ROUGH.fullmatch(text)
+        parsed = when(payload, reading, path)
+        if derived is not None and (day_only or rough):
+            # The id is exact to the second; "06-27" or "15小时前" is not. Use it when both agree.
+            slack = timedelta(days=1) if day_only else _ROUGH_UNITS[rough.group(1)] if rough else timedelta()
+            near = (
+                derived.astimezone(SHANGHAI).date() == parsed.astimezone(SHANGHAI).date()
+                if day_only
+                else abs(derived - parsed) <= slack
+            )
+            if not near:
                 raise AdapterError(
                     path,
-                    f"{value!r} is {day.isoformat()}, but the id ({id_path}) says "
-                    f"{derived.astimezone(SHANGHAI).isoformat()}; not the id of this post?",
+                    f"{value!r} reads as {parsed.isoformat()}, but the id ({id_path}) says "
+                    f"{derived.isoformat()}; not the id of this post?",
                 )
-            return _checked_derived(derived, reading, id_path, f"{path} {value!r} gives only the day")
-        if isinstance(value, str | int) and _DAY_ONLY.fullmatch(str(value).strip()):
+            return _checked_derived(derived, reading, id_path, f"{path} {value!r} is not exact")
+        if day_only:
             reading.warnings.append(f"{path}: {value!r} gives only the day; read as 00:00 Beijing time")
-        return when(payload, reading, path)
+        return parsed
     if derived is not None:
         return _checked_derived(derived, reading, id_path, f"{' or '.join(paths)} missing")
     suffix = "" if id_time is None else f", and {id_path} does not carry it"
     raise AdapterError(" or ".join(paths), f"missing; the publish time is required{suffix}")
+
+
+# "15小时前", "3天前": a relative time no finer than its unit.
+_ROUGH = re.compile(r"[0-9]{1,4} ?(小时|天)前")
+_ROUGH_UNITS = {"小时": timedelta(hours=1), "天": timedelta(days=1)}
 
 
 def _from_id(post_id: str, id_time: Callable[[str], int | None] | None) -> datetime | None:

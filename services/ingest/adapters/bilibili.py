@@ -64,11 +64,13 @@ _CRAWLER = (
 
 def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
     # The API's own envelope {"code": 0, "message": "0", "data": {…}} is often stored as is.
-    if "code" in payload and isinstance(payload.get("data"), dict):
+    if "code" in payload and ("data" in payload or "message" in payload):
         code = get(payload, "code")
         if code not in (0, "0"):
             message = string(payload, "message") if isinstance(payload.get("message"), str) else None
             raise AdapterError("code", f"the API answered code {code!r} ({message or 'no message'}), not 0")
+        if not isinstance(payload.get("data"), dict):
+            raise AdapterError("data", "expected the video object")
         return _inside("data", payload["data"], reading)
     return _inside("", payload, reading)
 
