@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.events import Post
 from services.ingest.adapters.exceptions import AdapterError
@@ -34,6 +34,7 @@ __all__ = [
     "get",
     "hashed_id",
     "ident",
+    "inside",
     "join_title",
     "note_id_time",
     "optional_count",
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 Payload = Mapping[str, Any]
+T = TypeVar("T")
 
 
 @dataclass
@@ -141,6 +143,22 @@ def within(envelope: str, exc: AdapterError) -> AdapterError:
     """`exc` with every path it names moved under `envelope` (the key a platform wraps its object in)."""
     field = re.sub(r"(^|(?<= or )|(?<= \+ ))(?=\w)", envelope + ".", exc.field)
     return AdapterError(field, exc.reason)
+
+
+def inside(envelope: str, reading: Reading, read: Callable[..., T], *args: Any) -> T:
+    """`read(*args)` of an object wrapped in `envelope`, its errors and warnings naming their full paths."""
+    if not envelope:
+        return read(*args)
+    before = len(reading.warnings)
+    try:
+        result = read(*args)
+    except AdapterError as exc:
+        raise within(envelope, exc) from None
+    for i in range(before, len(reading.warnings)):
+        field, sep, rest = reading.warnings[i].partition(": ")
+        if sep and field != "published_at":
+            reading.warnings[i] = f"{within(envelope, AdapterError(field, rest)).field}: {rest}"
+    return result
 
 
 def hashed_id(*parts: str) -> str:

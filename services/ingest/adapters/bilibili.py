@@ -21,13 +21,13 @@ from services.ingest.adapters._fields import (
     followed_widely,
     get,
     ident,
+    inside,
     join_title,
     published,
     require_text,
     short_text,
     spread,
     string,
-    within,
 )
 from services.ingest.adapters.exceptions import AdapterError
 
@@ -81,10 +81,8 @@ def _inside(envelope: str, payload: Payload, reading: Reading) -> dict[str, Any]
         card = payload.get("Card")
         payload = {**payload["View"], "card": card} if isinstance(card, dict) else payload["View"]
         where = f"{envelope}.View" if envelope else "View"
-    try:
-        return _fields(payload, reading)
-    except AdapterError as exc:
-        raise (within(where, exc) if where else exc) from None
+    view = payload
+    return inside(where, reading, _fields, view, reading)
 
 
 def _fields(payload: Payload, reading: Reading) -> dict[str, Any]:
@@ -93,7 +91,7 @@ def _fields(payload: Payload, reading: Reading) -> dict[str, Any]:
         bvid, aid = ident(payload, "bvid"), ident(payload, "video_id")
     else:
         bvid, aid = ident(payload, "bvid"), ident(payload, "aid", "id")
-        if isinstance(payload.get("stat"), dict):
+        if "stat" in payload:
             counts, extra = _VIEW
         elif "created" in payload or "comment" in payload:
             counts, extra = _SPACE

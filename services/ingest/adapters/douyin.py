@@ -22,12 +22,12 @@ from services.ingest.adapters._fields import (
     followed_widely,
     get,
     ident,
+    inside,
     published,
     require_text,
     short_text,
     spread,
     string,
-    within,
 )
 from services.ingest.adapters.exceptions import AdapterError
 
@@ -51,10 +51,7 @@ def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
     for envelope in ("aweme_detail", "aweme_info"):
         inner = payload.get(envelope)
         if isinstance(inner, dict):
-            try:
-                return _fields(inner, reading)
-            except AdapterError as exc:
-                raise within(envelope, exc) from None
+            return inside(envelope, reading, _fields, inner, reading)
     return _fields(payload, reading)
 
 
@@ -70,7 +67,10 @@ def _fields(payload: Payload, reading: Reading) -> dict[str, Any]:
         or string(payload, "title")
     )
     images = get(payload, "images")
-    note = get(payload, "aweme_type") in _NOTE_TYPES or (isinstance(images, list) and bool(images))
+    kind = get(payload, "aweme_type")
+    note = (isinstance(kind, int | str) and kind in _NOTE_TYPES) or (
+        isinstance(images, list) and bool(images)
+    )
     found = extras(payload, reading, _EXTRAS)
     if "crawler_favorites" in found:
         found["favorites"] = found.pop("crawler_favorites")

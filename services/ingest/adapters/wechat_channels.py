@@ -18,12 +18,12 @@ from services.ingest.adapters._fields import (
     followed_widely,
     get,
     ident,
+    inside,
     require_text,
     short_text,
     spread,
     string,
     when,
-    within,
 )
 from services.ingest.adapters.exceptions import AdapterError
 
@@ -41,10 +41,7 @@ def is_channels(payload: Payload) -> bool:
 def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
     # Some crawlers store the feed item {"object": {…}} rather than the object.
     if isinstance(payload.get("object"), dict) and not any(k in payload for k in _MARKERS):
-        try:
-            return _fields(payload["object"], reading)
-        except AdapterError as exc:
-            raise within("object", exc) from None
+        return inside("object", reading, _fields, payload["object"], reading)
     return _fields(payload, reading)
 
 

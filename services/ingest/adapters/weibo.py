@@ -20,6 +20,7 @@ from services.ingest.adapters._fields import (
     followed_widely,
     get,
     ident,
+    inside,
     published,
     require_text,
     short_text,
@@ -28,7 +29,6 @@ from services.ingest.adapters._fields import (
     truthy,
     url,
     weibo_mid_time,
-    within,
 )
 from services.ingest.adapters.exceptions import AdapterError
 
@@ -70,10 +70,7 @@ def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
 
 
 def _inside(envelope: str, status: Payload, reading: Reading) -> dict[str, Any]:
-    try:
-        return _status(status, reading)
-    except AdapterError as exc:
-        raise within(envelope, exc) from None
+    return inside(envelope, reading, _status, status, reading)
 
 
 def _status(payload: Payload, reading: Reading) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from services.ingest.adapters._fields import (
     followed_widely,
     get,
     ident,
+    inside,
     join_title,
     note_id_time,
     published,
@@ -29,7 +30,6 @@ from services.ingest.adapters._fields import (
     short_text,
     spread,
     string,
-    within,
 )
 from services.ingest.adapters.exceptions import AdapterError
 
@@ -53,10 +53,7 @@ def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
         if isinstance(inner, dict):
             # The item's id is the note's when the card has none (search results).
             outer_id = ident(payload, "id", "note_id")
-            try:
-                return _fields(inner, reading, outer_id)
-            except AdapterError as exc:
-                raise within(envelope, exc) from None
+            return inside(envelope, reading, _fields, inner, reading, outer_id)
     return _fields(payload, reading, None)
 
 

@@ -18,6 +18,7 @@ from services.ingest.adapters._fields import (
     extras,
     get,
     ident,
+    inside,
     join_title,
     require_text,
     short_text,
@@ -25,7 +26,6 @@ from services.ingest.adapters._fields import (
     string,
     url,
     when,
-    within,
 )
 from services.ingest.adapters.exceptions import AdapterError
 
@@ -43,10 +43,8 @@ def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
             verb = string(payload, "verb") or ""
             if not any(k in inner for k in ("created_time", "created")) and any(v in verb for v in _CREATED):
                 inner = {**inner, "created_time": get(payload, "created_time")}
-            try:
-                return _object(inner, reading)
-            except AdapterError as exc:
-                raise within(envelope, exc) from None
+            target = inner
+            return inside(envelope, reading, _object, target, reading)
     if "content_id" in payload:
         return _crawler(payload, reading)
     return _object(payload, reading)
