@@ -467,7 +467,7 @@ async def _brief(
 
 
 async def _poll_feeds(config: IngestConfig, produce: Any, errors: Counter, bounds: TimeBounds) -> None:
-    """Poll the configured RSS/Atom feeds on a schedule; new entries become zero-engagement posts.
+    """Poll the configured RSS/Atom feeds on a schedule; new entries become posts without counts.
 
     The poller marks entries seen only after `produce` returned, so posts Kafka did not take come back on
     the next poll; every failure is counted per feed and polling goes on.
