@@ -762,7 +762,9 @@ def test_id_bit_layouts_match_posts_whose_time_is_known(platform, id_path, value
     from services.ingest.adapters._fields import aweme_id_time, note_id_time, weibo_mid_time
 
     derive = {"weibo": weibo_mid_time, "douyin": aweme_id_time, "xiaohongshu": note_id_time}[platform]
-    assert datetime.fromtimestamp(derive(value), UTC) == expected
+    seconds = derive(value)
+    assert seconds is not None
+    assert datetime.fromtimestamp(seconds, UTC) == expected
 
 
 def test_a_truncated_long_text_is_flagged_and_loses_its_more_link():
