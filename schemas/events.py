@@ -11,7 +11,19 @@ from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_serializer,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = [
@@ -50,7 +62,9 @@ def _to_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
-Count = Annotated[int, Field(ge=0, le=10**12)]
+# Strict: a count sent as "5", 5.0 or true is a sender's bug to be told about, not a number to guess at.
+# Native payloads print counts as strings ("1.2万"); the adapters parse those before they get here.
+Count = Annotated[int, Strict(), Field(ge=0, le=10**12)]
 
 
 def event_id(*parts: object) -> str:
@@ -115,22 +129,67 @@ class AuthorType(StrEnum):
     kol = "kol"
 
 
+SPREAD_COUNTS: tuple[str, ...] = ("reposts", "comments", "likes")
+
+
+def _nullable_counts(schema: dict[str, Any]) -> None:
+    """The published schema says what the wire carries: an integer, or null for a count not reported."""
+    for name in SPREAD_COUNTS:
+        prop = schema.get("properties", {}).get(name)
+        if isinstance(prop, dict) and "anyOf" not in prop:
+            bounds = {k: prop.pop(k) for k in ("type", "minimum", "maximum") if k in prop}
+            prop["anyOf"] = [bounds, {"type": "null"}]
+
+
 class Engagement(BaseModel):
-    """Cumulative counts as the platform reports them at observation time."""
+    """Cumulative counts as the platform reports them at observation time.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    A spread count the platform did not report is `null` on the wire and named in `unknown`; its attribute
+    reads 0, the only value that keeps the spread a true lower bound (a delta over the high-water mark
+    never counts it).
+    """
 
-    reposts: Count = 0
-    comments: Count = 0
-    likes: Count = 0
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra=_nullable_counts,
+    )
+
+    reposts: Count = Field(default=0, description="null when the platform did not report it.")
+    comments: Count = Field(default=0, description="null when the platform did not report it.")
+    likes: Count = Field(default=0, description="null when the platform did not report it.")
     extras: dict[str, Count] = Field(
         default_factory=dict,
         description="Platform-specific counts kept as reported (views, coins, favourites, reads …).",
     )
 
+    _unknown: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_unknown(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        missing: tuple[str, ...] = ()
+        if isinstance(data, dict):
+            missing = tuple(name for name in SPREAD_COUNTS if name in data and data[name] is None)
+            if missing:
+                data = {**data, **dict.fromkeys(missing, 0)}
+        model = handler(data)
+        if missing:
+            model._unknown = frozenset(missing)
+        return model
+
+    @field_serializer(*SPREAD_COUNTS)
+    def _write_unknown(self, value: int, info: FieldSerializationInfo) -> int | None:
+        return None if self._unknown and info.field_name in self._unknown else value
+
+    @property
+    def unknown(self) -> frozenset[str]:
+        """Names of the spread counts the platform did not report (their attribute reads 0)."""
+        return self._unknown
+
     @property
     def total(self) -> int:
-        """Spread (传播量) as the plans define it: reposts + comments + likes."""
+        """Spread (传播量) as the plans define it: reposts + comments + likes (unknown ones count 0)."""
         return self.reposts + self.comments + self.likes
 
 
@@ -148,6 +207,12 @@ class Post(Event):
         default=None, max_length=128, description="The original post when this one is a repost or share."
     )
     engagement: Engagement = Field(default_factory=Engagement)
+    truncated: bool = Field(
+        default=False,
+        exclude_if=lambda v: v is False,
+        description="The platform sent a cut-off text (a Weibo long text without its full text); "
+        "written only when true.",
+    )
     event_time: UtcDatetime = Field(description="observed_at: when these counts were read from the platform.")
 
     _id_fields = ("platform", "post_id", "event_time")
