@@ -284,7 +284,7 @@ class TierStage:
         self, group: str, windows: WindowCounter, state: ScoringState, at: datetime, late: int | None = None
     ) -> list[TierChange]:
         move = windows.move(group, at)
-        current = TierState.from_row(state.tiers.get(group))
+        stored = current = TierState.from_row(state.tiers.get(group))
         out: list[TierChange] = []
         if current.override is None:
             if move.before is not None and current.tier is not Tier.none:
@@ -296,7 +296,8 @@ class TierStage:
         change = self._change(group, decision, windows, state, move.until, move.sums)
         if change is not None:
             out.append(change)
-        self._save(group, decision.state, state)
+        if decision.state is not stored or group not in state.tiers:  # decide hands back what it kept
+            self._save(group, decision.state, state)
         windows.expire(group)
         return out
 
@@ -352,10 +353,8 @@ class TierStage:
             return current  # a row from before `since` was recorded: only the current point is decided
         if lo >= until:
             return current
-        hold = cfg.downgrade_hold_minutes
-        start = lo if since is None else max(lo - hold - 1, since)
-        series = windows.back(group, start)  # series[i] is the windows ending at minute start + i
-        span = series[lo - start : until - start]  # window ends lo … until - 1
+        series = windows.back(group, lo)  # series[i]: the windows ending at minute lo + i, up to until
+        span = series[:-1]
         peak = {w: max(s[w] for s in span) for w in span[0]}
         if highest(peak, cfg).severity <= current.tier.severity:
             # Nothing rises: only a hold under way may restart, where the band now holds again.
@@ -363,24 +362,25 @@ class TierStage:
                 return current
             first = max(lo, minute_of(current.below_since))
             for end in range(until - 1, first - 1, -1):
-                if held(series[end - start], cfg).severity >= current.tier.severity:
+                if held(series[end - lo], cfg).severity >= current.tier.severity:
                     return replace(current, below_since=_minute_time(end + 1))
             return current
-        # Something rises: decide minute by minute from lo, from the state as it stood at lo - 1.
-        state_at = replace(current, below_since=None)
+        # Something rises (rare): decide minute by minute from lo, from the state as it stood at lo - 1.
+        start = lo
         if current.below_since is not None and minute_of(current.below_since) < lo:
-            state_at = current
-        elif since is None or lo > since:
-            # The hold under way at lo - 1, if any: its run of minutes below the band started within `hold`
-            # minutes (or the tier would have come down since).
+            current_at = current  # the run below the band went on through lo - 1
+        elif since is not None and lo > since:
+            # A run of minutes below the band that ended at lo - 1 started within `hold` minutes of it (or the
+            # tier would have come down since): find its start.
+            start = max(lo - cfg.downgrade_hold_minutes - 1, since + 1)
+            series = windows.back(group, start)
             first = lo
-            while (
-                first - 1 >= start and held(series[first - 1 - start], cfg).severity < current.tier.severity
-            ):
+            while first > start and held(series[first - 1 - start], cfg).severity < current.tier.severity:
                 first -= 1
-            if first < lo:
-                state_at = replace(current, below_since=_minute_time(first))
-        current = state_at
+            current_at = replace(current, below_since=_minute_time(first) if first < lo else None)
+        else:
+            current_at = replace(current, below_since=None)
+        current = current_at
         for end in range(lo, until):
             current = self._step(group, windows, state, current, end, series[end - start], out)
         return current
