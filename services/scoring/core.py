@@ -246,10 +246,11 @@ class TierStage:
         return self._evaluate(hit.group, windows, state, hit.event_time, late)
 
     def tick(self, state: ScoringState, groups: list[str] | None = None) -> list[TierChange]:
-        """Re-evaluate groups at the current time (see `now`) so that tiers come down when a keyword goes
-        quiet. The minutes since the last evaluation are decided in event time, so when a tick happens does
-        not change what is emitted."""
-        now = self.now(state)
+        """Re-evaluate groups up to the last minute that is over (see `now`), so that tiers come down when
+        a keyword goes quiet. Each minute since a group's last evaluation is decided in event time, and a
+        tick never decides a minute whose hits may still come, so when ticks happen does not change what is
+        emitted."""
+        now = self.now(state) - timedelta(minutes=1)
         out: list[TierChange] = []
         for group in groups if groups is not None else list(state.windows_meta.keys()):
             out.extend(self._evaluate(group, self._windows(state, group), state, now))

@@ -4,6 +4,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.events import Engagement, KeywordHit, Platform, Post, Tier, TierChange
 from services.common.clock import FakeClock
@@ -227,7 +229,9 @@ def test_tick_within_hold_keeps_tier(
     assert tiers.tick(state) == []
     assert state.tiers["xinghe"]["tier"] == int(Tier.level1)
     assert state.tiers["xinghe"]["below_since"] == (T0 + timedelta(minutes=125)).isoformat()
-    clock.set(T0 + timedelta(minutes=140))
+    clock.set(T0 + timedelta(minutes=140, seconds=59))
+    assert tiers.tick(state) == []  # minute 140 is not over: its hits may still come
+    clock.set(T0 + timedelta(minutes=141))
     (down,) = tiers.tick(state)
     assert (down.previous, down.tier, down.reason) == (Tier.level1, Tier.level2, "cooldown")
     assert down.window_end == T0 + timedelta(minutes=141)
@@ -522,9 +526,9 @@ def test_a_late_observation_that_restores_the_band_restarts_the_hold(
         == []
     )
     assert state.tiers["xinghe"]["below_since"] is None
-    clock.set(T0 + timedelta(minutes=964))
-    assert tiers.tick(state) == []
     clock.set(T0 + timedelta(minutes=965))
+    assert tiers.tick(state) == []
+    clock.set(T0 + timedelta(minutes=966))
     (down,) = tiers.tick(state)
     assert (down.tier, down.reason, down.window_end) == (Tier.none, "cooldown", T0 + timedelta(minutes=966))
 
@@ -536,7 +540,7 @@ def test_a_late_observation_does_not_rewrite_changes_already_emitted(
     history: what it can still do is raise the tier from the last change on, and 5,000 + 10,001 reach
     level 3 in no window ending after minute 495."""
     _feed([make_post(post_id="a", event_time=T0, reposts=10_001)], hits, tiers, state)
-    clock.set(T0 + timedelta(minutes=496))
+    clock.set(T0 + timedelta(minutes=497))
     (down,) = tiers.tick(state)
     assert down.window_end == T0 + timedelta(minutes=496)
     assert (
@@ -603,3 +607,58 @@ def test_the_event_clock_brings_a_quiet_group_down_as_other_groups_move_event_ti
     change = tier_stage.override("xinghe", Tier.level2, "alice", state)
     assert change is not None
     assert change.window_end == t + timedelta(hours=9, minutes=1)  # event time, not 2030
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    posts=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 59), st.integers(0, 60_000)), max_size=8),
+    ticks=st.lists(st.floats(0, 1), max_size=25),
+)
+def test_when_ticks_run_does_not_change_what_is_emitted(
+    matcher: RuleMatcher, posts: list[tuple[int, int, int]], ticks: list[float]
+) -> None:
+    """Posts in time order, wall-clock ticks at any moment the data has reached: the same changes, ids
+    included, as with no tick until the end. Ticks only notice cooldowns; when they run cannot move them."""
+    at, feed = T0, []
+    for n, (gap, second, spread) in enumerate(posts):
+        at = at.replace(second=0) + timedelta(minutes=gap, seconds=second)
+        feed.append(make_post(post_id=f"p{n}", event_time=at, published_at=at, reposts=spread))
+    end = at + timedelta(hours=12)
+    moments = sorted(T0 + (end - T0) * f for f in ticks)
+
+    def run(tick_at: list[datetime]) -> list[TierChange]:
+        clock = FakeClock(T0)
+        hit_stage, tier_stage = (
+            HitStage(XINGHE_CONFIG, matcher, clock=clock),
+            TierStage(XINGHE_CONFIG, clock=clock),
+        )
+        state, out, pending = ScoringState.in_memory(), [], list(tick_at)
+        for post in feed:
+            while pending and pending[0] <= post.event_time:
+                clock.set(pending.pop(0))
+                out.extend(tier_stage.tick(state))
+            clock.set(post.event_time)
+            out.extend(_feed([post], hit_stage, tier_stage, state))
+        clock.set(end)
+        return [*out, *tier_stage.tick(state)]
+
+    quiet = run([])
+    assert [(c.event_id, c.counts) for c in run(moments)] == [(c.event_id, c.counts) for c in quiet]
+
+
+def test_a_tick_does_not_decide_a_minute_whose_hits_may_still_come(
+    hits: HitStage, tiers: TierStage, state: ScoringState, clock: FakeClock
+) -> None:
+    """Level 3 from 10,001 at minute 0: the 8 h window empties at 480 and the hold would run out at 495.
+    8,001 more at 495:30 keeps it over 8,000. A tick at 495:10 must not bring the tier down first."""
+    _feed([make_post(post_id="a", event_time=T0, reposts=10_001)], hits, tiers, state)
+    clock.set(T0 + timedelta(minutes=495, seconds=10))
+    assert tiers.tick(state) == []
+    later = T0 + timedelta(minutes=495, seconds=30)
+    assert (
+        _feed(
+            [make_post(post_id="b", event_time=later, published_at=later, reposts=8_001)], hits, tiers, state
+        )
+        == []
+    )
+    assert state.tiers["xinghe"]["tier"] == int(Tier.level3)
