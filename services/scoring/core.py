@@ -266,20 +266,22 @@ class TierStage:
             del state.counted[key]
         return len(gone)
 
-    def override(
-        self, group: str, tier: Tier | None, operator: str, state: ScoringState
-    ) -> TierChange | None:
+    def override(self, group: str, tier: Tier | None, operator: str, state: ScoringState) -> list[TierChange]:
+        """Pin (tier) or release (None) the group's tier now (see `now`): the cooldowns the minutes since
+        its last evaluation brought, if any, then the override itself."""
         windows = self._windows(state, group)
         current = TierState.from_row(state.tiers.get(group))
         move = windows.move(group, self.now(state))
         out: list[TierChange] = []
         if current.override is None and move.before is not None and current.tier is not Tier.none:
-            current = self._gap(group, windows, state, current, move, out)  # what the quiet minutes decided
+            current = self._gap(group, windows, state, current, move, out)
         decision = set_override(current, tier, operator, _minute_time(move.until))
         change = self._change(group, decision, windows, state, move.until, move.sums, operator=operator)
+        if change is not None:
+            out.append(change)
         self._save(group, decision.state, state)
         windows.expire(group)
-        return change
+        return out
 
     def _evaluate(
         self, group: str, windows: WindowCounter, state: ScoringState, at: datetime, late: int | None = None

@@ -190,8 +190,7 @@ class Scoring:
 
     def on_override(self, record: Any, batch: Batch) -> None:
         cmd = decode(TierOverride, record.value)
-        change = self.tier_stage.override(cmd.group, cmd.tier, cmd.actor, self._state(batch))
-        self._emit([change] if change else [], batch)
+        self._emit(self.tier_stage.override(cmd.group, cmd.tier, cmd.actor, self._state(batch)), batch)
 
     def on_tick(self, batch: Batch) -> None:
         state = self._state(batch)

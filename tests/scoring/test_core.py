@@ -276,8 +276,7 @@ def test_late_hit_beyond_the_longest_window_plus_grace_raises(
 
 
 def test_override_pins_tier_in_stage(hits: HitStage, tiers: TierStage, state: ScoringState) -> None:
-    change = tiers.override("xinghe", Tier.level1, "alice", state)
-    assert change is not None
+    (change,) = tiers.override("xinghe", Tier.level1, "alice", state)
     assert (change.previous, change.tier, change.reason, change.operator) == (
         Tier.none,
         Tier.level1,
@@ -604,8 +603,7 @@ def test_the_event_clock_brings_a_quiet_group_down_as_other_groups_move_event_ti
     assert tier_stage.now(state) == t + timedelta(hours=9)
     (down,) = tier_stage.tick(state)
     assert (down.group, down.tier, down.window_end) == ("xinghe", Tier.none, t + timedelta(minutes=496))
-    change = tier_stage.override("xinghe", Tier.level2, "alice", state)
-    assert change is not None
+    (change,) = tier_stage.override("xinghe", Tier.level2, "alice", state)
     assert change.window_end == t + timedelta(hours=9, minutes=1)  # event time, not 2030
 
 
@@ -662,3 +660,13 @@ def test_a_tick_does_not_decide_a_minute_whose_hits_may_still_come(
         == []
     )
     assert state.tiers["xinghe"]["tier"] == int(Tier.level3)
+
+
+def test_an_override_after_a_quiet_spell_first_reports_the_cooldowns_it_missed(
+    hits: HitStage, tiers: TierStage, state: ScoringState, clock: FakeClock
+) -> None:
+    _feed([make_post(post_id="a", event_time=T0, reposts=10_001)], hits, tiers, state)
+    clock.set(T0 + timedelta(hours=9))
+    down, pinned = tiers.override("xinghe", Tier.level2, "alice", state)
+    assert (down.reason, down.tier, down.window_end) == ("cooldown", Tier.none, T0 + timedelta(minutes=496))
+    assert (pinned.reason, pinned.previous, pinned.tier) == ("override", Tier.none, Tier.level2)
