@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from schemas.events import (
     Deadline,
@@ -121,3 +122,43 @@ def assert_csv_neutralised(body: bytes) -> None:
         assert rows[f"f{i}"]["excerpt"] == cell, text
         assert rows[f"f{i}"]["spread"] == str(10 + i)
     assert rows["f0"]["url"] == "'=cmd|' /C calc'!A0"
+
+
+# A held-out crisis: (minute, spread) of eleven posts over 88 minutes, 100,001 in all. In order it crosses
+# level 3 at minute 15, level 2 at 53 (a post of 40,000, 35 minutes before the newest) and level 1 at 88.
+BURST = (
+    (0, 3_000),
+    (8, 4_000),
+    (15, 4_500),
+    (25, 6_000),
+    (35, 9_000),
+    (45, 12_000),
+    (53, 40_000),
+    (62, 5_000),
+    (70, 7_000),
+    (78, 4_500),
+    (88, 5_001),
+)
+
+
+def crisis_burst(start: datetime, prefix: str = "burst") -> list[dict[str, Any]]:
+    """The BURST posts as normalised Post dicts, observed at start + their minute, in time order."""
+    posts = []
+    for n, (minute, spread) in enumerate(BURST):
+        at = start + timedelta(minutes=minute)
+        reposts, comments = spread // 5, spread // 10
+        posts.append(
+            {
+                "platform": "weibo",
+                "post_id": f"{prefix}{n}",
+                "text": f"#星河空调起火# 第{n}位网友：家里的星河空调起火了，售后推诿，要求退款！",
+                "published_at": (at - timedelta(minutes=2)).isoformat(),
+                "event_time": at.isoformat(),
+                "engagement": {
+                    "reposts": reposts,
+                    "comments": comments,
+                    "likes": spread - reposts - comments,
+                },
+            }
+        )
+    return posts

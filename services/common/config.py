@@ -77,7 +77,12 @@ class TiersConfig(_Frozen):
         default=0.8, gt=0, le=1, description="A tier comes down once spread is below ratio × threshold …"
     )
     downgrade_hold_minutes: int = Field(default=15, ge=0, description="… for this many minutes.")
-    grace_minutes: int = Field(default=10, ge=0, description="How late an event may arrive and still count.")
+    grace_minutes: int = Field(
+        default=10,
+        ge=0,
+        description="How far beyond the longest window a late observation still counts (behind the group's "
+        "newest); older ones are dead-lettered as late_event.",
+    )
 
     @field_validator("rules")
     @classmethod

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.events import IncidentAction, IncidentActionKind, Tier, TierOverride
 from services.common import json
+from services.common.csvfile import safe_cell
 from services.common.links import BadLink, verify_link
 from services.escalation.core import EscalationCore, Incident
 from services.escalation.exceptions import InvalidTransition
@@ -31,7 +32,6 @@ __all__ = [
     "apply_action",
     "ledger_csv",
     "operator_router",
-    "spreadsheet_cell",
 ]
 
 Send = Callable[[str, IncidentAction], Awaitable[None]]
@@ -113,25 +113,13 @@ _LEDGER_FIELDS = (
 )
 
 
-# A spreadsheet reads a cell starting with one of these as a formula (=HYPERLINK(…), +cmd|…, -1+1, @SUM…);
-# a tab or CR can hide one behind leading whitespace. OWASP's rule: start such a cell with a single quote.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_cell(value: Any) -> Any:
-    """A CSV cell a spreadsheet shows as text: strings starting like a formula get a leading `'`."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def ledger_csv(rows: list[dict[str, Any]]) -> Response:
     """Ledger rows as a CSV download; the API's ?format=csv and the console's export both serve this.
-    Post text comes from the public, so every cell goes through `spreadsheet_cell`."""
+    Post text comes from the public, so every cell goes through `csvfile.safe_cell`."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_LEDGER_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows({k: spreadsheet_cell(row.get(k)) for k in _LEDGER_FIELDS} for row in rows)
+    writer.writerows({k: safe_cell(row.get(k)) for k in _LEDGER_FIELDS} for row in rows)
     # A BOM so that Excel opens the Chinese text as UTF-8.
     return Response(
         "\ufeff" + buf.getvalue(),

@@ -96,7 +96,9 @@ class Scoring:
         matcher = RuleMatcher(config.rules)
         track = timedelta(hours=settings.track_hours)
         self.hits_stage = HitStage(config, matcher, track=track)
-        self.tier_stage = TierStage(config, rule_version=matcher.version, track=track)
+        self.tier_stage = TierStage(
+            config, rule_version=matcher.version, track=track, event_clock=settings.window_clock == "event"
+        )
         self._expired_at: dict[int, float] = {}
         self.worker = PartitionedWorker(
             "scoring",
@@ -188,8 +190,7 @@ class Scoring:
 
     def on_override(self, record: Any, batch: Batch) -> None:
         cmd = decode(TierOverride, record.value)
-        change = self.tier_stage.override(cmd.group, cmd.tier, cmd.actor, self._state(batch))
-        self._emit([change] if change else [], batch)
+        self._emit(self.tier_stage.override(cmd.group, cmd.tier, cmd.actor, self._state(batch)), batch)
 
     def on_tick(self, batch: Batch) -> None:
         state = self._state(batch)
@@ -233,7 +234,7 @@ def _web(scoring: Scoring) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         body, status = health(worker.service, worker.lag, worker.stall)
-        return JSONResponse(body, status_code=status)
+        return JSONResponse({**body, "window_clock": scoring.settings.window_clock}, status_code=status)
 
     return app
 
@@ -282,6 +283,9 @@ def run(settings: ScoringSettings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         scoring = build(settings)
+        log.info(
+            "scoring: windows follow %s time", "event" if settings.window_clock == "event" else "wall-clock"
+        )
         _tune_gc()
         await serve(scoring, stop)
 

@@ -32,12 +32,12 @@ from fastapi.testclient import TestClient
 
 from schemas.events import IncidentState
 from services.common.broker import free_port
+from services.common.csvfile import safe_cell
 from services.common.demo import WebhookReceiver
 from services.common.kafka import ensure_topics
 from services.common.links import sign_link
 from services.ingest.api import create_app
 from services.ingest.console import Sessions
-from services.ingest.operator import spreadsheet_cell
 from services.ingest.settings import IngestSettings
 from tests.conftest import write_config
 from tests.factories import assert_csv_neutralised, formula_hits
@@ -202,8 +202,8 @@ def test_the_ledger_csv_export_neutralises_formulas_from_post_text(fake_client):
     assert resp.status_code == 200
     assert_csv_neutralised(resp.content)
     for text in ("\t=1+1", "\r=1+1", "=1", "+1", "-1", "@A1"):
-        assert spreadsheet_cell(text) == "'" + text
-    assert [spreadsheet_cell(v) for v in ("星河 =1", "", None, -5, 3)] == ["星河 =1", "", None, -5, 3]
+        assert safe_cell(text) == "'" + text
+    assert [safe_cell(v) for v in ("星河 =1", "", None, -5, 3)] == ["星河 =1", "", None, -5, 3]
 
 
 def test_public_routes_are_only_health_metrics_and_signed_links(fake_client):
