@@ -15,7 +15,7 @@ from schemas.events import Engagement, KeywordHit, Post, Tier, TierChange
 from services.common.clock import Clock, system_clock
 from services.common.config import TiersConfig, YuqingConfig
 from services.common.exceptions import ConfigError
-from services.scoring.engagement import Snapshot, apply_snapshot
+from services.scoring.engagement import Snapshot, apply_snapshot, cumulative_of
 from services.scoring.matcher import RuleMatcher
 from services.scoring.sentiment import analyse
 from services.scoring.tiers import TierDecision, TierState, decide, held, highest, set_override, window_label
@@ -130,6 +130,7 @@ class HitStage:
             delta = Engagement()
         sentiment, demand = analyse(post.text)
         now = self.clock()
+        cumulative = cumulative_of(snap, post.engagement)
         hits = []
         firsts = []
         for group in targets:
@@ -149,12 +150,7 @@ class HitStage:
                     first_seen=first,
                     matches=groups.get(group, ()),
                     delta=delta,
-                    cumulative=Engagement(
-                        reposts=snap.reposts,
-                        comments=snap.comments,
-                        likes=snap.likes,
-                        extras=post.engagement.extras,
-                    ),
+                    cumulative=cumulative,
                     excerpt=post.text[:280],
                     url=post.url,
                     sentiment=sentiment,

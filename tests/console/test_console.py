@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,7 +15,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from schemas.events import IncidentAction, IncidentActionKind, IncidentState, Platform, Tier, TierOverride
+from schemas.events import (
+    Engagement,
+    IncidentAction,
+    IncidentActionKind,
+    IncidentState,
+    Platform,
+    Tier,
+    TierOverride,
+)
 from services.common.config import load_config
 from services.ingest import console as console_module
 from services.ingest.auth import TokenCheck
@@ -389,6 +399,19 @@ def test_ledger_pages_through_rows_and_keeps_the_filters(client, console):
     beyond = client.get("/console/ledger", params={"platform": "zhihu", "page": "99"}).text
     assert "第 3 / 3 页" in beyond
     assert "第 1 / 1 页" in client.get("/console/ledger", params={"page": "-2", "group": "other"}).text
+
+
+def test_a_count_the_platform_never_reported_shows_as_unknown_not_zero(client, console):
+    unknown = hit("u1", 0).model_copy(
+        update={"cumulative": Engagement.model_validate({"reposts": 40, "comments": None, "likes": 2})}
+    )
+    console.model.apply(unknown)
+    login(client)
+    page = client.get("/console/ledger", params={"group": "xinghe"}).text
+    assert "转 40 · 评 — · 赞 2" in page
+    rows = list(csv.DictReader(io.StringIO(client.get("/console/ledger.csv").text.lstrip("\ufeff"))))
+    row = next(r for r in rows if r["post_id"] == "u1")
+    assert (row["reposts"], row["comments"], row["likes"], row["spread"]) == ("40", "", "2", "42")
 
 
 def test_ledger_filters_read_local_time_and_reject_bad_values(client):
