@@ -42,6 +42,8 @@ from services.common.metrics import CommonMetrics, observe_many
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
 from services.common.stream import dead_letter_record, lag_rows, origin_of, retry_transient
+from services.common.unreadable import install as read_unreadable_records
+from services.common.unreadable import stand_in_detail
 
 __all__ = ["Batch", "PartitionedWorker", "TableView"]
 
@@ -138,6 +140,7 @@ class PartitionedWorker:
         self.tick_seconds = tick_seconds
         self.forwarded = frozenset(forwarded)
         self.journal = CrashJournal(settings.data_dir / service / "journal")
+        read_unreadable_records()
         self.group_id = f"{settings.topic_prefix}{service}"
         self.changelogs = {name: f"{self.group_id}-{name}-changelog" for name in tables}
         self.state: dict[int, dict[str, TableView]] = {}
@@ -435,6 +438,9 @@ class PartitionedWorker:
         return batches
 
     def _dead_letter(self, batch: Batch, record: Any, reason: str, detail: str) -> None:
+        stand_in = stand_in_detail(record)
+        if stand_in is not None:  # what the handler made of a record the client could not parse
+            reason, detail = "unreadable", stand_in
         topic, partition, offset = origin_of(record, self.forwarded)
         value = dead_letter_record(
             self.service, topic, partition, offset, record.key, record.value, reason, detail

@@ -29,6 +29,8 @@ from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
 from services.common.topics import Topics
+from services.common.unreadable import install as read_unreadable_records
+from services.common.unreadable import stand_in_detail
 
 __all__ = [
     "MAX_VALUE_BYTES",
@@ -275,6 +277,7 @@ class StreamShell:
         self.registry.register(_Collector(self._lag))
         (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
         self.journal = CrashJournal(settings.data_dir / service / "journal")
+        read_unreadable_records()
         brokers = ";".join(f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(","))
         self.app = faust.App(
             f"{settings.topic_prefix}{service}",
@@ -407,6 +410,9 @@ class StreamShell:
         """`value` replaces the event's bytes when what failed was built from it (a notifier batch)."""
         msg = event.message
         raw = value if value is not None else event.value if isinstance(event.value, bytes) else None
+        stand_in = stand_in_detail(msg) if value is None else None
+        if stand_in is not None:  # what the handler made of a record the client could not parse
+            reason, detail = "unreadable", stand_in
         topic, partition, offset = origin_of(msg)  # no topic of a faust worker is a forwarding one
         key = event.key if isinstance(event.key, bytes) else None
         record = dead_letter_record(self.service, topic, partition, offset, key, raw, reason, detail)

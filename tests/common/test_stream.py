@@ -82,7 +82,7 @@ def _event(topic: str = "t.posts.raw", key: bytes = b"weibo:1", value: bytes = b
     return SimpleNamespace(
         key=key,
         value=value,
-        message=SimpleNamespace(topic=topic, partition=1, offset=42, headers=None),
+        message=SimpleNamespace(topic=topic, partition=1, offset=42, headers=[], key=key, value=value),
     )
 
 
