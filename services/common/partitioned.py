@@ -362,12 +362,15 @@ class PartitionedWorker:
             if journal.suspects(messages[0].offset):
                 await self._handle_suspects(tp, messages, batch, handler, journal, took)
             else:
-                journal.batch(messages[-1].offset)
+                journal.batch(messages[-1].offset)  # once per fetch: no write per record on the hot path
                 for n, record in enumerate(messages, 1):
                     if n % _YIELD_EVERY == 0:
                         await asyncio.sleep(0)
                     started = time.perf_counter()
-                    self._handle_one(handler, record, batch)
+                    try:  # _handle_one inlined: a call more per post is measurable here
+                        handler(record, batch)
+                    except Exception as exc:
+                        self._refuse(batch, record, exc)
                     took.append(time.perf_counter() - started)
             self.metrics.messages.labels(self.service, tp.topic).inc(len(messages))
         observe_many(self.metrics.processing.labels(self.service), took)
@@ -378,11 +381,16 @@ class PartitionedWorker:
     def _handle_one(self, handler: Handler, record: Any, batch: Batch) -> None:
         try:
             handler(record, batch)
-        except DeadLetter as exc:
-            self._dead_letter(batch, record, exc.reason, exc.detail)
         except Exception as exc:
-            log.exception("processing failed for %s[%s]@%s", record.topic, record.partition, record.offset)
-            self._dead_letter(batch, record, "processing_error", f"{type(exc).__name__}: {exc}")
+            self._refuse(batch, record, exc)
+
+    def _refuse(self, batch: Batch, record: Any, exc: Exception) -> None:
+        """Dead-letter a record its handler raised on (called in the except block: logs the traceback)."""
+        if isinstance(exc, DeadLetter):
+            self._dead_letter(batch, record, exc.reason, exc.detail)
+            return
+        log.exception("processing failed for %s[%s]@%s", record.topic, record.partition, record.offset)
+        self._dead_letter(batch, record, "processing_error", f"{type(exc).__name__}: {exc}")
 
     async def _handle_suspects(
         self,
