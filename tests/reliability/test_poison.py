@@ -373,10 +373,11 @@ async def test_poison_on_every_input_of_every_worker_is_dead_lettered_and_the_ne
         assert counted == reasons, service
         assert handled == on_topics, service
     assert stack.check() == []
-    kinds = {p.name for ps in sent.values() for p in ps}
+    kinds = {p.name for p in sent[t.posts_raw]}
     record_row(
         f"| poison messages | {len(kinds)} kinds on each of the {len(sent)} input topics of scoring, "
-        "escalation and notifier | injected directly on the topics | — | — | 0 | 0 | — | "
+        "escalation and notifier, and a forged origin on scoring.threads | injected directly on the "
+        "topics | — | — | 0 | 0 | — | "
         f"{len(records)} dead letters, each with its reason, origin and original bytes (the first 512 KiB "
         "of a huge one), counted by reason in each worker's metric; the valid message after each poison "
         "processed; no worker exited |"
