@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -123,24 +123,11 @@ async def collect(
     return values
 
 
-async def produce(
-    bootstrap: str,
-    topic: str,
-    items: Sequence[
-        tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
-    ],
-) -> None:
-    """Write (key, value) or (key, value, headers) items to `topic`, in order; a value may be None (a
-    tombstone) when headers are given."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=2 << 20)
+async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        sent = []
-        for item in items:
-            key, value, *rest = item
-            headers = list(rest[0]) if rest else None
-            sent.append(await producer.send(topic, key=key, value=value, headers=headers or None))
-        await asyncio.gather(*sent)
+        await asyncio.gather(*[await producer.send(topic, key=k, value=v) for k, v in items])
     finally:
         await producer.stop()
 
