@@ -1,5 +1,6 @@
 """Poison on every input topic of every worker, on one stack: each is dead-lettered with its precise reason
-and origin, counted in the worker's dead-letter metric, and the valid message after it is processed.
+and origin, counted in the worker's dead-letter metric, and the valid message after it is processed; the
+ingest API's read model, which follows keyword-hits, reads past it too.
 
 Includes the reproduction of issue 20's finding 1: `b"garbage"` with the header `yuqing-origin: nopipes` on
 posts.raw made scoring exit on every restart.
