@@ -7,8 +7,9 @@ Nothing inside the dying process can help; the next start can, if it knows where
 per input partition, the worker keeps a small file in its data directory (an emptyDir in k8s, which
 outlives container restarts; .yuqing-data under `yuqing dev`):
 
-- before handling a fetched run of records it writes the run's last offset (`to`);
-- before handling one record alone it writes that record's offset (`at`), and clears it after.
+- before handling a fetched run of records (the batch loop) it writes the run's last offset (`to`);
+- before handling one record alone (the faust workers, each record; the batch loop, each suspect) it writes
+  that record's offset (`at`), and clears it after.
 
 On the next start, with the offset the partition resumes from (the first record it sees):
 - `at` set: the process died on that very record. If the record was already under suspicion, that is
