@@ -471,13 +471,24 @@ class DeadLetterRecord(Event):
     source_topic: str = Field(description="Where the message first arrived (not an internal re-key topic).")
     partition: int = Field(ge=0)
     offset: int = Field(ge=0)
-    key: str | None = Field(default=None, description="The message key as UTF-8 (bad bytes replaced).")
+    key: str | None = Field(
+        default=None, description="The message key as UTF-8 (bad bytes replaced; the first 1,024 characters)."
+    )
     reason: str = Field(
         pattern=r"^[a-z_]+$",
-        description="invalid_json, invalid_schema, unsupported_schema_version, empty, late_event, "
-        "invalid_transition, delivery_failed, processing_error (the metric's reason label).",
+        description="invalid_json, invalid_schema, unsupported_schema_version, empty, too_large, wrong_key, "
+        "late_event, invalid_transition, delivery_failed, processing_error, crash_loop (the metric's reason "
+        "label; docs/operations.md says what each means).",
     )
     detail: str = Field(default="", max_length=2000, description="What was wrong, for a person.")
-    value_base64: str = Field(description="The original message bytes, base64.")
+    value_base64: str = Field(
+        description="The original message bytes, base64: the first 512 KiB when value_size is larger."
+    )
+    value_size: int | None = Field(
+        default=None,
+        ge=0,
+        description="Size of the original value in bytes; null for a message without a value (a tombstone) "
+        "and in records written before this field existed.",
+    )
 
     _id_fields = ("service", "source_topic", "partition", "offset", "reason")

@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
 from services.common.broker import DEFAULT_KAFKA_VERSION, EmbeddedBroker
@@ -65,7 +64,7 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from services.common.runner import Stack
+    from services.common.runner import RestartPolicy, Stack, supervise
 
     stack = Stack.from_env()
     stopping = False
@@ -82,13 +81,11 @@ def _dev(args: argparse.Namespace) -> int:
             f"yuqing is running: API http://127.0.0.1:{stack.api_port}/docs, worker metrics on ports "
             f"{stack.base_web_port + 1}-{stack.base_web_port + 3}; logs in {stack.log_dir}. Ctrl-C stops."
         )
-        while not stopping:
-            dead = stack.check()
-            if dead:
-                print(f"service(s) exited: {', '.join(dead)}; see {stack.log_dir}", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
-        return 0
+
+        def say(line: str) -> None:
+            print(f"{line}; see {stack.log_dir}", file=sys.stderr, flush=True)
+
+        return supervise(stack, RestartPolicy(), lambda: stopping, say)
     finally:
         print("stopping …", flush=True)
         stack.stop()

@@ -10,10 +10,11 @@ import re
 import stat
 import unicodedata
 import warnings
+from collections.abc import Hashable
 from datetime import date, time, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -147,9 +148,22 @@ class RuleGroup(_Frozen):
         return self
 
 
+# Building the matcher grows with a group's terms: 20,000 in one group took about 7 s and 300 MB at start-up
+# on the CI machine kind, 100,000 took 14 s and 1 GB. A thousand covers any brand's names, products and tags.
+DEFAULT_MAX_TERMS_PER_GROUP = 1_000
+MAX_TERMS_PER_GROUP_LIMIT = 20_000
+
+
 class RulesConfig(_Frozen):
     version: str = Field(default="1", min_length=1, max_length=64)
     groups: tuple[RuleGroup, ...] = Field(min_length=1)
+    max_terms_per_group: int = Field(
+        default=DEFAULT_MAX_TERMS_PER_GROUP,
+        ge=1,
+        le=MAX_TERMS_PER_GROUP_LIMIT,
+        description="Most terms one group may list (brands, negatives, required and excluded together): "
+        "each costs start-up time and memory in the matcher.",
+    )
 
     @field_validator("groups")
     @classmethod
@@ -160,6 +174,26 @@ class RulesConfig(_Frozen):
                 raise ValueError(f"rule group name {g.name!r} is used twice")
             seen.add(g.name)
         return groups
+
+    @model_validator(mode="after")
+    def _bounded_groups(self) -> RulesConfig:
+        for g in self.groups:
+            counts = {
+                "brands": len(g.brands),
+                "negatives": len(g.negatives or ()),
+                "required": len(g.required),
+                "excluded": len(g.excluded),
+            }
+            total = sum(counts.values())
+            if total > self.max_terms_per_group:
+                listed = ", ".join(f"{name} {n:,}" for name, n in counts.items() if n)
+                cap = self.max_terms_per_group
+                raise ValueError(
+                    f"group {g.name!r} lists {total:,} terms ({listed}); at most {cap:,} per group "
+                    f"(rules.max_terms_per_group, which may be raised to {MAX_TERMS_PER_GROUP_LIMIT:,}): "
+                    "split the group, or raise the cap"
+                )
+        return self
 
 
 class TierSla(_Frozen):
@@ -401,16 +435,21 @@ def bundled_config_path() -> Path:
 
 
 def load_config(path: Path | None = None) -> YuqingConfig:
-    """Read and validate the YAML config; errors name the file and the field."""
+    """Read and validate the YAML config; errors name the file and the field, line or byte."""
     path = path or bundled_config_path()
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: not valid YAML: {_yaml_problem(exc)}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        bad = raw[exc.start]
+        raise ConfigError(
+            f"config file {path}: not UTF-8 text (byte 0x{bad:02x} on line {line}); save it as UTF-8"
+        ) from None
+    data = _parse_yaml(path, text)
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top, got {type(data).__name__}")
     try:
@@ -431,6 +470,65 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
         if text:
             parts.append(f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark else text)
     return "; ".join(parts) or type(exc).__name__
+
+
+# The config is a few levels deep; a hundred is generous. Deeper, PyYAML's composer recursed until Python gave
+# up with a bare RecursionError.
+_MAX_DEPTH = 100
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses what it used to take silently or die on: a key twice in one mapping (YAML
+    keeps the last, so an edit further down quietly undid one above), nesting deeper than _MAX_DEPTH."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _YamlRefused(f"nested more than {_MAX_DEPTH} levels deep at line {mark.line + 1}")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges are meant to be overridden
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: construct_mapping says so
+            if first is not None:
+                raise _YamlRefused(
+                    f"key {key!r} appears twice in one mapping (lines {first} and {line}); YAML would keep "
+                    "only the last: remove one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _YamlRefused(Exception):
+    """Raised inside the loader; load_config turns it into a ConfigError naming the file."""
+
+
+def _parse_yaml(path: Path, text: str) -> object:
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    except _YamlRefused as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML: {_yaml_problem(exc)}") from None
+    finally:
+        loader.dispose()
 
 
 def _secrets_in(config: YuqingConfig) -> list[str]:

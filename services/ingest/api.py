@@ -31,6 +31,7 @@ from services.common.config import IngestConfig, load_config
 from services.common.exceptions import KafkaSetupError
 from services.common.kafka import ensure_topics
 from services.common.topics import Topics
+from services.common.unreadable import install as read_unreadable_records
 from services.ingest.adapters import AdapterError
 from services.ingest.auth import TokenCheck
 from services.ingest.batch import (
@@ -413,7 +414,10 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
 
 
 async def _follow(settings: IngestSettings, topics: Topics, model: ReadModel) -> None:
-    """Feed the read model from the event topics, from the beginning; reconnect on errors."""
+    """Feed the read model from the event topics, from the beginning; reconnect on errors. A record the Kafka
+    client cannot parse (services/common/unreadable.py) is skipped like any undecodable one, instead of
+    stopping this task for good."""
+    read_unreadable_records()
     kinds: dict[str, Any] = {
         topics.keyword_hits: KeywordHit,
         topics.tier_changes: TierChange,

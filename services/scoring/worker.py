@@ -29,7 +29,7 @@ from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.partitioned import Batch, PartitionedWorker
-from services.common.stream import ORIGIN_HEADER, decode, home_partition
+from services.common.stream import ORIGIN_HEADER, decode, expect_key, home_partition
 from services.common.topics import Topics
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
@@ -114,6 +114,7 @@ class Scoring:
             dead_letter_topic=t.dead_letter,
             tick=self.on_tick,
             tick_seconds=settings.tick_seconds,
+            forwarded=[t.scoring_threads],
         )
         self._states: dict[int, tuple[dict[str, Any], ScoringState]] = {}
         self.hits_total = Counter(
@@ -170,7 +171,9 @@ class Scoring:
         self._match(post, batch)
 
     def on_thread_post(self, record: Any, batch: Batch) -> None:
-        self._match(decode(Post, record.value), batch)
+        post = decode(Post, record.value)
+        expect_key(record.key, post.thread_key, "thread")
+        self._match(post, batch)
 
     def _match(self, post: Post, batch: Batch) -> None:
         for hit in self.hits_stage.process(post, self._state(batch)):
@@ -182,6 +185,7 @@ class Scoring:
 
     def on_hit(self, record: Any, batch: Batch) -> None:
         hit = decode(KeywordHit, record.value)
+        expect_key(record.key, hit.group, "rule group")
         try:
             changes = self.tier_stage.process(hit, self._state(batch), offset=record.offset)
         except LateEvent as exc:
@@ -190,6 +194,7 @@ class Scoring:
 
     def on_override(self, record: Any, batch: Batch) -> None:
         cmd = decode(TierOverride, record.value)
+        expect_key(record.key, cmd.group, "rule group")
         self._emit(self.tier_stage.override(cmd.group, cmd.tier, cmd.actor, self._state(batch)), batch)
 
     def on_tick(self, batch: Batch) -> None:

@@ -478,6 +478,20 @@ def test_compose_ingest_settings_are_accepted(
     assert settings.console_secret != settings.link_secret
 
 
+@pytest.mark.parametrize("name", ["scoring", "escalation", "notifier"])
+def test_a_stream_workers_data_dir_outlives_a_container_restart(name: str) -> None:
+    """The crash journal lives there: after a worker died on a record, the restarted container must find
+    what the dead one wrote, or the record kills it forever (docs/operations.md, crash loops)."""
+    settings = {
+        k: v
+        for ref in container_of(name)["envFrom"]
+        for k, v in of_kind("ConfigMap")[ref["configMapRef"]["name"]]["data"].items()
+    }
+    mounts = {m["mountPath"]: m["name"] for m in container_of(name)["volumeMounts"]}
+    volume = {v["name"]: v for v in pod_spec(name)["volumes"]}[mounts[settings["YUQING_DATA_DIR"]]]
+    assert {"emptyDir", "persistentVolumeClaim"} & set(volume), volume
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_service_exposes_the_deployment_port(name: str) -> None:
     service = of_kind("Service")[f"yuqing-{name}"]
