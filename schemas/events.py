@@ -370,7 +370,7 @@ class FollowUpItem(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    item_id: str = Field(description="The first 12 hex digits of the event_id of the action that added it.")
+    item_id: str = Field(description="IncidentAction.new_item_id of the action that added it.")
     target: str
     post: str | None = None
     owner: str
@@ -438,6 +438,15 @@ class IncidentAction(Event):
     )
 
     _id_fields = ("incident_id", "action", "actor", "event_time")
+
+    @property
+    def new_item_id(self) -> str | None:
+        """The id of the 回访 item a follow_up_added adds: 12 hex digits of sha256 over the action's event_id
+        and the item, so that two items added at the same instant differ and a replayed action adds none."""
+        item = self.follow_up
+        if item is None:
+            return None
+        return event_id("FollowUpItem", self.event_id, item.target, item.post, item.owner, item.due_at)[:12]
 
     @model_validator(mode="after")
     def _fields_fit_the_action(self) -> Self:

@@ -234,7 +234,7 @@ def _check_follow_up(items: Sequence[FollowUpRow], action: IncidentAction) -> No
 
 
 def _item_id(action: IncidentAction) -> str:
-    return action.event_id[:12]
+    return action.new_item_id or ""
 
 
 def apply(versions: list[StatementRow], items: list[FollowUpRow], action: IncidentAction) -> str:

@@ -224,7 +224,7 @@ async def apply_action(
         "from": events[-1].state.value if events else None,
     }
     if event.action == IncidentActionKind.follow_up_added:
-        answer["item_id"] = event.event_id[:12]  # the id the item will have (FollowUpItem.item_id)
+        answer["item_id"] = event.new_item_id  # the id the item will have (FollowUpItem.item_id)
     return _json(answer, 202)
 
 

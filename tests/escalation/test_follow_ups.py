@@ -152,3 +152,12 @@ def _fresh() -> Incident:
     world = World()
     world.open(Tier.level3)
     return world.incident
+
+
+def test_two_items_added_at_the_same_instant_are_two_items(w):
+    """The action's id covers who and when, not the item: the item id adds the item, so a bulk add by one
+    person in one instant keeps every item, while the same action twice still adds one."""
+    first = add(w, 6 * H, "用户甲", "客服 李四", 30 * H)
+    second = add(w, 6 * H, "用户乙", "客服 李四", 30 * H)
+    assert first != second
+    assert [i.target for i in w.incident.follow_ups] == ["用户甲", "用户乙"]

@@ -77,7 +77,7 @@ async def test_review_reminders_go_to_the_approvers_and_refusals_are_dead_letter
     due = datetime.now(UTC) + timedelta(seconds=6)
     item = FollowUpRequest(target="微博用户 @小王", owner="客服 李四", due_at=due)
     added = await send(A.follow_up_added, "客服 李四", follow_up=item)
-    item_id = added.event_id[:12]
+    item_id = added.new_item_id
 
     def overdue(values: list[bytes]) -> bool:
         return any(e.detail == f"回访 item {item_id}: overdue" for e in incident_events(values))
