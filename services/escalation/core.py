@@ -534,9 +534,10 @@ class EscalationCore:
             overdue = label == "overdue"
             what = "overdue" if overdue else f"{float(label):.0%} of the time used"
             self._emit(out, inc, IncidentEventKind.reminder, now, detail=f"回访 item {item.item_id}: {what}")
+            due_at = item.due_at.isoformat(timespec="minutes")
             lines = [
                 f"回访 {plain(item.target)}",
-                f"负责人 owner: {plain(item.owner, 64)} · 截止 due {item.due_at.isoformat()}"
+                f"负责人 owner: {plain(item.owner, 64)} · 截止 due {due_at}"
                 + (" · 已逾期 overdue" if overdue else ""),
             ]
             tier_name = _TIER_NAME[int(inc.tier)]

@@ -276,7 +276,8 @@ def apply(versions: list[StatementRow], items: list[FollowUpRow], action: Incide
             added_at=at,
         )
         items.append(row)
-        return f"回访 item {row.item_id} for {spec.owner}, due {spec.due_at.isoformat()}: {spec.target}"
+        due = spec.due_at.isoformat(timespec="minutes")
+        return f"回访 item {row.item_id} for {spec.owner}, due {due}: {spec.target}"
     if kind == A.follow_up_outcome:
         item = next(i for i in items if i.item_id == action.item_id)
         item.outcome, item.outcome_by, item.outcome_at, item.note = action.outcome, actor, at, action.comment

@@ -115,7 +115,7 @@ def test_the_owner_is_reminded_and_told_once_when_overdue_without_paging_up(w):
     overdue = w.tick(16 * H)
     [alert] = overdue.alerts
     assert (alert.kind.value, alert.audience, alert.title) == ("reminder", "responder", "[无] 回访逾期: g")
-    assert "负责人 owner: 客服 李四 · 截止 due 2026-11-23T18:00:00+00:00 · 已逾期 overdue" in alert.body
+    assert "负责人 owner: 客服 李四 · 截止 due 2026-11-23T18:00+00:00 · 已逾期 overdue" in alert.body
     assert "回访 微博用户 小王 链接 https://evil.example" in alert.body  # plain words in a robot's Markdown
     assert [e.detail for e in overdue.events] == [f"回访 item {item}: overdue"]
     assert follow_up_alerts(40 * H) == []  # once; and the ladder did not move
