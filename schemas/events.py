@@ -353,7 +353,7 @@ class FollowUpRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     target: str = Field(
-        min_length=1, max_length=500, description="The user or post to follow up, for a person."
+        min_length=1, max_length=200, description="The user or post to follow up, for a person."
     )
     post: str | None = Field(
         default=None,
@@ -361,7 +361,7 @@ class FollowUpRequest(BaseModel):
         pattern=r"^[a-z]+:\S+$",
         description="The post as `platform:post_id` (an incident's top post), if the item is about one.",
     )
-    owner: str = Field(min_length=1, max_length=128, description="Who follows it up.")
+    owner: str = Field(min_length=1, max_length=64, description="Who follows it up.")
     due_at: UtcDatetime
 
 

@@ -257,7 +257,11 @@ class StatementConfig(_Frozen):
         default=False, description="Whether an approver may approve a version they drafted themselves."
     )
     max_versions: int = Field(
-        default=20, ge=1, le=50, description="Versions per incident: every one is kept, text and all."
+        default=10,
+        ge=1,
+        le=10,
+        description="Versions per incident (at most 10). Every one is kept, text and all, in the incident's "
+        "row and on each of its events, which Kafka caps at 1 MB a message.",
     )
     follow_up_hours: float = Field(
         default=24, gt=0, le=24 * 30, description="The due time the console proposes for a new 回访 item."

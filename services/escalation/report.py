@@ -150,6 +150,15 @@ _MARKDOWN_INLINE = re.compile(r"([\\`*_~\[\]<>&])")
 _MARKDOWN_ESCAPED = re.compile(r"\\([\\`*_~\[\]<>&])")
 
 
+_DETAIL = 300  # characters of a timeline entry's detail in the report; the events keep it whole
+
+
+def _short(detail: str) -> str:
+    """The report of record rides on the closing event, which Kafka caps at 1 MB: a timeline of long comments
+    is shown shortened (the incident's events hold every word)."""
+    return detail if len(detail) <= _DETAIL else detail[: _DETAIL - 1] + "…"
+
+
 def _text(value: object) -> str:
     """Text from people (a name, a comment, a post) inline in the report: on one line, whatever line
     breaks it holds (also the Unicode ones that str.splitlines honours), and with no Markdown or HTML of
@@ -221,7 +230,7 @@ def render_markdown(r: ReportInput) -> str:
     ]
     for e in r.entries:
         lines.append(
-            f"| {e.seq} | {_t(e.at)} | {e.kind} → {e.state} | {_text(e.actor)} | {_text(e.detail)} |"
+            f"| {e.seq} | {_t(e.at)} | {e.kind} → {e.state} | {_text(e.actor)} | {_text(_short(e.detail))} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -46,7 +46,11 @@ STATEMENT_STEPS = frozenset(
     {A.statement_drafted, A.statement_submitted, A.statement_approved, A.statement_returned}
 )
 FOLLOW_UP_STEPS = frozenset({A.follow_up_added, A.follow_up_outcome})
-MAX_FOLLOW_UPS = 200  # per incident: the list lives in the incident row and on every incident event
+# Per incident. The versions and the list live in the incident row and on every incident event, and the
+# closing event repeats them in its report; Kafka caps a message at 1 MB (tests/escalation/test_statement.py
+# fills every bound and measures). An item may stand for many users ("电话投诉用户 5 位").
+MAX_FOLLOW_UPS = 50
+MAX_NOTE = 300  # a review comment or a 回访 note
 MAX_FOLLOW_UP_DAYS = 30
 _PENDING = (V.draft, V.submitted, V.approved)  # superseded by a newer draft
 
@@ -197,6 +201,10 @@ def _check_statement(
         )
     if kind == A.statement_returned and not action.comment.strip():
         raise InvalidTransition("statement_returned needs a comment saying what to change")
+    if len(action.comment) > MAX_NOTE:
+        raise InvalidTransition(
+            f"a review comment is at most {MAX_NOTE} characters (it is kept with the version)"
+        )
     if (
         kind == A.statement_approved
         and not config.allow_self_approval
@@ -215,6 +223,8 @@ def _check_follow_up(items: Sequence[FollowUpRow], action: IncidentAction) -> No
             raise InvalidTransition(f"no 回访 item {action.item_id} on this incident")
         if item.outcome is not None:
             raise InvalidTransition(f"回访 item {item.item_id} is already recorded as {item.outcome.value}")
+        if len(action.comment) > MAX_NOTE:
+            raise InvalidTransition(f"a 回访 note (the comment) is at most {MAX_NOTE} characters")
         return
     spec = action.follow_up
     assert spec is not None  # noqa: S101 - IncidentAction refuses follow_up_added without it

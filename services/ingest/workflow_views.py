@@ -303,7 +303,7 @@ async def add_follow_up(request: Request, incident_id: str, c: Desk) -> Response
         if post is None:
             return again(422, f"post: {typed['post'][:40]!r} 不是本事件的主要传播内容")
         label = c.labels["platform"].get(post.get("platform"), post.get("platform"))
-        target = target or f"[{label}] {post.get('excerpt', '')}"[:200]
+        target = target or f"[{label}] {post.get('excerpt', '')}"[:200]  # FollowUpRequest.target's bound
     try:
         due = c.local_time(typed["due"])
     except ValueError:

@@ -161,3 +161,9 @@ def test_two_items_added_at_the_same_instant_are_two_items(w):
     second = add(w, 6 * H, "用户乙", "客服 李四", 30 * H)
     assert first != second
     assert [i.target for i in w.incident.follow_ups] == ["用户甲", "用户乙"]
+
+
+def test_a_long_note_is_refused(w):
+    item = add(w, 6 * H, "用户", "客服 李四", 30 * H)
+    with pytest.raises(InvalidTransition, match="at most 300 characters"):
+        outcome(w, 7 * H, item, FollowUpOutcome.done, "长" * 301)

@@ -161,7 +161,7 @@ def test_names_and_comments_cannot_add_headings_links_or_html():
     events += w.act(A.statement_submitted, 11, actor=HOSTILE_NAME).events
     events += w.act(A.statement_approved, 12, actor=APPROVER, version=1, comment=HOSTILE_NAME).events
     events += w.act(A.statement_published, 13, actor=HOSTILE_NAME).events
-    item = FollowUpRequest(target=HOSTILE_NAME, owner=HOSTILE_NAME, due_at=at(60))
+    item = FollowUpRequest(target=HOSTILE_NAME, owner=HOSTILE_NAME[:64], due_at=at(60))
     events += w.act(A.follow_up_added, 14, actor=HOSTILE_NAME, follow_up=item).events
     events += w.act(A.resolve, 20, actor=HOSTILE_NAME, comment="override: false alarm").events
     md = next(e.report for e in events if e.report)

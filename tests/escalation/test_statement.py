@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from schemas.events import IncidentAction, IncidentActionKind, Tier
+from schemas.events import FollowUpRequest, IncidentAction, IncidentActionKind, Tier
+from services.common import json
 from services.common.config import EscalationConfig, StatementConfig
 from services.escalation.core import Incident
 from services.escalation.exceptions import InvalidTransition
@@ -289,3 +290,35 @@ def test_approvers_are_matched_by_name_ignoring_case_and_spaces():
     assert not config.is_approver("Li Nan")
     with pytest.raises(ValidationError, match="approvers listed twice"):
         StatementConfig(approvers=("Li Na", "li  na"))
+
+
+def test_the_largest_incident_event_fits_a_kafka_message():
+    """Kafka refuses a message over 1 MB by default, and the worker would retry it for ever. With every bound
+    at its maximum (10 versions of 5,000 characters, 50 回访 items with the longest fields and notes), the
+    closing event with its report, and the incident's row, stay well under it."""
+    config = EscalationConfig(statement=StatementConfig(approvers=(APPROVER,), max_versions=10))
+    w = World(config)
+    w.open(Tier.level1)
+    for v in range(1, 11):
+        w.act(A.statement_drafted, v, actor=DRAFTER, text=f"{v:02}" + "声" * 4998)
+        w.act(A.statement_submitted, v, actor=DRAFTER)
+        w.act(A.statement_approved, v, actor=APPROVER, version=v, comment="意" * 300)
+        w.act(A.statement_published, v, actor=DRAFTER, comment="发" * 4000)
+    for i in range(50):
+        item = FollowUpRequest(target=f"{i:03}" + "访" * 197, owner="负" * 64, due_at=at(30 * H))
+        added = w.act(A.follow_up_added, 20 + i / 100, actor="记" * 64, follow_up=item)
+        item_id = added.events[0].follow_ups[-1].item_id
+        w.act(
+            A.follow_up_outcome,
+            21 + i / 100,
+            actor="果" * 64,
+            item_id=item_id,
+            outcome="done",
+            comment="注" * 300,
+        )
+    closing = w.act(A.resolve, 40, actor=APPROVER, comment="override: " + "因" * 3990).events[-1]
+    assert closing.report is not None
+    size, row = len(json.dumps(closing)), len(json.dumps(w.incidents["g"]))
+    print(f"closing event: {size:,} bytes; incident row (its changelog record): {row:,} bytes")
+    assert size < 1_000_000, size
+    assert row < 1_000_000, row
