@@ -37,6 +37,9 @@ __all__ = [
     "DeliveryOutcome",
     "Engagement",
     "Event",
+    "FollowUpItem",
+    "FollowUpOutcome",
+    "FollowUpRequest",
     "HitSpan",
     "IncidentAction",
     "IncidentActionKind",
@@ -46,6 +49,8 @@ __all__ = [
     "KeywordHit",
     "Platform",
     "Post",
+    "StatementStatus",
+    "StatementVersion",
     "TermMatch",
     "Tier",
     "TierChange",
@@ -354,13 +359,93 @@ class IncidentActionKind(StrEnum):
     ack = "ack"
     meeting_convened = "meeting_convened"
     verified = "verified"
-    statement_published = "statement_published"
+    # The statement (发声回应) is drafted, reviewed by the leadership group (经领导小组审核), then published.
+    statement_drafted = "statement_drafted"  # a new version; `text` holds it
+    statement_submitted = "statement_submitted"  # the latest draft goes to the approvers
+    statement_approved = "statement_approved"  # an approver signs off `version`
+    statement_returned = "statement_returned"  # an approver sends `version` back; the comment says why
+    statement_published = "statement_published"  # only an approved version
     cooling = "cooling"  # spread stopped after the statement: the closing review (收尾) starts
     resolve = "resolve"
     reopen = "reopen"
     postmortem_filed = "postmortem_filed"
     follow_up = "follow_up"  # 回访: affected users were contacted; the comment says whom and how
+    follow_up_added = (
+        "follow_up_added"  # an item on the 回访 list: `follow_up` says whom, who owns it, by when
+    )
+    follow_up_outcome = "follow_up_outcome"  # what came of item `item_id`: `outcome`, the comment as a note
     correction = "correction"  # something passed on (a verification, a statement) was corrected
+
+
+class StatementStatus(StrEnum):
+    draft = "draft"
+    submitted = "submitted"  # waiting for the leadership group's review
+    approved = "approved"
+    returned = "returned"
+    published = "published"
+    superseded = "superseded"  # a newer version was drafted before this one was published
+
+
+class StatementVersion(BaseModel):
+    """One version of an incident's public statement (发声回应), its text and its review."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = Field(ge=1)
+    text: str
+    status: StatementStatus
+    drafted_by: str
+    drafted_at: UtcDatetime
+    submitted_by: str | None = None
+    submitted_at: UtcDatetime | None = None
+    reviewed_by: str | None = Field(default=None, description="The approver who approved or returned it.")
+    reviewed_at: UtcDatetime | None = None
+    review_comment: str = ""
+    published_by: str | None = None
+    published_at: UtcDatetime | None = None
+
+
+class FollowUpOutcome(StrEnum):
+    done = "done"
+    unreachable = "unreachable"
+    declined = "declined"
+    not_needed = "not_needed"
+
+
+class FollowUpRequest(BaseModel):
+    """A 回访 item as an operator adds it: whom to follow up, who does it and by when."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    target: str = Field(
+        min_length=1, max_length=200, description="The user or post to follow up, for a person."
+    )
+    post: str | None = Field(
+        default=None,
+        max_length=300,
+        pattern=r"^[a-z]+:\S+$",
+        description="The post as `platform:post_id` (an incident's top post), if the item is about one.",
+    )
+    owner: str = Field(min_length=1, max_length=64, description="Who follows it up.")
+    due_at: UtcDatetime
+
+
+class FollowUpItem(BaseModel):
+    """An item of an incident's 回访 list and what came of it (no outcome: still open)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    item_id: str = Field(description="IncidentAction.new_item_id of the action that added it.")
+    target: str
+    post: str | None = None
+    owner: str
+    due_at: UtcDatetime
+    added_by: str
+    added_at: UtcDatetime
+    outcome: FollowUpOutcome | None = None
+    outcome_by: str | None = None
+    outcome_at: UtcDatetime | None = None
+    note: str = ""
 
 
 class IncidentEvent(Event):
@@ -381,6 +466,10 @@ class IncidentEvent(Event):
     report: str | None = Field(
         default=None, description="Markdown post-mortem (复盘报告), on the event that closes the incident."
     )
+    statement: tuple[StatementVersion, ...] = Field(
+        default=(), description="Every version of the public statement so far, oldest first, with its review."
+    )
+    follow_ups: tuple[FollowUpItem, ...] = Field(default=(), description="The 回访 list so far.")
 
     _id_fields = ("incident_id", "sequence")
 
@@ -393,8 +482,67 @@ class IncidentAction(Event):
     action: IncidentActionKind
     actor: str = Field(min_length=1, max_length=128)
     comment: str = Field(default="", max_length=4000)
+    text: str = Field(
+        default="", max_length=5000, description="statement_drafted (required, only there): the new version."
+    )
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="The statement version acted on: required to approve or return it (the text the approver "
+        "read), optional to submit or publish it, refused on other actions.",
+    )
+    follow_up: FollowUpRequest | None = Field(
+        default=None, description="follow_up_added (required, only there): the item."
+    )
+    item_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{12}$", description="follow_up_outcome (required, only there)."
+    )
+    outcome: FollowUpOutcome | None = Field(
+        default=None, description="follow_up_outcome (required, only there)."
+    )
 
     _id_fields = ("incident_id", "action", "actor", "event_time")
+
+    @property
+    def new_item_id(self) -> str | None:
+        """The id of the 回访 item a follow_up_added adds: 12 hex digits of sha256 over the action's event_id
+        and the item, so that two items added at the same instant differ and a replayed action adds none."""
+        item = self.follow_up
+        if item is None:
+            return None
+        return event_id("FollowUpItem", self.event_id, item.target, item.post, item.owner, item.due_at)[:12]
+
+    @model_validator(mode="after")
+    def _fields_fit_the_action(self) -> Self:
+        a = IncidentActionKind
+        wanted = {
+            "text": {a.statement_drafted},
+            "version": {a.statement_approved, a.statement_returned},
+            "follow_up": {a.follow_up_added},
+            "item_id": {a.follow_up_outcome},
+            "outcome": {a.follow_up_outcome},
+        }
+        optional = {"version": {a.statement_submitted, a.statement_published}}
+        for name, needed_by in wanted.items():
+            value = getattr(self, name)
+            present = value not in (None, "")
+            if not present and self.action in needed_by:
+                raise _field_error(self, name, f"{self.action.value} needs {name}", value)
+            if present and self.action not in needed_by | optional.get(name, set()):
+                allowed = ", ".join(sorted(k.value for k in needed_by | optional.get(name, set())))
+                raise _field_error(
+                    self, name, f"{name} is only for {allowed}, not {self.action.value}", value
+                )
+        return self
+
+
+def _field_error(model: BaseModel, field: str, message: str, value: object) -> ValidationError:
+    """A ValidationError whose loc names `field`, from a model validator (which would otherwise name none)."""
+    error = PydanticCustomError("action_field", message)
+    return ValidationError.from_exception_data(
+        type(model).__name__, [InitErrorDetails(type=error, loc=(field,), input=str(value)[:80])]
+    )
 
 
 class AlertKind(StrEnum):
@@ -404,6 +552,7 @@ class AlertKind(StrEnum):
     reminder = "reminder"
     sla_breached = "sla_breached"
     escalation = "escalation"
+    statement_review = "statement_review"  # a statement version waits for the approvers
     briefing = "briefing"
 
 
@@ -427,7 +576,7 @@ class Alert(Event):
     title: str
     body: str = Field(description="Markdown.")
     incident_id: str | None = None
-    audience: Literal["responder", "group_lead", "leadership"] = "responder"
+    audience: Literal["responder", "group_lead", "leadership", "approvers"] = "responder"
     hit_time: UtcDatetime | None = Field(
         default=None, description="Event time of the earliest keyword hit behind this alert (for latency)."
     )

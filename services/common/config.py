@@ -44,11 +44,13 @@ __all__ = [
     "RuleGroup",
     "RulesConfig",
     "SlaConfig",
+    "StatementConfig",
     "TierRule",
     "TiersConfig",
     "YuqingConfig",
     "bundled_config_path",
     "load_config",
+    "person_key",
 ]
 
 
@@ -233,7 +235,7 @@ class SlaConfig(_Frozen):
         return {1: self.level1, 2: self.level2, 3: self.level3}[tier]
 
 
-Audience = Literal["responder", "group_lead", "leadership"]
+Audience = Literal["responder", "group_lead", "leadership", "approvers"]
 
 
 class LadderStep(_Frozen):
@@ -278,9 +280,55 @@ class CalendarConfig(_Frozen):
         return self
 
 
+Person = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class StatementConfig(_Frozen):
+    """Who signs off a public statement (经领导小组审核) and the bounds of the statement workflow."""
+
+    approvers: tuple[Person, ...] = Field(
+        default=(),
+        description="The leadership group members who may approve or return a statement, by the name they "
+        "log in to the console with (or send as `actor`); compared ignoring case and extra spaces. None: "
+        "nobody can approve, so nothing can be published.",
+    )
+    allow_self_approval: bool = Field(
+        default=False, description="Whether an approver may approve a version they drafted themselves."
+    )
+    max_versions: int = Field(
+        default=10,
+        ge=1,
+        le=10,
+        description="Versions per incident (at most 10). Every one is kept, text and all, in the incident's "
+        "row and on each of its events, which Kafka caps at 1 MB a message.",
+    )
+    follow_up_hours: float = Field(
+        default=24, gt=0, le=24 * 30, description="The due time the console proposes for a new 回访 item."
+    )
+
+    @field_validator("approvers")
+    @classmethod
+    def _distinct(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        keys = [person_key(n) for n in names]
+        if twice := sorted({n for n, k in zip(names, keys, strict=True) if keys.count(k) > 1}):
+            raise ValueError(f"approvers listed twice (ignoring case and spaces): {twice}")
+        if blank := [n for n, k in zip(names, keys, strict=True) if not k]:
+            raise ValueError(f"approver names must not be blank, got {blank}")
+        return names
+
+    def is_approver(self, name: str) -> bool:
+        return person_key(name) in {person_key(a) for a in self.approvers}
+
+
+def person_key(name: str) -> str:
+    """A name as compared for roles: NFKC, spaces collapsed, case folded ("Li  Na" is "li na")."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+
+
 class EscalationConfig(_Frozen):
     sla: SlaConfig = SlaConfig()
     calendar: CalendarConfig = CalendarConfig()
+    statement: StatementConfig = StatementConfig()
     # Each tier's policy is its ladder: an SLA breach pages the next rung of it at once, whatever its delays.
     level1: EscalationPolicy = _policy(("responder", 0), ("group_lead", 10), ("leadership", 20))
     level2: EscalationPolicy = _policy(("responder", 0), ("group_lead", 30), ("leadership", 60))

@@ -53,6 +53,7 @@ from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
 from services.ingest.settings import IngestSettings
 from services.ingest.timeparse import TimeBounds
+from services.ingest.workflow_views import install_workflow_views
 from services.notifier.briefing import build_briefing, due_slots, previous_slot
 
 __all__ = ["create_app"]
@@ -348,6 +349,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     async def send_override(group: str, cmd: TierOverride) -> None:
         await _producer().send_and_wait(topics.tier_overrides, key=group.encode(), value=json.dumps(cmd))
 
+    config = load_config(settings.config_file)
     app.include_router(
         operator_router(
             model,
@@ -356,16 +358,18 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
             link_secret,
             send_override,
             max_body_bytes=settings.max_operator_body_bytes,
+            escalation=config.escalation,
         )
     )
     install_console(
         app,
         model,
-        load_config(settings.config_file),
+        config,
         [t.get_secret_value() for t in settings.operator_tokens],
         send_action,
         settings.console_secret.get_secret_value().encode() if settings.console_secret else None,
     )
+    install_workflow_views(app)
     app.state.read_model = model
 
     async def produce(posts: list[tuple[int, Post]]) -> None:

@@ -13,8 +13,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.events import IncidentAction, IncidentActionKind, Tier, TierOverride
+from schemas.events import (
+    FollowUpOutcome,
+    FollowUpRequest,
+    IncidentAction,
+    IncidentActionKind,
+    IncidentState,
+    Tier,
+    TierOverride,
+)
 from services.common import json
+from services.common.config import EscalationConfig
 from services.common.csvfile import safe_cell
 from services.common.links import BadLink, verify_link
 from services.escalation.core import EscalationCore, Incident
@@ -32,6 +41,7 @@ __all__ = [
     "apply_action",
     "ledger_csv",
     "operator_router",
+    "prepare_action",
 ]
 
 Send = Callable[[str, IncidentAction], Awaitable[None]]
@@ -47,11 +57,24 @@ class OverrideRequest(BaseModel):
 
 
 class ActionRequest(BaseModel):
+    """An operator action as the API takes it; the fields after `comment` belong to the statement and 回访
+    actions (IncidentAction says which)."""
+
     model_config = ConfigDict(extra="forbid")
 
     action: IncidentActionKind
     actor: str = Field(min_length=1, max_length=128)
     comment: str = Field(default="", max_length=4000)
+    text: str = Field(default="", max_length=5000, description="statement_drafted: the new version's text.")
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="The statement version approved, returned, submitted or published.",
+    )
+    follow_up: FollowUpRequest | None = Field(default=None, description="follow_up_added: the item.")
+    item_id: str | None = Field(default=None, max_length=12, description="follow_up_outcome: the item.")
+    outcome: FollowUpOutcome | None = Field(default=None, description="follow_up_outcome: what came of it.")
 
 
 async def _authorised_body(request: Request, check: TokenCheck, model: type[M], limit: int) -> M | Response:
@@ -84,14 +107,19 @@ def _incident_from(model: ReadModel, incident_id: str) -> Incident | None:
         return None
     last = events[-1]
     peak = max((e.tier for e in events), key=lambda t: t.severity)
-    return Incident(
-        incident_id=incident_id,
-        group=last.group,
-        tier=last.tier,
-        peak_tier=peak,
-        state=last.state,
-        opened_at=events[0].event_time,
-        sequence=last.sequence,
+    return Incident.model_validate(
+        {
+            "incident_id": incident_id,
+            "group": last.group,
+            "tier": last.tier,
+            "peak_tier": peak,
+            "state": last.state,
+            "opened_at": events[0].event_time,
+            "sequence": last.sequence,
+            # The statement and 回访 rules look at these: the versions and items as the last event shows them.
+            "statement": [v.model_dump() for v in last.statement],
+            "follow_ups": [i.model_dump() for i in last.follow_ups],
+        }
     )
 
 
@@ -144,25 +172,48 @@ def action_refusal(
     return None
 
 
-async def apply_action(
-    model: ReadModel, send: Send, incident_id: str, action: IncidentActionKind, actor: str, comment: str
-) -> Response:
-    """Check an operator action against the incident's state and publish it (202), or say why not."""
-    refusal = action_refusal(model, incident_id, action, comment)
+def prepare_action(
+    model: ReadModel, core: EscalationCore, incident_id: str, body: ActionRequest
+) -> IncidentAction | tuple[int, Any]:
+    """The IncidentAction `body` makes, checked with the escalation core's own rules (state, statement review,
+    回访) against what the read model holds; or why not, as (HTTP status, detail)."""
     inc = _incident_from(model, incident_id)
-    if refusal is not None or inc is None:
-        status, detail = refusal or (404, f"no incident {incident_id}")
+    if inc is None:
+        return 404, f"no incident {incident_id}"
+    if model.current_incident.get(inc.group) != incident_id:
+        return 409, f"incident {incident_id} is not the current incident of {inc.group}"
+    try:
+        event = IncidentAction(
+            event_time=datetime.now(UTC), incident_id=incident_id, group=inc.group, **body.model_dump()
+        )
+    except ValidationError as exc:
+        return 422, [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    try:
+        core.check_action(inc, event)
+    except InvalidTransition as exc:
+        return 409, str(exc)
+    return event
+
+
+async def apply_action(
+    model: ReadModel, send: Send, core: EscalationCore, incident_id: str, body: ActionRequest
+) -> Response:
+    """Check an operator action (`prepare_action`) and publish it (202), or say why not (404, 409, 422).
+    The escalation worker checks again on its own state: what it refuses goes to the dead-letter topic."""
+    event = prepare_action(model, core, incident_id, body)
+    if not isinstance(event, IncidentAction):
+        status, detail = event
         return _json({"detail": detail}, status)
-    event = IncidentAction(
-        event_time=datetime.now(UTC),
-        incident_id=incident_id,
-        group=inc.group,
-        action=action,
-        actor=actor,
-        comment=comment,
-    )
-    await send(inc.group, event)
-    return _json({"accepted": True, "event_id": event.event_id, "from": inc.state.value}, 202)
+    await send(event.group, event)
+    events = model.incident(incident_id) or []
+    answer = {
+        "accepted": True,
+        "event_id": event.event_id,
+        "from": events[-1].state.value if events else None,
+    }
+    if event.action == IncidentActionKind.follow_up_added:
+        answer["item_id"] = event.new_item_id  # the id the item will have (FollowUpItem.item_id)
+    return _json(answer, 202)
 
 
 def operator_router(
@@ -173,9 +224,12 @@ def operator_router(
     send_override: Callable[[str, TierOverride], Awaitable[None]],
     *,
     max_body_bytes: int = 64 * 1024,
+    escalation: EscalationConfig | None = None,
 ) -> APIRouter:
     router = APIRouter()
     used_links: set[str] = set()
+    # The same rules as the escalation worker (the approvers come from the same config file).
+    core = EscalationCore(escalation or EscalationConfig())
 
     @router.get("/v1/tiers")
     async def tiers(request: Request) -> Response:
@@ -233,8 +287,19 @@ def operator_router(
         return _json({"total": len(rows), "offset": offset, "items": page})
 
     @router.get("/v1/incidents")
-    async def incidents(request: Request) -> Response:
-        return check(request) or _json({"items": model.incident_list()})
+    async def incidents(
+        request: Request,
+        state: str | None = Query(default=None, pattern=_STATE_FILTER),
+        tier: int | None = Query(default=None, ge=0, le=3),
+        group: str | None = Query(default=None, max_length=64),
+        limit: int = Query(default=100, ge=1, le=1000),
+        offset: int = Query(default=0, ge=0, le=10_000_000),
+    ) -> Response:
+        denied = check(request)
+        if denied:
+            return denied
+        rows = model.incident_list(state=state, tier=tier, group=group)
+        return _json({"total": len(rows), "offset": offset, "items": rows[offset : offset + limit]})
 
     @router.get("/v1/incidents/{incident_id}")
     async def incident(request: Request, incident_id: str) -> Response:
@@ -245,7 +310,10 @@ def operator_router(
         if not events:
             return _json({"detail": f"no incident {incident_id}"}, 404)
         summary = next(i for i in model.incident_list() if i["incident_id"] == incident_id)
-        return _json({**summary, "timeline": [e.model_dump(mode="json") for e in events]})
+        # The statement versions and the 回访 list as they are now; the timeline without their copies.
+        current = events[-1].model_dump(mode="json", include={"statement", "follow_ups"})
+        timeline = [e.model_dump(mode="json", exclude={"statement", "follow_ups"}) for e in events]
+        return _json({**summary, **current, "timeline": timeline})
 
     @router.get("/v1/incidents/{incident_id}/report")
     async def report(
@@ -271,7 +339,8 @@ def operator_router(
         return Response(markdown, media_type="text/markdown; charset=utf-8")
 
     async def act(incident_id: str, action: IncidentActionKind, actor: str, comment: str) -> Response:
-        return await apply_action(model, send, incident_id, action, actor, comment)
+        body = ActionRequest(action=action, actor=actor, comment=comment)
+        return await apply_action(model, send, core, incident_id, body)
 
     @router.post(
         "/v1/incidents/{incident_id}/actions",
@@ -282,7 +351,7 @@ def operator_router(
         body = await _authorised_body(request, check, ActionRequest, max_body_bytes)
         if isinstance(body, Response):
             return body
-        return await act(incident_id, body.action, body.actor, body.comment)
+        return await apply_action(model, send, core, incident_id, body)
 
     def _claims(token: str) -> Any:
         if link_secret is None:
@@ -332,6 +401,9 @@ def operator_router(
 
     return router
 
+
+# "open" (any state before closed) or one state.
+_STATE_FILTER = "^(open|" + "|".join(s.value for s in IncidentState) + ")$"
 
 # What a signed link may do, by the action named in its signed payload (services/common/links.py).
 _LINK_ACTIONS = {"ack": IncidentActionKind.ack}

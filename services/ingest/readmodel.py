@@ -184,10 +184,21 @@ class ReadModel:
     def incident(self, incident_id: str) -> list[IncidentEvent] | None:
         return self.incidents.get(incident_id)
 
-    def incident_list(self) -> list[dict[str, Any]]:
+    def incident_list(
+        self, *, state: str | None = None, tier: int | None = None, group: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Incidents, newest first; `state` is one state or "open" (any state before closed), `tier` the
+        current tier."""
         out = []
         for iid, events in self.incidents.items():
             last = events[-1]
+            if state is not None and not (
+                last.state.value == state or (state == "open" and last.state.value not in _CLOSED)
+            ):
+                continue
+            if (tier is not None and int(last.tier) != tier) or (group is not None and last.group != group):
+                continue
+            latest = last.statement[-1] if last.statement else None
             out.append(
                 {
                     "incident_id": iid,
@@ -197,9 +208,19 @@ class ReadModel:
                     "opened_at": events[0].event_time,
                     "updated_at": last.event_time,
                     "deadlines": [d.model_dump(mode="json") | {"status": d.status} for d in last.deadlines],
+                    "statement": {"version": latest.version, "status": latest.status.value}
+                    if latest
+                    else None,
+                    "follow_ups": {
+                        "total": len(last.follow_ups),
+                        "open": sum(i.outcome is None for i in last.follow_ups),
+                    },
                 }
             )
         return sorted(out, key=lambda r: r["opened_at"], reverse=True)
+
+
+_CLOSED = ("closed", "postmortem_filed")
 
 
 def _sentiment_class(score: float) -> str:

@@ -30,6 +30,7 @@ from services.ingest.auth import TokenCheck
 from services.ingest.console import Sessions, install_console
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
+from services.ingest.workflow_views import install_workflow_views
 from tests.factories import (
     T0,
     assert_csv_neutralised,
@@ -57,6 +58,7 @@ class Console:
         check = TokenCheck((SecretStr(TOKEN),), "operator")
         self.app.include_router(operator_router(self.model, check, send, None, override))
         install_console(self.app, self.model, load_config(), [TOKEN], send, b"session-secret")
+        install_workflow_views(self.app)
 
 
 @pytest.fixture
@@ -317,8 +319,9 @@ def test_incident_pages_show_state_deadlines_and_timeline(client, console):
     assert detail.index("ack: 已收到") < detail.index('class="kind kind-opened"')  # newest first
     allowed = re.search(r'data-allowed="([^"]*)"', detail)
     assert allowed is not None
-    # resolve is offered before the closing review: with a comment "override: why" it is accepted
-    assert allowed.group(1).split() == ["verified", "statement_published", "resolve"]
+    # resolve is offered before the closing review: with a comment "override: why" it is accepted; the
+    # statement cannot be published before a version is approved
+    assert allowed.group(1).split() == ["verified", "resolve"]
     assert client.get("/console/incidents/nope").status_code == 404
 
 

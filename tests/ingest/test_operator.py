@@ -164,3 +164,20 @@ def test_expired_link_is_refused(client):
     assert resp.status_code == 403
     assert "expired" in resp.text
     assert client.post(f"/v1/ack/{token}").status_code == 403
+
+
+def test_a_statement_draft_reaches_the_topic_with_its_text(client, kafka, topics):
+    text = "我司高度重视，正在核查。\n<b>不是标记</b>"
+    ok = client.post(
+        "/v1/incidents/inc1/actions", json={"action": "statement_drafted", "actor": "王五", "text": text}
+    )
+    assert ok.status_code == 202, ok.text
+    values = asyncio.run(collect(kafka, topics.incident_actions, lambda v: len(v) >= 1, within=20))
+    action = IncidentAction.model_validate_json(values[0])
+    assert (action.action.value, action.actor, action.text, action.version) == (
+        "statement_drafted",
+        "王五",
+        text,
+        None,
+    )
+    assert action.event_id == ok.json()["event_id"]
