@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from services.common.exceptions import YuqingError
 
-__all__ = ["LateEvent"]
+__all__ = ["BadSeries", "LateEvent"]
 
 
 class LateEvent(YuqingError):
@@ -18,3 +18,7 @@ class LateEvent(YuqingError):
             "grace period (tiers.grace_minutes): are partitions drifting apart, or a replay unpaced?"
         )
         self.lateness = lateness
+
+
+class BadSeries(YuqingError, ValueError):
+    """A per-minute spread handed to the forecast is not a count (negative, fractional, absurdly large)."""
