@@ -252,14 +252,17 @@ def test_a_value_that_is_not_a_count_is_refused_naming_the_minute(bad: object) -
 
 
 def test_huge_counts_stay_exact_and_valid() -> None:
-    rule = L1.model_copy(update={"threshold": 10**15})
-    series = steady(10**12 // 2, 0, 120, wobble=0.0)
-    est = estimate(series, M0 + 99, Tier.level1, rule, CFG)
-    assert est.current == 100 * 10**12 // 2
-    stage = ForecastStage(CFG, clock=lambda: at(M0))
+    # 500 billion a minute for 100 minutes, ten such minutes short of the threshold.
+    per_minute = 10**12 // 2
+    rule = L1.model_copy(update={"threshold": 110 * per_minute})
     tiers = TIERS.model_copy(update={"rules": tuple(rule if r.tier == 1 else r for r in TIERS.rules)})
-    events = stage.evaluate("xinghe", series, at(M0 + 100), tiers, Tier.level2, {})
-    assert events == [] or events[0].inputs.current == est.current
+    series = steady(per_minute, 0, 100, wobble=0.0)
+    events = ForecastStage(CFG, clock=lambda: at(M0)).evaluate(
+        "xinghe", series, at(M0 + 100), tiers, Tier.level2, {}
+    )
+    assert [e.tier for e in events] == [Tier.level1]
+    assert events[0].inputs.current == 100 * per_minute
+    assert minutes(events[0].expected_at) == pytest.approx(M0 + 110, abs=1 / 60)
 
 
 def test_a_naive_time_is_refused() -> None:
