@@ -34,8 +34,10 @@ def render_contracts() -> str:
     lines += ["| topic | key | value |", "|---|---|---|"]
     lines += [f"| `yuqing.{suffix}` | {key} | {value} |" for suffix, key, value in TOPIC_DOCS.values()]
     lines += ["", "## Events", ""]
+    nested: dict[str, dict[str, Any]] = {}
     for model in EVENT_MODELS:
         schema = model.model_json_schema(mode="serialization")
+        nested.update(schema.get("$defs", {}))
         ids = ", ".join(f"`{f}`" for f in model._id_fields)
         lines += [f"### {model.__name__}", "", (model.__doc__ or "").strip(), ""]
         lines += [f"`event_id` = sha256 of `{model.__name__}` and {ids}.", ""]
@@ -44,5 +46,18 @@ def render_contracts() -> str:
         for name, prop in schema["properties"].items():
             desc = str(prop.get("description", "")).replace("|", "\\|")
             lines.append(f"| `{name}` | {_type(prop)} | {'yes' if name in required else ''} | {desc} |")
+        lines.append("")
+    lines += ["## Types inside events", ""]
+    for name, schema in sorted(nested.items()):
+        lines += [f"### {name}", ""]
+        if "enum" in schema:
+            lines += ["One of " + ", ".join(f"`{v}`" for v in schema["enum"]) + ".", ""]
+            continue
+        lines += [str(schema.get("description", "")).strip(), ""] if schema.get("description") else []
+        lines += ["| field | type | required | description |", "|---|---|---|---|"]
+        required = set(schema.get("required", []))
+        for field, prop in schema.get("properties", {}).items():
+            desc = str(prop.get("description", "")).replace("|", "\\|")
+            lines.append(f"| `{field}` | {_type(prop)} | {'yes' if field in required else ''} | {desc} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

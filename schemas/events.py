@@ -11,7 +11,19 @@ from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_serializer,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = [
@@ -25,6 +37,9 @@ __all__ = [
     "DeliveryOutcome",
     "Engagement",
     "Event",
+    "FollowUpItem",
+    "FollowUpOutcome",
+    "FollowUpRequest",
     "HitSpan",
     "IncidentAction",
     "IncidentActionKind",
@@ -34,9 +49,13 @@ __all__ = [
     "KeywordHit",
     "Platform",
     "Post",
+    "StatementStatus",
+    "StatementVersion",
     "TermMatch",
     "Tier",
     "TierChange",
+    "TierForecast",
+    "TierForecastInputs",
     "event_id",
 ]
 
@@ -50,7 +69,9 @@ def _to_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
-Count = Annotated[int, Field(ge=0, le=10**12)]
+# Strict: a count sent as "5", 5.0 or true is a sender's bug to be told about, not a number to guess at.
+# Native payloads print counts as strings ("1.2万"); the adapters parse those before they get here.
+Count = Annotated[int, Strict(), Field(ge=0, le=10**12)]
 
 
 def event_id(*parts: object) -> str:
@@ -115,22 +136,67 @@ class AuthorType(StrEnum):
     kol = "kol"
 
 
+SPREAD_COUNTS: tuple[str, ...] = ("reposts", "comments", "likes")
+
+
+def _nullable_counts(schema: dict[str, Any]) -> None:
+    """The published schema says what the wire carries: an integer, or null for a count not reported."""
+    for name in SPREAD_COUNTS:
+        prop = schema.get("properties", {}).get(name)
+        if isinstance(prop, dict) and "anyOf" not in prop:
+            bounds = {k: prop.pop(k) for k in ("type", "minimum", "maximum") if k in prop}
+            prop["anyOf"] = [bounds, {"type": "null"}]
+
+
 class Engagement(BaseModel):
-    """Cumulative counts as the platform reports them at observation time."""
+    """Cumulative counts as the platform reports them at observation time.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    A spread count the platform did not report is `null` on the wire and named in `unknown`; its attribute
+    reads 0, the only value that keeps the spread a true lower bound (a delta over the high-water mark
+    never counts it).
+    """
 
-    reposts: Count = 0
-    comments: Count = 0
-    likes: Count = 0
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra=_nullable_counts,
+    )
+
+    reposts: Count = Field(default=0, description="null when the platform did not report it.")
+    comments: Count = Field(default=0, description="null when the platform did not report it.")
+    likes: Count = Field(default=0, description="null when the platform did not report it.")
     extras: dict[str, Count] = Field(
         default_factory=dict,
         description="Platform-specific counts kept as reported (views, coins, favourites, reads …).",
     )
 
+    _unknown: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_unknown(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        missing: tuple[str, ...] = ()
+        if isinstance(data, dict):
+            missing = tuple(name for name in SPREAD_COUNTS if name in data and data[name] is None)
+            if missing:
+                data = {**data, **dict.fromkeys(missing, 0)}
+        model = handler(data)
+        if missing:
+            model._unknown = frozenset(missing)
+        return model
+
+    @field_serializer(*SPREAD_COUNTS)
+    def _write_unknown(self, value: int, info: FieldSerializationInfo) -> int | None:
+        return None if self._unknown and info.field_name in self._unknown else value
+
+    @property
+    def unknown(self) -> frozenset[str]:
+        """Names of the spread counts the platform did not report (their attribute reads 0)."""
+        return self._unknown
+
     @property
     def total(self) -> int:
-        """Spread (传播量) as the plans define it: reposts + comments + likes."""
+        """Spread (传播量) as the plans define it: reposts + comments + likes (unknown ones count 0)."""
         return self.reposts + self.comments + self.likes
 
 
@@ -148,6 +214,12 @@ class Post(Event):
         default=None, max_length=128, description="The original post when this one is a repost or share."
     )
     engagement: Engagement = Field(default_factory=Engagement)
+    truncated: bool = Field(
+        default=False,
+        exclude_if=lambda v: v is False,
+        description="The platform sent a cut-off text (a Weibo long text without its full text); "
+        "written only when true.",
+    )
     event_time: UtcDatetime = Field(description="observed_at: when these counts were read from the platform.")
 
     _id_fields = ("platform", "post_id", "event_time")
@@ -227,6 +299,64 @@ class TierChange(Event):
     _id_fields = ("group", "previous", "tier", "reason", "window_end")
 
 
+class TierForecastInputs(BaseModel):
+    """What a forecast was computed from, so that a reader can check it by hand (docs/forecast.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    threshold: int = Field(gt=0, description="The tier's threshold: spread must be more than this …")
+    window_minutes: int = Field(gt=0, le=24 * 60, description="… within this many minutes.")
+    current: int = Field(ge=0, description="Spread in that window at event_time.")
+    counts: dict[str, int] = Field(description="Spread per window at event_time, keyed '2h', '4h', '8h'.")
+    fit_start: UtcDatetime = Field(description="Start of the first minute of the fit window.")
+    fit_minutes: int = Field(gt=0, description="Complete minutes fitted, ending at event_time.")
+    active_minutes: int = Field(ge=0, description="Minutes of the fit window with any spread.")
+    rate: float = Field(ge=0, description="Projected spread per minute now.")
+    rate_low: float = Field(ge=0, description="Low edge of that rate at the forecast's confidence.")
+    rate_high: float = Field(ge=0, description="High edge of that rate at the forecast's confidence.")
+    trend: float = Field(
+        le=0,
+        description="Projected change of the rate, spread per minute per minute (a rise is not projected).",
+    )
+    outflow: int = Field(
+        ge=0, description="Spread of the minutes that leave the window by expected_at (known, not projected)."
+    )
+
+
+class TierForecast(Event):
+    """A group's spread is expected to cross a tier's threshold within the lead time if its trend holds: a
+    warning only, as a tier changes when its threshold is crossed (TierChange), never on a forecast."""
+
+    group: str
+    tier: Tier = Field(description="The tier whose threshold is expected to be crossed.")
+    current_tier: Tier = Field(description="The group's tier when the forecast was made (less severe).")
+    event_time: UtcDatetime = Field(description="End of the last complete minute the forecast uses.")
+    expected_at: UtcDatetime = Field(description="When the threshold is expected to be crossed.")
+    earliest_at: UtcDatetime = Field(description="Early edge of the band.")
+    latest_at: UtcDatetime = Field(description="Late edge of the band (within the lead time).")
+    confidence: float = Field(
+        ge=0,
+        le=1,
+        description="Estimated chance of the crossing within the lead time (at least the setting).",
+    )
+    lead_minutes: int = Field(gt=0, description="The configured lead time the crossing falls within.")
+    inputs: TierForecastInputs
+    method: str = Field(description="Estimator and its version (docs/forecast.md).")
+    detected_at: UtcDatetime
+
+    _id_fields = ("group", "tier", "event_time", "expected_at")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.tier == Tier.none or self.tier.severity <= self.current_tier.severity:
+            raise ValueError(
+                f"tier {int(self.tier)} must be a tier more severe than current_tier {int(self.current_tier)}"
+            )
+        if not self.event_time <= self.earliest_at <= self.expected_at <= self.latest_at:
+            raise ValueError("expected event_time <= earliest_at <= expected_at <= latest_at")
+        return self
+
+
 class TierOverride(Event):
     """An operator pins a rule group's tier by hand (tier), or releases the pin (tier null)."""
 
@@ -289,13 +419,93 @@ class IncidentActionKind(StrEnum):
     ack = "ack"
     meeting_convened = "meeting_convened"
     verified = "verified"
-    statement_published = "statement_published"
+    # The statement (发声回应) is drafted, reviewed by the leadership group (经领导小组审核), then published.
+    statement_drafted = "statement_drafted"  # a new version; `text` holds it
+    statement_submitted = "statement_submitted"  # the latest draft goes to the approvers
+    statement_approved = "statement_approved"  # an approver signs off `version`
+    statement_returned = "statement_returned"  # an approver sends `version` back; the comment says why
+    statement_published = "statement_published"  # only an approved version
     cooling = "cooling"  # spread stopped after the statement: the closing review (收尾) starts
     resolve = "resolve"
     reopen = "reopen"
     postmortem_filed = "postmortem_filed"
     follow_up = "follow_up"  # 回访: affected users were contacted; the comment says whom and how
+    follow_up_added = (
+        "follow_up_added"  # an item on the 回访 list: `follow_up` says whom, who owns it, by when
+    )
+    follow_up_outcome = "follow_up_outcome"  # what came of item `item_id`: `outcome`, the comment as a note
     correction = "correction"  # something passed on (a verification, a statement) was corrected
+
+
+class StatementStatus(StrEnum):
+    draft = "draft"
+    submitted = "submitted"  # waiting for the leadership group's review
+    approved = "approved"
+    returned = "returned"
+    published = "published"
+    superseded = "superseded"  # a newer version was drafted before this one was published
+
+
+class StatementVersion(BaseModel):
+    """One version of an incident's public statement (发声回应), its text and its review."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = Field(ge=1)
+    text: str
+    status: StatementStatus
+    drafted_by: str
+    drafted_at: UtcDatetime
+    submitted_by: str | None = None
+    submitted_at: UtcDatetime | None = None
+    reviewed_by: str | None = Field(default=None, description="The approver who approved or returned it.")
+    reviewed_at: UtcDatetime | None = None
+    review_comment: str = ""
+    published_by: str | None = None
+    published_at: UtcDatetime | None = None
+
+
+class FollowUpOutcome(StrEnum):
+    done = "done"
+    unreachable = "unreachable"
+    declined = "declined"
+    not_needed = "not_needed"
+
+
+class FollowUpRequest(BaseModel):
+    """A 回访 item as an operator adds it: whom to follow up, who does it and by when."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    target: str = Field(
+        min_length=1, max_length=200, description="The user or post to follow up, for a person."
+    )
+    post: str | None = Field(
+        default=None,
+        max_length=300,
+        pattern=r"^[a-z]+:\S+$",
+        description="The post as `platform:post_id` (an incident's top post), if the item is about one.",
+    )
+    owner: str = Field(min_length=1, max_length=64, description="Who follows it up.")
+    due_at: UtcDatetime
+
+
+class FollowUpItem(BaseModel):
+    """An item of an incident's 回访 list and what came of it (no outcome: still open)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    item_id: str = Field(description="IncidentAction.new_item_id of the action that added it.")
+    target: str
+    post: str | None = None
+    owner: str
+    due_at: UtcDatetime
+    added_by: str
+    added_at: UtcDatetime
+    outcome: FollowUpOutcome | None = None
+    outcome_by: str | None = None
+    outcome_at: UtcDatetime | None = None
+    note: str = ""
 
 
 class IncidentEvent(Event):
@@ -316,6 +526,10 @@ class IncidentEvent(Event):
     report: str | None = Field(
         default=None, description="Markdown post-mortem (复盘报告), on the event that closes the incident."
     )
+    statement: tuple[StatementVersion, ...] = Field(
+        default=(), description="Every version of the public statement so far, oldest first, with its review."
+    )
+    follow_ups: tuple[FollowUpItem, ...] = Field(default=(), description="The 回访 list so far.")
 
     _id_fields = ("incident_id", "sequence")
 
@@ -328,8 +542,67 @@ class IncidentAction(Event):
     action: IncidentActionKind
     actor: str = Field(min_length=1, max_length=128)
     comment: str = Field(default="", max_length=4000)
+    text: str = Field(
+        default="", max_length=5000, description="statement_drafted (required, only there): the new version."
+    )
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="The statement version acted on: required to approve or return it (the text the approver "
+        "read), optional to submit or publish it, refused on other actions.",
+    )
+    follow_up: FollowUpRequest | None = Field(
+        default=None, description="follow_up_added (required, only there): the item."
+    )
+    item_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{12}$", description="follow_up_outcome (required, only there)."
+    )
+    outcome: FollowUpOutcome | None = Field(
+        default=None, description="follow_up_outcome (required, only there)."
+    )
 
     _id_fields = ("incident_id", "action", "actor", "event_time")
+
+    @property
+    def new_item_id(self) -> str | None:
+        """The id of the 回访 item a follow_up_added adds: 12 hex digits of sha256 over the action's event_id
+        and the item, so that two items added at the same instant differ and a replayed action adds none."""
+        item = self.follow_up
+        if item is None:
+            return None
+        return event_id("FollowUpItem", self.event_id, item.target, item.post, item.owner, item.due_at)[:12]
+
+    @model_validator(mode="after")
+    def _fields_fit_the_action(self) -> Self:
+        a = IncidentActionKind
+        wanted = {
+            "text": {a.statement_drafted},
+            "version": {a.statement_approved, a.statement_returned},
+            "follow_up": {a.follow_up_added},
+            "item_id": {a.follow_up_outcome},
+            "outcome": {a.follow_up_outcome},
+        }
+        optional = {"version": {a.statement_submitted, a.statement_published}}
+        for name, needed_by in wanted.items():
+            value = getattr(self, name)
+            present = value not in (None, "")
+            if not present and self.action in needed_by:
+                raise _field_error(self, name, f"{self.action.value} needs {name}", value)
+            if present and self.action not in needed_by | optional.get(name, set()):
+                allowed = ", ".join(sorted(k.value for k in needed_by | optional.get(name, set())))
+                raise _field_error(
+                    self, name, f"{name} is only for {allowed}, not {self.action.value}", value
+                )
+        return self
+
+
+def _field_error(model: BaseModel, field: str, message: str, value: object) -> ValidationError:
+    """A ValidationError whose loc names `field`, from a model validator (which would otherwise name none)."""
+    error = PydanticCustomError("action_field", message)
+    return ValidationError.from_exception_data(
+        type(model).__name__, [InitErrorDetails(type=error, loc=(field,), input=str(value)[:80])]
+    )
 
 
 class AlertKind(StrEnum):
@@ -339,6 +612,7 @@ class AlertKind(StrEnum):
     reminder = "reminder"
     sla_breached = "sla_breached"
     escalation = "escalation"
+    statement_review = "statement_review"  # a statement version waits for the approvers
     briefing = "briefing"
 
 
@@ -362,7 +636,7 @@ class Alert(Event):
     title: str
     body: str = Field(description="Markdown.")
     incident_id: str | None = None
-    audience: Literal["responder", "group_lead", "leadership"] = "responder"
+    audience: Literal["responder", "group_lead", "leadership", "approvers"] = "responder"
     hit_time: UtcDatetime | None = Field(
         default=None, description="Event time of the earliest keyword hit behind this alert (for latency)."
     )
@@ -406,13 +680,24 @@ class DeadLetterRecord(Event):
     source_topic: str = Field(description="Where the message first arrived (not an internal re-key topic).")
     partition: int = Field(ge=0)
     offset: int = Field(ge=0)
-    key: str | None = Field(default=None, description="The message key as UTF-8 (bad bytes replaced).")
+    key: str | None = Field(
+        default=None, description="The message key as UTF-8 (bad bytes replaced; the first 1,024 characters)."
+    )
     reason: str = Field(
         pattern=r"^[a-z_]+$",
-        description="invalid_json, invalid_schema, unsupported_schema_version, empty, late_event, "
-        "invalid_transition, delivery_failed, processing_error (the metric's reason label).",
+        description="invalid_json, invalid_schema, unsupported_schema_version, empty, too_large, wrong_key, "
+        "late_event, invalid_transition, delivery_failed, processing_error, crash_loop (the metric's reason "
+        "label; docs/operations.md says what each means).",
     )
     detail: str = Field(default="", max_length=2000, description="What was wrong, for a person.")
-    value_base64: str = Field(description="The original message bytes, base64.")
+    value_base64: str = Field(
+        description="The original message bytes, base64: the first 512 KiB when value_size is larger."
+    )
+    value_size: int | None = Field(
+        default=None,
+        ge=0,
+        description="Size of the original value in bytes; null for a message without a value (a tombstone) "
+        "and in records written before this field existed.",
+    )
 
     _id_fields = ("service", "source_topic", "partition", "offset", "reason")

@@ -4,8 +4,10 @@
 
 Starts an embedded broker (or uses YUQING_KAFKA_BOOTSTRAP), ingest, scoring and escalation with four rule
 groups, replays the sample crisis at 270x, acknowledges two incidents the way an on-call team would (a third
-is left to breach its short ack deadline), then photographs the tier board, the incident list, an incident
-and the ledger at 1280x800 and 375x812 in the system Chromium (apt-get install chromium fonts-noto-cjk).
+is left to breach its short ack deadline), takes the main incident's statement through one return to a second
+version waiting for review and lists its 回访 items, then photographs the tier board, the incident list, an
+incident, its statement review (as an approver sees it), its 回访 list and the ledger at 1280x800 and 375x812
+in the system Chromium (apt-get install chromium fonts-noto-cjk).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +44,25 @@ GROUPS = [
     {"name": "kuaidi", "brands": ["某快递"]},
 ]
 SPEED = 270.0
+ON_CALL, DRAFTER, APPROVER = "值班员 王芳", "市场负责人 王五", "总经理 赵六"
+STATEMENT_V1 = (
+    "关于星河空调起火事件的说明：\n我司已关注到网友反映的空调起火情况，正在全力核查，将尽快公布结果。"
+)
+STATEMENT_V2 = (
+    "关于星河空调起火事件的致歉与处理说明：\n"
+    "经核查，2026-08 批次部分空调电源模块存在过热隐患，我司深表歉意。\n"
+    "即日起召回该批次全部产品，并为受影响用户全额退款，7 日内完成。客服热线 400-000-0000。"
+)
 
 
 def _config(workdir: Path) -> Path:
     config = yaml.safe_load(bundled_config_path().read_text(encoding="utf-8"))
     config["rules"]["groups"] = GROUPS
     # A short level-3 ack deadline, so that the pictures show a breached SLA in red as well.
-    config["escalation"] = {"sla": {"level3": {"ack_minutes": 0.25, "response_minutes": 60}}}
+    config["escalation"] = {
+        "sla": {"level3": {"ack_minutes": 0.25, "response_minutes": 60}},
+        "statement": {"approvers": [APPROVER, "法务负责人 周八"]},
+    }
     alerts = str(workdir / "alerts.jsonl")
     config["notifier"] = {"channels": [{"name": "file", "type": "file", "path": alerts}]}
     path = workdir / "config.yaml"
@@ -94,22 +108,99 @@ async def _respond(client: httpx.AsyncClient, api: str) -> str:
         return any(g["group"] == "xinghe" and g["tier"] == 1 for g in groups)
 
     await _until("xinghe at level 1", level1)
-    wanted = {"xinghe", "xinghe-ac", "xinghe-fridge"}
-    await _until("incidents for the three xinghe groups", lambda: _has(incidents, wanted))
+    await _until("the xinghe incident", lambda: _has(incidents, {"xinghe"}))
+    # The sub-brand groups share brand terms with xinghe; the matcher gives a shared mention's evidence to one
+    # group only, so they may open no incident: act on those that did.
+    await asyncio.sleep(5)
+    present = set(await incidents())
     script = [
-        ("xinghe", "ack", "值班员 王芳", "已收到，正在联系售后核实起火批次"),
+        ("xinghe", "ack", ON_CALL, "已收到，正在联系售后核实起火批次"),
         ("xinghe", "meeting_convened", "应急小组 李强", "紧急会议已召开，法务、客服、市场到会"),
-        ("xinghe-ac", "ack", "值班员 王芳", "并入星河主事件处理"),
+        ("xinghe-ac", "ack", ON_CALL, "并入星河主事件处理"),
     ]
-    for group, action, actor, comment in script:
+    for group, action, actor, comment in [step for step in script if step[0] in present]:
         incident = (await incidents())[group]
         body = {"action": action, "actor": actor, "comment": comment}
         url = f"{api}/v1/incidents/{incident['incident_id']}/actions"
         (await client.post(url, json=body, headers=AUTH)).raise_for_status()
         target = {"ack": "acknowledged", "meeting_convened": "meeting_convened"}[action]
         await _until(f"{group} {target}", lambda g=group, t=target: _state_is(incidents, g, t))
-    await _until("xinghe-fridge past its ack deadline", lambda: _breached(incidents, "xinghe-fridge"))
-    return str((await incidents())["xinghe"]["incident_id"])
+    if "xinghe-fridge" in present:
+        await _until("xinghe-fridge past its ack deadline", lambda: _breached(incidents, "xinghe-fridge"))
+    incident_id = str((await incidents())["xinghe"]["incident_id"])
+    await _review_and_follow_up(client, api, incident_id)
+    return incident_id
+
+
+async def _review_and_follow_up(client: httpx.AsyncClient, api: str, incident_id: str) -> None:
+    """A statement returned once and its second version waiting for the leadership group; a 回访 list of the
+    top posts and a caller, one of them done."""
+    url = f"{api}/v1/incidents/{incident_id}"
+
+    async def act(body: dict[str, Any]) -> dict[str, Any]:
+        resp = await client.post(f"{url}/actions", json=body, headers=AUTH)
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    async def detail() -> dict[str, Any]:
+        return dict((await client.get(url, headers=AUTH)).json())
+
+    async def statement_is(version: int, status: str) -> bool:
+        versions = (await detail())["statement"]
+        return bool(versions) and (versions[-1]["version"], versions[-1]["status"]) == (version, status)
+
+    steps: list[tuple[dict[str, Any], int, str]] = [
+        ({"action": "statement_drafted", "actor": DRAFTER, "text": STATEMENT_V1}, 1, "draft"),
+        ({"action": "statement_submitted", "actor": DRAFTER, "version": 1}, 1, "submitted"),
+        (
+            {
+                "action": "statement_returned",
+                "actor": APPROVER,
+                "version": 1,
+                "comment": "须写明召回批次、退款方案与时间表",
+            },
+            1,
+            "returned",
+        ),
+        ({"action": "statement_drafted", "actor": DRAFTER, "text": STATEMENT_V2}, 2, "draft"),
+        ({"action": "statement_submitted", "actor": DRAFTER, "version": 2}, 2, "submitted"),
+    ]
+    for body, version, status in steps:
+        await act(body)
+        await _until(f"statement version {version} {status}", lambda v=version, s=status: statement_is(v, s))
+    ledger = (await client.get(f"{api}/v1/ledger", params={"group": "xinghe"}, headers=AUTH)).json()["items"]
+    top = max(ledger, key=lambda row: int(row["spread"]))
+    due = (datetime.now(UTC) + timedelta(hours=20)).isoformat()
+    items = [
+        {
+            "target": f"传播最广的帖子作者：{top['excerpt'][:30]}",
+            "post": f"{top['platform']}:{top['post_id']}",
+            "owner": "客服 小陈",
+            "due_at": due,
+        },
+        {"target": "抖音用户（避雷视频）", "owner": "客服 小陈", "due_at": due},
+        {"target": "电话投诉用户 138****0000", "owner": "客服 小刘", "due_at": due},
+    ]
+    added = [await act({"action": "follow_up_added", "actor": ON_CALL, "follow_up": item}) for item in items]
+
+    async def listed(n: int) -> bool:
+        return len((await detail())["follow_ups"]) == n
+
+    await _until("three 回访 items", lambda: listed(3))
+    await act(
+        {
+            "action": "follow_up_outcome",
+            "actor": "客服 小陈",
+            "item_id": added[0]["item_id"],
+            "outcome": "done",
+            "comment": "已全额退款并致歉",
+        }
+    )
+
+    async def done() -> bool:
+        return any(i["outcome"] == "done" for i in (await detail())["follow_ups"])
+
+    await _until("a 回访 item done", done)
 
 
 async def _has(incidents: Any, groups: set[str]) -> bool:
@@ -125,31 +216,39 @@ async def _state_is(incidents: Any, group: str, state: str) -> bool:
 
 
 async def _photograph(api: str, incident_id: str) -> list[Path]:
-    pages = {
-        "board": "/console/board",
-        "incidents": "/console/incidents",
-        "incident": f"/console/incidents/{incident_id}",
-        "ledger": "/console/ledger",
-    }
+    # (picture, page, who is logged in): the statement as the approver sees it, with the review buttons.
+    pages = [
+        ("board", "/console/board", ON_CALL),
+        ("incidents", "/console/incidents", ON_CALL),
+        ("incident", f"/console/incidents/{incident_id}", ON_CALL),
+        ("statement", f"/console/incidents/{incident_id}/statement", APPROVER),
+        ("follow-ups", f"/console/incidents/{incident_id}/follow-ups", ON_CALL),
+        ("ledger", "/console/ledger", ON_CALL),
+    ]
     written = []
     async with chromium() as browser:
         for device, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
-            context = await browser.new_context(
-                viewport=viewport, locale="zh-CN", timezone_id="Asia/Shanghai", device_scale_factor=1
-            )
-            page = await context.new_page()
-            await page.goto(f"{api}/console/login")
-            await page.get_by_label("姓名").fill("值班员 王芳")
-            await page.get_by_label("运维令牌").fill(TOKEN)
-            await page.get_by_role("button", name="登录").click()
-            await page.wait_for_url(f"{api}/console/board")
-            for name, path in pages.items():
+            sessions = {}
+            for actor in (ON_CALL, APPROVER):
+                context = await browser.new_context(
+                    viewport=viewport, locale="zh-CN", timezone_id="Asia/Shanghai", device_scale_factor=1
+                )
+                page = await context.new_page()
+                await page.goto(f"{api}/console/login")
+                await page.get_by_label("姓名").fill(actor)
+                await page.get_by_label("运维令牌").fill(TOKEN)
+                await page.get_by_role("button", name="登录").click()
+                await page.wait_for_url(f"{api}/console/board")
+                sessions[actor] = page
+            for name, path, actor in pages:
+                page = sessions[actor]
                 await page.goto(f"{api}{path}")
                 await page.wait_for_timeout(1500)  # the first countdown tick and the live indicator
                 out = OUT / f"{name}-{device}.png"
                 await page.screenshot(path=str(out))
                 written.append(out)
-            await context.close()
+            for page in sessions.values():
+                await page.context.close()
     return written
 
 

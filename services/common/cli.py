@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
 from services.common.broker import DEFAULT_KAFKA_VERSION, EmbeddedBroker
@@ -65,7 +64,7 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from services.common.runner import Stack
+    from services.common.runner import RestartPolicy, Stack, supervise
 
     stack = Stack.from_env()
     stopping = False
@@ -82,13 +81,11 @@ def _dev(args: argparse.Namespace) -> int:
             f"yuqing is running: API http://127.0.0.1:{stack.api_port}/docs, worker metrics on ports "
             f"{stack.base_web_port + 1}-{stack.base_web_port + 3}; logs in {stack.log_dir}. Ctrl-C stops."
         )
-        while not stopping:
-            dead = stack.check()
-            if dead:
-                print(f"service(s) exited: {', '.join(dead)}; see {stack.log_dir}", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
-        return 0
+
+        def say(line: str) -> None:
+            print(f"{line}; see {stack.log_dir}", file=sys.stderr, flush=True)
+
+        return supervise(stack, RestartPolicy(), lambda: stopping, say)
     finally:
         print("stopping …", flush=True)
         stack.stop()
@@ -104,8 +101,12 @@ def _positive_speed(text: str) -> float:
     return speed
 
 
+_EVENT_CLOCK = "YUQING_WINDOW_CLOCK"
+
+
 def _replay(args: argparse.Namespace) -> int:
     import asyncio
+    import os
 
     from aiokafka.errors import KafkaError
 
@@ -119,6 +120,23 @@ def _replay(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"yuqing: error: {path}: no such file", file=sys.stderr)
         return 2
+    if args.event_time and os.environ.get(_EVENT_CLOCK, "").strip().lower() != "event":
+        # The stack's scoring workers read the same YUQING_* environment (`yuqing dev`, a compose file).
+        print(
+            f"yuqing: error: --event-time needs a stack whose scoring windows follow event time, and "
+            f"{_EVENT_CLOCK} is {os.environ.get(_EVENT_CLOCK, 'unset')!r} here: start the stack with "
+            f"{_EVENT_CLOCK}=event (e.g. `{_EVENT_CLOCK}=event yuqing dev`) and run the replay with it set "
+            "too; with the wall clock, every window moves to today and history arrives too late to count",
+            file=sys.stderr,
+        )
+        return 2
+    if args.event_time and args.speed is None and settings.partitions > 1:
+        print(
+            f"yuqing: warning: {settings.partitions} partitions at full speed: hits reach the windows out "
+            "of order, so tiers and counts come out right but a change may be reported later than it was "
+            "reached; for the timeline as it was live use --speed, or YUQING_PARTITIONS=1",
+            file=sys.stderr,
+        )
     try:
         ensure_topics_sync(settings)
         result = asyncio.run(
@@ -130,6 +148,7 @@ def _replay(args: argparse.Namespace) -> int:
                 platform=args.platform,
                 report=Path(args.report) if args.report else None,
                 progress=not args.quiet,
+                event_time=args.event_time,
             )
         )
     except (OSError, KafkaError) as exc:
@@ -138,8 +157,35 @@ def _replay(args: argparse.Namespace) -> int:
     print(
         f"sent {result.sent} posts in {result.seconds:.1f}s; {result.bad} bad lines"
         + (f" (see {args.report})" if args.report and result.bad else "")
+        + (
+            f"; {result.published} without an observation time took their publish time"
+            if result.published
+            else ""
+        )
     )
     return 0
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from services.common.backtest import run_backtest
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"yuqing: error: {path}: no such file", file=sys.stderr)
+        return 2
+    config = Path(args.config) if args.config else None
+    if config is not None and not config.is_file():
+        print(f"yuqing: error: --config {config}: no such file", file=sys.stderr)
+        return 2
+    stem = path.name.split(".")[0] or "backtest"
+    return run_backtest(
+        path,
+        config,
+        platform=args.platform,
+        json_out=Path(args.json or f"{stem}.timeline.json"),
+        csv_out=Path(args.csv or f"{stem}.timeline.csv"),
+        progress=args.progress,
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -195,7 +241,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--report", default=None, help="write bad lines (number, reason) here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--event-time",
+        action="store_true",
+        help="history: keep the lines' own times (publish time when a line has no observation time); needs "
+        "a stack run with YUQING_WINDOW_CLOCK=event",
+    )
     p.set_defaults(func=_replay)
+
+    p = sub.add_parser(
+        "backtest",
+        help="score a JSONL/NDJSON file of posts in process (no Kafka): tier timeline, hits per rule group",
+    )
+    p.add_argument("file")
+    p.add_argument("--config", default=None, help="the YAML rules to test (default: the bundled example)")
+    p.add_argument(
+        "--platform",
+        type=str.lower,
+        choices=_PLATFORMS,
+        default=None,
+        help="lines are this platform's native payloads",
+    )
+    p.add_argument("--json", default=None, help="write the timeline here (default FILE.timeline.json)")
+    p.add_argument("--csv", default=None, help="write the timeline here (default FILE.timeline.csv)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (default: when stderr is a terminal)",
+    )
+    p.set_defaults(func=_backtest)
 
     p = sub.add_parser("demo", help="run the stack on a bundled sample crisis and check the outcome")
     p.add_argument("--timeout", type=float, default=180.0)

@@ -10,10 +10,11 @@ import re
 import stat
 import unicodedata
 import warnings
+from collections.abc import Hashable
 from datetime import date, time, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -37,17 +38,20 @@ __all__ = [
     "EscalationConfig",
     "EscalationPolicy",
     "FeedConfig",
+    "ForecastConfig",
     "IngestConfig",
     "LadderStep",
     "NotifierConfig",
     "RuleGroup",
     "RulesConfig",
     "SlaConfig",
+    "StatementConfig",
     "TierRule",
     "TiersConfig",
     "YuqingConfig",
     "bundled_config_path",
     "load_config",
+    "person_key",
 ]
 
 
@@ -77,7 +81,12 @@ class TiersConfig(_Frozen):
         default=0.8, gt=0, le=1, description="A tier comes down once spread is below ratio × threshold …"
     )
     downgrade_hold_minutes: int = Field(default=15, ge=0, description="… for this many minutes.")
-    grace_minutes: int = Field(default=10, ge=0, description="How late an event may arrive and still count.")
+    grace_minutes: int = Field(
+        default=10,
+        ge=0,
+        description="How far beyond the longest window a late observation still counts (behind the group's "
+        "newest); older ones are dead-lettered as late_event.",
+    )
 
     @field_validator("rules")
     @classmethod
@@ -86,6 +95,54 @@ class TiersConfig(_Frozen):
         if tiers != [1, 2, 3]:
             raise ValueError(f"need exactly one rule for each of tiers 1, 2, 3; got tiers {tiers}")
         return tuple(sorted(rules, key=lambda r: -r.tier))
+
+
+class ForecastConfig(_Frozen):
+    """Warn before a tier's threshold is crossed if the recent trend holds (docs/forecast.md).
+
+    A forecast never changes a tier: tiers stay exactly the thresholds above.
+    """
+
+    enabled: bool = Field(default=True, description="Compute forecasts and emit TierForecast events.")
+    lead_minutes: int = Field(
+        default=30, ge=1, le=240, description="Warn when the crossing is expected within this many minutes."
+    )
+    fit_minutes: int = Field(
+        default=15, ge=6, le=120, description="The trend is fitted on this many recent complete minutes."
+    )
+    min_confidence: float = Field(
+        default=0.75,
+        ge=0.5,
+        lt=1,
+        description="A warning needs this chance of the crossing within the lead time: the band's late edge "
+        "(the crossing at this confidence) must be within it. The band is the central range at this level.",
+    )
+    min_active_minutes: int = Field(
+        default=8, ge=2, description="Minutes with spread the fit window needs before any estimate."
+    )
+    max_minute_share: float = Field(
+        default=0.4,
+        gt=0,
+        le=1,
+        description="No estimate while one minute holds more than this share of the fit window's spread: "
+        "a spike is not a trend (it still counts in the window sums and tiers).",
+    )
+    reemit_minutes: int = Field(
+        default=10,
+        ge=1,
+        le=240,
+        description="While a warning stands, a new forecast is emitted only when the expected crossing moves "
+        "by more than this.",
+    )
+
+    @model_validator(mode="after")
+    def _fits(self) -> ForecastConfig:
+        if self.min_active_minutes > self.fit_minutes:
+            raise ValueError(
+                f"min_active_minutes ({self.min_active_minutes}) must not exceed fit_minutes "
+                f"({self.fit_minutes})"
+            )
+        return self
 
 
 def _check_terms(terms: tuple[str, ...], field: str) -> tuple[str, ...]:
@@ -142,9 +199,22 @@ class RuleGroup(_Frozen):
         return self
 
 
+# Building the matcher grows with a group's terms: 20,000 in one group took about 7 s and 300 MB at start-up
+# on the CI machine kind, 100,000 took 14 s and 1 GB. A thousand covers any brand's names, products and tags.
+DEFAULT_MAX_TERMS_PER_GROUP = 1_000
+MAX_TERMS_PER_GROUP_LIMIT = 20_000
+
+
 class RulesConfig(_Frozen):
     version: str = Field(default="1", min_length=1, max_length=64)
     groups: tuple[RuleGroup, ...] = Field(min_length=1)
+    max_terms_per_group: int = Field(
+        default=DEFAULT_MAX_TERMS_PER_GROUP,
+        ge=1,
+        le=MAX_TERMS_PER_GROUP_LIMIT,
+        description="Most terms one group may list (brands, negatives, required and excluded together): "
+        "each costs start-up time and memory in the matcher.",
+    )
 
     @field_validator("groups")
     @classmethod
@@ -155,6 +225,26 @@ class RulesConfig(_Frozen):
                 raise ValueError(f"rule group name {g.name!r} is used twice")
             seen.add(g.name)
         return groups
+
+    @model_validator(mode="after")
+    def _bounded_groups(self) -> RulesConfig:
+        for g in self.groups:
+            counts = {
+                "brands": len(g.brands),
+                "negatives": len(g.negatives or ()),
+                "required": len(g.required),
+                "excluded": len(g.excluded),
+            }
+            total = sum(counts.values())
+            if total > self.max_terms_per_group:
+                listed = ", ".join(f"{name} {n:,}" for name, n in counts.items() if n)
+                cap = self.max_terms_per_group
+                raise ValueError(
+                    f"group {g.name!r} lists {total:,} terms ({listed}); at most {cap:,} per group "
+                    f"(rules.max_terms_per_group, which may be raised to {MAX_TERMS_PER_GROUP_LIMIT:,}): "
+                    "split the group, or raise the cap"
+                )
+        return self
 
 
 class TierSla(_Frozen):
@@ -194,7 +284,7 @@ class SlaConfig(_Frozen):
         return {1: self.level1, 2: self.level2, 3: self.level3}[tier]
 
 
-Audience = Literal["responder", "group_lead", "leadership"]
+Audience = Literal["responder", "group_lead", "leadership", "approvers"]
 
 
 class LadderStep(_Frozen):
@@ -239,9 +329,55 @@ class CalendarConfig(_Frozen):
         return self
 
 
+Person = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class StatementConfig(_Frozen):
+    """Who signs off a public statement (经领导小组审核) and the bounds of the statement workflow."""
+
+    approvers: tuple[Person, ...] = Field(
+        default=(),
+        description="The leadership group members who may approve or return a statement, by the name they "
+        "log in to the console with (or send as `actor`); compared ignoring case and extra spaces. None: "
+        "nobody can approve, so nothing can be published.",
+    )
+    allow_self_approval: bool = Field(
+        default=False, description="Whether an approver may approve a version they drafted themselves."
+    )
+    max_versions: int = Field(
+        default=10,
+        ge=1,
+        le=10,
+        description="Versions per incident (at most 10). Every one is kept, text and all, in the incident's "
+        "row and on each of its events, which Kafka caps at 1 MB a message.",
+    )
+    follow_up_hours: float = Field(
+        default=24, gt=0, le=24 * 30, description="The due time the console proposes for a new 回访 item."
+    )
+
+    @field_validator("approvers")
+    @classmethod
+    def _distinct(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        keys = [person_key(n) for n in names]
+        if twice := sorted({n for n, k in zip(names, keys, strict=True) if keys.count(k) > 1}):
+            raise ValueError(f"approvers listed twice (ignoring case and spaces): {twice}")
+        if blank := [n for n, k in zip(names, keys, strict=True) if not k]:
+            raise ValueError(f"approver names must not be blank, got {blank}")
+        return names
+
+    def is_approver(self, name: str) -> bool:
+        return person_key(name) in {person_key(a) for a in self.approvers}
+
+
+def person_key(name: str) -> str:
+    """A name as compared for roles: NFKC, spaces collapsed, case folded ("Li  Na" is "li na")."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+
+
 class EscalationConfig(_Frozen):
     sla: SlaConfig = SlaConfig()
     calendar: CalendarConfig = CalendarConfig()
+    statement: StatementConfig = StatementConfig()
     # Each tier's policy is its ladder: an SLA breach pages the next rung of it at once, whatever its delays.
     level1: EscalationPolicy = _policy(("responder", 0), ("group_lead", 10), ("leadership", 20))
     level2: EscalationPolicy = _policy(("responder", 0), ("group_lead", 30), ("leadership", 60))
@@ -375,6 +511,7 @@ class IngestConfig(_Frozen):
 class YuqingConfig(_Frozen):
     rules: RulesConfig
     tiers: TiersConfig = TiersConfig()
+    forecast: ForecastConfig = ForecastConfig()
     escalation: EscalationConfig = EscalationConfig()
     notifier: NotifierConfig = NotifierConfig()
     ingest: IngestConfig = IngestConfig()
@@ -396,16 +533,21 @@ def bundled_config_path() -> Path:
 
 
 def load_config(path: Path | None = None) -> YuqingConfig:
-    """Read and validate the YAML config; errors name the file and the field."""
+    """Read and validate the YAML config; errors name the file and the field, line or byte."""
     path = path or bundled_config_path()
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: not valid YAML: {exc}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        bad = raw[exc.start]
+        raise ConfigError(
+            f"config file {path}: not UTF-8 text (byte 0x{bad:02x} on line {line}); save it as UTF-8"
+        ) from None
+    data = _parse_yaml(path, text)
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top, got {type(data).__name__}")
     try:
@@ -415,6 +557,76 @@ def load_config(path: Path | None = None) -> YuqingConfig:
         raise ConfigError(f"config file {path} is invalid:\n  " + "\n  ".join(lines)) from None
     _warn_if_readable_by_others(path, config)
     return config
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quote of the line: that line may be a channel secret."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    parts = []
+    for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
+        if text:
+            parts.append(f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark else text)
+    return "; ".join(parts) or type(exc).__name__
+
+
+# The config is a few levels deep; a hundred is generous. Deeper, PyYAML's composer recursed until Python gave
+# up with a bare RecursionError.
+_MAX_DEPTH = 100
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses what it used to take silently or die on: a key twice in one mapping (YAML
+    keeps the last, so an edit further down quietly undid one above), nesting deeper than _MAX_DEPTH."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _YamlRefused(f"nested more than {_MAX_DEPTH} levels deep at line {mark.line + 1}")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges are meant to be overridden
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: construct_mapping says so
+            if first is not None:
+                raise _YamlRefused(
+                    f"key {key!r} appears twice in one mapping (lines {first} and {line}); YAML would keep "
+                    "only the last: remove one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _YamlRefused(Exception):
+    """Raised inside the loader; load_config turns it into a ConfigError naming the file."""
+
+
+def _parse_yaml(path: Path, text: str) -> object:
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    except _YamlRefused as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML: {_yaml_problem(exc)}") from None
+    finally:
+        loader.dispose()
 
 
 def _secrets_in(config: YuqingConfig) -> list[str]:

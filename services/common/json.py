@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json as _stdlib
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
 
-__all__ = ["JSONDecodeError", "dumps", "loads"]
+__all__ = ["JSONDecodeError", "dumps", "loads", "loads_unique"]
 
 JSONDecodeError = orjson.JSONDecodeError
 
@@ -46,3 +47,36 @@ def _default(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return sorted(value)
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+_BLANKS = b" \t\r\n"
+
+
+def loads_unique(data: bytes) -> Any:
+    """`loads`, refusing an object that repeats a key (orjson and the stdlib keep the last silently,
+    so `{"likes": 5, "likes": 500000}` would pass for 500000). JSONDecodeError names the key.
+
+    Cheap in the common case: every key ends in a quote and a colon, so with blanks removed the input's
+    `":` are counted against those of orjson's own writing of the parsed value. Strings count alike on both
+    sides (a quote in a string is `\\"` in both, their blanks are removed from both), so the input has more
+    only when an object repeated a key. A `\\u0022` in the input, which orjson writes back as `\\"`, could
+    hide one: then, and on a mismatch, the body is parsed again to find the key.
+    """
+    value = orjson.loads(data)
+    written = data.translate(None, _BLANKS).count(b'":')
+    if written <= orjson.dumps(value).translate(None, _BLANKS).count(b'":') and b"\\u0022" not in data:
+        return value
+    _stdlib.loads(data, object_pairs_hook=_refuse_repeats)  # raises on the repeated key
+    return value
+
+
+def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            shown = key if len(key) <= 60 else key[:57] + "..."
+            error = JSONDecodeError(f"duplicate key {shown!r} in one object; send each key once", "", 0)
+            error.args = (error.msg,)  # no "line 1 column 1": the hook does not know where the key was
+            raise error
+        seen[key] = value
+    return seen

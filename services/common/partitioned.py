@@ -15,7 +15,8 @@ The model is faust's own, made explicit and batched:
   acknowledged, then the changed table rows (one record per changed key, however often the batch changed
   it), then its offsets are committed. That flush runs while the next batch is handled, and flushes run in
   order. A crash anywhere replays from the last commit against restored state: outputs may repeat (with
-  the same event ids), state never runs ahead of the output it caused.
+  the same event ids), state never runs ahead of the output it caused;
+- a record that kills the process twice is dead-lettered as crash_loop (services/common/journal.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,11 +36,14 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from services.common import json
 from services.common.exceptions import DeadLetter, KafkaSetupError
+from services.common.journal import CrashJournal, PartitionJournal
 from services.common.kafka import ensure_changelogs
 from services.common.metrics import CommonMetrics, observe_many
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
 from services.common.stream import dead_letter_record, lag_rows, origin_of, retry_transient
+from services.common.unreadable import install as read_unreadable_records
+from services.common.unreadable import stand_in_detail
 
 __all__ = ["Batch", "PartitionedWorker", "TableView"]
 
@@ -109,7 +113,10 @@ class _Listener(ConsumerRebalanceListener):
 
 class PartitionedWorker:
     """Runs `handlers` (one per input topic) over batches, and `tick` per owned partition every
-    `tick_seconds` (with tables, so that time-driven decisions are saved like any other)."""
+    `tick_seconds` (with tables, so that time-driven decisions are saved like any other).
+
+    `forwarded` names the input topics the service writes to itself with a yuqing-origin header (the
+    only ones where that header is believed: stream.origin_of)."""
 
     def __init__(
         self,
@@ -121,6 +128,7 @@ class PartitionedWorker:
         dead_letter_topic: str,
         tick: Callable[[Batch], None] | None = None,
         tick_seconds: float = 30.0,
+        forwarded: Collection[str] = (),
     ) -> None:
         self.service = service
         self.settings = settings
@@ -130,6 +138,9 @@ class PartitionedWorker:
         self.dead_letter_topic = dead_letter_topic
         self.tick = tick
         self.tick_seconds = tick_seconds
+        self.forwarded = frozenset(forwarded)
+        self.journal = CrashJournal(settings.data_dir / service / "journal")
+        read_unreadable_records()
         self.group_id = f"{settings.topic_prefix}{service}"
         self.changelogs = {name: f"{self.group_id}-{name}-changelog" for name in tables}
         self.state: dict[int, dict[str, TableView]] = {}
@@ -165,6 +176,7 @@ class PartitionedWorker:
                 self._failure = exc
             for p in partitions:
                 self.state.pop(p, None)
+            self.journal.forget(partitions)
             self._done = {tp: o for tp, o in self._done.items() if tp.partition not in partitions}
             self.lag = {k: v for k, v in self.lag.items() if k[1] not in partitions}
 
@@ -342,27 +354,87 @@ class PartitionedWorker:
         batches: dict[int, Batch] = {}
         took: list[float] = []
         for tp, messages in records.items():
-            if tp.partition not in self.state:
+            if tp.partition not in self.state or not messages:
                 continue  # revoked while the fetch was returning: its next owner processes it
             batch = self._batch(batches, tp.partition)
             handler = self.handlers[tp.topic]
-            for n, record in enumerate(messages, 1):
-                if n % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-                started = time.perf_counter()
-                try:
-                    handler(record, batch)
-                except DeadLetter as exc:
-                    self._dead_letter(batch, record, exc.reason, exc.detail)
-                except Exception as exc:
-                    log.exception("processing failed for %s[%s]@%s", tp.topic, tp.partition, record.offset)
-                    self._dead_letter(batch, record, "processing_error", f"{type(exc).__name__}: {exc}")
-                took.append(time.perf_counter() - started)
+            journal = self.journal.partition(tp.topic, tp.partition, messages[0].offset)
+            if journal.suspects(messages[0].offset):
+                await self._handle_suspects(tp, messages, batch, handler, journal, took)
+            else:
+                journal.batch(messages[-1].offset)  # once per fetch: no write per record on the hot path
+                for n, record in enumerate(messages, 1):
+                    if n % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                    started = time.perf_counter()
+                    try:  # _handle_one inlined: a call more per post is measurable here
+                        handler(record, batch)
+                    except Exception as exc:
+                        self._refuse(batch, record, exc)
+                    took.append(time.perf_counter() - started)
             self.metrics.messages.labels(self.service, tp.topic).inc(len(messages))
         observe_many(self.metrics.processing.labels(self.service), took)
         if batches:
             self.stall.progressed()
         return batches
+
+    def _handle_one(self, handler: Handler, record: Any, batch: Batch) -> None:
+        try:
+            handler(record, batch)
+        except Exception as exc:
+            self._refuse(batch, record, exc)
+
+    def _refuse(self, batch: Batch, record: Any, exc: Exception) -> None:
+        """Dead-letter a record its handler raised on (called in the except block: logs the traceback)."""
+        if isinstance(exc, DeadLetter):
+            self._dead_letter(batch, record, exc.reason, exc.detail)
+            return
+        log.exception("processing failed for %s[%s]@%s", record.topic, record.partition, record.offset)
+        self._dead_letter(batch, record, "processing_error", f"{type(exc).__name__}: {exc}")
+
+    async def _handle_suspects(
+        self,
+        tp: TopicPartition,
+        messages: list[Any],
+        batch: Batch,
+        handler: Handler,
+        journal: PartitionJournal,
+        took: list[float],
+    ) -> None:
+        """After the process died on this partition: records it may have died on are handled one at a time
+        with their offset journaled, and one it died on twice is dead-lettered instead (crash_loop)."""
+        as_run = False
+        for n, record in enumerate(messages, 1):
+            if n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            started = time.perf_counter()
+            if journal.poisoned(record.offset):
+                log.error(
+                    "%s[%s]@%s killed %s twice: dead-lettered as crash_loop and skipped",
+                    tp.topic,
+                    tp.partition,
+                    record.offset,
+                    self.service,
+                )
+                self._dead_letter(
+                    batch,
+                    record,
+                    "crash_loop",
+                    f"{self.service} died twice while handling this record; skipped so that its partition "
+                    "moves on",
+                )
+            elif journal.suspect(record.offset):
+                journal.begin(record.offset)
+                try:
+                    self._handle_one(handler, record, batch)
+                finally:
+                    journal.end()
+            else:
+                if not as_run:
+                    journal.batch(messages[-1].offset)
+                    as_run = True
+                self._handle_one(handler, record, batch)
+            took.append(time.perf_counter() - started)
 
     def _ticks(self, batches: dict[int, Batch], tick: Callable[[Batch], None]) -> dict[int, Batch]:
         for partition in list(self.state):
@@ -374,7 +446,10 @@ class PartitionedWorker:
         return batches
 
     def _dead_letter(self, batch: Batch, record: Any, reason: str, detail: str) -> None:
-        topic, partition, offset = origin_of(record)
+        stand_in = stand_in_detail(record)
+        if stand_in is not None:  # what the handler made of a record the client could not parse
+            reason, detail = "unreadable", stand_in
+        topic, partition, offset = origin_of(record, self.forwarded)
         value = dead_letter_record(
             self.service, topic, partition, offset, record.key, record.value, reason, detail
         )

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -18,7 +19,7 @@ from services.common.exceptions import ConfigError
 from services.common.kafka import ensure_changelogs, ensure_topics_sync
 from services.common.settings import CommonSettings, load_settings
 
-__all__ = ["SERVICES", "Stack", "run_service"]
+__all__ = ["SERVICES", "RestartPolicy", "Stack", "run_service", "supervise"]
 
 SERVICES = ("ingest", "scoring", "escalation", "notifier")
 log = logging.getLogger(__name__)
@@ -184,3 +185,43 @@ class Stack:
         if self.broker is not None and self.started_broker:
             self.broker.stop()
             self.started_broker = False
+
+
+@dataclass
+class RestartPolicy:
+    """What k8s does for a worker that exits: start it again, up to `limit` times within `window_seconds`.
+
+    Restarting matters beyond convenience: a record that kills a worker is dead-lettered on the second
+    restart (services/common/journal.py), so a stack that stopped at the first exit stopped for good."""
+
+    limit: int = 5
+    window_seconds: float = 600.0
+    exits: dict[str, list[float]] = field(default_factory=dict)
+
+    def allow(self, service: str, now: float) -> bool:
+        """Record an exit of `service` at `now`; whether it may be started again."""
+        recent = [t for t in self.exits.get(service, []) if now - t < self.window_seconds] + [now]
+        self.exits[service] = recent
+        return len(recent) <= self.limit
+
+
+def supervise(
+    stack: Stack,
+    policy: RestartPolicy,
+    stopping: Callable[[], bool],
+    say: Callable[[str], None],
+    now: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Keep the stack's services running until `stopping()`: 0, or 1 once a service exits too often."""
+    while not stopping():
+        for name in stack.check():
+            code = stack.procs[name].returncode
+            if not policy.allow(name, now()):
+                minutes = policy.window_seconds / 60
+                say(f"{name} exited (code {code}) {policy.limit + 1} times in {minutes:g} minutes; giving up")
+                return 1
+            say(f"{name} exited (code {code}); starting it again, as k8s would")
+            stack.start_one(name)
+        sleep(0.5)
+    return 0

@@ -12,7 +12,7 @@ from schemas.events import Alert
 
 __all__ = ["ActiveHours", "OnCall", "Rotation", "Route"]
 
-Audience = Literal["responder", "group_lead", "leadership"]
+Audience = Literal["responder", "group_lead", "leadership", "approvers"]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

@@ -6,8 +6,9 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -23,18 +24,23 @@ from pydantic import BaseModel, ValidationError
 from schemas.events import DeadLetterRecord
 from services.common import json
 from services.common.exceptions import DeadLetter, RetryLater
+from services.common.journal import CrashJournal
 from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
 from services.common.topics import Topics
+from services.common.unreadable import install as read_unreadable_records
+from services.common.unreadable import stand_in_detail
 
 __all__ = [
+    "MAX_VALUE_BYTES",
     "ORIGIN_HEADER",
     "SettledTable",
     "StreamShell",
     "dead_letter_record",
     "decode",
     "envelope",
+    "expect_key",
     "home_partition",
     "lag_rows",
     "origin_of",
@@ -115,11 +121,77 @@ async def retry_transient(
 # dead letter names the topic an operator knows, not the internal one.
 ORIGIN_HEADER = "yuqing-origin"
 
+# The largest message value any worker reads. The largest valid event is a post: 20,000 characters of text,
+# 12 bytes each at worst (an emoji \u-escaped as a surrogate pair), about 300 KiB with its other fields. A
+# bigger value is refused before parsing (reason too_large), and every value read stays well below the
+# broker's 1 MB message limit, so what a worker forwards from it always fits on a topic.
+MAX_VALUE_BYTES = 512 * 1024
+
+# What a dead letter keeps of a refused message: all of any value a worker reads; base64 and the record's
+# other fields stay within the broker's 1 MB limit, so the dead letter itself can always be written.
+_DEAD_VALUE_BYTES = MAX_VALUE_BYTES
+_DEAD_KEY_CHARS = 1024
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_PARTITION = re.compile(r"[0-9]{1,10}")
+_OFFSET = re.compile(r"[0-9]{1,19}")
+
+
+def _origin(value: object) -> tuple[str, int, int] | None:
+    """A yuqing-origin header's (topic, partition, offset), or None when it is not exactly that."""
+    if not isinstance(value, bytes | bytearray) or len(value) > 300:
+        return None
+    try:
+        text = bytes(value).decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    parts = text.split("|")
+    if len(parts) != 3:
+        return None
+    topic, partition, offset = parts
+    if not (_TOPIC_NAME.fullmatch(topic) and _PARTITION.fullmatch(partition) and _OFFSET.fullmatch(offset)):
+        return None
+    if int(partition) >= 2**31 or int(offset) >= 2**63:
+        return None
+    return topic, int(partition), int(offset)
+
+
+def origin_of(msg: Any, forwarded: Collection[str] = ()) -> tuple[str, int, int]:
+    """Where a message first arrived: its yuqing-origin header when it sits on a topic the service forwards
+    messages to itself (`forwarded`), else where it is. Never raises.
+
+    Anyone who can write to an input topic can set headers, so the header is believed only where yuqing
+    itself sets it; a malformed one there is treated as absent. Either way the answer is a real place: the
+    message's own topic, partition and offset. The header only names a dead letter's origin, so a bad one
+    never refuses a message that is otherwise good."""
+    here = (msg.topic, msg.partition, msg.offset)
+    if msg.topic not in forwarded:
+        return here
+    headers = msg.headers or ()
+    try:
+        items = list(headers.items() if isinstance(headers, dict) else headers)
+    except (TypeError, ValueError):
+        return here
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2 and item[0] == ORIGIN_HEADER:
+            return _origin(item[1]) or here
+    return here
+
+
+def expect_key(key: bytes | None, expected: str, what: str) -> None:
+    """DeadLetter("wrong_key") unless the message key is `expected`: a topic keyed by rule group (or thread)
+    puts every event of a group on the partition that owns its state, and an event under another key would
+    build a second copy of that state on the wrong partition."""
+    if key != expected.encode():
+        shown = "none" if key is None else repr(key[:80].decode("utf-8", "replace"))
+        raise DeadLetter("wrong_key", f"key {shown} is not the {what} {expected!r}; events are keyed by it")
+
 
 def envelope(raw: bytes | None) -> dict[str, Any]:
     """Bytes to the JSON object of an event of the schema version we read, or DeadLetter with a reason."""
     if raw is None:
-        raise DeadLetter("empty", "message has no value")
+        raise DeadLetter("empty", "message has no value (a tombstone)")
+    if len(raw) > MAX_VALUE_BYTES:
+        raise DeadLetter("too_large", f"value of {len(raw):,} bytes; at most {MAX_VALUE_BYTES:,} are read")
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -139,7 +211,7 @@ def decode(model: type[M], raw: bytes | None) -> M:
     plus model_validate on a post: scoring decodes every post and hit). It refuses what orjson refuses (bad
     UTF-8, lone surrogates, control characters; NaN and Infinity through the models' allow_inf_nan=False),
     and anything it refuses goes the long way, which names the precise reason."""
-    if raw is not None:
+    if raw is not None and len(raw) <= MAX_VALUE_BYTES:
         try:
             return model.model_validate_json(raw)
         except ValidationError:
@@ -163,16 +235,6 @@ def _where(event: Any) -> str:
     return f"{msg.topic}[{msg.partition}]@{msg.offset}"
 
 
-def origin_of(msg: Any) -> tuple[str, int, int]:
-    headers = msg.headers or {}
-    items = headers.items() if isinstance(headers, dict) else headers
-    for key, value in items:
-        if key == ORIGIN_HEADER and value:
-            topic, partition, offset = bytes(value).decode().rsplit("|", 2)
-            return topic, int(partition), int(offset)
-    return msg.topic, msg.partition, msg.offset
-
-
 def dead_letter_record(
     service: str,
     topic: str,
@@ -183,17 +245,21 @@ def dead_letter_record(
     reason: str,
     detail: str,
 ) -> DeadLetterRecord:
-    """What the dead-letter topic keeps of a refused message: where it came from, why, and its bytes."""
+    """What the dead-letter topic keeps of a refused message: where it came from, why, and its bytes (the
+    first 512 KiB of a bigger value, which value_size then says), bounded so that the record always fits."""
+    kept = value[:_DEAD_VALUE_BYTES] if value is not None else b""
+    shown_key = None if key is None else key[: 4 * _DEAD_KEY_CHARS].decode("utf-8", "replace")
     return DeadLetterRecord(
         event_time=datetime.now(UTC),
         service=service,
         source_topic=topic,
         partition=partition,
         offset=offset,
-        key=key.decode("utf-8", "replace") if key is not None else None,
+        key=None if shown_key is None else shown_key[:_DEAD_KEY_CHARS],
         reason=reason,
         detail=detail[:2000],
-        value_base64=base64.b64encode(value or b"").decode(),
+        value_base64=base64.b64encode(kept).decode(),
+        value_size=None if value is None else len(value),
     )
 
 
@@ -257,6 +323,8 @@ class StreamShell:
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests replace it: no real waits
         self.registry.register(_Collector(self._lag))
         (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
+        self.journal = CrashJournal(settings.data_dir / service / "journal")
+        read_unreadable_records()
         brokers = ";".join(f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(","))
         self.app = faust.App(
             f"{settings.topic_prefix}{service}",
@@ -404,8 +472,11 @@ class StreamShell:
     async def dead_letter(self, event: Any, reason: str, detail: str, value: bytes | None = None) -> None:
         """`value` replaces the event's bytes when what failed was built from it (a notifier batch)."""
         msg = event.message
-        raw = value if value is not None else event.value if isinstance(event.value, bytes) else b""
-        topic, partition, offset = origin_of(msg)
+        raw = value if value is not None else event.value if isinstance(event.value, bytes) else None
+        stand_in = stand_in_detail(msg) if value is None else None
+        if stand_in is not None:  # what the handler made of a record the client could not parse
+            reason, detail = "unreadable", stand_in
+        topic, partition, offset = origin_of(msg)  # no topic of a faust worker is a forwarding one
         key = event.key if isinstance(event.key, bytes) else None
         record = dead_letter_record(self.service, topic, partition, offset, key, raw, reason, detail)
         self.metrics.dead_letters.labels(self.service, reason).inc()
@@ -421,35 +492,76 @@ class StreamShell:
         message on restart (faust-streaming/faust#315) and crash the agent: at-most-once. Dead-lettering
         an unreachable broker's messages would lose them too. Blocking the partition instead shows as lag
         and a stalled pipeline, which the alerts catch, and resumes by itself when Kafka is back.
+
+        An input record (not a tick) is journaled while it is handled (services/common/journal.py): one
+        that killed the process twice is dead-lettered as crash_loop instead of handled a third time.
         """
-        topic = event.message.topic
+        msg = event.message
+        topic = msg.topic
+        tick = self.is_tick(event)
+        journal = None if tick else self.journal.partition(topic, msg.partition, msg.offset)
 
         def retrying(attempt: int, delay: float, exc: BaseException) -> None:
             self.metrics.retries.labels(self.service).inc()
             log.warning(
                 "transient failure on %s[%s]@%s (attempt %d), retrying in %.1fs: %s: %s",
                 topic,
-                event.message.partition,
-                event.message.offset,
+                msg.partition,
+                msg.offset,
                 attempt,
                 delay,
                 type(exc).__name__,
                 exc,
             )
 
+        async def attempt() -> None:
+            if journal is None:
+                await self._process(event, handler)
+                return
+            journal.begin(msg.offset)
+            try:
+                await self._process(event, handler)
+            finally:  # also before a retry's wait: dying while Kafka is away is not this record's doing
+                journal.end()
+
         with self.metrics.processing.labels(self.service).time():
-            await retry_transient(lambda: self._process(event, handler), retrying, self.sleep)
+            if journal is not None and journal.poisoned(msg.offset):
+                await retry_transient(lambda: self._crash_loop(event), retrying, self.sleep)
+            else:
+                await retry_transient(attempt, retrying, self.sleep)
         # Ticks are the worker's own clock, not input: counting them kept "processed" moving while no post
         # was, so a stalled pipeline never showed (and the alert on it could not fire).
-        if not self.is_tick(event):
+        if not tick:
             self.metrics.messages.labels(self.service, topic).inc()
             self.stall.progressed()
+
+    def handled(self, event: Any) -> None:
+        """The part of handling that belongs to this record is over (the notifier then sends alerts that
+        were due anyway): a death from here on does not count against the record."""
+        journal = self.journal.get(event.message.topic, event.message.partition)
+        if journal is not None:
+            journal.end()
+
+    async def _crash_loop(self, event: Any) -> None:
+        msg = event.message
+        log.error(
+            "%s[%s]@%s killed %s twice: dead-lettered as crash_loop and skipped",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            self.service,
+        )
+        await self.dead_letter(
+            event,
+            "crash_loop",
+            f"{self.service} died twice while handling this record; skipped so that its partition moves on",
+        )
 
     async def _process(self, event: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
         try:
             await handler(event)
         except DeadLetter as exc:
-            await self.dead_letter(event, exc.reason, exc.detail)
+            reason, detail = exc.reason, exc.detail
         except Exception as exc:
             if _transient(exc):
                 raise
@@ -459,7 +571,10 @@ class StreamShell:
                 event.message.partition,
                 event.message.offset,
             )
-            await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
+            reason, detail = "processing_error", f"{type(exc).__name__}: {exc}"
+        else:
+            return
+        await self.dead_letter(event, reason, detail)
 
     def home_partition(self, key: str) -> int:
         return home_partition(key, self.settings.partitions)
@@ -501,9 +616,10 @@ class StreamShell:
         except Exception:  # the consumer thread is not running yet
             return None
 
-    @staticmethod
-    def is_tick(event: Any) -> bool:
-        return bool(event.key == TICK)
+    def is_tick(self, event: Any) -> bool:
+        """A tick is whatever arrives on the worker's own ticks topic: a message elsewhere keyed like one is
+        input like any other, not a way to make the worker skip it."""
+        return bool(event.message.topic == self.ticks_name)
 
     async def send_model(self, topic: Any, key: str, model: BaseModel) -> None:
         await topic.send(key=key.encode(), value=json.dumps(model))

@@ -6,6 +6,10 @@ mapping: every call returns an `Outcome` with the events, the alerts and the new
 publishes the events and alerts before it saves the rows. A crash between the two then fires again after
 recovery (same sequence numbers, so the same event ids and dedup keys) instead of losing the page.
 
+The public statement goes through the leadership group's review (workflow.py): while a version waits for it,
+the statement deadline's reminders and its breach go to the approvers instead of climbing the ladder.
+Items on the 回访 list remind their owner at the same fractions and once when overdue; they page nobody up.
+
 Paging: each tier's policy is its ladder (responder → group lead → leadership). A breached deadline pages the
 next rung at once; while nobody has acknowledged, rungs are also paged as their delays pass. A tick pages a
 rung at most once: a breach and a ladder step that reach the same rung in one tick make one page.
@@ -13,7 +17,7 @@ rung at most once: a breach and a ladder step that reach the same rung in one ti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +42,19 @@ from services.common.config import Audience, EscalationConfig, EscalationPolicy
 from services.escalation.exceptions import InvalidTransition
 from services.escalation.report import CurvePoint, Entry, ReportInput, render_markdown
 from services.escalation.workdays import WorkCalendar
+from services.escalation.workflow import (
+    FOLLOW_UP_STEPS,
+    STATEMENT_STEPS,
+    FollowUpRow,
+    StatementRow,
+    awaiting_review,
+    due_follow_ups,
+    open_items,
+    plain,
+    publish_refusal,
+)
+from services.escalation.workflow import apply as apply_step
+from services.escalation.workflow import check as check_step
 
 __all__ = ["EscalationCore", "Incident", "Outcome"]
 
@@ -113,6 +130,8 @@ class Incident(BaseModel):
     curve: list[dict[str, Any]] = []  # the incident's tier changes: at, tier, reason, counts, id
     top_posts: list[dict[str, Any]] = []
     posts_cited: list[str] = []
+    statement: list[StatementRow] = []  # every version, oldest first
+    follow_ups: list[FollowUpRow] = []  # the 回访 list
 
     @property
     def is_open(self) -> bool:
@@ -314,9 +333,11 @@ class EscalationCore:
             raise InvalidTransition(
                 f"incident {action.incident_id} is not the current incident of group {action.group!r}"
             )
-        at, kind = action.event_time, action.action
-        target, meets = self.check_transition(inc, kind, action.comment)
+        at, kind, before = action.event_time, action.action, inc.state
+        target, meets = self.check_action(inc, action)
         notes = [kind.value + (f": {action.comment}" if action.comment else "")]
+        if kind in STATEMENT_STEPS or kind in FOLLOW_UP_STEPS or kind == A.statement_published:
+            notes.append(apply_step(inc.statement, inc.follow_ups, action))
         for name in meets:
             d = inc.deadlines.get(name)
             if d is not None and d.met_at is None and d.superseded_at is None:
@@ -329,15 +350,17 @@ class EscalationCore:
         if target == S.closed:
             notes.append(self._close(inc, at))
         out = Outcome()
-        event_kind = (
-            IncidentEventKind.noted if kind in (A.follow_up, A.correction) else IncidentEventKind.transitioned
-        )
+        # Every transition changes the state; an action that leaves it (follow-up, correction, a statement
+        # step, a further statement after the first) is recorded as noted.
+        event_kind = IncidentEventKind.transitioned if target != before else IncidentEventKind.noted
         self._emit(out, inc, event_kind, at, actor=action.actor, detail="; ".join(notes), action=kind)
         if target == S.closed:
             out.events[-1] = out.events[-1].model_copy(
                 update={"report": render_markdown(self.report_input(inc))}
             )
-        if target == S.statement_published and inc.tier == Tier.none:
+        if kind == A.statement_submitted:
+            out.alerts.append(self._review_alert(inc, at))
+        if target == S.statement_published and before != target and inc.tier == Tier.none:
             self._emit(
                 out, inc, IncidentEventKind.transitioned, at, detail=self._cool(inc, at) + " (tier none)"
             )
@@ -366,9 +389,22 @@ class EscalationCore:
         days = self.config.sla.postmortem_working_days
         due, approximate = self.calendar.add_working_days(at, days)
         self._add(inc, "postmortem_filed", at, due, at, approximate=approximate)
-        return f"post-mortem due {due.isoformat()} ({days} working days" + (
-            ", approximate: no holiday calendar for that year)" if approximate else ")"
+        left = len(open_items(inc.follow_ups))
+        return (
+            f"post-mortem due {due.isoformat()} ({days} working days"
+            + (", approximate: no holiday calendar for that year)" if approximate else ")")
+            + (f"; {left} 回访 item(s) left open" if left else "")
         )
+
+    def check_action(self, inc: Incident, action: IncidentAction) -> tuple[IncidentState, list[str]]:
+        """`check_transition`, then the statement and 回访 rules that need the config and the action's fields
+        (approvers, versions, items). The API calls it too, to refuse early with the same reason."""
+        target, meets = self.check_transition(inc, action.action, action.comment)
+        try:
+            check_step(inc.statement, inc.follow_ups, action, self.config.statement)
+        except InvalidTransition as exc:
+            raise InvalidTransition(f"incident {inc.incident_id}: {exc}") from None
+        return target, meets
 
     @staticmethod
     def check_transition(
@@ -384,6 +420,8 @@ class EscalationCore:
                     f"incident {iid} is {s.value}: nothing verified or published to correct"
                 )
             return s, []
+        if action == A.follow_up_outcome:
+            return s, []  # 回访 goes on after closing too
         if action == A.reopen:
             if s not in (S.closed, S.postmortem_filed):
                 raise InvalidTransition(f"incident {iid} is {s.value}; only a closed one can be reopened")
@@ -394,16 +432,28 @@ class EscalationCore:
             return S.postmortem_filed, ["postmortem_filed"]
         if not inc.is_open:
             raise InvalidTransition(f"incident {iid} is {s.value}; reopen it first")
+        if action in STATEMENT_STEPS or action == A.follow_up_added:
+            return s, []
         if action == A.resolve:
             reason = comment.strip()
-            if s != S.cooling and not (
-                reason.lower().startswith(_OVERRIDE) and reason[len(_OVERRIDE) :].strip()
-            ):
+            overridden = reason.lower().startswith(_OVERRIDE) and bool(reason[len(_OVERRIDE) :].strip())
+            if s != S.cooling and not overridden:
                 raise InvalidTransition(
                     f"incident {iid} is {s.value}; resolve needs the cooling state (spread stopped after the "
                     f"statement) or a comment starting with '{_OVERRIDE}' that says why it may close now"
                 )
+            if (left := open_items(inc.follow_ups)) and not overridden:
+                raise InvalidTransition(
+                    f"incident {iid} has {len(left)} open 回访 item(s) "
+                    f"({', '.join(i.item_id for i in left)}); record their outcomes or resolve with a "
+                    f"comment starting with '{_OVERRIDE}' that says why it may close now"
+                )
             return S.closed, ["closing"]
+        if action == A.statement_published:
+            if refusal := publish_refusal(inc.statement):
+                raise InvalidTransition(f"incident {iid}: {refusal}")
+            if _RANK[s] >= _RANK[S.statement_published]:
+                return s, []  # a further statement (an update): on the record, no transition
         if action == A.cooling:
             if s != S.statement_published:
                 raise InvalidTransition(
@@ -459,6 +509,14 @@ class EscalationCore:
             self._emit(
                 out, inc, IncidentEventKind.sla_breached, now, detail=f"{d.name} due {d.due_at.isoformat()}"
             )
+            waiting = awaiting_review(inc.statement) if d.name == "statement_published" else None
+            if waiting is not None:
+                # The statement waits for the leadership group: paging the next rung would not get it signed.
+                why = f"{d.name} breached while version {waiting.version} waits for review"
+                self._page(
+                    inc, 0, AlertKind.sla_breached, now, out, why=why, suffix=d.name, audience="approvers"
+                )
+                continue
             # Each breach climbs one rung; breaches beyond the top share the top rung's single page.
             rung = min(inc.escalation_level + 1, len(self._policy(inc).steps) - 1)
             inc.escalation_level = rung
@@ -468,7 +526,57 @@ class EscalationCore:
             self._page(inc, rung, AlertKind.sla_breached, now, out, why=why, suffix=names[0])
         if inc.is_open:
             changed |= self._walk_ladder(inc, now, out)
+            changed |= self._remind_follow_ups(inc, now, out)
         return changed
+
+    def _remind_follow_ups(self, inc: Incident, now: datetime, out: Outcome) -> bool:
+        due = due_follow_ups(inc.follow_ups, now, self.config.sla.reminder_fractions)
+        for item, label in due:
+            overdue = label == "overdue"
+            what = "overdue" if overdue else f"{float(label):.0%} of the time used"
+            self._emit(out, inc, IncidentEventKind.reminder, now, detail=f"回访 item {item.item_id}: {what}")
+            due_at = item.due_at.isoformat(timespec="minutes")
+            lines = [
+                f"回访 {plain(item.target)}",
+                f"负责人 owner: {plain(item.owner, 64)} · 截止 due {due_at}"
+                + (" · 已逾期 overdue" if overdue else ""),
+            ]
+            tier_name = _TIER_NAME[int(inc.tier)]
+            title = f"[{tier_name}] 回访{'逾期' if overdue else '提醒'}: {inert(inc.group, 64)}"
+            out.alerts.append(
+                self._alert(
+                    inc,
+                    AlertKind.reminder,
+                    "responder",
+                    now,
+                    suffix=f"follow_up|{item.item_id}|{label}",
+                    extra=lines,
+                    title=title,
+                )
+            )
+        return bool(due)
+
+    def _review_alert(self, inc: Incident, now: datetime) -> Alert:
+        """Tell the approvers a version waits for them (the deadline's reminders follow it there)."""
+        waiting = awaiting_review(inc.statement)
+        assert waiting is not None  # noqa: S101 - called right after a submission
+        approvers = "、".join(plain(a, 64) for a in self.config.statement.approvers) or "none configured"
+        lines = [
+            f"声明第 {waiting.version} 版待领导小组审核 (version {waiting.version} waits for review)",
+            f"起草 drafted by {plain(waiting.drafted_by, 64)}",
+            f"提交 submitted by {plain(waiting.submitted_by, 64)}",
+            f"审核人 approvers: {approvers}",
+        ]
+        title = f"[{_TIER_NAME[int(inc.tier)]}] 声明待审核 v{waiting.version}: {inert(inc.group, 64)}"
+        return self._alert(
+            inc,
+            AlertKind.statement_review,
+            "approvers",
+            now,
+            suffix=f"v{waiting.version}",
+            extra=lines,
+            title=title,
+        )
 
     def _remind(self, inc: Incident, d: _DeadlineRow, now: datetime, out: Outcome) -> bool:
         if now >= d.due_at:
@@ -495,10 +603,12 @@ class EscalationCore:
                     f" ({', '.join(f'{f:.0%}' for f in skipped)} skipped: came due unseen)" if skipped else ""
                 )
                 labels.append((f"{latest:.0%} of the time used{note}", str(latest)))
+        waiting = d.name == "statement_published" and awaiting_review(inc.statement) is not None
+        audience: Audience = "approvers" if waiting else self._audience(inc)
         for detail, suffix in labels:
             self._emit(out, inc, IncidentEventKind.reminder, now, detail=f"{d.name}: {detail}")
             out.alerts.append(
-                self._alert(inc, AlertKind.reminder, self._audience(inc), now, suffix=f"{d.name}|{suffix}")
+                self._alert(inc, AlertKind.reminder, audience, now, suffix=f"{d.name}|{suffix}")
             )
         return bool(labels)
 
@@ -537,9 +647,18 @@ class EscalationCore:
         return changed
 
     def _page(
-        self, inc: Incident, rung: int, kind: AlertKind, now: datetime, out: Outcome, *, why: str, suffix: str
+        self,
+        inc: Incident,
+        rung: int,
+        kind: AlertKind,
+        now: datetime,
+        out: Outcome,
+        *,
+        why: str,
+        suffix: str,
+        audience: Audience | None = None,
     ) -> None:
-        audience = self._policy(inc).steps[rung].audience
+        audience = audience or self._policy(inc).steps[rung].audience
         inc.last_page_at = now
         self._emit(out, inc, IncidentEventKind.escalated, now, detail=f"paging {audience}: {why}")
         out.alerts.append(self._alert(inc, kind, audience, now, suffix=suffix))
@@ -577,6 +696,8 @@ class EscalationCore:
             top_posts=inc.top_posts,
             posts_cited=len(inc.posts_cited),
             draft=inc.is_open,
+            statement=[v.public() for v in inc.statement],
+            follow_ups=[f.public() for f in inc.follow_ups],
         )
 
     def _emit(
@@ -616,6 +737,8 @@ class EscalationCore:
                 deadlines=inc.public_deadlines(),
                 sequence=inc.sequence,
                 action=action,
+                statement=tuple(v.public() for v in inc.statement),
+                follow_ups=tuple(f.public() for f in inc.follow_ups),
             )
         )
 
@@ -628,12 +751,15 @@ class EscalationCore:
         *,
         tc: TierChange | None = None,
         suffix: str = "",
+        extra: Sequence[str] = (),
+        title: str | None = None,
     ) -> Alert:
         tier_name = _TIER_NAME[int(inc.tier)]
         group = inert(inc.group, 64)
         lines = [
             f"**舆情{tier_name}预警** 规则组 `{group}`",
             f"事件 {inc.incident_id} 状态 {inc.state.value}",
+            *extra,
         ]
         if tc is not None:
             lines.append("传播量: " + ", ".join(f"{inert(k, 16)}: {v:,}" for k, v in tc.counts.items()))
@@ -672,7 +798,7 @@ class EscalationCore:
             kind=kind,
             group=inc.group,
             tier=inc.tier,
-            title=titles.get(kind, f"[{tier_name}] {group}"),
+            title=title or titles.get(kind, f"[{tier_name}] {group}"),
             body="\n".join(lines),
             incident_id=inc.incident_id,
             audience=audience,

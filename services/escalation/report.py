@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.events import Deadline, IncidentEvent, TierChange
+from schemas.events import Deadline, FollowUpItem, IncidentEvent, StatementVersion, TierChange
 from services.escalation.workdays import SHANGHAI
 
 __all__ = ["LEAD_IN", "ReportInput", "render_html", "render_markdown"]
@@ -72,6 +72,8 @@ class ReportInput:
     top_posts: Sequence[dict[str, Any]]
     posts_cited: int = 0  # distinct posts the incident's tier changes cited as evidence
     draft: bool = False
+    statement: Sequence[StatementVersion] = ()
+    follow_ups: Sequence[FollowUpItem] = ()
 
     @classmethod
     def from_events(
@@ -122,6 +124,8 @@ class ReportInput:
             top_posts=sorted(top, key=lambda p: -int(p.get("spread", 0)))[:10],
             posts_cited=len(cited),
             draft=events[-1].state.value not in ("closed", "postmortem_filed"),
+            statement=events[-1].statement,
+            follow_ups=events[-1].follow_ups,
         )
 
 
@@ -140,8 +144,27 @@ def _dur(delta: timedelta | None) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "｜").replace("\n", " ")
+# Markdown's inline syntax (emphasis, code, links, raw HTML, entities) and its escape character. Block
+# syntax (#, -, >, 1.) only counts at the start of a line, and user text never starts one: see _text.
+_MARKDOWN_INLINE = re.compile(r"([\\`*_~\[\]<>&])")
+_MARKDOWN_ESCAPED = re.compile(r"\\([\\`*_~\[\]<>&])")
+
+
+_DETAIL = 300  # characters of a timeline entry's detail in the report; the events keep it whole
+
+
+def _short(detail: str) -> str:
+    """The report of record rides on the closing event, which Kafka caps at 1 MB: a timeline of long comments
+    is shown shortened (the incident's events hold every word)."""
+    return detail if len(detail) <= _DETAIL else detail[: _DETAIL - 1] + "…"
+
+
+def _text(value: object) -> str:
+    """Text from people (a name, a comment, a post) inline in the report: on one line, whatever line
+    breaks it holds (also the Unicode ones that str.splitlines honours), and with no Markdown or HTML of
+    its own. A pipe becomes a full-width one so that it cannot split a table row."""
+    one_line = " ".join(str(value).splitlines())
+    return _MARKDOWN_INLINE.sub(r"\\\1", one_line).replace("|", "｜")
 
 
 def render_markdown(r: ReportInput) -> str:
@@ -149,7 +172,7 @@ def render_markdown(r: ReportInput) -> str:
     closed = _last(r, lambda e: e.state == "closed" and e.kind == "transitioned")
     peak = min((e.tier for e in r.entries if e.tier), default=0)
     lines = [
-        f"# 危机复盘报告 Post-mortem: {r.group}" + (" (草稿 draft: still open)" if r.draft else ""),
+        f"# 危机复盘报告 Post-mortem: {_text(r.group)}" + (" (草稿 draft: still open)" if r.draft else ""),
         "",
         f"- 事件编号 Incident: `{r.incident_id}`",
         f"- 最高等级 Peak tier: {_TIER[peak]}",
@@ -173,6 +196,8 @@ def render_markdown(r: ReportInput) -> str:
     if any(d.approximate for d in r.deadlines):
         lines += ["", "≈ counted Monday to Friday: no Chinese holiday calendar for that year (approximate)."]
     lines += ["", "## 评估 Evaluation", "", *_evaluation(r, closed)]
+    lines += ["", "## 声明审核 Statement review (经领导小组审核)", "", *_statement(r)]
+    lines += ["", "## 回访 Follow-up list", "", *_follow_ups(r)]
     lines += [
         "",
         "## 等级曲线 Tier curve",
@@ -184,7 +209,7 @@ def render_markdown(r: ReportInput) -> str:
         c = p.counts
         lines.append(
             f"| {_t(p.at)} | {_TIER[p.tier]} | {c.get('2h', 0):,} | {c.get('4h', 0):,} | {c.get('8h', 0):,} "
-            f"| {p.reason} |"
+            f"| {_text(p.reason)} |"
         )
     lines += [
         "",
@@ -194,8 +219,8 @@ def render_markdown(r: ReportInput) -> str:
         "|---|---|---|",
     ]
     for post in r.top_posts[:10]:
-        excerpt = _cell(str(post.get("excerpt", "")))[:80]
-        lines.append(f"| {post.get('platform')} | {int(post.get('spread', 0)):,} | {excerpt} |")
+        excerpt = _text(str(post.get("excerpt", ""))[:80])
+        lines.append(f"| {_text(post.get('platform'))} | {int(post.get('spread', 0)):,} | {excerpt} |")
     lines += [
         "",
         "## 时间线 Timeline",
@@ -204,7 +229,9 @@ def render_markdown(r: ReportInput) -> str:
         "|---|---|---|---|---|",
     ]
     for e in r.entries:
-        lines.append(f"| {e.seq} | {_t(e.at)} | {e.kind} → {e.state} | {e.actor} | {_cell(e.detail)} |")
+        lines.append(
+            f"| {e.seq} | {_t(e.at)} | {e.kind} → {e.state} | {_text(e.actor)} | {_text(_short(e.detail))} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -233,6 +260,7 @@ def _evaluation(r: ReportInput, closed: Entry | None) -> list[str]:
         else "nothing passed on yet"
     )
     follow_ups = actions("follow_up")
+    listed = _follow_up_counts(r.follow_ups)
     return [
         f"- 应急响应时效 Response timeliness: {len(on_time)}/{len(counted)} deadlines met on time"
         + (f"; late or missed: {', '.join(late)}" if late else "")
@@ -243,21 +271,98 @@ def _evaluation(r: ReportInput, closed: Entry | None) -> list[str]:
         f"({len(actions('verified'))} verification, {len(actions('statement_published'))} statement), "
         f"{len(corrections)} correction(s) recorded → {accuracy}. Counted from operator actions: the service "
         "cannot judge content, so an item counts as accurate unless a `correction` action was recorded.",
-        *(f"  - 更正 correction {_t(e.at)} ({e.actor}): {_cell(e.detail)}" for e in corrections),
+        *(f"  - 更正 correction {_t(e.at)} ({_text(e.actor)}): {_text(e.detail)}" for e in corrections),
         f"- 用户反馈处理 User feedback: {r.posts_cited} posts cited as evidence by the incident's tier "
-        f"changes; {len(follow_ups)} 回访 follow-up(s) recorded with the `follow_up` action. One follow-up "
-        "may cover many users (its comment says whom), so no coverage ratio is claimed.",
-        *(f"  - 回访 {_t(e.at)} ({e.actor}): {_cell(e.detail)}" for e in follow_ups),
+        f"changes; {listed}; {len(follow_ups)} more 回访 recorded as free text with the `follow_up` action "
+        "(one may cover many users, so no coverage ratio is claimed for those).",
+        *(f"  - 回访 {_t(e.at)} ({_text(e.actor)}): {_text(e.detail)}" for e in follow_ups),
         f"- 最终结果 Outcome: {_outcome(r, closed)}",
         f"- 舆情变化趋势 Trend: {_trend(r, closed)}",
     ]
+
+
+_OUTCOMES = ("done", "unreachable", "declined", "not_needed")
+_STATUS = {
+    "draft": "草稿 draft",
+    "submitted": "待审核 submitted",
+    "approved": "已批准 approved",
+    "returned": "已退回 returned",
+    "published": "已发布 published",
+    "superseded": "已被新版本取代 superseded",
+}
+
+
+def _follow_up_counts(items: Sequence[FollowUpItem]) -> str:
+    """The plans' "how well user feedback was handled": items done and not done, by outcome."""
+    if not items:
+        return "回访 list: no items"
+    count = {o: sum(i.outcome is not None and i.outcome.value == o for i in items) for o in _OUTCOMES}
+    rest = [f"{count[o]} {o}" for o in _OUTCOMES[1:] if count[o]]
+    if still_open := sum(i.outcome is None for i in items):
+        rest.append(f"{still_open} still open")
+    return (
+        f"回访 list: {count['done']} of {len(items)} item(s) done, {len(items) - count['done']} not done"
+        + (f" ({', '.join(rest)})" if rest else "")
+    )
+
+
+def _by(who: str | None, at: datetime | None) -> str:
+    return f"{_text(who)} {_t(at)}" if who else "—"
+
+
+def _statement(r: ReportInput) -> list[str]:
+    if not r.statement:
+        published = any(e.action == "statement_published" for e in r.entries)
+        return [
+            "No statement version recorded: "
+            + (
+                "the statement was recorded with a single `statement_published` action, before the approval "
+                "workflow, so there is no draft, review or text on record."
+                if published
+                else "none was drafted."
+            )
+        ]
+    lines = [
+        "| 版本 version | 状态 status | 起草 drafted | 提交 submitted | 审核 reviewed | 发布 published "
+        "| 意见 comment |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in r.statement:
+        lines.append(
+            f"| {v.version} | {_STATUS[v.status.value]} | {_by(v.drafted_by, v.drafted_at)} | "
+            f"{_by(v.submitted_by, v.submitted_at)} | {_by(v.reviewed_by, v.reviewed_at)} | "
+            f"{_by(v.published_by, v.published_at)} | {_text(v.review_comment) or '—'} |"
+        )
+    for v in r.statement:
+        if v.status.value == "published":
+            lines += ["", f"- 发布文本 Published text, version {v.version}: {_text(v.text)}"]
+    return lines
+
+
+def _follow_ups(r: ReportInput) -> list[str]:
+    if not r.follow_ups:
+        return ["No 回访 items were listed."]
+    lines = [
+        "| 对象 target | 负责人 owner | 截止 due | 结果 outcome | 记录 recorded | 备注 note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i in r.follow_ups:
+        outcome = i.outcome.value if i.outcome else "⏳ open"
+        late = " (late)" if i.outcome_at and i.outcome_at > i.due_at else ""
+        lines.append(
+            f"| {_text(i.target)} | {_text(i.owner)} | {_t(i.due_at)} | {outcome}{late} | "
+            f"{_by(i.outcome_by, i.outcome_at)} | {_text(i.note) or '—'} |"
+        )
+    return lines
 
 
 def _outcome(r: ReportInput, closed: Entry | None) -> str:
     reopened = sum(e.action == "reopen" for e in r.entries)
     cooling = next((e for e in r.entries if e.state == "cooling"), None)
     parts = [
-        f"closed {_t(closed.at)} by {closed.actor}" if closed else f"not closed ({r.entries[-1].state})",
+        f"closed {_t(closed.at)} by {_text(closed.actor)}"
+        if closed
+        else f"not closed ({r.entries[-1].state})",
         f"tier at close {_TIER[closed.tier]}" if closed else f"tier now {_TIER[r.entries[-1].tier]}",
         f"cooling from {_t(cooling.at)}" if cooling else "never reached cooling",
         f"reopened {reopened} time(s)" if reopened else "not reopened",
@@ -303,7 +408,8 @@ def render_html(markdown: str) -> str:
     ]
     in_table = in_list = False
     for raw in markdown.splitlines():
-        line = html.escape(raw)
+        # Text escaped for Markdown (_text) is shown as written: unescaped, then escaped for HTML.
+        line = html.escape(_MARKDOWN_ESCAPED.sub(r"\1", raw))
         if raw.startswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             if set("".join(cells)) <= {"-"}:

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, strong_secret
 
 __all__ = ["EscalationSettings"]
 
@@ -16,3 +16,8 @@ class EscalationSettings(CommonSettings):
         default=None, description="HMAC key of ack links; no links when unset."
     )
     link_ttl_hours: float = Field(default=24.0, gt=0, le=24 * 14)
+
+    @field_validator("link_secret")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        return strong_secret(value)

@@ -14,7 +14,7 @@ from services.common.clock import system_clock
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.links import sign_link
-from services.common.stream import StreamShell, decode
+from services.common.stream import StreamShell, decode, expect_key
 from services.escalation.core import EscalationCore, Incident, Outcome
 from services.escalation.exceptions import InvalidTransition
 from services.escalation.settings import EscalationSettings
@@ -80,10 +80,14 @@ def build(settings: EscalationSettings) -> StreamShell:
             )
             return
         if event.message.topic == t.tier_changes:
-            await publish(core.on_tier_change(decode(TierChange, event.value), incidents, now))
+            change = decode(TierChange, event.value)
+            expect_key(event.key, change.group, "rule group")
+            await publish(core.on_tier_change(change, incidents, now))
             return
+        action = decode(IncidentAction, event.value)
+        expect_key(event.key, action.group, "rule group")
         try:
-            await publish(core.on_action(decode(IncidentAction, event.value), incidents))
+            await publish(core.on_action(action, incidents))
         except InvalidTransition as exc:
             raise DeadLetter("invalid_transition", str(exc)) from None
 

@@ -31,16 +31,29 @@ from services.common.config import IngestConfig, load_config
 from services.common.exceptions import KafkaSetupError
 from services.common.kafka import ensure_topics
 from services.common.topics import Topics
+from services.common.unreadable import install as read_unreadable_records
+from services.ingest.adapters import AdapterError
 from services.ingest.auth import TokenCheck
-from services.ingest.batch import Batch, Body, Convert, native, normalised, parse_body, to_posts
+from services.ingest.batch import (
+    Batch,
+    Body,
+    Convert,
+    native,
+    normalised,
+    observed_time,
+    parse_body,
+    to_posts,
+)
 from services.ingest.console import install_console
 from services.ingest.exceptions import ProduceFailed
 from services.ingest.feeds import FeedPoller
+from services.ingest.guard import install_guards
 from services.ingest.limits import TooLarge, read_capped
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
 from services.ingest.settings import IngestSettings
 from services.ingest.timeparse import TimeBounds
+from services.ingest.workflow_views import install_workflow_views
 from services.notifier.briefing import build_briefing, due_slots, previous_slot
 
 __all__ = ["create_app"]
@@ -148,6 +161,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         return state["producer"]
 
     app = FastAPI(title="yuqing ingest", version="1", lifespan=lifespan)
+    install_guards(app, settings.max_body_bytes, settings.max_operator_body_bytes)
 
     authorised = TokenCheck(settings.ingest_tokens, "ingest")
     _warn_if_open(settings)
@@ -186,7 +200,26 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         },
     }
 
-    @app.post("/v1/posts", status_code=202, responses=responses, openapi_extra={"requestBody": posts_body})
+    observed_param: dict[str, Any] = {
+        "parameters": [
+            {
+                "name": "observed_at",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "When the crawler read these posts (ISO 8601 with offset, or epoch "
+                "seconds): the event time of every item that does not carry its own. Default: when the "
+                "request arrived.",
+            }
+        ]
+    }
+
+    @app.post(
+        "/v1/posts",
+        status_code=202,
+        responses=responses,
+        openapi_extra={"requestBody": posts_body, **observed_param},
+    )
     async def post_posts(request: Request) -> JSONResponse:
         """Normalised posts: one object, a JSON array, or NDJSON (application/x-ndjson)."""
         with metrics.request.labels("/v1/posts").time():
@@ -195,7 +228,12 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     native_body = {
         "required": True,
         "content": {
-            "application/json": {"schema": {"description": "A platform's native payload, or an array."}}
+            "application/json": {
+                "schema": {
+                    "description": "A platform's native payload, or an array; an item may be an envelope "
+                    '{"observed_at": "<when it was crawled>", "payload": {…native payload…}}.'
+                }
+            }
         },
     }
 
@@ -203,7 +241,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         "/v1/platforms/{platform}/posts",
         status_code=202,
         responses=responses,
-        openapi_extra={"requestBody": native_body},
+        openapi_extra={"requestBody": native_body, **observed_param},
     )
     async def post_native(request: Request, platform: str) -> JSONResponse:
         """Platform-native payloads (weibo, wechat, douyin, xiaohongshu, zhihu, bilibili, news, forum)."""
@@ -246,7 +284,16 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
             return JSONResponse(
                 {"detail": f"{len(parsed.items)} items; the limit is {settings.max_items}"}, status_code=413
             )
-        batch = await _convert(parsed, convert, len(body))
+        now = datetime.now(UTC)
+        observed = None
+        if (raw_observed := request.query_params.get("observed_at")) is not None:
+            try:
+                observed = observed_time(raw_observed, now, settings.time_bounds, "observed_at")
+            except AdapterError as exc:
+                metrics.rejected.labels(route_platform, "invalid").inc()
+                detail = [{"loc": ["query", "observed_at"], "msg": exc.reason, "type": "value_error"}]
+                return JSONResponse({"detail": detail}, status_code=422)
+        batch = await _convert(parsed, convert, len(body), now, observed)
         posts, errors = batch.posts, batch.errors
         for index in batch.rejected:
             metrics.rejected.labels(platform or _platform_of(parsed.items[index]), "invalid").inc()
@@ -286,12 +333,13 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
             )
         return JSONResponse({"accepted": accepted, "rejected": errors}, status_code=207 if errors else 202)
 
-    async def _convert(parsed: Body, convert: Convert, size: int) -> Batch:
-        now = datetime.now(UTC)
+    async def _convert(
+        parsed: Body, convert: Convert, size: int, now: datetime, observed: datetime | None
+    ) -> Batch:
         if size < _INLINE_BYTES:
-            return to_posts(parsed, convert, now)
+            return to_posts(parsed, convert, now, observed)
         # Converting megabytes of HTML takes long enough to stall every other request on the loop.
-        return await asyncio.to_thread(to_posts, parsed, convert, now)
+        return await asyncio.to_thread(to_posts, parsed, convert, now, observed)
 
     async def send_action(group: str, action: IncidentAction) -> None:
         await _producer().send_and_wait(topics.incident_actions, key=group.encode(), value=json.dumps(action))
@@ -301,6 +349,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     async def send_override(group: str, cmd: TierOverride) -> None:
         await _producer().send_and_wait(topics.tier_overrides, key=group.encode(), value=json.dumps(cmd))
 
+    config = load_config(settings.config_file)
     app.include_router(
         operator_router(
             model,
@@ -309,16 +358,18 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
             link_secret,
             send_override,
             max_body_bytes=settings.max_operator_body_bytes,
+            escalation=config.escalation,
         )
     )
     install_console(
         app,
         model,
-        load_config(settings.config_file),
+        config,
         [t.get_secret_value() for t in settings.operator_tokens],
         send_action,
-        link_secret,
+        settings.console_secret.get_secret_value().encode() if settings.console_secret else None,
     )
+    install_workflow_views(app)
     app.state.read_model = model
 
     async def produce(posts: list[tuple[int, Post]]) -> None:
@@ -367,7 +418,10 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
 
 
 async def _follow(settings: IngestSettings, topics: Topics, model: ReadModel) -> None:
-    """Feed the read model from the event topics, from the beginning; reconnect on errors."""
+    """Feed the read model from the event topics, from the beginning; reconnect on errors. A record the Kafka
+    client cannot parse (services/common/unreadable.py) is skipped like any undecodable one, instead of
+    stopping this task for good."""
+    read_unreadable_records()
     kinds: dict[str, Any] = {
         topics.keyword_hits: KeywordHit,
         topics.tier_changes: TierChange,
@@ -423,7 +477,7 @@ async def _brief(
 
 
 async def _poll_feeds(config: IngestConfig, produce: Any, errors: Counter, bounds: TimeBounds) -> None:
-    """Poll the configured RSS/Atom feeds on a schedule; new entries become zero-engagement posts.
+    """Poll the configured RSS/Atom feeds on a schedule; new entries become posts without counts.
 
     The poller marks entries seen only after `produce` returned, so posts Kafka did not take come back on
     the next poll; every failure is counted per feed and polling goes on.
@@ -452,7 +506,15 @@ def _platform_of(item: object) -> str:
 
 
 def _receipt(index: int, post: Post, batch: Batch) -> dict[str, Any]:
-    receipt: dict[str, Any] = {"index": index, "key": post.key, "event_id": post.event_id}
+    # `key` is the Kafka key the post is sent with (its thread: a repost goes with its root); `post` names
+    # the post itself; `event_time` is the observation time used, which decides its windows.
+    receipt: dict[str, Any] = {
+        "index": index,
+        "key": post.thread_key,
+        "post": post.key,
+        "event_id": post.event_id,
+        "event_time": post.event_time.isoformat(),
+    }
     if index in batch.warnings:
         receipt["warnings"] = batch.warnings[index]
     return receipt

@@ -13,8 +13,8 @@ import hashlib
 import hmac
 import math
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -30,18 +30,23 @@ from fastapi.staticfiles import StaticFiles
 from markupsafe import Markup
 from pydantic import ValidationError
 
-from schemas.events import IncidentActionKind, Platform, Tier
+from schemas.events import IncidentActionKind, IncidentState, Platform, Tier
 from services.common import json
 from services.common.config import YuqingConfig
+from services.escalation.core import EscalationCore
+from services.ingest.guard import REPORT_HEADERS, SECURITY_HEADERS
+from services.ingest.limits import TooLarge, read_capped
 from services.ingest.operator import ActionRequest, Send, action_refusal, apply_action, ledger_csv
 from services.ingest.readmodel import ReadModel
+from services.ingest.throttle import LoginThrottle
 from services.scoring.sentiment import DEMANDS
 from services.scoring.tiers import window_label
 
-__all__ = ["Sessions", "install_console"]
+__all__ = ["Console", "Session", "Sessions", "console_of", "install_console"]
 
 _COOKIE = "yuqing-console"
 _PAGE_SIZE = 50
+_INCIDENT_PAGE_SIZE = 20
 _POLL_SECONDS = 1.0
 # An event stream ends after this and the browser reconnects (sending Last-Event-ID). uvicorn waits for open
 # responses before it exits, so an endless stream would hold a graceful shutdown until it is killed.
@@ -56,20 +61,19 @@ _PRIMARY_ACTIONS = (
     IncidentActionKind.statement_published,
     IncidentActionKind.resolve,
 )
-_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+# The incident page's buttons; the statement review and the 回访 list have pages of their own.
+_PAGE_ACTIONS = (
+    *_PRIMARY_ACTIONS,
+    IncidentActionKind.cooling,
+    IncidentActionKind.follow_up,
+    IncidentActionKind.correction,
+    IncidentActionKind.reopen,
+    IncidentActionKind.postmortem_filed,
+)
+# Set on the console's own responses too, so that they hold on an app without the guards (tests, a new host).
+_HEADERS = {**SECURITY_HEADERS, "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 # The report is a page of its own inside an iframe; its inline <style> is ours (render_html), scripts none.
-_REPORT_HEADERS = {
-    **_HEADERS,
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'",
-}
+_REPORT_HEADERS = {**_HEADERS, **REPORT_HEADERS}
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ class Sessions:
     """Session cookies: `expiry.nonce.key_id.actor.mac`, HMAC-signed with a server secret.
 
     key_id names the operator token the session was issued for, so removing a token from the settings ends
-    its sessions. With no operator tokens configured (dev only) any token logs in, as the API is open too.
+    its sessions; a logout revokes the one session. With no operator tokens configured (dev only) any token
+    logs in, as the API is open too.
     """
 
     def __init__(
@@ -107,6 +112,9 @@ class Sessions:
         self._nonce = nonce
         self._tokens = {self._key_id(t): t for t in tokens}
         self.open = not tokens
+        # Sessions ended by a logout, by nonce, until they would have expired anyway. In memory: a restart
+        # forgets them (docs/operations.md), as the cookie itself stays signed.
+        self._revoked: dict[str, datetime] = {}
 
     def _mac(self, label: str, data: str) -> str:
         return _b64(hmac.new(self._secret, f"{label}|{data}".encode(), hashlib.sha256).digest())
@@ -139,11 +147,18 @@ class Sessions:
             return None
         if key_id not in self._tokens and not (self.open and key_id == "open"):
             return None
+        if nonce in self._revoked:
+            return None
         try:
             name = _unb64(actor).decode()
         except (ValueError, UnicodeDecodeError):
             return None
         return Session(name, nonce, key_id, datetime.fromtimestamp(int(expires), UTC))
+
+    def revoke(self, session: Session, now: datetime) -> None:
+        """End `session` here and now: its cookie, wherever it was copied to, no longer verifies."""
+        self._revoked = {n: until for n, until in self._revoked.items() if until > now}
+        self._revoked[session.nonce] = session.expires
 
     def csrf(self, session: Session) -> str:
         """The form token of a session: forms carry it, a cross-site page cannot read it."""
@@ -216,23 +231,55 @@ def _safe_next(target: str | None) -> str:
 async def _form(request: Request) -> dict[str, str] | Response:
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return PlainTextResponse("expected an HTML form (application/x-www-form-urlencoded)", 415)
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
-        return PlainTextResponse(f"form is {len(body)} bytes; the limit is {_MAX_FORM_BYTES}", 413)
+    body = await read_capped(request, _MAX_FORM_BYTES)
+    if isinstance(body, TooLarge):
+        return PlainTextResponse(f"form: {body.detail}", body.status, headers={"Connection": "close"})
     fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     return {k: v[0] for k, v in fields.items()}
 
 
 @dataclass
-class _Console:
+class Console:
+    """The console's state and the helpers every console route uses (this module's and workflow_views')."""
+
     model: ReadModel
     config: YuqingConfig
     sessions: Sessions
+    throttle: LoginThrottle
     send: Send
     tz: ZoneInfo
     env: jinja2.Environment
     labels: dict[str, dict[Any, str]]
     static_version: str
+    core: EscalationCore  # the escalation rules, to refuse an action early with the worker's reason
+    # Live views added by other modules (workflow_views): name -> (console, incident id, session) -> HTML.
+    views: dict[str, Callable[[Console, str, Session], str | None]] = field(default_factory=dict)
+
+    # -- sessions and forms -----------------------------------------------------------------
+    def session(self, request: Request) -> Session | None:
+        return self.sessions.verify(request.cookies.get(_COOKIE), datetime.now(UTC))
+
+    def to_login(self, request: Request) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/console/login?{urlencode({'next': target})}", 303, headers=_HEADERS)
+
+    def refused(self, request: Request, session: Session | None, status: int, message: str) -> HTMLResponse:
+        return self.page(request, "error.html", session, status=status, title="无法完成", message=message)
+
+    async def checked_form(self, request: Request, session: Session) -> dict[str, str] | Response:
+        """The posted form, once its CSRF token matched the session's; else the refusal to return."""
+        form = await _form(request)
+        if isinstance(form, Response):
+            return form
+        if not self.sessions.csrf_ok(session, form.get("csrf", "")):
+            message = "表单令牌无效或缺失，请刷新页面后重试。(CSRF token missing)"
+            return self.refused(request, session, 403, message)
+        return form
+
+    def local_time(self, text: str) -> datetime:
+        """A time typed in a form (datetime-local): in the console's zone unless it names an offset."""
+        when = datetime.fromisoformat(text)
+        return when if when.tzinfo else when.replace(tzinfo=self.tz)
 
     # -- view models ------------------------------------------------------------------------
     def groups(self) -> list[str]:
@@ -272,6 +319,44 @@ class _Console:
             )
         return sorted(out, key=lambda r: -r["severity"])
 
+    def incident_rows(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """The incident list filtered by state, tier and group and cut to one page, with its pager."""
+        form = {k: str(query.get(k, "")).strip() for k in ("state", "tier", "group")}
+        states = ["open", *(s.value for s in IncidentState)]
+        errors: list[str] = []
+        args: dict[str, Any] = {}
+        if form["state"]:
+            if form["state"] in states:
+                args["state"] = form["state"]
+            else:
+                errors.append(f"state: {form['state']!r} 不是可选值之一 ({', '.join(states)})")
+        if form["tier"]:
+            if form["tier"] in ("0", "1", "2", "3"):
+                args["tier"] = int(form["tier"])
+            else:
+                errors.append(f"tier: {form['tier']!r} 不是可选值之一 (0, 1, 2, 3)")
+        if form["group"]:
+            args["group"] = form["group"]
+        rows = self.model.incident_list(**args) if not errors else []
+        pages = max(1, math.ceil(len(rows) / _INCIDENT_PAGE_SIZE))
+        raw = str(query.get("page", "1"))
+        page = min(int(raw), pages) if raw.isdigit() and int(raw) >= 1 else 1
+        kept = {k: v for k, v in form.items() if v}
+        return {
+            "rows": rows[(page - 1) * _INCIDENT_PAGE_SIZE : page * _INCIDENT_PAGE_SIZE],
+            "total": len(rows),
+            "all": len(self.model.incidents),
+            "page": page,
+            "pages": pages,
+            "first": (page - 1) * _INCIDENT_PAGE_SIZE + 1,
+            "form": form,
+            "errors": errors,
+            "states": states,
+            "groups": self.groups(),
+            "query": urlencode({**kept, "page": page}),
+            "page_url": lambda n: "/console/incidents?" + urlencode({**kept, "page": n}),
+        }
+
     def incident_detail(self, incident_id: str) -> dict[str, Any] | None:
         events = self.model.incident(incident_id)
         if not events:
@@ -281,31 +366,49 @@ class _Console:
         # button whenever that would be accepted; the server checks the comment actually sent and says why.
         allowed = [
             a.value
-            for a in IncidentActionKind
+            for a in _PAGE_ACTIONS
             if action_refusal(self.model, incident_id, a, _OVERRIDE_HINT if a is _RESOLVE else "") is None
         ]
         return {**summary, "timeline": list(reversed(events)), "allowed": allowed}
 
     # -- rendering --------------------------------------------------------------------------
-    def fragment(self, view: str, incident_id: str = "") -> str | None:
+    def fragment(
+        self,
+        view: str,
+        incident_id: str = "",
+        query: Mapping[str, str] | None = None,
+        session: Session | None = None,
+    ) -> str | None:
+        if view in self.views and session is not None:
+            return self.views[view](self, incident_id, session)
         if view == "board":
             return self._render("_board.html", board=self.board())
         if view == "incidents":
-            return self._render("_incidents.html", incidents=self.model.incident_list())
+            return self._render("_incidents.html", listing=self.incident_rows(query or {}))
         if view == "incident":
             detail = self.incident_detail(incident_id)
             return None if detail is None else self._render("_incident.html", inc=detail)
         return None
 
+    def render(self, name: str, **context: Any) -> str:
+        return self._render(name, **context)
+
     def _render(self, name: str, **context: Any) -> str:
         return self.env.get_template(name).render(L=self.labels, **context)
 
     def live_page(
-        self, request: Request, name: str, session: Session, view: str, incident_id: str = "", **context: Any
+        self,
+        request: Request,
+        name: str,
+        session: Session,
+        view: str,
+        incident_id: str = "",
+        query: Mapping[str, str] | None = None,
+        **context: Any,
     ) -> HTMLResponse | None:
         """A page around a live fragment; the fragment's hash lets the event stream skip an unchanged first
         push."""
-        fragment = self.fragment(view, incident_id)
+        fragment = self.fragment(view, incident_id, query, session)
         if fragment is None:
             return None
         # Our own autoescaped template output, embedded as is.
@@ -372,45 +475,37 @@ def install_console(
     send: Send,
     secret: bytes | None = None,
 ) -> None:
-    """Serve the console under /console. `secret` signs sessions; without one they end at restart."""
+    """Serve the console under /console. `secret` (YUQING_CONSOLE_SECRET, never the link secret) signs
+    sessions; without one each process makes a random key, and sessions end at a restart."""
     tz = ZoneInfo(config.notifier.briefing_tz)
     key = hmac.new(secret, b"yuqing console sessions", hashlib.sha256).digest() if secret else None
-    console = _Console(
+    console = Console(
         model=model,
         config=config,
         sessions=Sessions(operator_tokens, key or secrets.token_bytes(32)),
+        throttle=LoginThrottle(),
         send=send,
         tz=tz,
         env=_environment(tz),
         labels=_labels(),
         static_version=_static_version(),
+        core=EscalationCore(config.escalation),
     )
+    app.state.console = console
     app.include_router(_router(console))
     app.mount("/console/static", StaticFiles(packages=[("services.ingest", "static")]), name="console-static")
 
 
-def _router(c: _Console) -> APIRouter:
+def console_of(request: Request) -> Console:
+    """The console installed on this app (a FastAPI dependency for console routes defined elsewhere)."""
+    console: Console = request.app.state.console
+    return console
+
+
+def _router(c: Console) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     sessions = c.sessions
-
-    def current(request: Request) -> Session | None:
-        return sessions.verify(request.cookies.get(_COOKIE), datetime.now(UTC))
-
-    def to_login(request: Request) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/console/login?{urlencode({'next': target})}", 303, headers=_HEADERS)
-
-    def refused(request: Request, session: Session | None, status: int, message: str) -> HTMLResponse:
-        return c.page(request, "error.html", session, status=status, title="无法完成", message=message)
-
-    async def checked_form(request: Request, session: Session) -> dict[str, str] | Response:
-        form = await _form(request)
-        if isinstance(form, Response):
-            return form
-        if not sessions.csrf_ok(session, form.get("csrf", "")):
-            message = "表单令牌无效或缺失，请刷新页面后重试。(CSRF token missing)"
-            return refused(request, session, 403, message)
-        return form
+    current, to_login, refused, checked_form = c.session, c.to_login, c.refused, c.checked_form
 
     @router.get("/console")
     @router.get("/console/")
@@ -429,11 +524,26 @@ def _router(c: _Console) -> APIRouter:
         if isinstance(form, Response):
             return form
         actor, token, target = form.get("actor", "").strip(), form.get("token", ""), form.get("next")
-        if not 1 <= len(actor) <= 64:
+        now = datetime.now(UTC)
+        # Per client and per name: one address cannot try many tokens, nor many addresses one name.
+        keys = (f"client:{request.client.host if request.client else '?'}", f"name:{actor.casefold()}")
+        wait = c.throttle.retry_after(keys, now)
+        status, headers = 403, {}
+        if wait is not None:
+            minutes = max(1, math.ceil(wait.total_seconds() / 60))
+            error = (
+                f"登录失败次数过多，请 {minutes} 分钟后再试。"
+                f"(Too many failed logins: try again in {minutes} min.)"
+            )
+            status, headers = 429, {"Retry-After": str(math.ceil(wait.total_seconds()))}
+        elif not 1 <= len(actor) <= 64:
             error = "请填写姓名（1–64 个字符），操作记录会署这个名字。"
         else:
-            cookie = sessions.issue(token, actor, datetime.now(UTC))
-            if cookie is not None:
+            cookie = sessions.issue(token, actor, now)
+            if cookie is None:
+                c.throttle.failed(keys, now)
+            else:
+                c.throttle.succeeded(keys)
                 response = RedirectResponse(_safe_next(target), 303, headers=_HEADERS)
                 response.set_cookie(
                     _COOKIE,
@@ -446,16 +556,18 @@ def _router(c: _Console) -> APIRouter:
                 )
                 return response
             error = "令牌无效：请使用运维（operator）令牌。"
-        return c.page(
+        page = c.page(
             request,
             "login.html",
             None,
-            status=403,
+            status=status,
             title="登录",
             next=_safe_next(target),
             error=error,
             actor=actor,
         )
+        page.headers.update(headers)
+        return page
 
     @router.post("/console/logout")
     async def logout(request: Request) -> Response:
@@ -465,6 +577,7 @@ def _router(c: _Console) -> APIRouter:
         form = await checked_form(request, session)
         if isinstance(form, Response):
             return form
+        sessions.revoke(session, datetime.now(UTC))
         response = RedirectResponse("/console/login", 303, headers=_HEADERS)
         response.delete_cookie(_COOKIE, path="/console")
         return response
@@ -481,7 +594,19 @@ def _router(c: _Console) -> APIRouter:
         session = current(request)
         if session is None:
             return to_login(request)
-        return c.live_page(request, "incidents.html", session, "incidents", title="事件") or to_login(request)
+        query = dict(request.query_params)
+        listing = c.incident_rows(query)
+        page = c.live_page(
+            request,
+            "incidents.html",
+            session,
+            "incidents",
+            query=query,
+            title="事件",
+            listing=listing,
+            status=422 if listing["errors"] else 200,
+        )
+        return page or to_login(request)
 
     def incident_page(
         request: Request, session: Session, incident_id: str, status: int = 200, **extra: Any
@@ -522,7 +647,7 @@ def _router(c: _Console) -> APIRouter:
         except ValidationError as exc:
             error = "；".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             return incident_page(request, session, incident_id, status=422, error=error, comment=comment)
-        result = await apply_action(c.model, c.send, incident_id, body.action, body.actor, body.comment)
+        result = await apply_action(c.model, c.send, c.core, incident_id, body)
         if result.status_code == 202:
             sent = urlencode({"sent": body.action.value})
             return RedirectResponse(f"/console/incidents/{quote(incident_id, safe='')}?{sent}", 303)
@@ -627,9 +752,11 @@ def _router(c: _Console) -> APIRouter:
     @router.get("/console/events")
     async def events(request: Request, view: str = "board", id: str = "", v: str = "") -> Response:
         """Server-sent events: the view's HTML fragment whenever it changes (polled every second)."""
-        if current(request) is None:
+        session = current(request)
+        if session is None:
             return PlainTextResponse("log in first: /console/login", 401)
-        if c.fragment(view, id) is None:
+        query = {k: v for k, v in request.query_params.items() if k in ("state", "tier", "group", "page")}
+        if c.fragment(view, id, query, session) is None:
             return PlainTextResponse(f"no live view {view!r} {id!r}", 404)
         cookie = request.cookies.get(_COOKIE)
         last = request.headers.get("last-event-id") or v
@@ -643,7 +770,7 @@ def _router(c: _Console) -> APIRouter:
                 if sessions.verify(cookie, datetime.now(UTC)) is None:
                     yield _sse("expired", "", "expired")
                     return
-                fragment = c.fragment(view, id) or ""
+                fragment = c.fragment(view, id, query, session) or ""
                 version = _version(fragment)
                 if version != last:
                     last = version

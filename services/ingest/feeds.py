@@ -15,7 +15,7 @@ import feedparser  # type: ignore[import-untyped]
 import httpx
 from pydantic import ValidationError
 
-from schemas.events import AuthorType, Platform, Post
+from schemas.events import SPREAD_COUNTS, AuthorType, Engagement, Platform, Post
 from services.common.clock import Clock, system_clock
 from services.common.config import FeedConfig
 from services.ingest.adapters._fields import (
@@ -165,7 +165,7 @@ class FeedPoller:
             "content-type": resp.headers.get("content-type", ""),
         }
         parsed = await asyncio.to_thread(
-            feedparser.parse, io.BytesIO(content), response_headers=response_headers
+            feedparser.parse, io.BytesIO(_trimmed(content)), response_headers=response_headers
         )
         if not parsed.get("version"):
             self._error(feed, "not an RSS or Atom feed")
@@ -221,6 +221,7 @@ class FeedPoller:
                 author_type=AuthorType.media if feed.platform == "news" else AuthorType.user,
                 url=checked_url(link) if link else None,
                 published_at=_published(entry, now, self._bounds),
+                engagement=_NO_COUNTS,
                 event_time=now,
             )
         except ValidationError as exc:
@@ -232,6 +233,22 @@ class FeedPoller:
         self.errors[feed.url] += 1
         self.last_error[feed.url] = reason
         log.warning("feed %s: %s", feed.url, reason)
+
+
+# A feed entry carries no counts: they are unknown (null), not 0.
+_NO_COUNTS = Engagement.model_validate(dict.fromkeys(SPREAD_COUNTS))
+_BOM = b"\xef\xbb\xbf"
+
+
+def _trimmed(content: bytes) -> bytes:
+    """`content` without the blank lines some servers put before `<?xml`: an XML declaration must come
+    first, and feedparser flags the document as malformed although it reads every entry."""
+    bom = content.startswith(_BOM)
+    body = content[len(_BOM) :] if bom else content
+    stripped = body.lstrip(b" \t\r\n")
+    if stripped is body or not stripped.startswith(b"<"):
+        return content
+    return (_BOM if bom else b"") + stripped
 
 
 # A declared encoding that differs from the real one is common on Chinese sites and harmless.

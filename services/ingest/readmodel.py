@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from schemas.events import IncidentEvent, KeywordHit, Tier, TierChange
+from schemas.events import Engagement, IncidentEvent, KeywordHit, Tier, TierChange
 
 __all__ = ["LedgerEntry", "ReadModel"]
 
@@ -23,9 +23,9 @@ class LedgerEntry:
     url: str | None
     excerpt: str
     group: str
-    reposts: int
-    comments: int
-    likes: int
+    reposts: int | None  # None: the platform never reported it (shown as —, never as an invented 0)
+    comments: int | None
+    likes: int | None
     sentiment: float
     demand: str
     first_seen: datetime
@@ -33,7 +33,8 @@ class LedgerEntry:
 
     @property
     def spread(self) -> int:
-        return self.reposts + self.comments + self.likes
+        """What is known of the spread: a lower bound when a count is unknown."""
+        return (self.reposts or 0) + (self.comments or 0) + (self.likes or 0)
 
     def as_dict(self, tier: int) -> dict[str, Any]:
         return {
@@ -52,6 +53,12 @@ class LedgerEntry:
             "first_seen": self.first_seen.isoformat(),
             "last_seen": self.last_seen.isoformat(),
         }
+
+
+def _counts(c: Engagement) -> dict[str, int | None]:
+    return {
+        name: None if name in c.unknown else getattr(c, name) for name in ("reposts", "comments", "likes")
+    }
 
 
 @dataclass
@@ -102,9 +109,7 @@ class ReadModel:
                 url=hit.url,
                 excerpt=hit.excerpt,
                 group=hit.group,
-                reposts=c.reposts,
-                comments=c.comments,
-                likes=c.likes,
+                **_counts(c),
                 sentiment=hit.sentiment,
                 demand=hit.demand,
                 first_seen=hit.event_time,
@@ -113,7 +118,12 @@ class ReadModel:
             while len(self.ledger) > self.max_ledger:
                 self.ledger.popitem(last=False)
         elif hit.event_time >= entry.last_seen:
-            entry.reposts, entry.comments, entry.likes = c.reposts, c.comments, c.likes
+            counts = _counts(c)
+            entry.reposts, entry.comments, entry.likes = (
+                counts["reposts"],
+                counts["comments"],
+                counts["likes"],
+            )
             entry.last_seen = hit.event_time
 
     # -- queries ---------------------------------------------------------------------------
@@ -174,10 +184,21 @@ class ReadModel:
     def incident(self, incident_id: str) -> list[IncidentEvent] | None:
         return self.incidents.get(incident_id)
 
-    def incident_list(self) -> list[dict[str, Any]]:
+    def incident_list(
+        self, *, state: str | None = None, tier: int | None = None, group: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Incidents, newest first; `state` is one state or "open" (any state before closed), `tier` the
+        current tier."""
         out = []
         for iid, events in self.incidents.items():
             last = events[-1]
+            if state is not None and not (
+                last.state.value == state or (state == "open" and last.state.value not in _CLOSED)
+            ):
+                continue
+            if (tier is not None and int(last.tier) != tier) or (group is not None and last.group != group):
+                continue
+            latest = last.statement[-1] if last.statement else None
             out.append(
                 {
                     "incident_id": iid,
@@ -187,9 +208,19 @@ class ReadModel:
                     "opened_at": events[0].event_time,
                     "updated_at": last.event_time,
                     "deadlines": [d.model_dump(mode="json") | {"status": d.status} for d in last.deadlines],
+                    "statement": {"version": latest.version, "status": latest.status.value}
+                    if latest
+                    else None,
+                    "follow_ups": {
+                        "total": len(last.follow_ups),
+                        "open": sum(i.outcome is None for i in last.follow_ups),
+                    },
                 }
             )
         return sorted(out, key=lambda r: r["opened_at"], reverse=True)
+
+
+_CLOSED = ("closed", "postmortem_filed")
 
 
 def _sentiment_class(score: float) -> str:

@@ -2,6 +2,9 @@
 
 A line is a normalised Post, a native payload of `platform`, or {"platform": …, "payload": {…}} with an
 optional "event_time". Bad lines are reported and counted; they never stop the replay.
+
+With `event_time`, a line without an observation time takes its publish time instead of the time it is sent:
+history keeps its own times, for a stack whose windows follow event time (YUQING_WINDOW_CLOCK=event).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from services.ingest.adapters import AdapterError, adapt
 from services.ingest.exceptions import ReplayError
 from services.ingest.timeparse import parse_time
 
-__all__ = ["ReplayResult", "replay"]
+__all__ = ["ReplayResult", "parse_line", "replay"]
 
 _READ_HINT = 1 << 20  # bytes of lines read per trip to the worker thread
 _ACK_WINDOW = 1000  # sends in flight before waiting for their acks: bounds memory, surfaces errors early
@@ -39,6 +42,7 @@ class ReplayResult:
     sent: int
     bad: int
     seconds: float
+    published: int = 0  # lines sent with their publish time for want of an observation time (event_time)
 
 
 class _BadLine(Exception):
@@ -55,17 +59,19 @@ async def replay(
     report: Path | None,
     progress: bool,
     clock: Clock = system_clock,
+    event_time: bool = False,
 ) -> ReplayResult:
     """Send every good line of `path` to `topic`, keyed platform:post_id.
 
     speed None sends as fast as Kafka takes them; speed 1.0 keeps the gaps between event times, 10 makes
     them ten times shorter. Native lines of `platform` are paced by their publish times and stamped with
-    clock() when sent; other lines without an event_time get clock() and do not move the pace.
+    clock() when sent; other lines without an event_time get clock() and do not move the pace. With
+    `event_time`, every line without an event_time takes its publish time instead, and paces by it.
     """
     if speed is not None and not (math.isfinite(speed) and speed > 0):
         raise ReplayError(f"speed must be a positive number, or None for as fast as possible; got {speed!r}")
     native = _platform(platform)
-    sent = bad = read_bytes = 0
+    sent = bad = read_bytes = published = 0
     async with contextlib.AsyncExitStack() as stack:
         # Files first: a missing input fails before any connection to Kafka is made.
         source = stack.enter_context(await asyncio.to_thread(path.open, "rb"))
@@ -94,6 +100,9 @@ async def replay(
                     _write_bad(sink, number, str(exc), line)
                     bar.show(read_bytes, sent + len(pending), bad)
                     continue
+                if event_time and not explicit:
+                    post, explicit = _observed(post, post.published_at), True
+                    published += 1
                 # A native payload has no observation time: its publish time sets the pace, and it is
                 # observed when it is sent, so it is stamped again after the wait.
                 pace = post.event_time if explicit else post.published_at if native else None
@@ -109,7 +118,7 @@ async def replay(
         sent += await _acked(pending)
     seconds = time.monotonic() - started
     bar.show(read_bytes, sent, bad, final=True)
-    return ReplayResult(sent=sent, bad=bad, seconds=seconds)
+    return ReplayResult(sent=sent, bad=bad, seconds=seconds, published=published)
 
 
 def _platform(name: str | None) -> str | None:
@@ -120,6 +129,21 @@ def _platform(name: str | None) -> str | None:
         allowed = ", ".join(p.value for p in Platform)
         raise ReplayError(f"platform {name!r} is not one of: {allowed}")
     return key
+
+
+def parse_line(
+    line: bytes, platform: str | None, now: datetime, *, publish_time: bool = False
+) -> tuple[Post, bool]:
+    """The Post one line of a replay file holds, and whether its event time came from the line. A line
+    without an observation time gets `now`, or with `publish_time` its publish time. ReplayError says why
+    a line holds no post."""
+    try:
+        post, explicit = _decode(line, _platform(platform), now)
+    except _BadLine as exc:
+        raise ReplayError(str(exc)) from None
+    if publish_time and not explicit:
+        post = _observed(post, post.published_at)
+    return post, explicit
 
 
 def _decode(line: bytes, platform: str | None, now: datetime) -> tuple[Post, bool]:

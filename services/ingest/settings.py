@@ -7,7 +7,7 @@ from typing import Annotated, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, strong_secret, strong_secrets
 from services.ingest.timeparse import TimeBounds
 
 __all__ = ["IngestSettings"]
@@ -29,6 +29,11 @@ class IngestSettings(CommonSettings):
     )
     link_secret: SecretStr | None = Field(
         default=None, description="HMAC key of ack links (same as escalation)."
+    )
+    console_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of console sessions, shared with nothing else; unset = a random key per "
+        "process (sessions end at a restart).",
     )
     read_model: bool = Field(
         default=True, description="Follow the event topics to serve tiers, ledger, incidents."
@@ -87,6 +92,25 @@ class IngestSettings(CommonSettings):
         if isinstance(value, str):
             return tuple(t.strip() for t in value.split(",") if t.strip())
         return value
+
+    @field_validator("ingest_tokens", "operator_tokens")
+    @classmethod
+    def _strong_tokens(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        return strong_secrets(value)
+
+    @field_validator("link_secret", "console_secret")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        return strong_secret(value)
+
+    @model_validator(mode="after")
+    def _separate_keys(self) -> Self:
+        """One leaked key must not forge both an ack link and a console session."""
+        if self.console_secret and self.console_secret == self.link_secret:
+            raise ValueError(
+                "YUQING_CONSOLE_SECRET is the same as YUQING_LINK_SECRET; give the console its own key"
+            )
+        return self
 
 
 def _loopback(host: str) -> bool:

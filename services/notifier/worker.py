@@ -16,7 +16,7 @@ from schemas.events import Alert, AlertKind, DeliveryOutcome, KeywordHit, TierCh
 from services.common import json
 from services.common.clock import system_clock
 from services.common.config import load_config
-from services.common.stream import StreamShell, decode
+from services.common.stream import StreamShell, decode, expect_key
 from services.notifier.channels import build_channel
 from services.notifier.core import Dispatcher, send_batches
 from services.notifier.exceptions import DeliveryFailed
@@ -83,16 +83,21 @@ def build(settings: NotifierSettings) -> StreamShell:
             topic = event.message.topic
             if topic == t.keyword_hits:
                 hit = decode(KeywordHit, event.value)
+                expect_key(event.key, hit.group, "rule group")
                 if hit.first_seen:
                     grouper.add(hit, pending, now, event.message.partition, event.message.offset)
             elif topic == t.tier_changes:
                 tc = decode(TierChange, event.value)
+                expect_key(event.key, tc.group, "rule group")
                 grouper.set_tier(tc.group, tc.tier, pending)  # down as well as up
             else:
                 alert = decode(Alert, event.value)
+                expect_key(event.key, alert.group, "rule group")
                 if alert.kind in (AlertKind.incident_opened, AlertKind.tier_change):
                     grouper.set_tier(alert.group, alert.tier, pending)
                 await deliver(alert)
+            # What follows sends batches that were due anyway: a death there is not this record's.
+            shell.handled(event)
 
         async def dead_letter(batch: Alert, reason: str, detail: str) -> None:
             await shell.dead_letter(event, reason, detail, value=json.dumps(batch))

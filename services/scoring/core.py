@@ -6,7 +6,7 @@ State lives in MutableMappings handed in by the caller (dicts in tests, changelo
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -15,11 +15,11 @@ from schemas.events import Engagement, KeywordHit, Post, Tier, TierChange
 from services.common.clock import Clock, system_clock
 from services.common.config import TiersConfig, YuqingConfig
 from services.common.exceptions import ConfigError
-from services.scoring.engagement import Snapshot, apply_snapshot
+from services.scoring.engagement import Snapshot, apply_snapshot, cumulative_of
 from services.scoring.matcher import RuleMatcher
 from services.scoring.sentiment import analyse
-from services.scoring.tiers import TierDecision, TierState, decide, set_override, window_label
-from services.scoring.windows import WindowCounter, minute_of
+from services.scoring.tiers import TierDecision, TierState, decide, held, highest, set_override, window_label
+from services.scoring.windows import Move, WindowCounter, minute_of
 
 __all__ = ["DEFAULT_TRACK", "HitStage", "ScoringState", "TierStage"]
 
@@ -130,6 +130,7 @@ class HitStage:
             delta = Engagement()
         sentiment, demand = analyse(post.text)
         now = self.clock()
+        cumulative = cumulative_of(snap, post.engagement)
         hits = []
         firsts = []
         for group in targets:
@@ -149,12 +150,7 @@ class HitStage:
                     first_seen=first,
                     matches=groups.get(group, ()),
                     delta=delta,
-                    cumulative=Engagement(
-                        reposts=snap.reposts,
-                        comments=snap.comments,
-                        likes=snap.likes,
-                        extras=post.engagement.extras,
-                    ),
+                    cumulative=cumulative,
                     excerpt=post.text[:280],
                     url=post.url,
                     sentiment=sentiment,
@@ -169,7 +165,17 @@ class HitStage:
 
 
 class TierStage:
-    """KeywordHits -> windowed spread per group -> TierChange on every change, up or down."""
+    """KeywordHits -> windowed spread per group -> TierChange on every change, up or down.
+
+    Decisions are made minute by minute in event time. When the evaluation point jumps ahead (a tick after
+    a quiet spell, a hit after a gap) the minutes in between are decided too, from the buckets, so a
+    cooldown happens at the minute the hold ran out whenever it is noticed. A late observation re-decides
+    the minutes from max(its minute, the group's last change) to now: a tier it raises is emitted with the
+    minute it was reached as window_end and now as detected_at. Ids therefore follow from the input alone.
+
+    `event_clock`: ticks and overrides take the newest event time of the state (a partition) as now,
+    instead of the wall clock; for replaying history, where the wall clock is years ahead of the data.
+    """
 
     def __init__(
         self,
@@ -177,11 +183,13 @@ class TierStage:
         rule_version: str = "",
         clock: Clock = system_clock,
         track: timedelta = DEFAULT_TRACK,
+        event_clock: bool = False,
     ) -> None:
         self.config = config
         self.rule_version = rule_version
         self.clock = clock
         self.track = _checked_track(track, config)
+        self.event_clock = event_clock
         # Looked up on every hit: resolve per-group overrides once, not by scanning the groups each time.
         self._retention = config.window()
         self._tiers = {g.name: config.tiers_for(g.name) for g in config.rules.groups}
@@ -199,6 +207,15 @@ class TierStage:
         lengths = self._lengths.get(group, self._default_lengths)
         grace = self._graces.get(group, self._grace)
         return WindowCounter(state.buckets, state.windows_meta, self._retention, grace, lengths)
+
+    def now(self, state: ScoringState) -> datetime:
+        """What ticks and overrides take as the current time: the wall clock, or with `event_clock` the
+        newest event time in `state` (the wall clock while it holds none)."""
+        if self.event_clock:
+            newest = WindowCounter(state.buckets, state.windows_meta, self._retention, self._grace).newest()
+            if newest is not None:
+                return newest
+        return self.clock()
 
     def process(self, hit: KeywordHit, state: ScoringState, offset: int | None = None) -> list[TierChange]:
         """Count the hit (raises windows.LateEvent when too late) and re-evaluate its group.
@@ -221,14 +238,18 @@ class TierStage:
             state.counted[key] = at
             self._remember_top(hit, state)
         # Hit-driven evaluation happens at event time, so a replay gives the same decisions and ids.
-        return self._evaluate(hit.group, windows, state, at=hit.event_time)
+        late = minute_of(hit.event_time) if total > 0 else None
+        return self._evaluate(hit.group, windows, state, hit.event_time, late)
 
     def tick(self, state: ScoringState, groups: list[str] | None = None) -> list[TierChange]:
-        """Re-evaluate groups at wall-clock time so that tiers come down when a keyword goes quiet."""
-        now = self.clock()
+        """Re-evaluate groups up to the last minute that is over (see `now`), so that tiers come down when
+        a keyword goes quiet. Each minute since a group's last evaluation is decided in event time, and a
+        tick never decides a minute whose hits may still come, so when ticks happen does not change what is
+        emitted."""
+        now = self.now(state) - timedelta(minutes=1)
         out: list[TierChange] = []
         for group in groups if groups is not None else list(state.windows_meta.keys()):
-            out.extend(self._evaluate(group, self._windows(state, group), state, at=now))
+            out.extend(self._evaluate(group, self._windows(state, group), state, now))
         return out
 
     def expire(self, state: ScoringState) -> int:
@@ -241,44 +262,167 @@ class TierStage:
             del state.counted[key]
         return len(gone)
 
-    def override(
-        self, group: str, tier: Tier | None, operator: str, state: ScoringState
-    ) -> TierChange | None:
+    def override(self, group: str, tier: Tier | None, operator: str, state: ScoringState) -> list[TierChange]:
+        """Pin (tier) or release (None) the group's tier now (see `now`): the cooldowns the minutes since
+        its last evaluation brought, if any, then the override itself."""
         windows = self._windows(state, group)
         current = TierState.from_row(state.tiers.get(group))
-        decision = set_override(current, tier, operator)
-        until = windows.advance(group, self.clock())
-        return self._apply(group, decision, windows, state, until, operator=operator)
+        move = windows.move(group, self.now(state))
+        out: list[TierChange] = []
+        if current.override is None and move.before is not None and current.tier is not Tier.none:
+            current = self._gap(group, windows, state, current, move, out)
+        decision = set_override(current, tier, operator, _minute_time(move.until))
+        change = self._change(group, decision, windows, state, move.until, move.sums, operator=operator)
+        if change is not None:
+            out.append(change)
+        self._save(group, decision.state, state)
+        windows.expire(group)
+        return out
 
     def _evaluate(
-        self, group: str, windows: WindowCounter, state: ScoringState, at: datetime
+        self, group: str, windows: WindowCounter, state: ScoringState, at: datetime, late: int | None = None
     ) -> list[TierChange]:
-        until, totals = windows.advance_sums(group, at)
+        move = windows.move(group, at)
+        stored = current = TierState.from_row(state.tiers.get(group))
+        out: list[TierChange] = []
+        if current.override is None:
+            if move.before is not None and current.tier is not Tier.none:
+                current = self._gap(group, windows, state, current, move, out)
+            elif late is not None and late < move.until:
+                current = self._late(group, windows, state, current, late, move.until, out)
         cfg = self.tiers_for(group)
-        current = TierState.from_row(state.tiers.get(group))
-        decision = decide(current, totals, cfg, datetime.fromtimestamp(until * 60, UTC))
-        change = self._apply(group, decision, windows, state, until)
-        return [change] if change else []
+        decision = decide(current, move.sums, cfg, _minute_time(move.until))
+        change = self._change(group, decision, windows, state, move.until, move.sums)
+        if change is not None:
+            out.append(change)
+        if decision.state is not stored or group not in state.tiers:  # decide hands back what it kept
+            self._save(group, decision.state, state)
+        windows.expire(group)
+        return out
 
-    def _apply(
+    def _gap(
+        self,
+        group: str,
+        windows: WindowCounter,
+        state: ScoringState,
+        current: TierState,
+        move: Move,
+        out: list[TierChange],
+    ) -> TierState:
+        """Decide each minute strictly between the previous evaluation point and the new one."""
+        cfg = self.tiers_for(group)
+        last = move.previous
+        for minute, sums in windows.walk(group, move.previous, move.before or {}, move.until - 1):
+            current = self._step(group, windows, state, current, minute, sums, out)
+            last = minute
+            if current.tier is Tier.none:
+                return current
+        # The walk ended early: every window is empty from here on, until the new point.
+        zeros = dict.fromkeys(move.sums, 0)
+        for minute in range(last + 1, min(move.until, last + cfg.downgrade_hold_minutes + 2)):
+            current = self._step(group, windows, state, current, minute, zeros, out)
+            if current.tier is Tier.none:
+                break
+        return current
+
+    def _late(
+        self,
+        group: str,
+        windows: WindowCounter,
+        state: ScoringState,
+        current: TierState,
+        minute: int,
+        until: int,
+        out: list[TierChange],
+    ) -> TierState:
+        """Re-decide the minutes from max(minute, last change) to until - 1 after a late observation at
+        `minute` (the evaluation at `until` itself follows in the caller).
+
+        The windows before the group's last change led to tier changes already emitted; they stay. After
+        it the tier stayed the same, so the observation can raise it (at the first minute its windows cross
+        a threshold) or restart the hysteresis hold; nothing it adds can bring a tier down.
+        """
+        cfg = self.tiers_for(group)
+        since = None if current.since is None else minute_of(current.since)
+        if since is not None:
+            lo = max(minute, since)
+        elif current.tier is Tier.none:
+            lo = minute  # never changed: every minute may be decided again
+        else:
+            return current  # a row from before `since` was recorded: only the current point is decided
+        if lo >= until:
+            return current
+        series = windows.back(group, lo)  # series[i]: the windows ending at minute lo + i, up to until
+        span = series[:-1]
+        peak = {w: max(s[w] for s in span) for w in span[0]}
+        if highest(peak, cfg).severity <= current.tier.severity:
+            # Nothing rises: only a hold under way may restart, where the band now holds again.
+            if current.below_since is None:
+                return current
+            first = max(lo, minute_of(current.below_since))
+            for end in range(until - 1, first - 1, -1):
+                if held(series[end - lo], cfg).severity >= current.tier.severity:
+                    return replace(current, below_since=_minute_time(end + 1))
+            return current
+        # Something rises (rare): decide minute by minute from lo, from the state as it stood at lo - 1.
+        start = lo
+        if current.below_since is not None and minute_of(current.below_since) < lo:
+            current_at = current  # the run below the band went on through lo - 1
+        elif since is not None and lo > since:
+            # A run of minutes below the band that ended at lo - 1 started within `hold` minutes of it (or the
+            # tier would have come down since): find its start.
+            start = max(lo - cfg.downgrade_hold_minutes - 1, since + 1)
+            series = windows.back(group, start)
+            first = lo
+            while first > start and held(series[first - 1 - start], cfg).severity < current.tier.severity:
+                first -= 1
+            current_at = replace(current, below_since=_minute_time(first) if first < lo else None)
+        else:
+            current_at = replace(current, below_since=None)
+        current = current_at
+        for end in range(lo, until):
+            current = self._step(group, windows, state, current, end, series[end - start], out)
+        return current
+
+    def _step(
+        self,
+        group: str,
+        windows: WindowCounter,
+        state: ScoringState,
+        current: TierState,
+        minute: int,
+        sums: dict[int, int],
+        out: list[TierChange],
+    ) -> TierState:
+        decision = decide(current, sums, self.tiers_for(group), _minute_time(minute))
+        change = self._change(group, decision, windows, state, minute, sums)
+        if change is not None:
+            out.append(change)
+        return decision.state
+
+    @staticmethod
+    def _save(group: str, tier: TierState, state: ScoringState) -> None:
+        row = tier.to_row()
+        if state.tiers.get(group) != row:
+            state.tiers[group] = row
+
+    def _change(
         self,
         group: str,
         decision: TierDecision,
         windows: WindowCounter,
         state: ScoringState,
-        until: int,
+        minute: int,
+        sums: dict[int, int],
         operator: str | None = None,
     ) -> TierChange | None:
-        row = decision.state.to_row()
-        if state.tiers.get(group) != row:
-            state.tiers[group] = row
+        """The TierChange a decision at `minute` (windows ending with it hold `sums`) makes, if any."""
         if decision.reason is None or (not decision.changed and decision.reason != "override"):
             return None
         cfg = self.tiers_for(group)
         longest = max(r.window_minutes for r in cfg.rules)
-        sums = windows.sums(group)
         counts = {window_label(r.window_minutes): sums.get(r.window_minutes, 0) for r in cfg.rules}
-        window_end = datetime.fromtimestamp((until + 1) * 60, UTC)
+        window_end = _minute_time(minute + 1)
         new, old = decision.state.tier, decision.previous
         return TierChange(
             event_time=window_end,
@@ -289,8 +433,8 @@ class TierStage:
             reason=decision.reason,
             window_end=window_end,
             counts=counts,
-            top_posts=tuple(self._top_posts(group, state, until - longest)),
-            platform_mix=windows.totals(group, until, longest),
+            top_posts=tuple(self._top_posts(group, state, minute - longest, minute)),
+            platform_mix=windows.totals(group, minute, longest),
             rule_version=self.rule_version,
             operator=operator,
             detected_at=self.clock(),
@@ -303,7 +447,7 @@ class TierStage:
         key = f"{hit.platform.value}:{hit.post_id}"
         for e in entries:
             if e[1] == key:
-                e[0], e[3] = minute, e[3] + hit.delta.total
+                e[0], e[3] = max(e[0], minute), e[3] + hit.delta.total
                 break
         else:
             entries.append([minute, key, hit.platform.value, hit.delta.total, hit.excerpt[:80], hit.url])
@@ -311,9 +455,15 @@ class TierStage:
         state.top[hit.group] = entries[: _TOP_N * 2]
 
     @staticmethod
-    def _top_posts(group: str, state: ScoringState, since_minute: int) -> list[dict[str, Any]]:
-        entries = [e for e in state.top.get(group) or [] if e[0] > since_minute]
+    def _top_posts(
+        group: str, state: ScoringState, since_minute: int, until_minute: int
+    ) -> list[dict[str, Any]]:
+        entries = [e for e in state.top.get(group) or [] if since_minute < e[0] <= until_minute]
         return [
             {"post": e[1], "platform": e[2], "spread": e[3], "excerpt": e[4], "url": e[5]}
             for e in entries[:_TOP_N]
         ]
+
+
+def _minute_time(minute: int) -> datetime:
+    return datetime.fromtimestamp(minute * 60, UTC)

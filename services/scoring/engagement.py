@@ -8,7 +8,7 @@ from typing import cast
 
 from schemas.events import Engagement, Post
 
-__all__ = ["Snapshot", "apply_snapshot"]
+__all__ = ["Snapshot", "apply_snapshot", "cumulative_of"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,22 @@ class Snapshot:
         # As to_row writes it, read on every hit; the scoring core keeps more after these four.
         r, c, lk, t = cast(tuple[int, int, int, str], row[:4])
         return cls(r, c, lk, datetime.fromisoformat(t))
+
+
+def cumulative_of(snap: Snapshot, reported: Engagement) -> Engagement:
+    """The high-water counts as a hit reports them. A count this snapshot did not report, and that no
+    earlier snapshot showed above 0, stays unknown (null on the wire): the ledger must not show an invented 0.
+    """
+    unknown = {name: None for name in reported.unknown if getattr(snap, name) == 0}
+    return Engagement.model_validate(
+        {
+            "reposts": snap.reposts,
+            "comments": snap.comments,
+            "likes": snap.likes,
+            "extras": reported.extras,
+            **unknown,
+        }
+    )
 
 
 def apply_snapshot(previous: Snapshot | None, post: Post) -> tuple[Engagement, Snapshot]:

@@ -6,6 +6,11 @@
    (小米椒, 苹果肌, 京东方); a brand that is also an everyday word (苹果, 星河) needs a brand cue in the post
    (ambiguous.yaml). A tag may sit inside a longer word (售后服务, 食物中毒), not inside a harmless compound
    (避雷针, 垃圾分类) nor straddle two words (一起|火锅 is not 起火).
+   Weibo's markup (markup.py): in a hashtag, an everyday word followed at once by a tag is the brand
+   (#小米差评#, #苹果避雷#; not #小米粥做法#); so is one that names a 超话 (#小米[超话]#, 小米超话). An
+   @mention's nick is a name: nothing in it is a brand, a tag or the poster's sentiment (@华为粉丝小王,
+   @避雷小分队), unless the nick is the brand's own account (@小米公司, @华为终端), which names the brand.
+   Emoticon alt-text ([怒], [白眼]) is a sentiment word (data/emoticons.yaml) and masks the words inside it.
 3. Negative evidence (tags, and grievance words from the sentiment lexicon) is attributed to the brand it is
    about: the nearest brand in its clause, else the last one named before it. A brand named as the better
    choice (还是华为好用, 早知道买格力, 换到京东) or cleared (不是小米的问题) takes none. Negated tags
@@ -37,6 +42,7 @@ import yaml
 from schemas.events import TermMatch
 from services.common.config import RuleGroup, RulesConfig
 from services.scoring.automaton import Automaton
+from services.scoring.markup import hashtags, inside, nicks
 from services.scoring.normalize import normalize, normalize_marked
 from services.scoring.sentiment import NEUTRAL_BAND, read, stance
 
@@ -89,18 +95,34 @@ def default_negatives() -> tuple[str, ...]:
     return _lines("negatives.txt")
 
 
+def _yaml(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(
+        (resources.files("services.scoring") / "data" / name).read_text(encoding="utf-8")
+    )
+    return data
+
+
+@lru_cache(maxsize=1)
+def _account_words() -> frozenset[str]:
+    return frozenset(normalize(t) for t in (*_lines("product_words.txt"), *_lines("accounts.txt")))
+
+
+@lru_cache(maxsize=1)
+def _emoticons() -> tuple[str, ...]:
+    return tuple(normalize(t) for kind in _yaml("emoticons.yaml").values() for t in kind)
+
+
 @lru_cache(maxsize=1)
 def _shipped() -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...], dict[str, Any]]:
     """(weak tags, harmless compounds, other brands, ambiguous-brand data), all normalised."""
-    amb: dict[str, Any] = yaml.safe_load(
-        (resources.files("services.scoring") / "data" / "ambiguous.yaml").read_text(encoding="utf-8")
-    )
+    amb = _yaml("ambiguous.yaml")
     return (
         frozenset(normalize(t) for t in _lines("weak_tags.txt")),
         tuple(normalize(t) for t in _lines("compounds.txt")),
         tuple(normalize(t) for t in _lines("other_brands.txt")),
         {
             "generic": tuple(normalize(t) for t in amb["generic_cues"]),
+            "generic_after": tuple(normalize(t) for t in amb["generic_after"]),
             "terms": {
                 normalize(k): (
                     tuple(normalize(t) for t in v.get("cues", ())),
@@ -130,6 +152,10 @@ class _Compiled:
     ambiguous: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
 
 
+# An Aho-Corasick candidate: (start, end, word, owners, kinds).
+_Candidate = tuple[int, int, str, tuple[tuple[int, str], ...], frozenset[str]]
+
+
 class _Mention(NamedTuple):
     group: int  # -1: a brand that is no rule group's (other_brands.txt)
     term: str
@@ -151,12 +177,20 @@ class _Text:
     """One post's normalised text and what the matcher looks up in it again and again: the clause around a
     span, and jieba's cuts of a clause. Made per post and dropped with it: nothing is shared across posts."""
 
-    def __init__(self, norm: str, camel: frozenset[int]) -> None:
+    def __init__(self, norm: str, camel: frozenset[int], masked: tuple[tuple[int, int], ...]) -> None:
         self.norm = norm
         self.camel = camel  # offsets where the original's letter case marked a word boundary
+        self.masked = masked  # the nicks of @mentions: no sentiment word in them is the poster's
         # Offsets of the clause-splitting characters, ascending: a clause is the run between two of them.
         self._splits = [m.start() for m in _CLAUSE_SPLIT.finditer(norm)]
         self.cuts: dict[tuple[int, int], frozenset[int]] = {}  # clause -> jieba's word boundaries in it
+        self._topics: list[tuple[int, int]] | None = None
+
+    def topics(self) -> list[tuple[int, int]]:
+        """The spans of the hashtags' contents."""
+        if self._topics is None:
+            self._topics = hashtags(self.norm)
+        return self._topics
 
     def clause(self, start: int, end: int) -> tuple[int, int]:
         """The clause around norm[start:end]: back from start and on from end to the nearest split."""
@@ -193,7 +227,7 @@ class RuleMatcher:
                     # 小米汽车, 星河电器 among the group's brands make 汽车 and 电器 cues for bare 小米, 星河.
                     endings = tuple(o[len(b) :] for o in brands if o != b and o.startswith(b))
                     anywhere = (*cues, *endings, *amb["generic"])
-                    ambiguous[b] = (anywhere, (*anywhere, *after), veto)
+                    ambiguous[b] = (anywhere, (*anywhere, *after, *amb["generic_after"]), veto)
             c = _Compiled(
                 rule=rule,
                 brands=brands,
@@ -213,6 +247,13 @@ class RuleMatcher:
         for w in others:
             if w not in brand_terms:
                 terms.setdefault(w, []).append((-1, _OTHER))
+        # Who a nick made of these names (and account words) belongs to: @小米公司, @华为终端.
+        self._names = {
+            w: frozenset(gi for gi, k in owners if k == "brand" or k == _OTHER)
+            for w, owners in terms.items()
+            if any(k == "brand" or k == _OTHER for _, k in owners)
+        }
+        self._account_words = _account_words()
         entries: dict[str, tuple[str, tuple[tuple[int, str], ...], frozenset[str]]] = {}
         for word, owners in terms.items():
             entries[word] = (word, tuple(owners), frozenset(k for _, k in owners))
@@ -223,11 +264,15 @@ class RuleMatcher:
                 entries[word] = (word, ((-1, _COMPOUND),), frozenset((_COMPOUND,)))
                 # After the brands: the frequency jieba suggests then beats 小米 + 椒.
                 self._tokenizer.add_word(word)
+        for word in _emoticons():
+            # A word inside an emoticon is not the post's ([吃惊] is no 吃惊, whatever a group's tags). jieba
+            # is not taught them: brackets end its blocks anyway.
+            entries.setdefault(word, (word, ((-1, _COMPOUND),), frozenset((_COMPOUND,))))
         self._automaton = Automaton(entries)
         self._tokenizer.initialize()
         self._split_product_names({*brand_terms, *others}, set(compounds))
         self.version = hashlib.sha256(
-            f"{self.rules.version}|{sorted(terms)}|{sorted(compounds)}".encode()
+            f"{self.rules.version}|{sorted(terms)}|{sorted({*compounds, *_emoticons()})}".encode()
         ).hexdigest()[:12]
 
     def _split_product_names(self, brands: set[str], compounds: set[str]) -> None:
@@ -249,19 +294,28 @@ class RuleMatcher:
     def match(self, text: str) -> list[GroupMatch]:
         """Every rule group whose brand the text complains about, with the confirmed term spans in normalised
         text: the brand mentions, the negative evidence attributed to them, and any required word."""
-        norm, camel = normalize_marked(text)
+        norm, camel, ends = normalize_marked(text)
         if not norm or len(self._automaton) == 0:
             return []
-        # (start, end, word, owners, kinds); owners can be every group for a shared tag, so test kinds.
-        found = [(start, end, w, o, k) for start, end, (w, o, k) in self._automaton.find(norm)]
+        # Owners can be every group for a shared tag, so test kinds.
+        found: list[_Candidate] = [
+            (start, end, w, o, k) for start, end, (w, o, k) in self._automaton.find(norm)
+        ]
         if not any("brand" in f[4] for f in found):
             return []
-        if not any("negative" in f[4] for f in found) and not any(q.polarity < 0 for q in read(norm)):
+        masked: tuple[tuple[int, int], ...] = ()
+        named: set[int] = set()  # starts of brand terms in the nick of the brand's own account
+        if "@" in norm and (spans := nicks(norm, ends)):
+            masked = tuple(spans)
+            found = self._outside_nicks(norm, found, spans, named)
+            if not any("brand" in f[4] for f in found):
+                return []
+        if not any("negative" in f[4] for f in found) and not any(q.polarity < 0 for q in read(norm, masked)):
             # No tag and no grievance word: no group can get negative evidence, so none can hit whatever
             # the brand checks below would find. Skipping them spares jieba on neutral brand mentions.
             return []
         compounds = [(f[0], f[1]) for f in found if _COMPOUND in f[4]]
-        t = _Text(norm, camel)
+        t = _Text(norm, camel, masked)
         mentions: list[_Mention] = []
         required: dict[int, list[TermMatch]] = {}
         found = [
@@ -270,7 +324,7 @@ class RuleMatcher:
         for start, end, word, owners, kinds in found:
             if kinds == _ONLY_NEGATIVE:
                 continue
-            if not self._on_boundaries(t, start, end, strict=True):
+            if start not in named and not self._on_boundaries(t, start, end, strict=True):
                 continue
             for gi, kind in owners:
                 if kind == "brand" or kind == _OTHER:
@@ -280,7 +334,12 @@ class RuleMatcher:
                     required.setdefault(gi, []).append(
                         TermMatch(term=word, kind="required", start=start, end=end)
                     )
-        mentions = self._accepted(_outermost(mentions), t)
+        tags_at: dict[int, list[tuple[int, str]]] = {}  # start -> (end, tag) of every candidate tag
+        if "#" in norm:
+            for start, end, word, _, kinds in found:
+                if "negative" in kinds:
+                    tags_at.setdefault(start, []).append((end, word))
+        mentions = self._accepted(_outermost(mentions), t, named, tags_at)
         if not any(m.group >= 0 for m in mentions):
             return []
         tags = {  # span -> term, tags of any group
@@ -300,7 +359,7 @@ class RuleMatcher:
         required: dict[int, list[TermMatch]],
     ) -> list[GroupMatch]:
         norm = t.norm
-        cues = read(norm)
+        cues = read(norm, t.masked)
         by_span = {(c.start, c.end): c for c in cues}
         single = len({m.group for m in mentions}) == 1 and not any(m.blameless for m in mentions)
         result = []
@@ -345,16 +404,72 @@ class RuleMatcher:
             result.append(GroupMatch(group=c.rule.name, matches=tuple(matches)))
         return result
 
-    def _accepted(self, mentions: list[_Mention], t: _Text) -> list[_Mention]:
+    def _outside_nicks(
+        self,
+        norm: str,
+        found: list[_Candidate],
+        spans: list[tuple[int, int]],
+        named: set[int],
+    ) -> list[_Candidate]:
+        """The candidates outside the nicks of @mentions, and the brand names inside a nick that is the
+        brand's own account (@小米公司, @华为终端, @AppleSupport), whose starts go to `named`. Nothing else
+        in a nick is the poster's: @华为粉丝小王 names no brand, @避雷小分队 makes no complaint."""
+        accounts = {span for span in spans if self._account(norm[span[0] : span[1]])}
+        out = []
+        for f in found:
+            span = inside(f[0], f[1], spans)
+            if span is None:
+                out.append(f)
+            elif span in accounts and ("brand" in f[4] or _OTHER in f[4]):
+                out.append((f[0], f[1], f[2], f[3], f[4] - _ONLY_NEGATIVE))
+                named.add(f[0])
+        return out
+
+    def _account(self, nick: str) -> bool:
+        """The nick is one brand's names and account words only: 小米公司, 华为终端, redmi红米手机."""
+        names, words = self._names, self._account_words
+        # Depth-first over (offset, owners so far); a nick is short, so this is a few dozen lookups.
+        todo: list[tuple[int, frozenset[int] | None]] = [(0, None)]
+        seen: set[tuple[int, frozenset[int] | None]] = set()
+        while todo:
+            at, owners = todo.pop()
+            if at == len(nick):
+                if owners:
+                    return True
+                continue
+            for stop in range(at + 1, min(len(nick), at + 16) + 1):
+                piece = nick[at:stop]
+                nxt: frozenset[int] | None
+                if piece in names:
+                    nxt = names[piece] if owners is None else owners & names[piece]
+                    if not nxt:
+                        continue
+                elif piece in words:
+                    nxt = owners
+                else:
+                    continue
+                if (stop, nxt) not in seen:
+                    seen.add((stop, nxt))
+                    todo.append((stop, nxt))
+        return False
+
+    def _accepted(
+        self,
+        mentions: list[_Mention],
+        t: _Text,
+        named: set[int],
+        tags_at: dict[int, list[tuple[int, str]]],
+    ) -> list[_Mention]:
         """Drop ambiguous brand words (苹果 the fruit) that the post gives no sign of meaning as the brand."""
         norm = t.norm
         plain = [m for m in mentions if m.group < 0 or m.term not in self._groups[m.group].ambiguous]
         if len(plain) == len(mentions):
             return list(mentions)  # no everyday word among them: all kept, as the loop below would
         plain_groups = {m.group for m in plain}
+        everyday: dict[tuple[int, str], bool] = {}  # for _tagged_topic
         out = []
         for m in mentions:
-            if m.group < 0 or m.group in plain_groups:
+            if m.group < 0 or m.group in plain_groups or m.start in named:
                 out.append(m)
                 continue
             if _ADDRESSED.search(norm[max(0, m.start - 3) : m.start]) or any(
@@ -370,9 +485,35 @@ class RuleMatcher:
             lo, hi = t.clause(m.start, m.end)
             if any(v in norm[lo:hi] for v in veto):
                 continue
-            if any(cue in norm for cue in cues):
+            if any(cue in norm for cue in cues) or self._tagged_topic(m, t, tags_at, mentions, everyday):
                 out.append(m)
         return out
+
+    def _tagged_topic(
+        self,
+        m: _Mention,
+        t: _Text,
+        tags_at: dict[int, list[tuple[int, str]]],
+        mentions: list[_Mention],
+        everyday: dict[tuple[int, str], bool],
+    ) -> bool:
+        """#小米差评#, #苹果避雷#: in a hashtag, an everyday word followed at once by a tag names the brand,
+        unless the post uses the same word in its everyday sense elsewhere (#苹果避雷# 水果店的苹果打了蜡).
+        `everyday` remembers that answer per word for the post."""
+        if m.end not in tags_at:
+            return False
+        topic = inside(m.start, m.end, t.topics())
+        negatives = self._groups[m.group].negatives
+        if topic is None or not any(end <= topic[1] and w in negatives for end, w in tags_at[m.end]):
+            return False
+        key = (m.group, m.term)
+        if key not in everyday:
+            veto = self._groups[m.group].ambiguous[m.term][2]
+            everyday[key] = any(
+                o.term == m.term and any(v in t.norm[slice(*t.clause(o.start, o.end))] for v in veto)
+                for o in mentions
+            )
+        return not everyday[key]
 
     def _on_boundaries(self, t: _Text, start: int, end: int, strict: bool) -> bool:
         """Strict: both ends on jieba cuts. Else one end will do (虚标 in 虚/标的, 中毒 in 食物中毒)."""

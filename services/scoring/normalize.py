@@ -22,9 +22,17 @@ def _gap(m: re.Match[str]) -> str:
     return ""
 
 
+# Private-use characters: they survive NFKC, case folding and OpenCC, and are never in real text.
+_MARK = "\ue000"  # a case boundary
+_END = "\ue001"  # the end of an @mention's nick
+_MARKS = re.compile(f"([{_MARK}{_END}])")
 # Where case shows a word boundary that case folding erases: MacBookPro, AirPodsPro, RedmiK70, HUAWEIMate.
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_MARK = "\ue000"  # a private-use character: survives NFKC, case folding and OpenCC, never in real text
+# An @mention and the whitespace after it: Weibo links the nick up to a space, so '@小米公司 我的手机' names
+# 小米公司, and dropping the space must not let the nick run on into the post. The nick may hold case marks
+# (@AppleSupport); an e-mail address is no mention (service@jd.com). Possessive repeats: a nick or a run of
+# spaces is never given back, so a long run costs one scan, not one per length.
+_MENTION_GAP = re.compile(rf"(?<![A-Za-z0-9._%+\-])@[\w\-{_MARK}]++(?={_DROP.pattern}+(.))")
 
 
 def _latin(ch: str) -> bool:
@@ -90,23 +98,41 @@ def normalize(text: str) -> str:
     return normalize_marked(text)[0]
 
 
+def _end_mention(m: re.Match[str]) -> str:
+    # A space between two Latin characters stays in the normalised text and ends the nick there anyway.
+    if _latin(m.group()[-1]) and _latin(m.group(1)):
+        return m.group()
+    return m.group() + _END
+
+
 @lru_cache(maxsize=8)
-def normalize_marked(text: str) -> tuple[str, frozenset[int]]:
-    """normalize(text), and the offsets in it where the original's letter case marked a word boundary
-    between two Latin letters (MacBookPro -> 'macbookpro' with boundaries at 3 and 7)."""
-    text = _nfkc(text.replace(_MARK, ""))
+def normalize_marked(text: str) -> tuple[str, frozenset[int], frozenset[int]]:
+    """normalize(text); the offsets in it where the original's letter case marked a word boundary between
+    two Latin letters (MacBookPro -> 'macbookpro' with boundaries at 3 and 7); and the offsets where an
+    @mention's nick ended at whitespace that normalisation dropped ('@小米公司 我的' -> 5)."""
+    text = _nfkc(text.replace(_MARK, "").replace(_END, ""))
     marked = _CAMEL.search(text) is not None
     if marked:
         text = _CAMEL.sub(_MARK, text)
+    if "@" in text:
+        mentioned = _MENTION_GAP.sub(_end_mention, text)
+        marked = marked or len(mentioned) != len(text)
+        text = mentioned
     text = _DROP.sub(_gap, text.casefold())
     # Folding case and dropping spaces can leave characters that compose ('A´' -> 'a' + combining acute):
     # normalise once more, so that normalising twice changes nothing.
     text = _to_simplified(unicodedata.normalize("NFKC", text))
     if not marked:
-        return text, frozenset()
-    parts = text.split(_MARK)
-    cuts, at = set(), 0
-    for part in parts[:-1]:
-        at += len(part)
-        cuts.add(at)
-    return "".join(parts), frozenset(cuts)
+        return text, frozenset(), frozenset()
+    cuts: set[int] = set()
+    ends: set[int] = set()
+    parts, at = [], 0
+    for part in _MARKS.split(text):
+        if part == _MARK:
+            cuts.add(at)
+        elif part == _END:
+            ends.add(at)
+        else:
+            parts.append(part)
+            at += len(part)
+    return "".join(parts), frozenset(cuts), frozenset(ends)

@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 import yaml
 
 from services.scoring.automaton import Automaton
-from services.scoring.normalize import normalize
+from services.scoring.markup import inside, nicks
+from services.scoring.normalize import normalize, normalize_marked
 
 __all__ = ["DEMANDS", "NEUTRAL_BAND", "Cue", "analyse", "read", "score_of", "stance"]
 
@@ -81,17 +82,25 @@ def _lines(name: str) -> list[str]:
     return [t.strip() for t in text.splitlines() if t.strip() and not t.startswith("#")]
 
 
+def _yaml(name: str) -> dict[str, list[str]]:
+    raw = (resources.files("services.scoring") / "data" / name).read_text(encoding="utf-8")
+    data: dict[str, list[str]] = yaml.safe_load(raw)
+    return data
+
+
 @lru_cache(maxsize=1)
 def _lexicon() -> _Lexicon:
-    raw = (resources.files("services.scoring") / "data" / "lexicon.yaml").read_text(encoding="utf-8")
-    data: dict[str, list[str]] = yaml.safe_load(raw)
+    data = _yaml("lexicon.yaml")
+    emoticons = _yaml("emoticons.yaml")
     weak = {normalize(w) for w in _lines("weak_tags.txt")}
     polarity: dict[str, int] = {normalize(w): 0 for w in _lines("compounds.txt")}
     negative = [*(normalize(w) for w in _lines("negatives.txt")), *(normalize(w) for w in data["negative"])]
     polarity.update({w: -1 for w in negative if w not in weak})
     polarity.update({normalize(w): 1 for w in data["positive"]})
+    for kind, value in (("negative", -1), ("positive", 1), ("neutral", 0)):
+        polarity.update({normalize(w): value for w in emoticons[kind]})
     demands: dict[str, tuple[str, str]] = {}
-    for w in _lines("compounds.txt"):
+    for w in (*_lines("compounds.txt"), *(w for kind in emoticons.values() for w in kind)):
         demands[normalize(w)] = (normalize(w), "")
     for d in _DEMAND_ORDER:
         for w in data[f"demand_{d}"]:
@@ -160,15 +169,16 @@ def stance(norm: str, start: int, end: int) -> int:
 
 
 @lru_cache(maxsize=8)
-def read(norm: str) -> tuple[Cue, ...]:
-    """The sentiment words of normalised text, with negation and sarcasm applied.
+def read(norm: str, masked: tuple[tuple[int, int], ...] = ()) -> tuple[Cue, ...]:
+    """The sentiment words of normalised text, with negation and sarcasm applied; none inside the masked
+    spans (the nicks of @mentions: @不开心的猫 says nothing about the post).
 
     Cached: the matcher reads a post that names a brand, and the hit stage then asks for its score."""
     lex = _lexicon()
     cues: list[Cue] = []
     for start, end, (term, value) in _longest(lex.words, norm):
         pol: int = value
-        if not pol:
+        if not pol or (masked and inside(start, end, masked)):
             continue
         if pol > 0 and norm[max(0, start - 4) : start].endswith(lex.requested):
             continue  # 让我给好评: asked for, not given
@@ -187,10 +197,10 @@ def score_of(cues: tuple[Cue, ...]) -> float:
     return round(sum(c.polarity for c in cues) / len(cues), 3) if cues else 0.0
 
 
-def _demand(norm: str) -> str:
+def _demand(norm: str, masked: tuple[tuple[int, int], ...]) -> str:
     weights: dict[str, float] = {}
-    for start, _, (_, d) in _longest(_lexicon().demands, norm):
-        if d:
+    for start, end, (_, d) in _longest(_lexicon().demands, norm):
+        if d and not (masked and inside(start, end, masked)):
             weight = _DEMAND_WEIGHT.get(d, 1.0)
             if _ASKED.search(norm[max(0, start - 3) : start]):
                 weight += _ASKED_WEIGHT  # 要求退款: the poster names what they want
@@ -204,6 +214,7 @@ def _demand(norm: str) -> str:
 
 def analyse(text: str) -> tuple[float, str]:
     """(sentiment in [-1, 1], demand category). Only a negative post has a demand other than 'other'."""
-    norm = normalize(text)
-    score = score_of(read(norm))
-    return score, _demand(norm) if score < -NEUTRAL_BAND else "other"
+    norm, _, ends = normalize_marked(text)
+    masked = tuple(nicks(norm, ends))
+    score = score_of(read(norm, masked))
+    return score, _demand(norm, masked) if score < -NEUTRAL_BAND else "other"

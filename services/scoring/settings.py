@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from services.common.settings import CommonSettings
@@ -16,4 +18,10 @@ class ScoringSettings(CommonSettings):
         description="How long a post's counts are remembered after its last snapshot (~0.7 KB a post). "
         "Must exceed the longest window plus grace. A post first seen later than this after publication "
         "counts from its first snapshot on.",
+    )
+    window_clock: Literal["wall", "event"] = Field(
+        default="wall",
+        description="What time ticks move the windows to: 'wall', the wall clock (live), so that tiers come "
+        "down when a keyword goes quiet; 'event', the newest event time seen on the partition, for replaying "
+        "history (`yuqing replay --event-time`), where the wall clock is far ahead of the data.",
     )

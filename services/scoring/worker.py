@@ -29,7 +29,7 @@ from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.partitioned import Batch, PartitionedWorker
-from services.common.stream import ORIGIN_HEADER, decode, home_partition
+from services.common.stream import ORIGIN_HEADER, decode, expect_key, home_partition
 from services.common.topics import Topics
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
@@ -96,7 +96,9 @@ class Scoring:
         matcher = RuleMatcher(config.rules)
         track = timedelta(hours=settings.track_hours)
         self.hits_stage = HitStage(config, matcher, track=track)
-        self.tier_stage = TierStage(config, rule_version=matcher.version, track=track)
+        self.tier_stage = TierStage(
+            config, rule_version=matcher.version, track=track, event_clock=settings.window_clock == "event"
+        )
         self._expired_at: dict[int, float] = {}
         self.worker = PartitionedWorker(
             "scoring",
@@ -112,6 +114,7 @@ class Scoring:
             dead_letter_topic=t.dead_letter,
             tick=self.on_tick,
             tick_seconds=settings.tick_seconds,
+            forwarded=[t.scoring_threads],
         )
         self._states: dict[int, tuple[dict[str, Any], ScoringState]] = {}
         self.hits_total = Counter(
@@ -168,7 +171,9 @@ class Scoring:
         self._match(post, batch)
 
     def on_thread_post(self, record: Any, batch: Batch) -> None:
-        self._match(decode(Post, record.value), batch)
+        post = decode(Post, record.value)
+        expect_key(record.key, post.thread_key, "thread")
+        self._match(post, batch)
 
     def _match(self, post: Post, batch: Batch) -> None:
         for hit in self.hits_stage.process(post, self._state(batch)):
@@ -180,6 +185,7 @@ class Scoring:
 
     def on_hit(self, record: Any, batch: Batch) -> None:
         hit = decode(KeywordHit, record.value)
+        expect_key(record.key, hit.group, "rule group")
         try:
             changes = self.tier_stage.process(hit, self._state(batch), offset=record.offset)
         except LateEvent as exc:
@@ -188,8 +194,8 @@ class Scoring:
 
     def on_override(self, record: Any, batch: Batch) -> None:
         cmd = decode(TierOverride, record.value)
-        change = self.tier_stage.override(cmd.group, cmd.tier, cmd.actor, self._state(batch))
-        self._emit([change] if change else [], batch)
+        expect_key(record.key, cmd.group, "rule group")
+        self._emit(self.tier_stage.override(cmd.group, cmd.tier, cmd.actor, self._state(batch)), batch)
 
     def on_tick(self, batch: Batch) -> None:
         state = self._state(batch)
@@ -233,7 +239,7 @@ def _web(scoring: Scoring) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         body, status = health(worker.service, worker.lag, worker.stall)
-        return JSONResponse(body, status_code=status)
+        return JSONResponse({**body, "window_clock": scoring.settings.window_clock}, status_code=status)
 
     return app
 
@@ -282,6 +288,9 @@ def run(settings: ScoringSettings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         scoring = build(settings)
+        log.info(
+            "scoring: windows follow %s time", "event" if settings.window_clock == "event" else "wall-clock"
+        )
         _tune_gc()
         await serve(scoring, stop)
 

@@ -5,6 +5,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 
 from services.common.broker import BrokerError, EmbeddedBroker
 from services.common.config import load_config
@@ -66,9 +67,12 @@ def test_bad_settings_name_the_env_var(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("YUQING_INGEST_TOKENS", "alpha,beta")
+    monkeypatch.setenv("YUQING_INGEST_TOKENS", "alpha-token-0123456789,beta-token-0123456789")
     s = load_settings(IngestSettings)
-    assert [t.get_secret_value() for t in s.ingest_tokens] == ["alpha", "beta"]
+    assert [t.get_secret_value() for t in s.ingest_tokens] == [
+        "alpha-token-0123456789",
+        "beta-token-0123456789",
+    ]
     assert "alpha" not in repr(s)
     assert "alpha" not in str(s.masked())
 
@@ -126,4 +130,94 @@ def test_a_readable_config_without_secrets_does_not_warn(tmp_path: Path):
     os.chmod(path, 0o644)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        load_config(path)
+
+
+def test_deeply_nested_yaml_is_a_config_error_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("rules:\n  groups: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: nested more than 100 levels deep at line 2"):
+        load_config(path)
+    path.write_text("rules:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 200)))
+    with pytest.raises(ConfigError, match="nested more than 100 levels"):
+        load_config(path)
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error_naming_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes("rules:\n  groups:\n    - name: 星河\n".encode("gbk"))
+    with pytest.raises(
+        ConfigError, match=r"c\.yaml: not UTF-8 text \(byte 0xd0 on line 3\); save it as UTF-8"
+    ):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "lines"),
+    [
+        (
+            "rules: {groups: [{name: a, brands: [x]}]}\nrules: {groups: [{name: b, brands: [y]}]}\n",
+            "rules",
+            "1 and 2",
+        ),
+        (
+            "rules:\n  groups:\n    - name: a\n      brands: [x]\n      excluded: [试]\n      excluded: []\n",
+            "excluded",
+            "5 and 6",
+        ),
+        ("rules: {groups: [{name: a, brands: [x], name: b}]}\n", "name", "1 and 1"),
+    ],
+)
+def test_a_key_twice_in_one_mapping_is_refused(tmp_path: Path, text: str, key: str, lines: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"key '{key}' appears twice in one mapping \(lines {lines}\)"):
+        load_config(path)
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    first = "    - &g {name: a, brands: [x], proximity: 5}\n"
+    path.write_text("rules:\n  groups:\n" + first + "    - {<<: *g, name: b, proximity: 9}\n")
+    assert [g.proximity for g in load_config(path).rules.groups] == [5, 9]
+
+
+def _group_with(terms: int, cap: int | None = None) -> dict[str, object]:
+    rules: dict[str, object] = {"groups": [{"name": "big", "brands": [f"brand{i}" for i in range(terms)]}]}
+    if cap is not None:
+        rules["max_terms_per_group"] = cap
+    return {"rules": rules}
+
+
+def test_terms_per_group_are_capped_with_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_group_with(1_001)))
+    with pytest.raises(
+        ConfigError, match=r"group 'big' lists 1,001 terms \(brands 1,001\); at most 1,000 per group"
+    ):
+        load_config(path)
+    path.write_text(yaml.safe_dump(_group_with(1_000)))
+    assert len(load_config(path).rules.groups[0].brands) == 1_000
+    path.write_text(yaml.safe_dump(_group_with(1_500, cap=2_000)))  # an operator who needs more raises it
+    assert len(load_config(path).rules.groups[0].brands) == 1_500
+    path.write_text(yaml.safe_dump(_group_with(10, cap=100_000)))
+    with pytest.raises(
+        ConfigError, match=r"rules\.max_terms_per_group: Input should be less than or equal to 20000"
+    ):
+        load_config(path)
+
+
+def test_negatives_required_and_excluded_count_towards_the_cap(tmp_path: Path) -> None:
+    config = _group_with(400, cap=1_000)
+    group = config["rules"]["groups"][0]  # type: ignore[index]
+    group.update(
+        negatives=[f"neg{i}" for i in range(300)],
+        required=[f"req{i}" for i in range(200)],
+        excluded=[f"exc{i}" for i in range(101)],
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(
+        ConfigError, match=r"1,001 terms \(brands 400, negatives 300, required 200, excluded 101\)"
+    ):
         load_config(path)

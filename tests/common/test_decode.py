@@ -3,13 +3,15 @@ carries must be those of the long way, and nothing the long way refuses may get 
 
 from __future__ import annotations
 
+import json as stdlib_json
+
 import orjson
 import pytest
 
 from schemas.events import Delivery, DeliveryOutcome, KeywordHit, Post
 from services.common import json
 from services.common.exceptions import DeadLetter
-from services.common.stream import decode
+from services.common.stream import MAX_VALUE_BYTES, decode
 from tests.factories import T0, hit
 
 HIT = json.dumps(hit("p1", 10))
@@ -33,6 +35,8 @@ def _reason(model: type, raw: bytes | None) -> str:
         (b"[1, 2]", "invalid_schema"),
         (HIT.replace(b'"schema_version":1', b'"schema_version":2'), "unsupported_schema_version"),
         (HIT.replace(b'"group":"xinghe"', b'"group":7'), "invalid_schema"),
+        (b" " * (MAX_VALUE_BYTES + 1), "too_large"),  # refused before parsing, valid JSON or not
+        (HIT[:-1] + b" " * MAX_VALUE_BYTES + b"}", "too_large"),
     ],
 )
 def test_refusals_carry_the_precise_reason(raw: bytes | None, reason: str) -> None:
@@ -67,3 +71,22 @@ def test_events_are_written_as_model_dump_and_orjson_write_them() -> None:
         assert json.dumps(event) == orjson.dumps(
             event.model_dump(mode="json"), option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
         )
+
+
+def test_the_largest_valid_post_is_not_too_large() -> None:
+    """Every field at its longest, every character \\u-escaped (an emoji as a surrogate pair, 12 bytes)."""
+    emoji = "\U0001f525"
+    post = {
+        "platform": "weibo",
+        "post_id": emoji * 128,
+        "root_post_id": emoji * 128,
+        "text": emoji * 20_000,
+        "author": emoji * 256,
+        "url": "https://example.com/" + emoji * 2000,
+        "published_at": "2026-11-24T08:00:00+08:00",
+        "event_time": "2026-11-24T08:00:00+08:00",
+        "engagement": {"reposts": 10**12, "comments": 10**12, "likes": 10**12},
+    }
+    raw = stdlib_json.dumps(post, ensure_ascii=True).encode()  # orjson never escapes: the stdlib can
+    assert len(raw) > 270_000
+    assert decode(Post, raw).text == emoji * 20_000

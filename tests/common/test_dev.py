@@ -1,5 +1,6 @@
-"""`yuqing dev`: the user's ports are kept, a broker the stack did not start is left running, Ctrl-C stops
-everything cleanly; the ingest API starts while Kafka is down and is ready once Kafka answers."""
+"""`yuqing dev`: the user's ports are kept, a broker the stack did not start is left running, a worker that
+exits is started again (within limits), Ctrl-C stops everything cleanly; the ingest API starts while Kafka is
+down and is ready once Kafka answers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from services.common.broker import free_port
 from services.common.exceptions import ConfigError
-from services.common.runner import Stack
+from services.common.runner import RestartPolicy, Stack, supervise
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
 from tests.conftest import write_config
@@ -88,7 +90,7 @@ def _ingest(bootstrap: str, prefix: str = "t-ready.") -> IngestSettings:
         kafka_bootstrap=bootstrap,
         topic_prefix=prefix,
         partitions=1,
-        ingest_tokens=("tok-1",),
+        ingest_tokens=("tok-1-for-dev-tests",),
         read_model=False,
         produce_timeout_seconds=2,
     )
@@ -105,7 +107,7 @@ POST = {
 
 def test_ingest_starts_and_answers_503_while_kafka_is_unreachable() -> None:
     app = create_app(_ingest(f"127.0.0.1:{_closed_port()}"))
-    with TestClient(app, headers={"Authorization": "Bearer tok-1"}) as client:
+    with TestClient(app, headers={"Authorization": "Bearer tok-1-for-dev-tests"}) as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503
@@ -158,7 +160,7 @@ def _tcp_forwarder(listen_port: int, target: str) -> Iterator[None]:
 def test_ingest_becomes_ready_when_kafka_comes_up(kafka: str, prefix: str) -> None:
     port = _closed_port()
     app = create_app(_ingest(f"127.0.0.1:{port}", prefix))
-    with TestClient(app, headers={"Authorization": "Bearer tok-1"}) as client:
+    with TestClient(app, headers={"Authorization": "Bearer tok-1-for-dev-tests"}) as client:
         assert client.get("/readyz").status_code == 503
         with _tcp_forwarder(port, kafka):
             deadline = time.monotonic() + 60
@@ -241,3 +243,65 @@ def test_yuqing_dev_runs_and_stops_cleanly_on_sigint(kafka: str, prefix: str, tm
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_a_restart_policy_allows_so_many_exits_per_window() -> None:
+    policy = RestartPolicy(limit=2, window_seconds=60)
+    assert policy.allow("scoring", 0)
+    assert policy.allow("scoring", 10)
+    assert not policy.allow("scoring", 20)  # a third exit within a minute
+    assert policy.allow("notifier", 20)  # counted per service
+    assert policy.allow("scoring", 75)  # the first two are out of the window
+    # ...but the one at 20 is not: 20 and 75 are two, 76 a third.
+    assert not policy.allow("scoring", 76)
+
+
+class _Exited:
+    def __init__(self, code: int | None) -> None:
+        self.returncode = code
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+def test_dev_starts_an_exited_worker_again_and_gives_up_on_a_crash_loop() -> None:
+    """A worker killed by a record needs two restarts before it dead-letters it: the stack must restart it,
+    as k8s does, instead of stopping at the first exit (which left the record in the way for good)."""
+    stack = Stack()
+    stack.procs = {"scoring": _Exited(70), "ingest": _Exited(None)}  # type: ignore[dict-item]
+    started: list[str] = []
+
+    def start_one(name: str, index: int | None = None) -> Any:
+        started.append(name)
+        proc = stack.procs[name] = _Exited(70 if len(started) < 2 else None)  # type: ignore[assignment]
+        return proc
+
+    stack.start_one = start_one  # type: ignore[method-assign]
+    said: list[str] = []
+    ticks = iter(range(100))
+    rounds = iter(range(5))
+    code = supervise(
+        stack,
+        RestartPolicy(limit=5, window_seconds=600),
+        stopping=lambda: next(rounds, None) is None,
+        say=said.append,
+        now=lambda: float(next(ticks)),
+        sleep=lambda _: None,
+    )
+    assert code == 0
+    assert started == ["scoring", "scoring"]  # died once more after the first restart, then lived
+    assert said == ["scoring exited (code 70); starting it again, as k8s would"] * 2
+
+    stack.procs = {"scoring": _Exited(70)}  # type: ignore[dict-item]
+    started.clear()
+
+    def always_dies(name: str, index: int | None = None) -> Any:
+        started.append(name)
+        proc = stack.procs[name] = _Exited(70)  # type: ignore[assignment]
+        return proc
+
+    stack.start_one = always_dies  # type: ignore[method-assign]
+    code = supervise(stack, RestartPolicy(limit=3), lambda: False, said.append, sleep=lambda _: None)
+    assert code == 1
+    assert len(started) == 3
+    assert said[-1] == "scoring exited (code 70) 4 times in 10 minutes; giving up"

@@ -4,12 +4,15 @@ message is dead-lettered, never dropped."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
@@ -197,3 +200,75 @@ async def test_a_permanent_send_failure_stops_the_worker(tmp_path: Path) -> None
     worker._send = send  # type: ignore[method-assign]
     with pytest.raises(MessageSizeTooLargeError):
         await worker._retrying([("t.out", None, b"k", b"v", None)])
+
+
+class _Died(BaseException):
+    """Stands for the process dying: nothing after it runs, journal writes included."""
+
+
+def _records(source: str, values: list[bytes]) -> dict[TopicPartition, list[Any]]:
+    return {
+        TopicPartition(source, 0): [
+            ConsumerRecord(source, 0, offset, 0, 0, b"k", value, None, len(b"k"), len(value), [])
+            for offset, value in enumerate(values)
+        ]
+    }
+
+
+def _restarted(tmp_path: Path, handle: Callable[[Any, Batch], None]) -> PartitionedWorker:
+    worker = _worker("127.0.0.1:1", "t.", tmp_path, "t.in", "t.out", 1)
+    worker.handlers = {"t.in": handle}
+    worker.state = {0: {"counts": TableView()}}
+    return worker
+
+
+async def test_a_record_that_kills_the_worker_twice_is_dead_lettered_and_the_rest_handled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = _records("t.in", [b"a", b"b", b"kill", b"c"])
+    seen: list[bytes] = []
+
+    def handle(record: Any, batch: Batch) -> None:
+        if record.value == b"kill":
+            journal = worker.journal.get("t.in", 0)
+            assert journal is not None
+            journal.end = lambda: None  # type: ignore[method-assign]
+            raise _Died
+        seen.append(record.value)
+        batch.send("t.out", record.key, record.value)
+
+    worker = _restarted(tmp_path, handle)
+    with pytest.raises(_Died):  # in a run: the journal knows only the range 0-3
+        await worker._handle(records)
+    worker = _restarted(tmp_path, handle)
+    with pytest.raises(_Died):  # one at a time: the journal names offset 2
+        await worker._handle(records)
+    worker = _restarted(tmp_path, handle)
+    with caplog.at_level(logging.ERROR):
+        batches = await worker._handle(records)
+    assert seen == [b"a", b"b", b"a", b"b", b"a", b"b", b"c"]
+    out = batches[0].out
+    assert [v for t, _, v, _ in out if t == "t.out"] == [b"a", b"b", b"c"]
+    (dead,) = [DeadLetterRecord.model_validate_json(v) for t, _, v, _ in out if t == "t.dead-letter"]
+    assert (dead.reason, dead.source_topic, dead.offset) == ("crash_loop", "t.in", 2)
+    assert base64.b64decode(dead.value_base64) == b"kill"
+    labels = {"service": "toy", "reason": "crash_loop"}
+    assert worker.metrics.registry.get_sample_value("yuqing_dead_letters_total", labels) == 1
+    assert any(r.levelname == "ERROR" and "crash_loop" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_batch_is_journaled_before_it_is_handled_not_per_record(tmp_path: Path) -> None:
+    writes: list[int] = []
+    worker = _restarted(tmp_path, lambda record, batch: None)
+    await worker._handle(_records("t.in", [b"a"]))  # opens the journal
+    journal = worker.journal.get("t.in", 0)
+    assert journal is not None
+    real = journal._write
+
+    def counting() -> None:
+        writes.append(1)
+        real()
+
+    journal._write = counting  # type: ignore[method-assign]
+    await worker._handle(_records("t.in", [b"x"] * 500))
+    assert len(writes) == 1

@@ -1,9 +1,10 @@
-"""The shell's tick ownership: a tick touches only the rows whose key is home on its own partition."""
+"""The faust shell: tick ownership, retries and dead letters, the origin header, the crash-loop rule."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,9 +14,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from schemas.events import DeadLetterRecord
+from services.common import json
 from services.common.exceptions import DeadLetter, RetryLater
 from services.common.settings import CommonSettings
-from services.common.stream import SettledTable, StreamShell, _settled, lag_rows
+from services.common.stream import (
+    MAX_VALUE_BYTES,
+    ORIGIN_HEADER,
+    SettledTable,
+    StreamShell,
+    _settled,
+    dead_letter_record,
+    expect_key,
+    lag_rows,
+    origin_of,
+)
 from tests.conftest import create_topic
 
 GROUPS = [f"group-{i}" for i in range(40)] + ["小米", "华为", "*"]
@@ -96,7 +108,7 @@ def _event(topic: str = "t.posts.raw", key: bytes = b"weibo:1", value: bytes = b
     return SimpleNamespace(
         key=key,
         value=value,
-        message=SimpleNamespace(topic=topic, partition=1, offset=42, headers=None),
+        message=SimpleNamespace(topic=topic, partition=1, offset=42, headers=[], key=key, value=value),
     )
 
 
@@ -202,10 +214,17 @@ async def test_ticks_are_not_counted_as_processed_messages(tmp_path: Path) -> No
     async def handler(event: object) -> None:
         return None
 
-    await shell.guarded(_event(topic="t.test.ticks", key=b"__tick__"), handler)
+    await shell.guarded(_event(topic=shell.ticks_name, key=b"__tick__"), handler)
     await shell.guarded(_event(topic="t.keyword-hits", key=b"xinghe"), handler)
-    assert _sample(shell, "yuqing_messages_processed_total", service="test", topic="t.test.ticks") == 0
+    assert _sample(shell, "yuqing_messages_processed_total", service="test", topic=shell.ticks_name) == 0
     assert _sample(shell, "yuqing_messages_processed_total", service="test", topic="t.keyword-hits") == 1
+
+
+def test_only_the_ticks_topic_carries_ticks(tmp_path: Path) -> None:
+    """A message elsewhere keyed like a tick is input: taken for a tick, it was skipped without a trace."""
+    shell = _shell(tmp_path, partitions=1)
+    assert shell.is_tick(_event(topic=shell.ticks_name, key=b"__tick__"))
+    assert not shell.is_tick(_event(topic="t.keyword-hits", key=b"__tick__"))
 
 
 def test_lag_is_measured_from_the_committed_offset_or_the_log_start() -> None:
@@ -228,3 +247,146 @@ def test_lag_leaves_out_ticks_changelogs_and_the_assignor() -> None:
     assert not _is_input("yuqing.scoring.ticks")
     assert not _is_input("yuqing.scoring-tiers-changelog")
     assert not _is_input("yuqing.scoring-__assignor-__leader")
+
+
+def _record(headers: object, topic: str = "y.scoring.threads") -> SimpleNamespace:
+    return SimpleNamespace(topic=topic, partition=3, offset=77, headers=headers)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"nopipes",
+        b"\xff\xfe|1|2",  # not UTF-8
+        "y.posts.raw|1|２".encode(),  # a full-width digit: int() takes it, Kafka has no such offset
+        b"y.posts.raw|one|2",
+        b"y.posts.raw|1|-2",
+        b"y.posts.raw|-1|2",
+        b"y.posts.raw|1|99999999999999999999999",  # beyond a Kafka offset (int64)
+        b"y.posts.raw|4294967296|2",
+        b"y.posts.raw|1|2|3",
+        b"|1|2",
+        b"bad topic!|1|2",
+        b"y.posts.raw|1|" + b"9" * 10_000,  # huge
+        b"",
+        None,
+        "not bytes",
+    ],
+)
+def test_a_malformed_origin_header_is_treated_as_absent(value: object) -> None:
+    assert origin_of(_record([(ORIGIN_HEADER, value)]), forwarded={"y.scoring.threads"}) == (
+        "y.scoring.threads",
+        3,
+        77,
+    )
+
+
+@pytest.mark.parametrize("headers", [None, [], {}, [("other", b"x")], [(b"\xff", b"x")], [("x",)], 5])
+def test_odd_header_lists_never_raise(headers: object) -> None:
+    assert origin_of(_record(headers), forwarded={"y.scoring.threads"}) == ("y.scoring.threads", 3, 77)
+
+
+def test_the_origin_header_is_believed_only_on_a_forwarding_topic() -> None:
+    headers = [(ORIGIN_HEADER, b"y.posts.raw|1|2")]
+    assert origin_of(_record(headers), forwarded={"y.scoring.threads"}) == ("y.posts.raw", 1, 2)
+    assert origin_of(_record({ORIGIN_HEADER: b"y.posts.raw|1|2"}), forwarded={"y.scoring.threads"}) == (
+        "y.posts.raw",
+        1,
+        2,
+    )
+    # On posts.raw anyone may set it: it must not point a dead letter somewhere else.
+    assert origin_of(_record(headers, topic="y.posts.raw"), forwarded={"y.scoring.threads"}) == (
+        "y.posts.raw",
+        3,
+        77,
+    )
+    assert origin_of(_record(headers)) == ("y.scoring.threads", 3, 77)
+
+
+def test_a_dead_letter_record_always_fits_on_its_topic() -> None:
+    huge = b"x" * (3 * MAX_VALUE_BYTES)
+    record = dead_letter_record("s", "y.posts.raw", 0, 1, b"k" * 100_000, huge, "too_large", "d" * 10_000)
+    assert record.value_size == len(huge)
+    assert base64.b64decode(record.value_base64) == huge[:MAX_VALUE_BYTES]
+    assert record.key == "k" * 1024
+    assert len(json.dumps(record)) < 1_000_000  # the broker's default message.max.bytes
+    tombstone = dead_letter_record("s", "y.posts.raw", 0, 1, None, None, "empty", "")
+    assert (tombstone.value_size, tombstone.value_base64, tombstone.key) == (None, "", None)
+    odd_key = dead_letter_record("s", "y.posts.raw", 0, 1, b"\xff\xfeab", b"v", "wrong_key", "")
+    assert odd_key.key == "\ufffd\ufffdab"
+
+
+def test_a_wrong_key_is_named() -> None:
+    expect_key(b"xinghe", "xinghe", "rule group")
+    for key in (None, b"other", b"\xff\xfe", b"x" * 10_000):
+        with pytest.raises(DeadLetter) as caught:
+            expect_key(key, "xinghe", "rule group")
+        assert caught.value.reason == "wrong_key"
+        assert "'xinghe'" in caught.value.detail
+        assert len(caught.value.detail) < 200
+
+
+class _Died(BaseException):
+    """Stands for the process dying (os._exit, OOM kill): nothing after it runs, journal.end() included."""
+
+
+def _dies(shell: StreamShell) -> Callable[[Any], Awaitable[None]]:
+    async def handler(event: Any) -> None:
+        journal = shell.journal.get(event.message.topic, event.message.partition)
+        assert journal is not None
+        journal.end = lambda: None  # type: ignore[method-assign]
+        raise _Died
+
+    return handler
+
+
+async def test_a_record_that_kills_the_worker_twice_is_dead_lettered(tmp_path: Path, caplog) -> None:
+    handled: list[int] = []
+
+    async def works(event: Any) -> None:
+        handled.append(event.message.offset)
+
+    def at(offset: int) -> SimpleNamespace:
+        event = _event(topic="t.keyword-hits", key=b"xinghe")
+        event.message.offset = offset
+        return event
+
+    first, _, _ = _guarded_shell(tmp_path)
+    await first.guarded(at(4), works)
+    with pytest.raises(_Died):
+        await first.guarded(at(5), _dies(first))
+    # Restarted: 4 was not committed and comes again; 5 is handled again, and kills it again.
+    second, sent, _ = _guarded_shell(tmp_path)
+    await second.guarded(at(4), works)
+    with pytest.raises(_Died):
+        await second.guarded(at(5), _dies(second))
+    assert sent.records == []
+    third, sent, _ = _guarded_shell(tmp_path)
+    await third.guarded(at(4), works)
+    with caplog.at_level("ERROR"):
+        await third.guarded(at(5), _dies(third))  # not run: dead-lettered
+    await third.guarded(at(6), works)
+    assert handled == [4, 4, 4, 6]
+    (record,) = [DeadLetterRecord.model_validate_json(v) for _, v in sent.records]
+    assert (record.reason, record.source_topic, record.offset) == ("crash_loop", "t.keyword-hits", 5)
+    assert _sample(third, "yuqing_dead_letters_total", service="test", reason="crash_loop") == 1
+    assert _sample(third, "yuqing_messages_processed_total", service="test", topic="t.keyword-hits") == 3
+    assert any(r.levelname == "ERROR" and "crash_loop" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_death_after_the_record_was_handled_does_not_count_against_it(tmp_path: Path) -> None:
+    """The notifier marks a hit handled before sending due alerts: dying in the send, twice, is no poison."""
+    shell, _, _ = _guarded_shell(tmp_path)
+    handled: list[int] = []
+
+    async def dies_after(event: Any) -> None:
+        handled.append(event.message.offset)
+        shell.handled(event)
+        raise _Died
+
+    for _ in range(3):
+        shell, sent, _ = _guarded_shell(tmp_path)
+        with pytest.raises(_Died):
+            await shell.guarded(_event(topic="t.keyword-hits"), dies_after)
+    assert handled == [42, 42, 42]
+    assert sent.records == []

@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Page, expect
 
-from tests.conftest import write_config
+from schemas.events import Tier, TierChange
+from services.common import json
+from tests.conftest import produce, write_config
 from tests.console.browser import DESKTOP, PHONE, chromium, require_chromium
 from tests.integration.test_pipeline import crisis_posts, wait_ready
 
@@ -120,3 +122,109 @@ async def test_console_end_to_end(browser, stack_factory, tmp_path):
         assert width <= PHONE["width"], (path, width)
     await phone.close()
     await context.close()
+
+
+DRAFTER, APPROVER = "市场负责人 王五", "总经理 赵六"
+
+
+async def _login(browser: Browser, api: str, actor: str, phone: bool = False) -> Page:
+    size = PHONE if phone else DESKTOP
+    context = await browser.new_context(
+        viewport={"width": size["width"], "height": size["height"]},
+        locale="zh-CN",
+        timezone_id="Asia/Shanghai",
+    )
+    page = await context.new_page()
+    await page.goto(f"{api}/console/login")
+    await page.get_by_label("姓名").fill(actor)
+    await page.get_by_label("运维令牌").fill(TOKEN)
+    await page.get_by_role("button", name="登录").click()
+    await expect(page).to_have_url(f"{api}/console/board")
+    return page
+
+
+async def test_statement_drafted_returned_approved_and_published_by_two_people(
+    browser, stack_factory, kafka, topics, tmp_path
+):
+    """经领导小组审核 in the browser: a drafter and an approver, each logged in; every step shows on the
+    other's page without a reload, and only the approver gets the review buttons."""
+    config = write_config(tmp_path / "c.yaml", escalation={"statement": {"approvers": [APPROVER]}})
+    stack = stack_factory(
+        config, services=("ingest", "escalation"), extra_env={"YUQING_OPERATOR_TOKENS": TOKEN}
+    )
+    api = f"http://127.0.0.1:{stack.api_port}"
+    await wait_ready(api, stack)
+    await produce(kafka, topics.tier_changes, [(b"xinghe", json.dumps(level2_change()))])
+    drafter = await _login(browser, api, DRAFTER)
+    approver = await _login(browser, api, APPROVER)
+
+    await drafter.get_by_role("link", name="事件", exact=True).click()
+    await expect(drafter.locator("tbody tr", has_text="xinghe")).to_have_count(1, timeout=60_000)
+    await drafter.locator("tbody tr", has_text="xinghe").get_by_role("link").click()
+    await drafter.get_by_role("link", name="声明审核").click()
+    statement_url = drafter.url
+    status = drafter.locator("[data-statement-status]")
+
+    # A first draft, submitted; the drafter gets no review buttons.
+    await drafter.get_by_label("声明全文").fill("我司高度重视，正在核查。\n感谢各位监督。")
+    await drafter.get_by_role("button", name="保存为新版本").click()
+    await expect(status).to_have_text("草稿", timeout=30_000)
+    await drafter.get_by_role("button", name="提交领导小组审核（第 1 版）").click()
+    await expect(status).to_have_text("待领导小组审核", timeout=30_000)
+    await expect(drafter.get_by_role("button", name="批准第 1 版")).to_have_count(0)
+
+    # The approver returns it with a comment; the drafter's page follows.
+    await approver.goto(statement_url)
+    await approver.get_by_label("审核意见（退回时必填）").fill("补充召回批次与时间表")
+    await approver.get_by_role("button", name="退回修改").click()
+    await expect(approver.locator("[data-statement-status]")).to_have_text("已退回修改", timeout=30_000)
+    await expect(status).to_have_text("已退回修改", timeout=30_000)
+    await expect(drafter.locator(".review-comment").first).to_contain_text("补充召回批次与时间表")
+
+    # The second version; the approver sees what changed, character by character, and approves it.
+    await drafter.get_by_label("声明全文").fill(
+        "我司高度重视，已召回 2026-08 批次，7 日内完成退款。\n感谢各位监督。"
+    )
+    await drafter.get_by_role("button", name="保存为新版本").click()
+    await expect(drafter.locator("[data-statement-version]")).to_have_text("2", timeout=30_000)
+    await drafter.get_by_role("button", name="提交领导小组审核（第 2 版）").click()
+    approve = approver.get_by_role("button", name="批准第 2 版")
+    await expect(approve).to_be_enabled(timeout=30_000)
+    diff = approver.locator("[data-live-view=statement] .diff")
+    await expect(diff.locator("del")).to_have_text("正在核查")
+    await expect(diff.locator("ins")).to_have_text("已召回 2026-08 批次，7 日内完成退款")
+    await approve.click()
+    await expect(status).to_have_text("已批准，待发布", timeout=30_000)
+
+    # Published by the drafter: the incident's statement deadline is met and its state moves.
+    await drafter.get_by_label("发布渠道与链接（可选）").fill("官方微博、官网")
+    await drafter.get_by_role("button", name="发布第 2 版").click()
+    await expect(status).to_have_text("已发布", timeout=30_000)
+    await drafter.get_by_role("link", name="← 返回事件").click()
+    await expect(drafter.locator(".summary .state")).to_have_text("已发声回应", timeout=30_000)
+    await expect(drafter.locator(".deadline.met", has_text="发声回应")).to_have_count(1)
+    versions = drafter.locator("[data-statement-summary]")
+    await expect(versions).to_have_text("第 2 版 · 已发布")
+
+    # A phone: the statement page fits the screen.
+    phone = await _login(browser, api, APPROVER, phone=True)
+    await phone.goto(statement_url)
+    await expect(phone.locator("h1")).to_be_visible()
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    for page in (drafter, approver, phone):
+        await page.context.close()
+
+
+def level2_change() -> TierChange:
+    now = datetime.now(UTC)
+    return TierChange(
+        event_time=now,
+        group="xinghe",
+        previous=Tier.none,
+        tier=Tier.level2,
+        direction="up",
+        reason="threshold",
+        window_end=now,
+        counts={"4h": 60_000},
+        detected_at=now,
+    )

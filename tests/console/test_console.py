@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from schemas.events import IncidentAction, IncidentActionKind, IncidentState, Platform, Tier, TierOverride
+from schemas.events import (
+    Engagement,
+    IncidentAction,
+    IncidentActionKind,
+    IncidentState,
+    Platform,
+    Tier,
+    TierOverride,
+)
 from services.common.config import load_config
 from services.ingest import console as console_module
 from services.ingest.auth import TokenCheck
 from services.ingest.console import Sessions, install_console
 from services.ingest.operator import operator_router
 from services.ingest.readmodel import ReadModel
-from tests.factories import T0, hit, incident_event, tier_change
+from services.ingest.workflow_views import install_workflow_views
+from tests.factories import (
+    T0,
+    assert_csv_neutralised,
+    formula_hits,
+    hit,
+    incident_event,
+    tier_change,
+)
 
 TOKEN = "op-token-31f7"
 
@@ -39,6 +58,7 @@ class Console:
         check = TokenCheck((SecretStr(TOKEN),), "operator")
         self.app.include_router(operator_router(self.model, check, send, None, override))
         install_console(self.app, self.model, load_config(), [TOKEN], send, b"session-secret")
+        install_workflow_views(self.app)
 
 
 @pytest.fixture
@@ -160,6 +180,52 @@ def test_logout_needs_csrf_and_ends_the_session(client):
     assert client.get("/console/board").status_code == 303
 
 
+def test_a_copied_cookie_stops_working_after_logout(client, console):
+    """Logout revokes the session on the server: deleting the cookie alone left a copy valid for 12 h."""
+    page = login(client).get("/console/board").text
+    copied = client.cookies["yuqing-console"]
+    assert client.post("/console/logout", data={"csrf": csrf_of(page)}).status_code == 303
+    with TestClient(console.app, follow_redirects=False, cookies={"yuqing-console": copied}) as thief:
+        assert thief.get("/console/board").status_code == 303
+        assert thief.get("/console/events?view=board").status_code == 401
+        assert thief.post("/console/incidents/inc1/actions", data={"action": "ack"}).status_code == 303
+    assert console.sent == []
+    assert login(client, actor="张三").get("/console/board").status_code == 200  # a new login works
+
+
+def test_a_revoked_session_is_forgotten_once_it_would_have_expired():
+    nonces = iter(["n1", "n2", "n3"])
+    sessions = Sessions(["tok-a"], b"secret", max_age=timedelta(hours=1), nonce=lambda: next(nonces))
+    cookies = [sessions.issue("tok-a", "王五", T0) for _ in range(3)]
+    first, other, last = (sessions.verify(c, T0) for c in cookies)
+    assert first is not None
+    assert other is not None
+    assert last is not None
+    sessions.revoke(first, T0)
+    assert sessions.verify(cookies[0], T0) is None
+    assert sessions.verify(cookies[1], T0) == other  # another session of the same token: unaffected
+    sessions.revoke(last, T0 + timedelta(hours=2))  # the first would have expired by then: forgotten
+    assert list(sessions._revoked) == ["n3"]
+
+
+def test_failed_logins_lock_out_the_client_and_the_name(console):
+    def attempt(client: TestClient, actor: str, token: str) -> httpx.Response:
+        return client.post("/console/login", data={"actor": actor, "token": token})
+
+    with TestClient(console.app, follow_redirects=False, client=("10.0.0.7", 50000)) as one:
+        for _ in range(5):
+            assert attempt(one, "张三", "op-token-wrong").status_code == 403
+        locked = attempt(one, "李四", TOKEN)  # the right token, but this address is locked out
+        assert locked.status_code == 429
+        assert 800 <= int(locked.headers["retry-after"]) <= 900
+        assert "登录失败次数过多，请 15 分钟后再试" in locked.text
+        assert "Too many failed logins" in locked.text
+        assert "set-cookie" not in locked.headers
+    with TestClient(console.app, follow_redirects=False, client=("10.0.0.8", 50000)) as other:
+        assert attempt(other, "张三", TOKEN).status_code == 429  # the name is locked from any address
+        assert attempt(other, "王五", TOKEN).status_code == 303  # another name from a clean address
+
+
 def test_sessions_expire_resist_tampering_and_end_with_their_token():
     sessions = Sessions(["tok-a", "tok-b"], b"secret", max_age=timedelta(hours=1), nonce=lambda: "n1")
     cookie = sessions.issue("tok-a", "王五", T0)
@@ -253,8 +319,9 @@ def test_incident_pages_show_state_deadlines_and_timeline(client, console):
     assert detail.index("ack: 已收到") < detail.index('class="kind kind-opened"')  # newest first
     allowed = re.search(r'data-allowed="([^"]*)"', detail)
     assert allowed is not None
-    # resolve is offered before the closing review: with a comment "override: why" it is accepted
-    assert allowed.group(1).split() == ["verified", "statement_published", "resolve"]
+    # resolve is offered before the closing review: with a comment "override: why" it is accepted; the
+    # statement cannot be published before a version is approved
+    assert allowed.group(1).split() == ["verified", "resolve"]
     assert client.get("/console/incidents/nope").status_code == 404
 
 
@@ -337,6 +404,19 @@ def test_ledger_pages_through_rows_and_keeps_the_filters(client, console):
     assert "第 1 / 1 页" in client.get("/console/ledger", params={"page": "-2", "group": "other"}).text
 
 
+def test_a_count_the_platform_never_reported_shows_as_unknown_not_zero(client, console):
+    unknown = hit("u1", 0).model_copy(
+        update={"cumulative": Engagement.model_validate({"reposts": 40, "comments": None, "likes": 2})}
+    )
+    console.model.apply(unknown)
+    login(client)
+    page = client.get("/console/ledger", params={"group": "xinghe"}).text
+    assert "转 40 · 评 — · 赞 2" in page
+    rows = list(csv.DictReader(io.StringIO(client.get("/console/ledger.csv").text.lstrip("\ufeff"))))
+    row = next(r for r in rows if r["post_id"] == "u1")
+    assert (row["reposts"], row["comments"], row["likes"], row["spread"]) == ("40", "", "2", "42")
+
+
 def test_ledger_filters_read_local_time_and_reject_bad_values(client):
     login(client)
 
@@ -373,6 +453,15 @@ def test_csv_export_uses_the_filters_and_keeps_chinese_text(client):
     assert ",douyin,b,xinghe,2," in lines[1]
     assert "星河空调投诉 b" in lines[1]
     assert client.get("/console/ledger.csv", params={"sentiment": "angry"}).status_code == 422
+
+
+def test_csv_export_neutralises_formulas_from_post_text(console, client):
+    for h in formula_hits():
+        console.model.apply(h)
+    login(client)
+    resp = client.get("/console/ledger.csv")
+    assert resp.status_code == 200
+    assert_csv_neutralised(resp.content)
 
 
 # -- tier board and live events ---------------------------------------------------------------------

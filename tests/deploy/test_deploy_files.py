@@ -6,19 +6,26 @@ There is no Docker engine or cluster here, so the files are checked by parsers, 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import tomllib
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
+from fastapi.testclient import TestClient
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.common.config import load_config
 from services.common.runner import SERVICES as APP_SERVICES
+from services.common.settings import load_settings
+from services.ingest.settings import IngestSettings
+from tests.console.test_console import TOKEN as CONSOLE_TOKEN
+from tests.console.test_console import Console
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -393,6 +400,9 @@ def test_deployment_gets_its_settings_and_config_file(name: str) -> None:
     assert all(ref in configmaps for ref in refs)
     settings = {k: v for ref in refs for k, v in configmaps[ref]["data"].items()}
     for env in container.get("env", []):
+        if "valueFrom" not in env:  # a literal, then never a secret
+            assert not re.search(r"TOKEN|SECRET|PASSWORD", env["name"]), env["name"]
+            continue
         key = env["valueFrom"]["secretKeyRef"]
         assert key["key"] in secrets[key["name"]]["stringData"], env["name"]
     if name == "ingest":
@@ -411,6 +421,75 @@ def test_deployment_gets_its_settings_and_config_file(name: str) -> None:
     # Writable places on a read-only root file system.
     if container["securityContext"].get("readOnlyRootFilesystem"):
         assert {settings["YUQING_DATA_DIR"], "/tmp"} <= set(mounts)
+
+
+def test_ingest_trusts_proxy_headers_from_the_cluster_only_and_has_its_own_console_key() -> None:
+    """Behind an ingress, uvicorn needs FORWARDED_ALLOW_IPS to see https (the console cookie's Secure flag)
+    and the client's address (login throttling); "*" would let a client name its own address."""
+    env = {e["name"]: e for e in container_of("ingest")["env"]}
+    trusted = env["FORWARDED_ALLOW_IPS"]["value"].split(",")
+    networks = [ipaddress.ip_network(t.strip()) for t in trusted]
+    assert all(n.is_private for n in networks), networks
+    refs = {
+        name: env[name]["valueFrom"]["secretKeyRef"]["key"]
+        for name in ("YUQING_LINK_SECRET", "YUQING_CONSOLE_SECRET")
+    }
+    assert refs == {
+        "YUQING_LINK_SECRET": "YUQING_LINK_SECRET",
+        "YUQING_CONSOLE_SECRET": "YUQING_CONSOLE_SECRET",
+    }
+
+
+@pytest.mark.parametrize(
+    ("peer", "secure"), [("10.42.0.7", True), ("172.20.3.4", True), ("203.0.113.50", False)]
+)
+def test_with_the_manifests_trusted_proxies_a_login_via_https_ingress_gets_a_secure_cookie(
+    peer: str, secure: bool
+) -> None:
+    """uvicorn's proxy-header middleware with the Deployment's FORWARDED_ALLOW_IPS, in front of the console:
+    an ingress pod's X-Forwarded-Proto makes the session cookie Secure; from outside the header is ignored."""
+    env = {e["name"]: e for e in container_of("ingest")["env"]}
+    console = Console()
+    # uvicorn's and Starlette's ASGI type aliases differ in spelling, not in meaning.
+    app: Any = ProxyHeadersMiddleware(
+        cast(Any, console.app), trusted_hosts=env["FORWARDED_ALLOW_IPS"]["value"]
+    )
+    with TestClient(app, client=(peer, 40000), follow_redirects=False) as client:
+        resp = client.post(
+            "/console/login",
+            data={"actor": "值班", "token": CONSOLE_TOKEN},
+            headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "6.6.6.6, 198.51.100.9"},
+        )
+    assert resp.status_code == 303
+    assert ("Secure" in resp.headers["set-cookie"]) is secure
+
+
+def test_compose_ingest_settings_are_accepted(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every ${VAR:-default} at its default, the ingest settings pass yuqing's own checks (token length,
+    a console key apart from the link key), so that `docker compose up` starts."""
+    for name, value in env_of(compose["services"]["ingest"]).items():
+        default = re.fullmatch(r"\$\{\w+:-(.*)\}", value)
+        monkeypatch.setenv(name, default.group(1) if default else value)
+    settings = load_settings(IngestSettings)
+    assert settings.operator_tokens
+    assert settings.console_secret is not None
+    assert settings.console_secret != settings.link_secret
+
+
+@pytest.mark.parametrize("name", ["scoring", "escalation", "notifier"])
+def test_a_stream_workers_data_dir_outlives_a_container_restart(name: str) -> None:
+    """The crash journal lives there: after a worker died on a record, the restarted container must find
+    what the dead one wrote, or the record kills it forever (docs/operations.md, crash loops)."""
+    settings = {
+        k: v
+        for ref in container_of(name)["envFrom"]
+        for k, v in of_kind("ConfigMap")[ref["configMapRef"]["name"]]["data"].items()
+    }
+    mounts = {m["mountPath"]: m["name"] for m in container_of(name)["volumeMounts"]}
+    volume = {v["name"]: v for v in pod_spec(name)["volumes"]}[mounts[settings["YUQING_DATA_DIR"]]]
+    assert {"emptyDir", "persistentVolumeClaim"} & set(volume), volume
 
 
 @pytest.mark.parametrize("name", SERVICES)

@@ -24,7 +24,7 @@ def test_level1_meeting_and_verification_in_either_order(first):
     assert deadlines["ack"].status == "met"
     with pytest.raises(InvalidTransition, match="already"):
         w.act(second, 25)
-    w.act(A.statement_published, 30)
+    w.publish(30)
     with pytest.raises(InvalidTransition, match="already statement_published"):
         w.act(first, 35)
 

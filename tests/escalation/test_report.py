@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.events import IncidentActionKind, IncidentEvent, Tier
+from schemas.events import FollowUpRequest, IncidentActionKind, IncidentEvent, Tier
 from services.escalation.report import ReportInput, render_html, render_markdown
-from tests.escalation.world import World, at, change
+from tests.escalation.world import APPROVER, World, at, change
 
 A = IncidentActionKind
 H = 60
@@ -35,7 +35,7 @@ def closed() -> tuple[World, list[IncidentEvent]]:
     events += w.act(A.verified, 40).events
     events += w.tick(50).events  # the meeting (due at 50) is missed: group lead paged
     events += w.act(A.meeting_convened, 95).events
-    events += w.act(A.statement_published, 4 * H, comment="致歉与召回方案").events
+    events += w.publish(4 * H, comment="致歉与召回方案").events
     events += w.act(A.correction, 5 * H, comment="涉及批次更正为 2026-09").events
     events += w.tier(Tier.level3, Tier.level1, 6 * H, counts={"2h": 8_000, "4h": 20_000, "8h": 90_000}).events
     events += w.tier(Tier.none, Tier.level3, 10 * H, counts={"2h": 1_200, "4h": 3_000, "8h": 9_000}).events
@@ -72,7 +72,10 @@ def test_accuracy_feedback_outcome_and_trend_figures(closed):
     assert md is not None
     assert "2 passed on (1 verification, 1 statement), 1 correction(s) recorded → 50% not corrected" in md
     assert "涉及批次更正为 2026-09" in md
-    assert "3 posts cited as evidence by the incident's tier changes; 1 回访 follow-up(s) recorded" in md
+    assert (
+        "3 posts cited as evidence by the incident's tier changes; 回访 list: no items; 1 more 回访 "
+        "recorded as free text with the `follow_up` action"
+    ) in md
     assert "回访 12 位用户，均已退款" in md
     assert "- 最终结果 Outcome: closed 2026-11-24 12:00 by 总经理 赵六; tier at close 无; cooling from" in md
     assert (
@@ -121,7 +124,8 @@ def test_html_escapes_and_keeps_the_tables(closed):
     assert md is not None
     page = render_html(md + "| <script> | x |\n")
     assert "<script>" not in page
-    assert page.count("<table>") == 4  # SLA, tier curve, top posts, timeline (the extra row joins it)
+    # SLA, statement versions, tier curve, top posts, timeline (the extra row joins it); no 回访 list
+    assert page.count("<table>") == 5
     assert "&lt;script&gt;" in page
     assert "<li>信息传递准确性" in page
 
@@ -135,3 +139,67 @@ def test_a_reopened_incident_reports_its_retired_deadlines_and_the_reopen(closed
     assert "reopened 1 time(s)" in md
     assert "closed by override before cooling" in md
     assert md.count("| 发声回应 public statement |") == 2  # first round met, second round superseded
+
+
+HOSTILE_NAME = (
+    "值班\n# 假标题 Fake heading\r\n- [确认处理 Acknowledge](https://evil.example/phish)"
+    "\u2028## <img src=x onerror=alert(1)> **粗体** `code` | 列"
+)
+
+
+def test_names_and_comments_cannot_add_headings_links_or_html():
+    """An actor name with line breaks once added headings (also a list item, a link, HTML) to the report."""
+    w = World()
+    events = w.open(Tier.level2, counts={"2h": 30_000}).events
+    events += w.act(A.ack, 5, actor=HOSTILE_NAME).events
+    events += w.act(A.verified, 8, actor=HOSTILE_NAME).events
+    events += w.act(
+        A.correction, 10, actor=HOSTILE_NAME, comment="更正\n# 另一个标题 [链接](https://evil.example)"
+    ).events
+    # Statement text and 回访 items are typed by people too.
+    events += w.act(A.statement_drafted, 11, actor=HOSTILE_NAME, text=HOSTILE_NAME + "\n\n正文").events
+    events += w.act(A.statement_submitted, 11, actor=HOSTILE_NAME).events
+    events += w.act(A.statement_approved, 12, actor=APPROVER, version=1, comment=HOSTILE_NAME).events
+    events += w.act(A.statement_published, 13, actor=HOSTILE_NAME).events
+    item = FollowUpRequest(target=HOSTILE_NAME, owner=HOSTILE_NAME[:64], due_at=at(60))
+    events += w.act(A.follow_up_added, 14, actor=HOSTILE_NAME, follow_up=item).events
+    events += w.act(A.resolve, 20, actor=HOSTILE_NAME, comment="override: false alarm").events
+    md = next(e.report for e in events if e.report)
+    assert md is not None
+    headings = [line for line in md.splitlines() if line.startswith("#")]
+    assert headings == [
+        "# 危机复盘报告 Post-mortem: g",
+        "## SLA 时效 Timeliness",
+        "## 评估 Evaluation",
+        "## 声明审核 Statement review (经领导小组审核)",
+        "## 回访 Follow-up list",
+        "## 等级曲线 Tier curve",
+        "## 主要传播内容 Top posts (during the incident)",
+        "## 时间线 Timeline",
+    ]
+    versions = [
+        line for line in md.split("## 声明审核")[1].split("\n## ")[0].splitlines() if line.startswith("| ")
+    ]
+    assert all(line.count("|") == 8 for line in versions), versions
+    items = [
+        line
+        for line in md.split("## 回访 Follow-up list")[1].split("\n## ")[0].splitlines()
+        if line[:2] == "| "
+    ]
+    assert all(line.count("|") == 7 for line in items), items
+    assert not any(line.startswith("- [") for line in md.splitlines())
+    assert "](https://evil.example" not in md.replace("\\](https://evil.example", "")
+    assert "<img" not in md.replace("\\<img", "")
+    timeline = [line for line in md.split("## 时间线 Timeline")[1].splitlines() if line.startswith("| ")]
+    assert all(line.count("|") == 6 for line in timeline), timeline  # the name's pipe split no cell
+    assert r"\[确认处理 Acknowledge\](https://evil.example/phish)" in md
+    assert "closed 2026-" in md
+    assert r"by 值班 \# 假标题" not in md  # a "#" inside a line is text; nothing to escape
+
+    page = render_html(md)
+    assert page.count("<h1>") == 1
+    assert page.count("<h2>") == 7
+    assert "<img" not in page
+    assert "<a " not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "[确认处理 Acknowledge](https://evil.example/phish)" in page  # shown as written, not as a link

@@ -6,10 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.events import Deadline, IncidentAction, IncidentActionKind, Tier, TierChange
-from services.common.config import EscalationConfig
+from services.common.config import EscalationConfig, StatementConfig
 from services.escalation.core import EscalationCore, Incident, Outcome
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 Asia/Shanghai
+DRAFTER, APPROVER = "市场负责人 王五", "总经理 赵六"
+# The leadership group signs statements off; the default config has no approvers (nothing can be published).
+SIGNED = EscalationConfig(statement=StatementConfig(approvers=(APPROVER, "法务负责人 周八")))
 
 
 def at(minutes: float) -> datetime:
@@ -42,7 +45,7 @@ def change(
 
 class World:
     def __init__(self, config: EscalationConfig | None = None) -> None:
-        self.core = EscalationCore(config or EscalationConfig())
+        self.core = EscalationCore(config or SIGNED)
         self.incidents: dict[str, dict[str, Any]] = {}
         self.iid = ""
 
@@ -61,11 +64,36 @@ class World:
             self.core.on_tier_change(change(tier, previous, at(minutes), **kw), self.incidents, when)
         )
 
-    def act(self, kind: IncidentActionKind, minutes: float, comment: str = "", actor: str = "a") -> Outcome:
+    def act(
+        self, kind: IncidentActionKind, minutes: float, comment: str = "", actor: str = "a", **fields: Any
+    ) -> Outcome:
         action = IncidentAction(
-            event_time=at(minutes), incident_id=self.iid, group="g", action=kind, actor=actor, comment=comment
+            event_time=at(minutes),
+            incident_id=self.iid,
+            group="g",
+            action=kind,
+            actor=actor,
+            comment=comment,
+            **fields,
         )
         return self._save(self.core.on_action(action, self.incidents))
+
+    def publish(
+        self, minutes: float, comment: str = "", actor: str = DRAFTER, text: str = "致歉声明"
+    ) -> Outcome:
+        """The sign-off and the publication at `minutes`: drafted, submitted, approved, published; what the
+        four steps produced, in order."""
+        a = IncidentActionKind
+        steps = [self.act(a.statement_drafted, minutes, actor=DRAFTER, text=text)]
+        version = self.incident.statement[-1].version
+        steps.append(self.act(a.statement_submitted, minutes, actor=DRAFTER))
+        steps.append(self.act(a.statement_approved, minutes, actor=APPROVER, version=version))
+        steps.append(self.act(a.statement_published, minutes, comment=comment, actor=actor))
+        return Outcome(
+            events=[e for o in steps for e in o.events],
+            alerts=[x for o in steps for x in o.alerts],
+            rows=steps[-1].rows,
+        )
 
     def tick(self, minutes: float) -> Outcome:
         return self._save(self.core.on_tick(self.incidents, at(minutes)))

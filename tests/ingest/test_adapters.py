@@ -109,7 +109,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "url": "https://finance.example.com.cn/2026/11/21/xinghe-fridge.html",
         "published_at": datetime(2026, 11, 21, 12, 15, tzinfo=UTC),
         "root_post_id": None,
-        "engagement": {"reposts": 560, "comments": 1890, "likes": 0, "extras": {}},
+        "engagement": {"reposts": 560, "comments": 1890, "likes": None, "extras": {}},
     },
     "forum": {
         "post_id": "t8812345",
@@ -199,11 +199,41 @@ def test_string_counts_in_a_payload_are_parsed():
     assert (post.engagement.likes, post.engagement.comments, post.engagement.reposts) == (230_000_000, 0, 7)
 
 
-def test_missing_counts_are_zero_and_missing_extras_are_left_out():
+def test_missing_counts_are_unknown_not_zero_with_a_warning_and_missing_extras_are_left_out():
     payload = sample("douyin")
     payload["statistics"] = {"digg_count": 5}
-    post = adapt("douyin", payload, OBSERVED)
-    assert post.engagement.model_dump() == {"reposts": 0, "comments": 0, "likes": 5, "extras": {}}
+    warnings: list[str] = []
+    post = adapt("douyin", payload, OBSERVED, warnings=warnings)
+    assert post.engagement.model_dump() == {"reposts": None, "comments": None, "likes": 5, "extras": {}}
+    assert post.engagement.unknown == {"reposts", "comments"}
+    assert post.engagement.total == 5  # unknown counts add nothing: the spread stays a lower bound
+    assert warnings == [
+        "statistics.share_count or share_count: missing; engagement.reposts is unknown (null), not 0",
+        "statistics.comment_count or comment_count: missing; engagement.comments is unknown (null), not 0",
+    ]
+    assert json.loads(json.dumps(post))["engagement"]["reposts"] is None
+
+
+def test_a_payload_without_any_count_is_refused_naming_the_fields_looked_for():
+    payload = sample("douyin")
+    del payload["statistics"]
+    with pytest.raises(AdapterError) as caught:
+        adapt("douyin", payload, OBSERVED)
+    assert caught.value.field == (
+        "statistics.share_count or share_count or statistics.comment_count or comment_count or "
+        "statistics.digg_count or liked_count or statistics.play_count or statistics.collect_count or "
+        "collected_count"
+    )
+    assert "none of the counts is present" in caught.value.reason
+
+
+def test_a_count_written_as_a_lower_bound_says_so():
+    payload = sample("xiaohongshu")
+    payload["note_card"]["interact_info"]["liked_count"] = "100万+"
+    warnings: list[str] = []
+    post = adapt("xiaohongshu", payload, OBSERVED, warnings=warnings)
+    assert post.engagement.likes == 1_000_000
+    assert "note_card.interact_info.liked_count: '100万+' is a lower bound; counted as 1000000" in warnings
 
 
 def test_xiaohongshu_note_detail_share_count_is_read_too():
@@ -295,7 +325,19 @@ def test_forum_reply_points_at_its_thread_and_does_not_carry_thread_counts():
     payload["first"] = 0
     post = adapt("forum", payload, OBSERVED)
     assert (post.post_id, post.root_post_id) == ("p99887766", "t8812345")
-    assert post.engagement.model_dump() == {"reposts": 0, "comments": 0, "likes": 0, "extras": {}}
+    # A Discuz reply has no counts of its own (none can be reposted: 0); they are its thread's.
+    assert post.engagement.model_dump() == {"reposts": 0, "comments": None, "likes": None, "extras": {}}
+
+
+def test_forum_edit_note_and_invisible_characters_are_dropped():
+    payload = sample("forum")
+    payload["message"] = (
+        '<i class="pstatus"> 本帖最后由 暴躁老哥 于 2026-11-21 21:05 编辑 </i><br />\r\n<br />\r\n'
+        "星\u200b河冰箱\ufeff又炸了"
+    )
+    assert adapt("forum", payload, OBSERVED).text == payload["subject"] + "\n星河冰箱又炸了"
+    payload["message"] = "[i=s] 本帖最后由 暴躁老哥 于 2026-11-21 21:05 编辑 [/i]\n\n只有这句"
+    assert adapt("forum", payload, OBSERVED).text.endswith("\n只有这句")
 
 
 @pytest.mark.parametrize(
@@ -351,11 +393,18 @@ def test_bilibili_without_bvid_uses_the_av_number():
     assert post.url == "https://www.bilibili.com/video/av113501234567890"
 
 
+def test_a_wechat_article_without_msgid_takes_mid_and_idx_from_its_link():
+    payload = sample("wechat")
+    del payload["msgid"]
+    assert adapt("wechat", payload, OBSERVED).post_id == "2650123456_1"
+
+
 @pytest.mark.parametrize("platform", ["wechat", "news"])
 def test_articles_without_an_id_get_a_stable_id_from_their_link(platform):
     payload = sample(platform)
     payload.pop("msgid", None)
     payload.pop("id", None)
+    payload["url"] = payload["url"].replace("mid=", "m=")  # a link that does not carry the id
     first = adapt(platform, payload, OBSERVED).post_id
     assert first == adapt(platform, copy.deepcopy(payload), OBSERVED).post_id
     assert len(first) == 32
@@ -422,7 +471,7 @@ _DELETE = object()
         ("weibo", "mblog.reposts_count", "很多", "mblog.reposts_count", "expected a count"),
         ("weibo", "mblog.comments_count", -5, "mblog.comments_count", "cannot be negative"),
         ("weibo", "mblog.created_at", "昨天", "mblog.created_at", "unrecognised time '昨天'"),
-        ("weibo", "mblog.created_at", _DELETE, "mblog.created_at", "missing"),
+        ("weibo", "mblog.created_at", "2026-11-20", "mblog.created_at", "but the id (id) says"),
         ("weibo", "mblog.user", "someone", "mblog.user", "expected an object, got a string"),
         ("weibo", "mblog.text", "<p> </p>", "mblog.text", "no text"),
         ("weibo", "mblog.idstr", 1.5, "mblog.idstr", "expected a string or integer id"),
@@ -437,11 +486,10 @@ _DELETE = object()
             "note_card.interact_info.liked_count",
             "count",
         ),
-        ("xiaohongshu", "note_card.time", _DELETE, "note_card.time", "missing"),
         ("bilibili", "stat", 3, "stat", "expected an object"),
         ("zhihu", "question", "q", "question", "expected an object"),
         ("wechat", "like_num", "10万+++", "like_num", "expected a count"),
-        ("news", "published", "", "published", "missing"),
+        ("news", "published", "", "published or publish_time or publish_date or pubtime", "missing"),
         ("forum", "tid", _DELETE, "tid", "missing"),
     ],
 )
@@ -555,7 +603,7 @@ def test_wechat_channels_organisation_is_a_user_and_the_feed_item_envelope_is_un
     del payload["createtime"]
     with pytest.raises(AdapterError) as caught:
         adapt("wechat", {"object": payload}, OBSERVED)
-    assert caught.value.field == "object.createtime or object.createTime"
+    assert caught.value.field == "object.createtime or object.createTime or object.create_time"
 
 
 @pytest.mark.parametrize("envelope", ["aweme_detail", "aweme_info"])
@@ -668,3 +716,85 @@ def test_relative_publish_times_read_against_the_observation():
     payload = sample("weibo")
     payload["mblog"]["created_at"] = "5分钟前"
     assert adapt("weibo", payload, OBSERVED).published_at == datetime(2026, 11, 21, 23, 55, tzinfo=UTC)
+
+
+# --- times derived from ids, truncated long texts, 图文 ---------------------------------------------
+
+
+def test_a_missing_time_is_derived_from_the_id_and_said_so():
+    payload = sample("weibo")
+    del payload["mblog"]["created_at"]
+    warnings: list[str] = []
+    post = adapt("weibo", payload, OBSERVED, warnings=warnings)
+    # (5102938475610234 >> 22) + 515483463 seconds
+    assert post.published_at == datetime(2024, 11, 20, 16, 6, 43, tzinfo=UTC)
+    assert warnings == [
+        "published_at: derived from id (2024-11-21T00:06:43+08:00): created_at or create_time missing"
+    ]
+
+
+def test_a_missing_time_that_cannot_be_derived_is_refused_never_now():
+    payload = sample("weibo")
+    del payload["mblog"]["created_at"]
+    payload["mblog"]["idstr"] = "Pq3xYz7Ab"
+    with pytest.raises(AdapterError) as caught:
+        adapt("weibo", payload, OBSERVED)
+    assert caught.value.field == "mblog.created_at or mblog.create_time"
+    assert caught.value.reason == "missing; the publish time is required, and id does not carry it"
+    bili = sample("bilibili")
+    del bili["pubdate"]
+    del bili["ctime"]
+    with pytest.raises(AdapterError, match=r"missing; the publish time is required$"):
+        adapt("bilibili", bili, OBSERVED)
+
+
+@pytest.mark.parametrize(
+    ("platform", "id_path", "value", "expected"),
+    [
+        # Each checked against a post whose time is known: m.weibo.cn "06-27" card (zhangfaliang/koa2),
+        # an aweme whose create_time the mobile API gave, a 小红书 note whose `time` the feed gave.
+        ("weibo", "idstr", "4387933362623405", datetime(2019, 6, 27, 15, 11, 40, tzinfo=UTC)),
+        ("douyin", "aweme_id", "7692046175923311247", datetime.fromtimestamp(1790944062, UTC)),
+        ("xiaohongshu", "note_id", "66696f98000000000d00f289", datetime.fromtimestamp(1718185880, UTC)),
+    ],
+)
+def test_id_bit_layouts_match_posts_whose_time_is_known(platform, id_path, value, expected):
+    from services.ingest.adapters._fields import aweme_id_time, note_id_time, weibo_mid_time
+
+    derive = {"weibo": weibo_mid_time, "douyin": aweme_id_time, "xiaohongshu": note_id_time}[platform]
+    seconds = derive(value)
+    assert seconds is not None
+    assert datetime.fromtimestamp(seconds, UTC) == expected
+
+
+def test_a_truncated_long_text_is_flagged_and_loses_its_more_link():
+    payload = sample("weibo")
+    payload["mblog"]["isLongText"] = True
+    payload["mblog"]["text"] = '星河冰箱爆炸始末，第一部分 ...<a href="/status/5102938475610234">全文</a>'
+    warnings: list[str] = []
+    post = adapt("weibo", payload, OBSERVED, warnings=warnings)
+    assert post.text == "星河冰箱爆炸始末，第一部分"
+    assert post.truncated is True
+    assert json.loads(json.dumps(post))["truncated"] is True
+    assert any(w.startswith("mblog.isLongText: the text is cut off") for w in warnings)
+    payload["mblog"]["longText"] = {"longTextContent": "星河冰箱爆炸始末，全文"}
+    post = adapt("weibo", payload, OBSERVED)
+    assert (post.text, post.truncated) == ("星河冰箱爆炸始末，全文", False)
+    assert "truncated" not in json.loads(json.dumps(post))  # written only when true: old readers unaffected
+
+
+def test_douyin_image_posts_get_a_note_url():
+    payload = sample("douyin")
+    payload["aweme_type"] = 68
+    assert adapt("douyin", payload, OBSERVED).url == "https://www.douyin.com/note/7439012345678901234"
+    payload["aweme_type"] = 4
+    payload["images"] = [{"url_list": ["https://p3.douyinpic.com/1.jpeg"]}]
+    assert adapt("douyin", payload, OBSERVED).url == "https://www.douyin.com/note/7439012345678901234"
+    payload["images"] = None
+    assert adapt("douyin", payload, OBSERVED).url == "https://www.douyin.com/video/7439012345678901234"
+
+
+def test_unquoted_emoticon_alt_is_kept():
+    payload = sample("weibo")
+    payload["mblog"]["text"] = '又炸了<span class="url-icon"><img alt=[doge] src="//h5.cn/d.png" /></span>'
+    assert adapt("weibo", payload, OBSERVED).text == "又炸了[doge]"

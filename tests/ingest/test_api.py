@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,7 @@ async def settings(kafka: str, prefix: str) -> IngestSettings:
         kafka_bootstrap=kafka,
         topic_prefix=prefix,
         partitions=1,
-        ingest_tokens=("tok-1",),
+        ingest_tokens=("tok-1-0123456789ab",),
         max_body_bytes=20_000,
     )
     await ensure_topics(s)
@@ -42,7 +42,7 @@ async def settings(kafka: str, prefix: str) -> IngestSettings:
 
 @pytest.fixture
 def client(settings: IngestSettings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), headers={"Authorization": "Bearer tok-1"}) as c:
+    with TestClient(create_app(settings), headers={"Authorization": "Bearer tok-1-0123456789ab"}) as c:
         yield c
 
 
@@ -105,7 +105,7 @@ def test_health_ready_and_metrics(client):
     client.post("/v1/posts", json=POST)
     metrics = client.get("/metrics").text
     assert 'yuqing_posts_accepted_total{platform="weibo"} 1.0' in metrics
-    assert "tok-1" not in metrics
+    assert "tok-1-0123456789ab" not in metrics
 
 
 async def test_overload_is_shed_with_429_not_timeouts(kafka, prefix):
@@ -147,7 +147,7 @@ def test_native_payloads_of_every_platform_land_as_posts(client, kafka, topics):
         payload = json.loads(path.read_bytes())
         resp = client.post(f"/v1/platforms/{platform}/posts", content=path.read_bytes())
         assert resp.status_code == 202, (platform, resp.text)
-        expected[resp.json()["accepted"][0]["key"]] = adapt(platform, payload, datetime.now(UTC))
+        expected[resp.json()["accepted"][0]["post"]] = adapt(platform, payload, datetime.now(UTC))
     assert len(expected) == 8
     values = asyncio.run(collect(kafka, topics.posts_raw, lambda v: len(v) >= 8, within=30))
     landed = {p.key: p for p in (Post.model_validate_json(v) for v in values)}
@@ -166,6 +166,49 @@ def test_native_payloads_of_every_platform_land_as_posts(client, kafka, topics):
         ):
             assert getattr(got, field) == getattr(want, field), (key, field)
         assert got.engagement == want.engagement, key
+
+
+def test_crawl_times_per_request_and_per_item_are_the_event_times_and_the_receipt_shows_them(
+    client, kafka, topics
+):
+    """A crawler uploading an hour of work says when it read each post; the receipt shows the time used
+    and the real Kafka key (the thread: the sample weibo is a repost, keyed by its root)."""
+    import asyncio
+
+    weibo = json.loads((PAYLOADS / "weibo.json").read_bytes())
+    crawled = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    item_time = crawled + timedelta(minutes=20)
+    body = [weibo, {"observed_at": item_time.isoformat(), "payload": weibo}]
+    resp = client.post(
+        "/v1/platforms/weibo/posts", params={"observed_at": crawled.isoformat()}, content=json.dumps(body)
+    )
+    assert resp.status_code == 202, resp.text
+    receipts = resp.json()["accepted"]
+    assert [r["event_time"] for r in receipts] == [crawled.isoformat(), item_time.isoformat()]
+    assert {r["key"] for r in receipts} == {"weibo:5102900011122233"}
+    assert {r["post"] for r in receipts} == {"weibo:5102938475610234"}
+    values = asyncio.run(collect(kafka, topics.posts_raw, lambda v: len(v) >= 2, within=20))
+    assert sorted(Post.model_validate_json(v).event_time for v in values) == [crawled, item_time]
+
+    late = client.post("/v1/posts", params={"observed_at": "2099-01-01T00:00:00Z"}, json=POST)
+    assert late.status_code == 422
+    assert late.json()["detail"][0]["loc"] == ["query", "observed_at"]
+    assert "in the future" in late.json()["detail"][0]["msg"]
+    normal = client.post("/v1/posts", params={"observed_at": crawled.isoformat()}, json=POST)
+    assert normal.json()["accepted"][0]["event_time"] == crawled.isoformat()
+
+
+def test_repeated_keys_and_non_integer_counts_are_refused_naming_them(client):
+    dup = client.post(
+        "/v1/posts",
+        content=b'{"platform": "weibo", "post_id": "1", "post_id": "2", "text": "x", '
+        b'"published_at": "2026-11-21T10:00:00+08:00"}',
+    )
+    assert dup.status_code == 422
+    assert "duplicate key 'post_id'" in dup.json()["detail"][0]["msg"]
+    strict = client.post("/v1/posts", json={**POST, "engagement": {"reposts": "3"}})
+    assert strict.status_code == 422
+    assert strict.json()["detail"][0]["loc"] == ["body", "engagement", "reposts"]
 
 
 def test_unknown_platform_route_names_the_platform(client):

@@ -31,8 +31,8 @@ POST = {
     "published_at": (NOW - timedelta(hours=1)).isoformat(),
     "engagement": {"reposts": 3, "comments": 4, "likes": 5},
 }
-AUTH = {"Authorization": "Bearer tok-i"}
-OPERATOR = {"Authorization": "Bearer tok-o"}
+AUTH = {"Authorization": "Bearer tok-i-0123456789ab"}
+OPERATOR = {"Authorization": "Bearer tok-o-0123456789ab"}
 
 
 class FakeProducer:
@@ -75,8 +75,8 @@ def fake_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def settings(**overrides: Any) -> IngestSettings:
     return IngestSettings(
-        ingest_tokens=("tok-i",),
-        operator_tokens=("tok-o",),
+        ingest_tokens=("tok-i-0123456789ab",),
+        operator_tokens=("tok-o-0123456789ab",),
         read_model=False,
         max_body_bytes=4000,
         max_operator_body_bytes=500,
@@ -252,7 +252,7 @@ def test_a_partial_ack_is_a_503_that_says_which_posts_kafka_has(client, registry
 def test_an_open_scope_is_a_loud_warning(caplog, monkeypatch):
     fake_kafka(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="services.ingest.api"):
-        create_app(IngestSettings(ingest_tokens=("t",), read_model=False))
+        create_app(IngestSettings(ingest_tokens=("t-0123456789abcdef",), read_model=False))
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1
     assert messages[0].startswith("AUTH IS OFF for operator routes: YUQING_OPERATOR_TOKENS is empty")
@@ -261,7 +261,7 @@ def test_an_open_scope_is_a_loud_warning(caplog, monkeypatch):
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "api.example.cn", "::"])  # noqa: S104
 def test_a_reachable_api_without_tokens_refuses_to_start(host):
     with pytest.raises(ConfigError, match="operator_tokens is empty") as caught:
-        load_settings(IngestSettings, api_host=host, ingest_tokens="t")
+        load_settings(IngestSettings, api_host=host, ingest_tokens="t-0123456789abcdef")
     assert "YUQING_ALLOW_NO_AUTH" in str(caught.value)
     assert load_settings(IngestSettings, api_host=host, allow_no_auth=True).allow_no_auth
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from schemas.events import AuthorType, Engagement, Platform
+from schemas.events import AuthorType, Platform
 from services.common.clock import FakeClock
 from services.ingest.feeds import FeedConfig, FeedPoller
 
@@ -165,7 +165,9 @@ async def test_first_poll_returns_every_entry_as_a_post(site, client):
     assert news.author_type is AuthorType.media
     assert news.url == "https://news.example.cn/1.html"
     assert news.published_at == datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
-    assert news.engagement == Engagement()
+    # A feed has no counts: unknown (null), not 0.
+    assert news.engagement.unknown == {"reposts", "comments", "likes"}
+    assert news.engagement.total == 0
     assert news.event_time == NOW
     assert news.root_post_id is None
 
@@ -354,3 +356,12 @@ async def test_implausible_feed_dates_read_as_the_poll_time_and_cst_as_beijing(s
         stable_id("https://news.example.cn/epoch.html"): NOW,
         stable_id("https://news.example.cn/future.html"): NOW,
     }
+
+
+@pytest.mark.parametrize("prefix", [b"\n", b"\r\n\r\n  ", b"\xef\xbb\xbf\n"])
+async def test_a_feed_with_blank_lines_before_its_xml_declaration_is_no_poll_error(site, client, prefix):
+    site.docs["/rss"] = Doc(prefix + rss(1, 2))
+    feeds = poller(site, client, ("/rss", "news"))
+    posts = await feeds.poll_once()
+    assert [p.text.split("\n")[0] for p in posts] == ["星河冰箱爆炸事件进展1", "星河冰箱爆炸事件进展2"]
+    assert feeds.errors == {}

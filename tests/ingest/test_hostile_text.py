@@ -262,7 +262,7 @@ def test_clean_text_strips_every_tag_from_long_hostile_markup(text):
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(hostile)
 def test_forum_messages_of_hostile_bbcode_become_text_or_a_named_error(text):
-    payload = {"tid": 1, "subject": "标题", "message": text, "dbdateline": 1795230000}
+    payload = {"tid": 1, "subject": "标题", "message": text, "dbdateline": 1795230000, "replies": 0}
     fields = forum_payload(payload, Reading(now=NOW))
     assert fields["text"].startswith("标题")
     assert BBCODE.search(fields["text"]) is None

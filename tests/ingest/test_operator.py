@@ -52,9 +52,9 @@ async def settings(kafka: str, prefix: str) -> IngestSettings:
         kafka_bootstrap=kafka,
         topic_prefix=prefix,
         partitions=1,
-        ingest_tokens=("ing",),
-        operator_tokens=("op",),
-        link_secret="k",
+        ingest_tokens=("ing-token-0123456789",),
+        operator_tokens=("op-token-0123456789",),
+        link_secret="k-link-0123456789",
         read_model=False,
     )
     await ensure_topics(s)
@@ -82,12 +82,14 @@ def client(settings: IngestSettings) -> Iterator[TestClient]:
         )
     )
     model.apply(incident_event(1, IncidentState.opened))
-    with TestClient(app, headers={"Authorization": "Bearer op"}) as c:
+    with TestClient(app, headers={"Authorization": "Bearer op-token-0123456789"}) as c:
         yield c
 
 
 def test_scopes_are_enforced(client):
-    assert client.get("/v1/tiers", headers={"Authorization": "Bearer ing"}).status_code == 403
+    assert (
+        client.get("/v1/tiers", headers={"Authorization": "Bearer ing-token-0123456789"}).status_code == 403
+    )
     assert client.get("/v1/tiers", headers={"Authorization": ""}).status_code == 401
     post = {"platform": "weibo", "post_id": "1", "text": "x", "published_at": "2026-11-21T10:00:00+08:00"}
     assert client.post("/v1/posts", json=post).status_code == 403
@@ -151,9 +153,31 @@ def test_incident_timeline_and_report(client):
 
 def test_expired_link_is_refused(client):
     token = sign_link(
-        b"k", "inc1", "xinghe", "ack", datetime.now(UTC) - timedelta(days=2), timedelta(hours=1)
+        b"k-link-0123456789",
+        "inc1",
+        "xinghe",
+        "ack",
+        datetime.now(UTC) - timedelta(days=2),
+        timedelta(hours=1),
     )
     resp = client.get(f"/v1/ack/{token}")
     assert resp.status_code == 403
     assert "expired" in resp.text
     assert client.post(f"/v1/ack/{token}").status_code == 403
+
+
+def test_a_statement_draft_reaches_the_topic_with_its_text(client, kafka, topics):
+    text = "我司高度重视，正在核查。\n<b>不是标记</b>"
+    ok = client.post(
+        "/v1/incidents/inc1/actions", json={"action": "statement_drafted", "actor": "王五", "text": text}
+    )
+    assert ok.status_code == 202, ok.text
+    values = asyncio.run(collect(kafka, topics.incident_actions, lambda v: len(v) >= 1, within=20))
+    action = IncidentAction.model_validate_json(values[0])
+    assert (action.action.value, action.actor, action.text, action.version) == (
+        "statement_drafted",
+        "王五",
+        text,
+        None,
+    )
+    assert action.event_id == ok.json()["event_id"]

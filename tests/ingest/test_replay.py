@@ -175,3 +175,36 @@ async def test_bad_arguments_fail_before_anything_is_sent(kafka, topic, tmp_path
         await replay(
             tmp_path / "missing.jsonl", kafka, topic, speed=None, platform=None, report=None, progress=False
         )
+
+
+async def test_event_time_keeps_history_times_and_gives_undated_lines_their_publish_time(
+    kafka, topic, tmp_path
+):
+    native = json.loads((PAYLOADS / "douyin.json").read_bytes())
+    source = write_lines(
+        tmp_path / "history.jsonl",
+        [
+            post("6001", at=T0),
+            post("6002"),  # no observation time: its publish time, not the clock's now
+            native,  # a bare native line: the same
+        ],
+    )
+    result = await replay(
+        source,
+        kafka,
+        topic,
+        speed=None,
+        platform=None,
+        report=None,
+        progress=False,
+        clock=FakeClock(NOW),
+        event_time=True,
+    )
+    assert (result.sent, result.bad, result.published) == (2, 1, 1)  # the bare douyin line needs --platform
+    posts = {k: Post.model_validate_json(v) for k, v in await records(kafka, topic, expected=2)}
+    assert posts["weibo:6001"].event_time == T0
+    assert (
+        posts["weibo:6002"].event_time
+        == posts["weibo:6002"].published_at
+        == datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+    )

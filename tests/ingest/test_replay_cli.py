@@ -36,3 +36,16 @@ def test_platform_is_case_insensitive_and_the_choices_are_the_platforms(tmp_path
     missing = tmp_path / "missing.jsonl"
     assert cli.main(["replay", str(missing), "--platform", "WeiBo", "--speed", "2"]) == 2
     assert capsys.readouterr().err.strip() == f"yuqing: error: {missing}: no such file"
+
+
+def test_event_time_is_refused_unless_the_stack_runs_on_event_time(tmp_path: Path, capsys, monkeypatch):
+    source = tmp_path / "history.jsonl"
+    source.write_text("{}\n")
+    monkeypatch.delenv("YUQING_WINDOW_CLOCK", raising=False)
+    assert cli.main(["replay", str(source), "--event-time"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("yuqing: error: --event-time needs a stack whose scoring windows follow event time")
+    assert "YUQING_WINDOW_CLOCK=event yuqing dev" in err
+    monkeypatch.setenv("YUQING_WINDOW_CLOCK", "wall")
+    assert cli.main(["replay", str(source), "--event-time"]) == 2
+    assert "YUQING_WINDOW_CLOCK is 'wall' here" in capsys.readouterr().err

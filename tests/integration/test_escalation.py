@@ -116,7 +116,7 @@ async def test_breach_pages_the_group_lead_and_survives_sigkill(kafka, topics, s
 
 async def test_ack_through_signed_link_stops_paging(kafka, topics, stack_factory, tmp_path):
     config = write_config(tmp_path / "c.yaml", escalation=SHORT_LADDER)
-    secret = {"YUQING_LINK_SECRET": "link-key", "YUQING_TICK_SECONDS": "1"}
+    secret = {"YUQING_LINK_SECRET": "link-key-for-escalation", "YUQING_TICK_SECONDS": "1"}
     stack = stack_factory(config, services=("ingest", "escalation"), extra_env=secret)
     api = f"http://127.0.0.1:{stack.api_port}"
     secret["YUQING_PUBLIC_URL"] = api

@@ -43,7 +43,9 @@ NOMINAL_POSTS_PER_SECOND = 418 / (3 * 3600) * SPEED
 
 def reliability_config(path: Path, webhook_url: str) -> Path:
     # Faults pause processing for seconds; at a replay speed of 360x that is tens of minutes of event time.
-    # A generous grace keeps the test about faults, not about (correctly) dead-lettered late events.
+    # The figures in docs/reliability.md were measured with this grace, from when a hit more than the grace
+    # behind was dead-lettered; late hits now count up to the longest window plus grace, so it is kept only
+    # to keep the runs comparable.
     return write_config(
         path,
         tiers={"grace_minutes": 240},

@@ -35,7 +35,7 @@ def api_schema(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "YUQING_PARTITIONS": "1",
             "YUQING_INGEST_TOKENS": TOKEN,
             "YUQING_OPERATOR_TOKENS": TOKEN,
-            "YUQING_LINK_SECRET": "k",
+            "YUQING_LINK_SECRET": "fuzz-link-secret-0a1b",
             "YUQING_DATA_DIR": str(tmp),
             "YUQING_LOG_LEVEL": "warn",
         },

@@ -9,21 +9,38 @@ loader's warning for a readable secrets file is tested in tests/common/test_conf
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import hmac
+import html
+import os
 import re
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from schemas.events import IncidentState
+from services.common.broker import free_port
+from services.common.csvfile import safe_cell
 from services.common.demo import WebhookReceiver
 from services.common.kafka import ensure_topics
 from services.common.links import sign_link
 from services.ingest.api import create_app
+from services.ingest.console import Sessions
 from services.ingest.settings import IngestSettings
 from tests.conftest import write_config
+from tests.factories import assert_csv_neutralised, formula_hits
 from tests.ingest.test_api_limits import fake_kafka
 from tests.ingest.test_operator import incident_event
 from tests.integration.test_pipeline import crisis_posts, wait_ready
@@ -135,6 +152,35 @@ def test_an_ack_link_works_once_and_a_replay_is_refused(fake_client):
     assert "链接已使用" in again.text
 
 
+def test_an_ack_link_does_only_the_action_it_was_signed_for(fake_client):
+    """A link signed for another action (resolve, say) is refused, not taken as an ack."""
+    now = datetime.now(UTC)
+    for action in ("resolve", "meeting_convened", "", "ACK"):
+        token = sign_link(LINK_SECRET, "inc1", "xinghe", action, now, timedelta(hours=1))
+        for method in ("GET", "POST"):
+            resp = fake_client.request(method, f"/v1/ack/{token}")
+            assert resp.status_code == 403, (action, method, resp.status_code)
+            assert f"this link was signed for {action!r}" in html.unescape(resp.text)
+    assert fake_client.post(f"/v1/ack/{_link(now)}").status_code == 200  # the ack it was signed for works
+
+
+def test_the_link_secret_cannot_forge_a_console_session(fake_client):
+    """The console once signed sessions with a key derived from YUQING_LINK_SECRET: whoever held the link
+    secret and the key id of any old cookie could make a session for any name. Its key is its own now."""
+    derived = hmac.new(LINK_SECRET, b"yuqing console sessions", hashlib.sha256).digest()
+    forged = Sessions([TOKENS["operator"]], derived).issue(TOKENS["operator"], "mallory", datetime.now(UTC))
+    resp = fake_client.get(
+        "/console/board", headers={"Cookie": f"yuqing-console={forged}"}, follow_redirects=False
+    )
+    assert resp.status_code == 303
+    assert resp.headers["location"].startswith("/console/login")
+    real = fake_client.post(
+        "/console/login", data={"actor": "值班", "token": TOKENS["operator"]}, follow_redirects=False
+    )
+    assert real.status_code == 303
+    assert fake_client.get("/console/board").status_code == 200
+
+
 def test_expired_and_tampered_ack_links_are_refused(fake_client):
     expired = _link(datetime.now(UTC) - timedelta(days=2))
     body, mac = _link(datetime.now(UTC)).split(".")
@@ -145,6 +191,19 @@ def test_expired_and_tampered_ack_links_are_refused(fake_client):
             resp = fake_client.request(method, f"/v1/ack/{token}")
             assert resp.status_code == 403, (token, method, resp.status_code)
     assert "expired" in fake_client.get(f"/v1/ack/{expired}").text
+
+
+def test_the_ledger_csv_export_neutralises_formulas_from_post_text(fake_client):
+    for h in formula_hits():
+        fake_client.app.state.read_model.apply(h)
+    resp = fake_client.get(
+        "/v1/ledger", params={"format": "csv"}, headers={"Authorization": f"Bearer {TOKENS['operator']}"}
+    )
+    assert resp.status_code == 200
+    assert_csv_neutralised(resp.content)
+    for text in ("\t=1+1", "\r=1+1", "=1", "+1", "-1", "@A1"):
+        assert safe_cell(text) == "'" + text
+    assert [safe_cell(v) for v in ("星河 =1", "", None, -5, 3)] == ["星河 =1", "", None, -5, 3]
 
 
 def test_public_routes_are_only_health_metrics_and_signed_links(fake_client):
@@ -201,3 +260,202 @@ async def test_secrets_never_appear_in_logs_or_metrics(kafka, stack_factory, tmp
         assert value not in logs, f"{name} secret found in logs"
         for page in pages:
             assert value not in page, f"{name} secret found in /metrics"
+
+
+# ---- start-up errors ---------------------------------------------------------------------------------------
+
+_STARTUP_SECRETS = {
+    "YUQING_INGEST_TOKENS": "ingest-startup-4c1d9e",
+    "YUQING_OPERATOR_TOKENS": "operator-startup-7b2a5f",
+    "YUQING_LINK_SECRET": "link-startup-3e8f0a1b",
+    "YUQING_CONSOLE_SECRET": "console-startup-6d4c2b",
+}
+
+
+def _refusal(service: str, env: dict[str, str]) -> str:
+    """Run `yuqing worker <service>` with `env` over the secrets; it must refuse to start. Its output."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("YUQING_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.common.cli", "worker", service],
+        env={**base, "YUQING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", **_STARTUP_SECRETS, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    return done.stdout + done.stderr
+
+
+def test_secrets_never_appear_in_start_up_errors(tmp_path):
+    """Each way the real CLI refuses bad settings, with every secret set: the refusal names the setting and
+    shows none of the secrets (the first case printed the whole environment, secrets included)."""
+    hook_secret = "hook-startup-9f8e7d6c"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(f'notifier:\n  channels:\n    - secret: "{hook_secret}\n      url: [\n')
+    broken.chmod(0o600)
+    cases = [
+        (
+            "ingest",
+            {"YUQING_API_HOST": "0.0.0.0", "YUQING_OPERATOR_TOKENS": ""},  # noqa: S104
+            "operator_tokens is empty",
+        ),
+        ("ingest", {"YUQING_API_PORT": "eighty"}, "YUQING_API_PORT"),
+        (
+            "ingest",
+            {"YUQING_OPERATOR_TOKENS": f"{_STARTUP_SECRETS['YUQING_OPERATOR_TOKENS']},short"},
+            "token 2",
+        ),
+        (
+            "ingest",
+            {"YUQING_CONSOLE_SECRET": _STARTUP_SECRETS["YUQING_LINK_SECRET"]},
+            "YUQING_CONSOLE_SECRET",
+        ),
+        ("ingest", {"YUQING_CONFIG_FILE": str(broken)}, "not valid YAML"),
+        (
+            "escalation",
+            {"YUQING_TICK_SECONDS": "-1", "YUQING_LINK_SECRET": "short-link"},
+            "YUQING_LINK_SECRET",
+        ),
+    ]
+    for service, env, named in cases:
+        output = _refusal(service, env)
+        assert named in output, (env, output)
+        for name, value in {**_STARTUP_SECRETS, "hook": hook_secret, "short": "short-link"}.items():
+            assert value not in output, (env, name, output)
+        assert "{" not in output, output  # no settings dict in any form
+
+
+# ---- the API process under hostile bodies ------------------------------------------------------------------
+
+_MB = 1024 * 1024
+_RSS_BOUND = 300 * _MB  # the acceptance bound: generous next to the ~110 MB an idle API takes
+_POST_BYTES = 300 * _MB
+
+
+def _api_env(port: int, **extra: str) -> dict[str, str]:
+    """The environment of a real `yuqing worker ingest` that needs no broker: its Kafka never answers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YUQING_")}
+    return {
+        **env,
+        "PYTHONUNBUFFERED": "1",
+        "YUQING_API_PORT": str(port),
+        "YUQING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "YUQING_READ_MODEL": "false",
+        "YUQING_BRIEFINGS": "false",
+        "YUQING_PRODUCE_TIMEOUT_SECONDS": "1",
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def _api_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.common.cli", "worker", "ingest"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            base = f"http://127.0.0.1:{env['YUQING_API_PORT']}"
+            for _ in range(150):
+                assert proc.poll() is None, log.read_text(errors="replace")
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            else:
+                raise AssertionError("the API never answered /healthz")
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """(resident now, peak resident) of a process in bytes, from /proc."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def _stream_post(port: int, path: str, chunked: bool, stop: threading.Event) -> tuple[str, int]:
+    """POST `_POST_BYTES` of form to `path`, chunk by chunk from one 64 KB buffer, reading the answer as
+    soon as there is one. Returns (status line or how the connection ended, bytes sent)."""
+    chunk = b"x" * 65_536
+    framing = b"Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {_POST_BYTES}\r\n".encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+        + b"Content-Type: application/x-www-form-urlencoded\r\n"
+        + framing
+        + b"\r\n"
+    )
+    piece = (b"%x\r\n" % len(chunk) + chunk + b"\r\n") if chunked else chunk
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + (b"%x\r\nactor=a&token=\r\n" % 14 if chunked else b"actor=a&token="))
+        pending = memoryview(piece)
+        try:
+            while sent < _POST_BYTES and not stop.is_set():
+                readable, writable, _ = select.select([sock], [sock], [], 1.0)
+                if readable:
+                    answer = sock.recv(4096)
+                    return (answer.split(b"\r\n", 1)[0].decode() if answer else "closed"), sent
+                if writable:
+                    n = sock.send(pending)
+                    pending = pending[n:]
+                    if not pending:
+                        sent += len(chunk)
+                        pending = memoryview(piece)
+            if stop.is_set():
+                return "stopped by the memory watch", sent
+            sock.settimeout(10)
+            answer = sock.recv(4096)
+            return (answer.split(b"\r\n", 1)[0].decode() if answer else "closed"), sent
+        except (ConnectionResetError, BrokenPipeError):
+            return "reset", sent
+
+
+def test_parallel_oversized_posts_keep_the_api_memory_bounded(tmp_path):
+    """Four parallel 300 MB login forms, two with a Content-Length and two chunked, streamed from a 64 KB
+    buffer: the real API process stays under 300 MB resident (it went to 1.6 GB when the console buffered
+    every body before checking its size) and still answers afterwards."""
+    port = free_port()
+    with _api_process(_api_env(port), tmp_path / "api.log") as proc:
+        stop = threading.Event()
+        peak = {"rss": 0}
+
+        def watch() -> None:
+            while not stop.is_set():
+                rss, _ = _memory(proc.pid)
+                peak["rss"] = max(peak["rss"], rss)
+                if rss > _RSS_BOUND:
+                    stop.set()  # the bound is broken: stop feeding it rather than exhaust the machine
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        with ThreadPoolExecutor(4) as pool:
+            streams = [
+                pool.submit(_stream_post, port, "/console/login", chunked, stop)
+                for chunked in (False, True, False, True)
+            ]
+            results = [s.result() for s in streams]
+        stop.set()
+        watcher.join()
+        _, high_water = _memory(proc.pid)
+        assert max(peak["rss"], high_water) < _RSS_BOUND, (
+            f"API peaked at {max(peak['rss'], high_water) / _MB:.0f} MB resident; results {results}"
+        )
+        for status, _sent in results:
+            assert status.startswith("HTTP/1.1 413") or status == "reset", results
+        assert any(status.startswith("HTTP/1.1 413") for status, _ in results), results
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import random
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from schemas.events import Engagement, KeywordHit, Platform, Tier, TierChange
+from schemas.events import Engagement, KeywordHit, Platform, Post, Tier, TierChange
 from services.common.clock import FakeClock
 from services.common.exceptions import ConfigError
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from services.scoring.windows import LateEvent
+from tests.factories import crisis_burst
 from tests.scoring.factories import T0, XINGHE_CONFIG, make_post
 
 ROOT_TEXT = "星河电器空调起火了，要求退款"
@@ -217,25 +221,62 @@ def test_tick_brings_tier_down_by_cooldown(
 def test_tick_within_hold_keeps_tier(
     hits: HitStage, tiers: TierStage, state: ScoringState, clock: FakeClock
 ) -> None:
+    """The 2 h window falls to 50,000 (under 80 % of 100,000) at minute 125; the hold runs out at 140."""
     _escalate(hits, tiers, state)
-    clock.set(T0 + timedelta(hours=9))
+    clock.set(T0 + timedelta(hours=2))
     assert tiers.tick(state) == []
-    clock.advance(minutes=14)
+    clock.set(T0 + timedelta(minutes=139))
     assert tiers.tick(state) == []
     assert state.tiers["xinghe"]["tier"] == int(Tier.level1)
+    assert state.tiers["xinghe"]["below_since"] == (T0 + timedelta(minutes=125)).isoformat()
+    clock.set(T0 + timedelta(minutes=140, seconds=59))
+    assert tiers.tick(state) == []  # minute 140 is not over: its hits may still come
+    clock.set(T0 + timedelta(minutes=141))
+    (down,) = tiers.tick(state)
+    assert (down.previous, down.tier, down.reason) == (Tier.level1, Tier.level2, "cooldown")
+    assert down.window_end == T0 + timedelta(minutes=141)
+    assert down.counts == {"8h": 100_001, "4h": 100_001, "2h": 0}
 
 
-def test_late_hit_beyond_grace_raises(hits: HitStage, tiers: TierStage, state: ScoringState) -> None:
-    for hit in hits.process(make_post(post_id="a", event_time=T0 + timedelta(minutes=30), reposts=5), state):
+def _cooldowns(matcher: RuleMatcher, ticks: list[timedelta]) -> list[TierChange]:
+    clock = FakeClock(T0)
+    hit_stage = HitStage(XINGHE_CONFIG, matcher, clock=clock)
+    tier_stage, state = TierStage(XINGHE_CONFIG, clock=clock), ScoringState.in_memory()
+    _escalate(hit_stage, tier_stage, state)
+    down: list[TierChange] = []
+    for at in ticks:
+        clock.set(T0 + at)
+        down.extend(tier_stage.tick(state))
+    return down
+
+
+def test_cooldown_ids_come_from_event_time_not_from_when_ticks_ran(matcher: RuleMatcher) -> None:
+    """Issue 20: a tick-driven change took the wall-clock minute as window_end, so two runs differed."""
+    every_30s = [timedelta(seconds=30 * n) for n in range(20, 2 * 60 * 11)]
+    late_and_rare = [timedelta(hours=3), timedelta(hours=30)]
+    first, second = _cooldowns(matcher, every_30s), _cooldowns(matcher, late_and_rare)
+    assert [(int(c.previous), int(c.tier)) for c in first] == [(1, 2), (2, 3), (3, 0)]
+    # Each step comes at the minute its hold ran out: the 2 h window fell under 80,000 at minute 125, the
+    # 4 h one under 40,000 at 250, the 8 h one under 8,000 at 490; each then held for 15 minutes.
+    assert [c.window_end for c in first] == [T0 + timedelta(minutes=m) for m in (141, 266, 506)]
+    assert [c.event_id for c in second] == [c.event_id for c in first]
+    assert [c.counts for c in second] == [c.counts for c in first]
+    assert [c.detected_at for c in second] != [c.detected_at for c in first]
+
+
+def test_late_hit_beyond_the_longest_window_plus_grace_raises(
+    hits: HitStage, tiers: TierStage, state: ScoringState
+) -> None:
+    for hit in hits.process(make_post(post_id="a", event_time=T0 + timedelta(hours=9), reposts=5), state):
         tiers.process(hit, state)
     (late,) = hits.process(make_post(post_id="b", event_time=T0, reposts=5), state)
-    with pytest.raises(LateEvent):
+    with pytest.raises(LateEvent, match="9 h 0 min behind"):
         tiers.process(late, state)
+    assert f"xinghe|{int(T0.timestamp() // 60)}" not in state.buckets
 
 
 def test_override_pins_tier_in_stage(hits: HitStage, tiers: TierStage, state: ScoringState) -> None:
-    change = tiers.override("xinghe", Tier.level1, "alice", state)
-    assert change is not None
+    (change,) = tiers.override("xinghe", Tier.level1, "alice", state)
     assert (change.previous, change.tier, change.reason, change.operator) == (
         Tier.none,
         Tier.level1,
@@ -265,7 +306,8 @@ def test_replayed_hit_is_counted_once(hits: HitStage, tiers: TierStage, state: S
 
 
 def test_group_grace_overrides_default(clock: FakeClock) -> None:
-    """A group's own tiers section sets its grace: 40 minutes late counts there, not under the default 10."""
+    """A group's own tiers section sets its grace: 8 h 40 min late counts there (8 h + 60 min), not under
+    the default (8 h + 10 min)."""
     config = XINGHE_CONFIG.model_validate(
         {
             "rules": {
@@ -280,7 +322,7 @@ def test_group_grace_overrides_default(clock: FakeClock) -> None:
     tiers, state = TierStage(config, clock=clock), ScoringState.in_memory()
     for text, pid in (("星河电器空调起火了", "a"), ("格力的空调起火了", "b")):
         for hit in hits.process(
-            make_post(post_id=pid, text=text, event_time=T0 + timedelta(minutes=40)), state
+            make_post(post_id=pid, text=text, event_time=T0 + timedelta(minutes=520)), state
         ):
             tiers.process(hit, state)
     (late,) = hits.process(make_post(post_id="c", text="星河电器空调起火了", event_time=T0, reposts=7), state)
@@ -355,3 +397,276 @@ def test_count_markers_are_forgotten_with_the_same_horizon(tiers: TierStage, sta
 def test_the_horizon_must_outlast_the_longest_window(matcher: RuleMatcher) -> None:
     with pytest.raises(ConfigError, match="longer than the longest window"):
         HitStage(XINGHE_CONFIG, matcher, track=timedelta(hours=8))
+
+
+# -- late and out-of-order observations (issue 15) -----------------------------------------------------------
+
+
+def _feed(
+    posts: list[Post], hit_stage: HitStage, tier_stage: TierStage, state: ScoringState
+) -> list[TierChange]:
+    changes: list[TierChange] = []
+    for post in posts:
+        for hit in hit_stage.process(post, state):
+            changes.extend(tier_stage.process(hit, state))
+    return changes
+
+
+def _burst() -> list[Post]:
+    return [Post.model_validate(p) for p in crisis_burst(T0)]
+
+
+def test_the_burst_in_order_crosses_each_level_at_its_minute(
+    hits: HitStage, tiers: TierStage, state: ScoringState
+) -> None:
+    changes = _feed(_burst(), hits, tiers, state)
+    assert [(int(c.previous), int(c.tier)) for c in changes] == [(0, 3), (3, 2), (2, 1)]
+    assert [c.window_end for c in changes] == [T0 + timedelta(minutes=m) for m in (16, 54, 89)]
+    assert changes[-1].counts == {"8h": 100_001, "4h": 100_001, "2h": 100_001}
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("ticks", [False, True], ids=["hits-only", "with-wall-ticks"])
+def test_a_shuffled_burst_ends_at_level_1_with_every_count(
+    matcher: RuleMatcher, seed: int, ticks: bool
+) -> None:
+    """Issue 15: the held-out crisis posted in one burst, in any order, and with wall-clock ticks at the
+    stack's "now" in between (which put every hit behind the evaluation point), ends at level 1 with
+    100,001 in every window: no post is dropped as late."""
+    clock = FakeClock(T0 + timedelta(minutes=95))
+    hit_stage, tier_stage = (
+        HitStage(XINGHE_CONFIG, matcher, clock=clock),
+        TierStage(XINGHE_CONFIG, clock=clock),
+    )
+    state = ScoringState.in_memory()
+    posts = _burst()
+    random.Random(seed).shuffle(posts)
+    changes: list[TierChange] = []
+    for n, post in enumerate(posts):
+        changes.extend(_feed([post], hit_stage, tier_stage, state))
+        if ticks and n % 3 == 1:
+            changes.extend(tier_stage.tick(state))
+    if ticks:
+        changes.extend(tier_stage.tick(state))
+    assert state.tiers["xinghe"]["tier"] == int(Tier.level1)
+    assert changes[-1].tier == Tier.level1
+    assert changes[-1].counts == {"8h": 100_001, "4h": 100_001, "2h": 100_001}
+    assert all(c.direction == "up" for c in changes)
+    windows = tier_stage._windows(state, "xinghe")
+    assert windows.sums("xinghe") == {120: 100_001, 240: 100_001, 480: 100_001}
+    # The buckets (what the windows count) hold exactly what the posts spread: the ledger's figure.
+    assert sum(sum(b.values()) for b in state.buckets.values()) == sum(p.engagement.total for p in posts)
+    ends = [c.window_end for c in changes]
+    assert ends == sorted(ends)  # a group's changes come out in event-time order
+    assert len({c.event_id for c in changes}) == len(changes)
+
+
+def test_an_observation_7_hours_late_counts_and_raises_the_tier_it_reached(
+    hits: HitStage, tiers: TierStage, state: ScoringState, clock: FakeClock
+) -> None:
+    _feed([make_post(post_id="new", event_time=T0 + timedelta(hours=7), reposts=100)], hits, tiers, state)
+    clock.set(T0 + timedelta(hours=7, minutes=5))
+    (late,) = _feed([make_post(post_id="old", event_time=T0, reposts=10_001)], hits, tiers, state)
+    assert state.buckets[f"xinghe|{int(T0.timestamp() // 60)}"] == {"weibo": 10_001}
+    assert tiers._windows(state, "xinghe").sums("xinghe")[480] == 10_101
+    assert (late.previous, late.tier, late.reason) == (Tier.none, Tier.level3, "threshold")
+    assert late.window_end == T0 + timedelta(minutes=1)  # the event time it reached level 3
+    assert late.detected_at == T0 + timedelta(hours=7, minutes=5)  # when it was decided
+    assert late.counts == {"8h": 10_001, "4h": 10_001, "2h": 10_001}
+    assert state.tiers["xinghe"]["tier"] == int(Tier.level3)
+
+
+def test_a_late_observation_reopens_windows_that_ended_before_now(
+    hits: HitStage, tiers: TierStage, state: ScoringState, clock: FakeClock
+) -> None:
+    """60,000 at minute 0, a little at 200, then 40,001 seen late at minute 100: the 2 h windows ending at
+    minutes 100-119 held 100,001, although the one ending now (200) holds only 40,001. Level 1 is emitted
+    at minute 100, and so is the cooldown its hold ran out at in the meantime."""
+    first = _feed(
+        [
+            make_post(post_id="a", event_time=T0, reposts=60_000),
+            make_post(post_id="b", event_time=T0 + timedelta(minutes=200), reposts=10),
+        ],
+        hits,
+        tiers,
+        state,
+    )
+    assert [(int(c.previous), int(c.tier)) for c in first] == [(0, 2)]
+    clock.set(T0 + timedelta(minutes=201))
+    late = _feed(
+        [make_post(post_id="c", event_time=T0 + timedelta(minutes=100), reposts=40_001)], hits, tiers, state
+    )
+    assert [(int(c.previous), int(c.tier), c.reason) for c in late] == [
+        (2, 1, "threshold"),
+        (1, 2, "cooldown"),
+    ]
+    assert [c.window_end for c in late] == [T0 + timedelta(minutes=101), T0 + timedelta(minutes=136)]
+    assert late[0].counts == {"8h": 100_001, "4h": 100_001, "2h": 100_001}
+    assert late[1].counts == {"8h": 100_001, "4h": 100_001, "2h": 40_001}
+    assert all(c.detected_at == T0 + timedelta(minutes=201) for c in late)
+    assert state.tiers["xinghe"]["tier"] == int(Tier.level2)
+
+
+def test_a_late_observation_that_restores_the_band_restarts_the_hold(
+    hits: HitStage, tiers: TierStage, state: ScoringState, clock: FakeClock
+) -> None:
+    _feed([make_post(post_id="a", event_time=T0, reposts=10_001)], hits, tiers, state)
+    clock.set(T0 + timedelta(minutes=490))
+    assert tiers.tick(state) == []  # the 8 h window emptied at minute 480: the hold runs
+    assert state.tiers["xinghe"]["below_since"] == (T0 + timedelta(minutes=480)).isoformat()
+    # 8,001 seen late at minute 470 keeps the 8 h window over 8,000 until minute 949.
+    assert (
+        _feed(
+            [make_post(post_id="b", event_time=T0 + timedelta(minutes=470), reposts=8_001)],
+            hits,
+            tiers,
+            state,
+        )
+        == []
+    )
+    assert state.tiers["xinghe"]["below_since"] is None
+    clock.set(T0 + timedelta(minutes=965))
+    assert tiers.tick(state) == []
+    clock.set(T0 + timedelta(minutes=966))
+    (down,) = tiers.tick(state)
+    assert (down.tier, down.reason, down.window_end) == (Tier.none, "cooldown", T0 + timedelta(minutes=966))
+
+
+def test_a_late_observation_does_not_rewrite_changes_already_emitted(
+    hits: HitStage, tiers: TierStage, state: ScoringState, clock: FakeClock
+) -> None:
+    """Level 3 came down at minute 495. A late 5,000 at minute 10 would have kept it up then, but that is
+    history: what it can still do is raise the tier from the last change on, and 5,000 + 10,001 reach
+    level 3 in no window ending after minute 495."""
+    _feed([make_post(post_id="a", event_time=T0, reposts=10_001)], hits, tiers, state)
+    clock.set(T0 + timedelta(minutes=497))
+    (down,) = tiers.tick(state)
+    assert down.window_end == T0 + timedelta(minutes=496)
+    assert (
+        _feed(
+            [make_post(post_id="b", event_time=T0 + timedelta(minutes=10), reposts=5_000)], hits, tiers, state
+        )
+        == []
+    )
+    assert state.tiers["xinghe"]["tier"] == int(Tier.none)
+
+
+def test_the_event_clock_lets_history_replay_with_ticks(matcher: RuleMatcher) -> None:
+    """A 2025 crisis replayed in 2030: wall-clock ticks move every window to 2030, so the rest of the
+    crisis is years late; with the event clock, ticks follow the newest event and change nothing."""
+    history = [Post.model_validate(p) for p in crisis_burst(datetime(2025, 3, 1, 9, 0, tzinfo=UTC))]
+    clock = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
+
+    def run(event_clock: bool, ticks: bool) -> list[TierChange]:
+        hit_stage = HitStage(XINGHE_CONFIG, matcher, clock=clock)
+        tier_stage = TierStage(XINGHE_CONFIG, clock=clock, event_clock=event_clock)
+        state, out = ScoringState.in_memory(), []
+        for post in history:
+            out.extend(_feed([post], hit_stage, tier_stage, state))
+            if ticks:
+                out.extend(tier_stage.tick(state))
+        return out
+
+    quiet = run(event_clock=True, ticks=False)
+    assert [int(c.tier) for c in quiet] == [3, 2, 1]
+    assert [c.event_id for c in run(event_clock=True, ticks=True)] == [c.event_id for c in quiet]
+    with pytest.raises(LateEvent):
+        run(event_clock=False, ticks=True)
+
+
+def test_the_event_clock_brings_a_quiet_group_down_as_other_groups_move_event_time(
+    matcher: RuleMatcher,
+) -> None:
+    config = XINGHE_CONFIG.model_validate(
+        {
+            "rules": {
+                "groups": [{"name": "xinghe", "brands": ["星河电器"]}, {"name": "gree", "brands": ["格力"]}]
+            }
+        }
+    )
+    clock = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
+    hit_stage = HitStage(config, RuleMatcher(config.rules), clock=clock)
+    tier_stage, state = TierStage(config, clock=clock, event_clock=True), ScoringState.in_memory()
+    assert tier_stage.now(state) == clock()  # no events yet: the wall clock
+    t = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+    (up,) = _feed(
+        [make_post(post_id="a", event_time=t, published_at=t, reposts=10_001)], hit_stage, tier_stage, state
+    )
+    assert (up.tier, up.window_end) == (Tier.level3, t + timedelta(minutes=1))
+    assert tier_stage.tick(state) == []
+    _feed(
+        [make_post(post_id="b", text="格力的空调起火了", event_time=t + timedelta(hours=9))],
+        hit_stage,
+        tier_stage,
+        state,
+    )
+    assert tier_stage.now(state) == t + timedelta(hours=9)
+    (down,) = tier_stage.tick(state)
+    assert (down.group, down.tier, down.window_end) == ("xinghe", Tier.none, t + timedelta(minutes=496))
+    (change,) = tier_stage.override("xinghe", Tier.level2, "alice", state)
+    assert change.window_end == t + timedelta(hours=9, minutes=1)  # event time, not 2030
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    posts=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 59), st.integers(0, 60_000)), max_size=8),
+    ticks=st.lists(st.floats(0, 1), max_size=25),
+)
+def test_when_ticks_run_does_not_change_what_is_emitted(
+    matcher: RuleMatcher, posts: list[tuple[int, int, int]], ticks: list[float]
+) -> None:
+    """Posts in time order, wall-clock ticks at any moment the data has reached: the same changes, ids
+    included, as with no tick until the end. Ticks only notice cooldowns; when they run cannot move them."""
+    at, feed = T0, []
+    for n, (gap, second, spread) in enumerate(posts):
+        at = at.replace(second=0) + timedelta(minutes=gap, seconds=second)
+        feed.append(make_post(post_id=f"p{n}", event_time=at, published_at=at, reposts=spread))
+    end = at + timedelta(hours=12)
+    moments = sorted(T0 + (end - T0) * f for f in ticks)
+
+    def run(tick_at: list[datetime]) -> list[TierChange]:
+        clock = FakeClock(T0)
+        hit_stage, tier_stage = (
+            HitStage(XINGHE_CONFIG, matcher, clock=clock),
+            TierStage(XINGHE_CONFIG, clock=clock),
+        )
+        state, out, pending = ScoringState.in_memory(), [], list(tick_at)
+        for post in feed:
+            while pending and pending[0] <= post.event_time:
+                clock.set(pending.pop(0))
+                out.extend(tier_stage.tick(state))
+            clock.set(post.event_time)
+            out.extend(_feed([post], hit_stage, tier_stage, state))
+        clock.set(end)
+        return [*out, *tier_stage.tick(state)]
+
+    quiet = run([])
+    assert [(c.event_id, c.counts) for c in run(moments)] == [(c.event_id, c.counts) for c in quiet]
+
+
+def test_a_tick_does_not_decide_a_minute_whose_hits_may_still_come(
+    hits: HitStage, tiers: TierStage, state: ScoringState, clock: FakeClock
+) -> None:
+    """Level 3 from 10,001 at minute 0: the 8 h window empties at 480 and the hold would run out at 495.
+    8,001 more at 495:30 keeps it over 8,000. A tick at 495:10 must not bring the tier down first."""
+    _feed([make_post(post_id="a", event_time=T0, reposts=10_001)], hits, tiers, state)
+    clock.set(T0 + timedelta(minutes=495, seconds=10))
+    assert tiers.tick(state) == []
+    later = T0 + timedelta(minutes=495, seconds=30)
+    assert (
+        _feed(
+            [make_post(post_id="b", event_time=later, published_at=later, reposts=8_001)], hits, tiers, state
+        )
+        == []
+    )
+    assert state.tiers["xinghe"]["tier"] == int(Tier.level3)
+
+
+def test_an_override_after_a_quiet_spell_first_reports_the_cooldowns_it_missed(
+    hits: HitStage, tiers: TierStage, state: ScoringState, clock: FakeClock
+) -> None:
+    _feed([make_post(post_id="a", event_time=T0, reposts=10_001)], hits, tiers, state)
+    clock.set(T0 + timedelta(hours=9))
+    down, pinned = tiers.override("xinghe", Tier.level2, "alice", state)
+    assert (down.reason, down.tier, down.window_end) == ("cooldown", Tier.none, T0 + timedelta(minutes=496))
+    assert (pinned.reason, pinned.previous, pinned.tier) == ("override", Tier.none, Tier.level2)

@@ -3,7 +3,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from schemas.events import Engagement
-from services.scoring.engagement import Snapshot, apply_snapshot
+from services.common import json
+from services.scoring.engagement import Snapshot, apply_snapshot, cumulative_of
 from tests.scoring.factories import T0, make_post
 
 
@@ -54,3 +55,17 @@ def test_drop_then_rise_back_not_double_counted() -> None:
 def test_snapshot_row_round_trip() -> None:
     snap = Snapshot(1, 2, 3, T0)
     assert Snapshot.from_row(snap.to_row()) == snap
+
+
+def test_a_count_never_reported_stays_unknown_in_the_hit() -> None:
+    reported = Engagement.model_validate({"reposts": 10, "comments": None, "likes": 3})
+    cumulative = cumulative_of(Snapshot(10, 0, 3, T0), reported)
+    assert cumulative.unknown == {"comments"}
+    assert json.loads(json.dumps(cumulative))["comments"] is None
+
+
+def test_a_count_known_earlier_is_not_unknown_when_a_later_snapshot_omits_it() -> None:
+    reported = Engagement.model_validate({"reposts": 10, "comments": None, "likes": 3})
+    cumulative = cumulative_of(Snapshot(10, 7, 3, T0), reported)
+    assert cumulative.unknown == frozenset()
+    assert cumulative.comments == 7

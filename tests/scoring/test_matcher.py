@@ -361,3 +361,133 @@ def test_a_brand_inside_a_product_name_is_found(
     appliance_brands: RuleMatcher, text: str, expected: list[str]
 ) -> None:
     assert groups_of(appliance_brands.match(text)) == expected
+
+
+# ---- Weibo-shaped text: hashtags, 超话, @mentions, emoticon alt-text -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "group"),
+    [
+        ("#小米差评#", "xiaomi"),
+        ("#苹果避雷#", "apple"),
+        ("#苹果维权# 用了半年就坏了不给修，还说我进过水", "apple"),
+        ("#小米投诉无门# 等了四十天还没发货", "xiaomi"),
+        ("#小米[超话]##小米翻车# 这次真的没法忍", "xiaomi"),
+        ("#PDD差评# 蓝牙耳机是山寨货", "pdd"),
+        ("#蘋果避雷# 別買", "apple"),
+    ],
+)
+def test_everyday_word_brand_followed_by_a_tag_in_a_hashtag_is_the_brand(
+    brands: RuleMatcher, text: str, group: str
+) -> None:
+    (g,) = brands.match(text)
+    assert g.group == group
+    norm = normalize(text)
+    assert all(norm[m.start : m.end] == m.term for m in g.matches)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#小米粥做法# 太难喝了，差评",
+        "#小米辣避雷# 一点都不辣，白买了",
+        "#苹果肌避雷# 这家医美不行",
+        "#红富士苹果差评# 一箱里一半是烂的",
+        # The body says which 苹果 the topic means.
+        "#苹果避雷# 水果店的苹果打了蜡，洗都洗不掉",
+        # The hashtag itself does.
+        "#超市苹果避雷# 一咬全是渣",
+        # Not directly followed by a tag, and nothing else shows the brand.
+        "#苹果今天又避雷了#",
+        # The rule is the hashtag's: in running text an everyday word needs a cue as before.
+        "买的苹果差评，一点都不脆",
+    ],
+)
+def test_everyday_words_in_hashtags_stay_everyday(brands: RuleMatcher, text: str) -> None:
+    assert brands.match(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#小米[超话]# 用了三天就坏了，差评",
+        "小米[超话] 用了三天就坏了，差评",
+        # The rendered post: the 超话 link's text, its icon gone.
+        "小米超话 用了三天就坏了，差评",
+    ],
+)
+def test_a_super_topic_named_after_the_brand_is_the_brand(brands: RuleMatcher, text: str) -> None:
+    assert groups_of(brands.match(text)) == ["xiaomi"]
+
+
+def test_a_super_topic_of_an_everyday_compound_is_not(brands: RuleMatcher) -> None:
+    assert brands.match("#小米粥[超话]# 熬糊了，差评") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@华为粉丝后援会小张 这家奶茶店太坑了，排队两小时，避雷",
+        "@爱吃拼多多水果的猫 这家奶茶店避雷",
+        "//@避雷小分队:小米这次的新品是真的香，已下单",
+        "@小米粥不加糖 姐妹你上次说的那家店踩雷了吗",
+    ],
+)
+def test_a_nick_is_a_name_not_a_brand_or_a_tag(brands: RuleMatcher, text: str) -> None:
+    assert brands.match(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "group"),
+    [
+        ("@小米公司 你们的洗衣机把我的衣服全搅烂了，差评", "xiaomi"),
+        ("@苹果中国 退款三十天还没到账，离谱", "apple"),
+        ("回复@华为终端:别让我等通知了，屏幕又碎了，投诉", "huawei"),
+        ("转发理由：同款问题！！避雷//@格力电器 :感谢反馈，已私信", "gree"),
+        # A nick that is not the brand's own does not hide the brand named in the post.
+        ("@华为粉丝小王 你的华为手机也黑屏了吗？差评", "huawei"),
+    ],
+)
+def test_a_mention_of_the_brands_own_account_is_the_brand(brands: RuleMatcher, text: str, group: str) -> None:
+    (g,) = brands.match(text)
+    assert g.group == group
+    norm = normalize(text)
+    assert all(norm[m.start : m.end] == m.term for m in g.matches)
+
+
+def test_a_latin_account_name_is_split_where_its_case_shows() -> None:
+    m = build({"name": "apple", "brands": ["Apple"]})
+    (g,) = m.match("@AppleSupport 退款三十天还没到账，离谱")
+    assert ("apple", 1) in {(x.term, x.start) for x in g.matches if x.kind == "brand"}
+    assert m.match("@ILoveApple 今天的快递又丢件了，离谱") == []
+
+
+def test_a_tag_in_the_brands_own_nick_is_no_evidence() -> None:
+    m = build({"name": "jd", "brands": ["京东"], "negatives": ["客服"]})
+    assert m.match("@京东客服 请问怎么寄回去") == []
+    assert groups_of(m.match("京东客服请问怎么寄回去")) == ["jd"]
+
+
+@pytest.mark.parametrize(
+    ("text", "grievance"),
+    [
+        ("小米售后[怒]", "[怒]"),
+        ("苹果售后[吐][吐] 换个电池排队三小时", "[吐]"),
+        ("小米客服[白眼] 问三遍答非所问", "[白眼]"),
+    ],
+)
+def test_emoticon_alt_text_is_a_grievance(brands: RuleMatcher, text: str, grievance: str) -> None:
+    (g,) = brands.match(text)
+    assert grievance in {m.term for m in g.matches if m.kind == "negative"}
+
+
+@pytest.mark.parametrize("text", ["小米售后半小时就修好了[赞]", "小米售后[doge]", "小米售后今天上门了[坏笑]"])
+def test_praise_or_tone_emoticons_are_no_grievance(brands: RuleMatcher, text: str) -> None:
+    assert brands.match(text) == []
+
+
+def test_a_word_a_group_calls_a_tag_inside_an_emoticon_is_none() -> None:
+    m = build({"name": "xiaomi", "brands": ["小米"], "negatives": ["吃惊", "失望"]})
+    assert m.match("小米手机发布会[吃惊]") == []
+    assert groups_of(m.match("小米手机发布会，失望")) == ["xiaomi"]

@@ -55,7 +55,29 @@ def test_plain_simplified_text_unchanged() -> None:
     ],
 )
 def test_camel_case_boundaries_survive_case_folding(text: str, norm: str, cuts: set[int]) -> None:
-    assert normalize_marked(text) == (norm, frozenset(cuts))
+    assert normalize_marked(text) == (norm, frozenset(cuts), frozenset())
+
+
+@pytest.mark.parametrize(
+    ("text", "norm", "ends"),
+    [
+        ("@小米公司 我的手机坏了", "@小米公司我的手机坏了", {5}),
+        ("//@南山林雪萍 :虽然", "//@南山林雪萍:虽然", {8}),
+        ("＠小米公司\u3000投诉", "@小米公司投诉", {5}),
+        ("@小米公司\n\n差评", "@小米公司差评", {5}),
+        # A kept space ends the nick by itself; no mark needed.
+        ("@Apple iPhone坏了", "@apple iphone坏了", set()),
+        # Punctuation ends it too, and an e-mail address is no mention.
+        ("@小米公司：你好", "@小米公司:你好", set()),
+        ("发邮件到 service@jd.com 投诉", "发邮件到service@jd.com投诉", set()),
+    ],
+)
+def test_whitespace_that_ends_a_mention_is_marked(text: str, norm: str, ends: set[int]) -> None:
+    assert normalize_marked(text)[0::2] == (norm, frozenset(ends))
+
+
+def test_mention_end_survives_camel_case_marks() -> None:
+    assert normalize_marked("@AppleSupport 退款") == ("@applesupport退款", frozenset({6}), frozenset({13}))
 
 
 def test_simplified_text_is_not_run_through_t2s() -> None:

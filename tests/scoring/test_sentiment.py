@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.scoring.sentiment import DEMANDS, analyse
+from services.scoring.sentiment import DEMANDS, Cue, analyse, read
 
 
 @pytest.mark.parametrize(
@@ -120,3 +120,31 @@ def test_demand_of_a_complaint(text: str, demand: str) -> None:
 def test_harmless_compounds_hide_the_word_inside() -> None:
     assert analyse("骑手小哥有礼貌，还帮我把垃圾带下楼了")[0] > 0
     assert analyse("避雷针和避雷器的区别是什么") == (0.0, "other")
+
+
+@pytest.mark.parametrize(
+    ("text", "score"),
+    [
+        ("售后[怒]", -1.0),
+        ("客服回复我了[微笑]", -1.0),  # Weibo's sarcastic smile, as 🙂
+        ("没有[怒]", -1.0),  # no negation turns an emoticon over
+        ("修好了[赞][good]", 1.0),
+        ("小红书上的种草[种草R]", 1.0),
+        ("今天吃了三碗饭[doge]", 0.0),
+    ],
+)
+def test_emoticon_alt_text_reads_as_the_emoji_it_stands_for(text: str, score: float) -> None:
+    assert analyse(text)[0] == score
+
+
+def test_an_emoticon_is_one_word() -> None:
+    # [生气] is one grievance, reported with its brackets, not the word 生气 inside it.
+    assert read("这次[生气]") == (Cue("[生气]", 2, 6, -1),)
+    assert read("[失望r][失望r]") == (Cue("[失望r]", 0, 5, -1), Cue("[失望r]", 5, 10, -1))
+
+
+def test_a_nick_says_nothing_about_the_post() -> None:
+    assert analyse("@离谱小能手 新手机很好用") == (1.0, "other")
+    assert analyse("离谱，新手机很好用")[0] == 0.0
+    # A demand word in a nick is not the poster's demand.
+    assert analyse("@维权律师老王 手机屏幕碎了，太差了")[1] == "quality"

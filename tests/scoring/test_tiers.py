@@ -154,6 +154,23 @@ def test_override_release_keeps_tier_then_cools_down() -> None:
 
 
 def test_state_row_round_trip() -> None:
-    state = TierState(tier=Tier.level2, below_since=T0, override=Tier.level1, override_by="bob")
+    state = TierState(tier=Tier.level2, below_since=T0, override=Tier.level1, override_by="bob", since=T0)
     assert TierState.from_row(state.to_row()) == state
     assert TierState.from_row(None) == TierState()
+    # A row written before `since` existed reads as "not known".
+    assert TierState.from_row({"tier": 3, "below_since": None, "override": None}) == TierState(
+        tier=Tier.level3
+    )
+
+
+def test_a_change_records_the_minute_it_was_decided() -> None:
+    up = decide(TierState(), flat(10_001), CFG, T0)
+    assert up.state.since == T0
+    kept = decide(up.state, flat(1_000), CFG, T0 + timedelta(minutes=5))
+    assert (kept.state.since, kept.state.below_since) == (T0, T0 + timedelta(minutes=5))
+    back = decide(kept.state, flat(9_000), CFG, T0 + timedelta(minutes=6))
+    assert (back.state.since, back.state.below_since) == (T0, None)
+    down = decide(kept.state, flat(0), CFG, T0 + timedelta(minutes=20))
+    assert (down.reason, down.state.since) == ("cooldown", T0 + timedelta(minutes=20))
+    pinned = set_override(down.state, Tier.level1, "alice", T0 + timedelta(hours=1))
+    assert pinned.state.since == T0 + timedelta(hours=1)

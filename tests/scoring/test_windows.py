@@ -5,7 +5,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.scoring.windows import LateEvent, WindowCounter, minute_of
@@ -77,25 +77,40 @@ def test_watermark_tracks_newest_event(counter: WindowCounter) -> None:
     assert counter.watermark("g") == T0 + timedelta(minutes=30)
 
 
-def test_late_event_within_grace_counted(counter: WindowCounter) -> None:
+def test_late_event_inside_the_longest_window_counted(counter: WindowCounter) -> None:
     counter.add("g", T0, "weibo", 1)
-    counter.add("g", T0 + timedelta(minutes=30), "weibo", 1)
-    counter.add("g", T0 + timedelta(minutes=20), "weibo", 5)  # exactly the grace: still counted
+    counter.add("g", T0 + timedelta(hours=7, minutes=30), "weibo", 1)
+    counter.add("g", T0 + timedelta(minutes=20), "weibo", 5)  # 7 h 10 min behind the newest
     counter.add("g", T0 + timedelta(minutes=25), "weibo", 2)
-    assert counter.totals("g", M0 + 30, 120) == {"weibo": 9}
+    assert counter.totals("g", M0 + 450, 480) == {"weibo": 9}
 
 
-def test_late_event_beyond_grace_raises(
+def test_late_by_exactly_the_longest_window_plus_grace_still_counts(counter: WindowCounter) -> None:
+    counter.add("g", T0 + timedelta(minutes=490), "weibo", 1)
+    counter.add("g", T0, "weibo", 5)
+    assert counter.totals("g", M0 + 490, 491) == {"weibo": 6}
+
+
+def test_late_event_beyond_the_longest_window_plus_grace_raises(
     counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, Any]]
 ) -> None:
     counter.add("g", T0, "weibo", 1)
-    counter.add("g", T0 + timedelta(minutes=30), "weibo", 1)
+    counter.add("g", T0 + timedelta(minutes=491), "weibo", 1)
     with pytest.raises(LateEvent) as info:
-        counter.add("g", T0 + timedelta(minutes=19), "weibo", 5)
-    assert info.value.lateness == timedelta(minutes=11)
+        counter.add("g", T0, "weibo", 5)
+    assert info.value.lateness == timedelta(minutes=491)
+    assert info.value.allowed == timedelta(minutes=490)
+    assert "8 h 11 min behind" in str(info.value)
     buckets, _ = store
-    assert f"g|{M0 + 19}" not in buckets
-    assert counter.totals("g", M0 + 30, 120) == {"weibo": 2}
+    assert buckets[f"g|{M0}"] == {"weibo": 1}
+
+
+def test_lateness_is_measured_from_the_evaluation_point_too(counter: WindowCounter) -> None:
+    counter.add("g", T0, "weibo", 1)
+    counter.advance("g", T0 + timedelta(hours=9))  # a tick: the group is quiet, time went on
+    with pytest.raises(LateEvent):
+        counter.add("g", T0 + timedelta(minutes=29), "weibo", 1)
+    counter.add("g", T0 + timedelta(minutes=50), "weibo", 1)
 
 
 def test_out_of_order_first_events_within_grace_counted(counter: WindowCounter) -> None:
@@ -124,14 +139,15 @@ def test_advance_unknown_group_returns_now_minute(counter: WindowCounter) -> Non
     assert counter.advance("nobody", T0) == M0
 
 
-def test_advance_expires_buckets_past_retention_plus_grace(
+def test_advance_expires_buckets_past_twice_the_retention_plus_grace(
     counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, Any]]
 ) -> None:
+    """A late observation may land 490 minutes back, and the windows it is in reach 480 further."""
     buckets, meta = store
     counter.add("g", T0, "weibo", 1)
     counter.add("g", T0 + timedelta(minutes=1), "weibo", 2)
     counter.add("g", T0 + timedelta(minutes=100), "weibo", 3)
-    horizon = 480 + 10
+    horizon = 480 + 10 + 480
     counter.advance("g", T0 + timedelta(minutes=horizon))
     assert f"g|{M0}" in buckets  # exactly retention + grace old: kept
     counter.advance("g", T0 + timedelta(minutes=horizon + 1))
@@ -141,7 +157,7 @@ def test_advance_expires_buckets_past_retention_plus_grace(
     assert f"g|{M0 + 1}" not in buckets
     assert f"g|{M0 + 100}" in buckets
     assert meta["g"]["old"] == M0 + 2
-    counter.advance("g", T0 + timedelta(hours=24))
+    counter.advance("g", T0 + timedelta(hours=48))
     assert not any(k.startswith("g|") for k in buckets)
 
 
@@ -184,3 +200,60 @@ def test_running_sums_equal_a_full_scan(steps: list[tuple[str, int, int]]) -> No
             until = counter.advance("g", T0 + timedelta(minutes=clock))
             expected = {w: sum(counter.totals("g", until, w).values()) for w in windows}
             assert counter.sums("g") == expected
+
+
+class _Brute:
+    """Window sums straight from the bucket rows, one scan per check."""
+
+    def __init__(self, buckets: dict[str, dict[str, int]], windows: tuple[int, ...]) -> None:
+        self.per_minute = {int(k.split("|")[1]): sum(v.values()) for k, v in buckets.items()}
+        self.windows = windows
+
+    def __call__(self, end: int) -> dict[int, int]:
+        return {
+            w: sum(n for minute, n in self.per_minute.items() if end - w < minute <= end)
+            for w in self.windows
+        }
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["add", "move"]), st.integers(-600, 600), st.integers(0, 1000)),
+        min_size=1,
+        max_size=40,
+    ),
+    back=st.integers(0, 500),
+)
+def test_back_and_walk_equal_a_full_scan(steps: list[tuple[str, int, int]], back: int) -> None:
+    """Every window end behind the evaluation point (back) and across a move (walk) sums like brute force."""
+    buckets: dict[str, dict[str, int]] = {}
+    meta: dict[str, Any] = {}
+    windows = (120, 240, 480)
+    counter = WindowCounter(buckets, meta, RETENTION, GRACE, windows)
+    clock = 0
+    for op, offset, amount in steps:
+        if op == "add":
+            with contextlib.suppress(LateEvent):
+                counter.add("g", T0 + timedelta(minutes=clock + offset), "weibo", amount)
+            continue
+        clock += abs(offset)
+        move = counter.move("g", T0 + timedelta(minutes=clock))
+        if "g" not in meta:
+            continue
+        last = move.previous
+        brute = _Brute(buckets, windows)
+        if move.before is not None:
+            assert move.before == brute(move.previous)
+            for end, sums in counter.walk("g", move.previous, move.before, move.until - 1):
+                assert sums == brute(end)
+                last = end
+            for end in range(last + 1, move.until):  # the walk stopped early: all empty from here
+                assert brute(end) == dict.fromkeys(windows, 0)
+        counter.expire("g")
+        lo = move.until - min(back, 490)
+        series = counter.back("g", lo)
+        assert len(series) == move.until - lo + 1
+        brute = _Brute(buckets, windows)
+        for i, sums in enumerate(series):
+            assert sums == brute(lo + i)

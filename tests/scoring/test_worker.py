@@ -13,6 +13,7 @@ from schemas.events import KeywordHit, Post
 from services.common import json
 from services.common.exceptions import ConfigError, DeadLetter
 from services.common.partitioned import Batch, TableView
+from services.common.settings import load_settings
 from services.common.stream import ORIGIN_HEADER, decode
 from services.scoring.core import ScoringState
 from services.scoring.settings import ScoringSettings
@@ -84,3 +85,41 @@ def test_a_hit_decodes_to_the_hit_it_was_written_from(scoring: Scoring, post: Po
     assert hits
     for hit in hits:
         assert decode(KeywordHit, json.dumps(hit)) == hit
+
+
+def _hit_record(post: Post, scoring: Scoring, offset: int) -> Any:
+    (hit,) = scoring.hits_stage.process(post, ScoringState.in_memory())
+    return _record(b"xinghe", json.dumps(hit), topic=scoring.topics.keyword_hits, offset=offset)
+
+
+def test_a_hit_older_than_every_window_is_dead_lettered_as_late_event(scoring: Scoring) -> None:
+    batch = _batch()
+    t = T0 + timedelta(days=30)  # a partition of its own: the module's other tests use T0
+    scoring.on_hit(
+        _hit_record(make_post(post_id="n", event_time=t, published_at=t, likes=5), scoring, 1), batch
+    )
+    seven = t - timedelta(hours=7)
+    scoring.on_hit(
+        _hit_record(make_post(post_id="s", event_time=seven, published_at=seven, likes=5), scoring, 2), batch
+    )
+    nine = t - timedelta(hours=9)
+    late = _hit_record(make_post(post_id="o", event_time=nine, published_at=nine, likes=5), scoring, 3)
+    with pytest.raises(DeadLetter) as info:
+        scoring.on_hit(late, batch)
+    assert info.value.reason == "late_event"
+    assert "9 h 0 min behind" in info.value.detail
+    state = scoring._state(batch)
+    assert sum(sum(b.values()) - b.get("_o", 0) for b in state.buckets.values()) == 10  # 7 h late counted
+
+
+def test_the_window_clock_setting(tmp_path: Path, monkeypatch) -> None:
+    settings = ScoringSettings(data_dir=tmp_path, partitions=1, window_clock="event")
+    assert Scoring(settings).tier_stage.event_clock is True
+    assert scoring_default(tmp_path).tier_stage.event_clock is False
+    monkeypatch.setenv("YUQING_WINDOW_CLOCK", "utc")
+    with pytest.raises(ConfigError, match="YUQING_WINDOW_CLOCK"):
+        load_settings(ScoringSettings)
+
+
+def scoring_default(tmp_path: Path) -> Scoring:
+    return Scoring(ScoringSettings(data_dir=tmp_path, partitions=1))

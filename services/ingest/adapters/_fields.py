@@ -10,40 +10,49 @@ import html
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.events import Post
 from services.ingest.adapters.exceptions import AdapterError
-from services.ingest.timeparse import TimeBounds, parse_time
+from services.ingest.timeparse import SHANGHAI, TimeBounds, parse_time
 
 __all__ = [
     "TEXT_MAX",
     "Payload",
     "Reading",
+    "aweme_id_time",
     "checked_url",
     "clean_text",
     "count",
     "extras",
+    "first",
     "followed_widely",
     "get",
     "hashed_id",
     "ident",
+    "inside",
     "join_title",
+    "note_id_time",
     "optional_count",
     "parse_count",
+    "published",
     "require_text",
     "short_text",
+    "spread",
     "string",
+    "truthy",
     "url",
+    "weibo_mid_time",
     "when",
     "within",
 ]
 
 Payload = Mapping[str, Any]
+T = TypeVar("T")
 
 
 @dataclass
@@ -83,8 +92,13 @@ _RAW_MAX = 1_000_000
 # Block-level tags become line breaks; every other tag is removed.
 _BREAKS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"})
 _DROP_CONTENT = frozenset({"script", "style"})
-_ALT = re.compile(r"\balt\s*=\s*([\"'])", re.IGNORECASE)
+_ALT = re.compile(r"\balt\s*=\s*([\"']?)", re.IGNORECASE)
+# An unquoted attribute value ends at a blank (a trailing "/" belongs to "/>", not to the value).
+_UNQUOTED = re.compile(r"[^\s\"'=<>`]+")
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u3000]+")
+# Zero-width spaces and joiners, word joiner, BOM: invisible, and they split a brand name in two for the
+# matcher ("小\u200b米").
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 
 
 def get(payload: Payload, path: str) -> Any:
@@ -129,6 +143,22 @@ def within(envelope: str, exc: AdapterError) -> AdapterError:
     """`exc` with every path it names moved under `envelope` (the key a platform wraps its object in)."""
     field = re.sub(r"(^|(?<= or )|(?<= \+ ))(?=\w)", envelope + ".", exc.field)
     return AdapterError(field, exc.reason)
+
+
+def inside(envelope: str, reading: Reading, read: Callable[..., T], *args: Any) -> T:
+    """`read(*args)` of an object wrapped in `envelope`, its errors and warnings naming their full paths."""
+    if not envelope:
+        return read(*args)
+    before = len(reading.warnings)
+    try:
+        result = read(*args)
+    except AdapterError as exc:
+        raise within(envelope, exc) from None
+    for i in range(before, len(reading.warnings)):
+        field, sep, rest = reading.warnings[i].partition(": ")
+        if sep and field != "published_at":
+            reading.warnings[i] = f"{within(envelope, AdapterError(field, rest)).field}: {rest}"
+    return result
 
 
 def hashed_id(*parts: str) -> str:
@@ -187,13 +217,179 @@ def extras(payload: Payload, reading: Reading, paths: Mapping[str, str]) -> dict
     found: dict[str, int] = {}
     for name, path in paths.items():
         try:
-            value = optional_count(payload, path)
+            value = _first_count(payload, reading, (path,))
         except AdapterError as exc:
             reading.warnings.append(f"{exc.field}: {exc.reason}; dropped")
             continue
         if value is not None:
             found[name] = value
     return found
+
+
+_LOWER_BOUND = re.compile(r"\+\s*$")
+# What crawlers write for a count they did not get: MediaCrawler stores str(None).
+_NOT_A_READING = frozenset({"None", "null", "undefined", "NaN"})
+
+
+def first(payload: Payload, *paths: str) -> tuple[str, Any] | None:
+    """The first (path, value) among `paths` whose value is present (not null, not "")."""
+    for path in paths:
+        value = get(payload, path)
+        if value is not None and value != "":
+            return path, value
+    return None
+
+
+def truthy(value: object) -> bool:
+    """A flag as crawlers store it: true, 1, "true", "1"."""
+    return value is True or value == 1 or (isinstance(value, str) and value.strip().lower() in ("true", "1"))
+
+
+def spread(
+    payload: Payload,
+    reading: Reading,
+    paths: Mapping[str, tuple[str, ...]],
+    *,
+    extra_paths: tuple[str, ...] = (),
+    fixed: Mapping[str, int | None] | None = None,
+) -> dict[str, int | None]:
+    """reposts, comments and likes, each from the first of its `paths` present; None when none is.
+
+    A count that is not there is unknown, never 0: it stays None (null on the wire) and the receipt gets a
+    warning. A payload with none of them, and none of `extra_paths` (views, plays) either, is refused
+    naming every field looked for: it is most likely a shape this adapter does not read, and accepting it
+    would publish zeros nobody measured. `fixed` gives counts the platform does not have for this kind of
+    post (a 知乎 answer cannot be reposted): they are not looked for. "10w+" and "100万+" are lower bounds,
+    which a warning says.
+    """
+    counts: dict[str, int | None] = dict(fixed or {})
+    looked: list[str] = []
+    for name, candidates in paths.items():
+        looked.extend(candidates)
+        counts[name] = _first_count(payload, reading, candidates)
+    found = [n for n in paths if counts[n] is not None]
+    if not found and not any(_present_count(payload, p) for p in extra_paths):
+        raise AdapterError(
+            " or ".join((*looked, *extra_paths)),
+            "none of the counts is present; a post needs at least one (is this a shape the adapter reads?)",
+        )
+    for name in paths:
+        if counts[name] is None:
+            reading.warnings.append(
+                f"{' or '.join(paths[name])}: missing; engagement.{name} is unknown (null), not 0"
+            )
+    return counts
+
+
+def _present_count(payload: Payload, path: str) -> bool:
+    value = get(payload, path)
+    return value is not None and value != "" and value not in _NOT_A_READING
+
+
+def _first_count(payload: Payload, reading: Reading, candidates: tuple[str, ...]) -> int | None:
+    for path in candidates:
+        value = get(payload, path)
+        if value is None or (isinstance(value, str) and value.strip() in _NOT_A_READING):
+            continue
+        try:
+            number = parse_count(value)
+        except ValueError as exc:
+            raise AdapterError(path, str(exc)) from None
+        if isinstance(value, str) and _LOWER_BOUND.search(value):
+            reading.warnings.append(f"{path}: {value!r} is a lower bound; counted as {number}")
+        return number
+    return None
+
+
+# Ids that carry their own creation time, verified against posts whose time is known (docs/platforms.md):
+# a Weibo mid's bits above 22 are seconds since 1986-05-02 (515483463 s), an 抖音 aweme_id's bits above 32
+# are epoch seconds, a 小红书 note id starts with 8 hex digits of epoch seconds (as a Mongo ObjectId).
+def weibo_mid_time(mid: str) -> int | None:
+    return (int(mid) >> 22) + 515_483_463 if mid.isdigit() and 15 <= len(mid) <= 17 else None
+
+
+def aweme_id_time(aweme_id: str) -> int | None:
+    return int(aweme_id) >> 32 if aweme_id.isdigit() and len(aweme_id) == 19 else None
+
+
+def note_id_time(note_id: str) -> int | None:
+    return int(note_id[:8], 16) if _HEX24.fullmatch(note_id) else None
+
+
+_HEX24 = re.compile(r"[0-9a-f]{24}")
+# A time with only a day: "06-27", "2019-12-28", "2019/12/28", "12月28日", "20191228".
+_DAY_ONLY = re.compile(r"(?:\d{4}[-/.年])?\d{1,2}[-/.月]\d{1,2}日?|\d{8}")
+
+
+def published(
+    payload: Payload,
+    reading: Reading,
+    paths: tuple[str, ...],
+    *,
+    id_path: str,
+    id_time: Callable[[str], int | None] | None,
+    post_id: str,
+) -> datetime:
+    """The publish time from the first of `paths` present; from the post id when it has only a day or is
+    missing and the platform's ids carry their time (`id_time`). A derived time is said in a warning; a
+    missing one that cannot be derived is refused naming the fields, never taken as now."""
+    found = first(payload, *paths)
+    derived = _from_id(post_id, id_time)
+    if found is not None:
+        path, value = found
+        text = str(value).strip() if isinstance(value, str | int) else ""
+        day_only = _DAY_ONLY.fullmatch(text) is not None
+        rough = _ROUGH.fullmatch(text)
+        parsed = when(payload, reading, path)
+        if derived is not None and (day_only or rough):
+            # The id is exact to the second; "06-27" or "15小时前" is not. Use it when both agree.
+            slack = timedelta(days=1) if day_only else _ROUGH_UNITS[rough.group(1)] if rough else timedelta()
+            near = (
+                derived.astimezone(SHANGHAI).date() == parsed.astimezone(SHANGHAI).date()
+                if day_only
+                else abs(derived - parsed) <= slack
+            )
+            if not near:
+                raise AdapterError(
+                    path,
+                    f"{value!r} reads as {parsed.isoformat()}, but the id ({id_path}) says "
+                    f"{derived.isoformat()}; not the id of this post?",
+                )
+            return _checked_derived(derived, reading, id_path, f"{path} {value!r} is not exact")
+        if day_only:
+            reading.warnings.append(f"{path}: {value!r} gives only the day; read as 00:00 Beijing time")
+        return parsed
+    if derived is not None:
+        return _checked_derived(derived, reading, id_path, f"{' or '.join(paths)} missing")
+    suffix = "" if id_time is None else f", and {id_path} does not carry it"
+    raise AdapterError(" or ".join(paths), f"missing; the publish time is required{suffix}")
+
+
+# "15小时前", "3天前": a relative time no finer than its unit.
+_ROUGH = re.compile(r"[0-9]{1,4} ?(小时|天)前")
+_ROUGH_UNITS = {"小时": timedelta(hours=1), "天": timedelta(days=1)}
+
+
+def _from_id(post_id: str, id_time: Callable[[str], int | None] | None) -> datetime | None:
+    if id_time is None:
+        return None
+    seconds = id_time(post_id)
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _checked_derived(value: datetime, reading: Reading, id_path: str, why: str) -> datetime:
+    problem = reading.bounds.problem(value, reading.now)
+    if problem is not None:
+        raise AdapterError(id_path, f"the time derived from the id reads as {problem}")
+    reading.warnings.append(
+        f"published_at: derived from {id_path} ({value.astimezone(SHANGHAI).isoformat()}): {why}"
+    )
+    return value
 
 
 # The follower count from which an account without a platform verification counts as a KOL (大V). The
@@ -265,7 +461,7 @@ def join_title(title: str | None, body: str | None) -> list[str]:
 def clean_text(*parts: str | None) -> str:
     """Parts joined by newlines, HTML stripped and unescaped, NFC, blank runs collapsed, capped."""
     joined = "\n".join(p for p in parts if p)[:_RAW_MAX]
-    text = unicodedata.normalize("NFC", html.unescape(_strip_markup(joined)))
+    text = unicodedata.normalize("NFC", html.unescape(_strip_markup(joined))).translate(_INVISIBLE)
     lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
     text = "\n".join(line for line in lines if line)
     # Not cut here: adapt refuses an over-long text with its length, where a cut would go unnoticed.
@@ -350,12 +546,22 @@ _CLOSERS = {name: re.compile(rf"<\s*/\s*{name}\s*>", re.IGNORECASE) for name in 
 
 
 def _alt(attributes: str) -> str:
-    """The alt text of an <img>: platforms draw emoticons as <img alt="[怒]">, and the emotion counts."""
+    """The alt text of an <img>: platforms draw emoticons as <img alt="[怒]">, and the emotion counts.
+
+    m.weibo.cn writes it unquoted (`<img alt=[doge] src=…>`): then it runs to the next blank or "/>".
+    """
     m = _ALT.search(attributes)
     if m is None:
         return ""
-    end = attributes.find(m.group(1), m.end())
-    alt = "" if end == -1 else attributes[m.end() : end]
+    quote = m.group(1)
+    if quote:
+        end = attributes.find(quote, m.end())
+        alt = "" if end == -1 else attributes[m.end() : end]
+    else:
+        unquoted = _UNQUOTED.match(attributes, m.end())
+        alt = unquoted.group(0) if unquoted else ""
+        if alt.endswith("/") and unquoted is not None and unquoted.end() == len(attributes):
+            alt = alt[:-1]
     # An alt holding "<" is markup that lost its quotes, not an emoticon's name.
     return "" if "<" in alt else alt
 

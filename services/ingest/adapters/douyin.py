@@ -1,4 +1,12 @@
-"""抖音 aweme objects as the web API (aweme/v1/web/aweme/detail, search, feeds) returns them."""
+"""抖音 awemes in the shapes crawlers store them.
+
+- an aweme object from the web API (detail, search, feeds, a user's post list), bare or in
+  `{"aweme_detail": …}` / `{"aweme_info": …}`; list items of the older iesdouyin API have no
+  `create_time`, which the aweme_id carries;
+- MediaCrawler's record (`aweme_id`, `aweme_type`, `create_time`, `liked_count`, `share_count`).
+
+图文 posts (aweme_type 68, or `images`) live at /note/, videos at /video/.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +16,34 @@ from schemas.events import AuthorType, Platform
 from services.ingest.adapters._fields import (
     Payload,
     Reading,
+    aweme_id_time,
     clean_text,
-    count,
     extras,
     followed_widely,
+    get,
     ident,
+    inside,
+    published,
     require_text,
     short_text,
+    spread,
     string,
-    when,
-    within,
 )
 from services.ingest.adapters.exceptions import AdapterError
 
 __all__ = ["map_payload"]
 
-_EXTRAS = {"views": "statistics.play_count", "favorites": "statistics.collect_count"}
+_COUNTS = {
+    "reposts": ("statistics.share_count", "share_count"),
+    "comments": ("statistics.comment_count", "comment_count"),
+    "likes": ("statistics.digg_count", "liked_count"),
+}
+_EXTRAS = {
+    "views": "statistics.play_count",
+    "favorites": "statistics.collect_count",
+    "crawler_favorites": "collected_count",
+}
+_NOTE_TYPES = {68, "68"}  # aweme_type of a 图文 (image) post; 0 and 4 are videos
 
 
 def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
@@ -31,17 +51,8 @@ def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
     for envelope in ("aweme_detail", "aweme_info"):
         inner = payload.get(envelope)
         if isinstance(inner, dict):
-            return _map(inner, reading, f"{envelope}.")
-    return _map(payload, reading, "")
-
-
-def _map(payload: Payload, reading: Reading, where: str) -> dict[str, Any]:
-    try:
-        return _fields(payload, reading)
-    except AdapterError as exc:
-        if not where:
-            raise
-        raise within(where.rstrip("."), exc) from None
+            return inside(envelope, reading, _fields, inner, reading)
+    return _fields(payload, reading)
 
 
 def _fields(payload: Payload, reading: Reading) -> dict[str, Any]:
@@ -50,22 +61,33 @@ def _fields(payload: Payload, reading: Reading) -> dict[str, Any]:
         raise AdapterError("aweme_id", "missing; the video id is required")
     # Newer clients put the words of 图文 posts in caption/preview_title and may leave desc empty.
     text = clean_text(
-        string(payload, "desc") or string(payload, "caption") or string(payload, "preview_title")
+        string(payload, "desc")
+        or string(payload, "caption")
+        or string(payload, "preview_title")
+        or string(payload, "title")
     )
+    images = get(payload, "images")
+    kind = get(payload, "aweme_type")
+    note = (isinstance(kind, int | str) and kind in _NOTE_TYPES) or (
+        isinstance(images, list) and bool(images)
+    )
+    found = extras(payload, reading, _EXTRAS)
+    if "crawler_favorites" in found:
+        found["favorites"] = found.pop("crawler_favorites")
     return {
         "platform": Platform.douyin,
         "post_id": aweme_id,
         "text": require_text(text, "desc"),
-        "author": short_text(string(payload, "author.nickname")),
+        "author": short_text(string(payload, "author.nickname") or string(payload, "nickname")),
         "author_type": _author_type(payload, reading),
-        "url": f"https://www.douyin.com/video/{aweme_id}",
-        "published_at": when(payload, reading, "create_time"),
+        "url": f"https://www.douyin.com/{'note' if note else 'video'}/{aweme_id}",
+        "published_at": published(
+            payload, reading, ("create_time",), id_path="aweme_id", id_time=aweme_id_time, post_id=aweme_id
+        ),
         "root_post_id": None,
         "engagement": {
-            "reposts": count(payload, "statistics.share_count"),
-            "comments": count(payload, "statistics.comment_count"),
-            "likes": count(payload, "statistics.digg_count"),
-            "extras": extras(payload, reading, _EXTRAS),
+            **spread(payload, reading, _COUNTS, extra_paths=tuple(_EXTRAS.values())),
+            "extras": found,
         },
     }
 

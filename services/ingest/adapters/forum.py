@@ -10,13 +10,13 @@ from services.ingest.adapters._fields import (
     Payload,
     Reading,
     clean_text,
-    count,
     extras,
     get,
     ident,
     join_title,
     require_text,
     short_text,
+    spread,
     string,
     url,
     when,
@@ -31,6 +31,9 @@ __all__ = ["map_payload"]
 _QUOTE_TAG = re.compile(r"\[(/?)quote(?:=[^\[\]]*)?\]", re.IGNORECASE)
 # "[" cannot appear inside a tag, so each attempt stops at the next bracket: linear.
 _BBCODE = re.compile(r"\[/?[a-z]+(?:=[^\[\]]*)?\]", re.IGNORECASE)
+# Discuz prepends "本帖最后由 某人 于 2019-6-27 23:11 编辑" to an edited post (as [i=s] BBCode, or as
+# <i class="pstatus"> in the mobile API): the forum's words, not the author's. Always a line of its own.
+_EDITED_MAX = 120
 
 
 def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
@@ -42,9 +45,21 @@ def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
     reply = pid is not None and not _is_first(get(payload, "first"))
     message = _BBCODE.sub("", _without_quotes(string(payload, "message") or ""))
     text = clean_text(*join_title(string(payload, "subject"), message))
+    text = "\n".join(line for line in text.split("\n") if not _edit_note(line))
     # replies, views and recommend_add describe the thread; a crawler that copies them onto every reply
     # would otherwise multiply the thread's spread by its number of replies.
     views = {} if reply else extras(payload, reading, {"views": "views"})
+    if reply:
+        # A reply has no counts of its own on Discuz: its spread is its thread's. Unknown, not 0.
+        counts: dict[str, int | None] = {"reposts": 0, "comments": None, "likes": None}
+    else:
+        counts = spread(
+            payload,
+            reading,
+            {"comments": ("replies",), "likes": ("recommend_add",)},
+            extra_paths=("views",),
+            fixed={"reposts": 0},
+        )
     return {
         "platform": Platform.forum,
         "post_id": f"p{pid}" if reply else f"t{tid}",
@@ -54,13 +69,17 @@ def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
         # dateline is display text ("3 天前") in Discuz's mobile API; dbdateline is always epoch seconds.
         "published_at": when(payload, reading, "dbdateline", "dateline"),
         "root_post_id": f"t{tid}" if reply else None,
-        "engagement": {
-            "reposts": 0,
-            "comments": 0 if reply else count(payload, "replies"),
-            "likes": 0 if reply else count(payload, "recommend_add"),
-            "extras": views,
-        },
+        "engagement": {**counts, "extras": views},
     }
+
+
+def _edit_note(line: str) -> bool:
+    return (
+        len(line) <= _EDITED_MAX
+        and line.startswith("本帖最后由 ")
+        and line.endswith("编辑")
+        and " 于 " in line
+    )
 
 
 def _is_first(value: object) -> bool:

@@ -1,4 +1,8 @@
-"""News articles as news crawlers record them: id or url, title, content, counts, published."""
+"""News articles as news crawlers record them: id or url, title, content, counts, published.
+
+Field names of the common extractors are read too: GNE's `publish_time`/`author`, newspaper's
+`publish_date`/`text`/`authors`, and the portals' `read_count`/`comment_count`.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ from services.ingest.adapters._fields import (
     Payload,
     Reading,
     clean_text,
-    count,
+    extras,
     hashed_id,
     ident,
     join_title,
     require_text,
     short_text,
+    spread,
     string,
     url,
     when,
@@ -31,20 +36,27 @@ def map_payload(payload: Payload, reading: Reading) -> dict[str, Any]:
         if link is None:
             raise AdapterError("id or url", "missing; an article needs its id or its link")
         post_id = hashed_id(link)
-    text = clean_text(*join_title(string(payload, "title"), string(payload, "content")))
+    body = string(payload, "content") or string(payload, "text")
+    text = clean_text(*join_title(string(payload, "title"), body))
+    authors = payload.get("authors")
+    byline = authors[0] if isinstance(authors, list) and authors and isinstance(authors[0], str) else None
     return {
         "platform": Platform.news,
         "post_id": post_id,
         "text": require_text(text, "title", "content"),
         # The outlet is who speaks for a news item; the reporter's byline is second best.
-        "author": short_text(string(payload, "source") or string(payload, "author")),
+        "author": short_text(string(payload, "source") or string(payload, "author") or byline),
         "author_type": AuthorType.media,
         "url": link,
-        "published_at": when(payload, reading, "published"),
+        "published_at": when(payload, reading, "published", "publish_time", "publish_date", "pubtime"),
         "root_post_id": None,
         "engagement": {
-            "reposts": count(payload, "share_count"),
-            "comments": count(payload, "comment_count"),
-            "likes": count(payload, "like_count"),
+            **spread(
+                payload,
+                reading,
+                {"reposts": ("share_count",), "comments": ("comment_count",), "likes": ("like_count",)},
+                extra_paths=("read_count",),
+            ),
+            "extras": extras(payload, reading, {"views": "read_count"}),
         },
     }

@@ -85,6 +85,10 @@
     if (region.hasAttribute("data-live-id")) {
       params.set("id", region.getAttribute("data-live-id"));
     }
+    // A filtered, paged view follows its own filter and page.
+    new URLSearchParams(region.getAttribute("data-live-query") || "").forEach(function (value, key) {
+      params.set(key, value);
+    });
     var source = new EventSource("/console/events?" + params.toString());
     source.addEventListener("open", function () {
       indicator("实时更新", false);
