@@ -3,7 +3,9 @@
 Crash safety (docs/reliability.md): a due batch is frozen in its row and every send recorded as an attempt,
 and both are acknowledged by Kafka before the request leaves, so a crash re-sends the same alert with the same
 id (never a re-formed batch under a new key). An input is acked only once the table writes its processing
-made are acknowledged, so a committed offset never runs ahead of the coverage it depends on.
+made are acknowledged, so a committed offset never runs ahead of the coverage it depends on; and inputs are
+processed in order, each once (StreamShell.consume), so covered_to never passes a hit faust dropped
+at start-up (services/common/sequence.py).
 """
 
 from __future__ import annotations
@@ -118,10 +120,7 @@ def build(settings: NotifierSettings) -> StreamShell:
         shell.raw_topic(t.alerts, t.keyword_hits, t.tier_changes, shell.ticks_name), name="notifier"
     )
     async def _notify(stream: Any) -> None:
-        manual = stream.noack()
-        async for event in manual.events():
-            await shell.guarded(event, handle)
-            shell.ack_when_settled(manual, event)
+        await shell.consume(stream, handle)
 
     shell.every(settings.tick_seconds)
     return shell

@@ -144,3 +144,65 @@ async def test_sigkill_mid_delivery_loses_no_first_hit_and_repeats_only_harmless
             f"{len(hook.alerts)} keys, {hook.repeats()} dropped by key; robot: {len(contents)} messages, "
             f"{len(marked)} marked possible repeat"
         )
+
+
+async def test_a_restart_into_a_backlog_alerts_every_first_hit_once(kafka, topics, stack_factory, tmp_path):
+    """faust drops records it fetches while its recovery seeks the partitions (services/common/sequence.py).
+    Before the fix a notifier that restarted into a backlog handled a later hit first and moved covered_to
+    past the dropped ones, which it then skipped as covered: the issue's 230 -> 235. Each restart here comes
+    with hundreds of hits waiting past the committed offset; every first hit still reaches the receiver in
+    exactly one alert."""
+    with HookServer("s") as hook:
+        config = write_config(
+            tmp_path / "c.yaml",
+            notifier={
+                "channels": [
+                    {
+                        "name": "hook",
+                        "type": "webhook",
+                        "url": hook.url,
+                        "secret": "s",
+                        "rate_per_minute": 6000,
+                    }
+                ],
+                "group_wait_seconds": 0.5,
+                "group_interval_seconds": 1,
+            },
+        )
+        stack = stack_factory(config, services=("notifier",), partitions=1)
+        sent: list[str] = []
+
+        def spans() -> list[tuple[int, int, int]]:
+            return sorted(
+                (a["hit_span"]["first_offset"], a["hit_span"]["last_offset"], a["hit_count"])
+                for a in list(hook.alerts)
+                if a["kind"] == "keyword_hits"
+            )
+
+        def covered_to() -> int:
+            return max((hi for _, hi, _ in spans()), default=-1)
+
+        async def feed(n: int) -> None:
+            batch = [hit(len(sent) + j) for j in range(n)]
+            await produce(kafka, topics.keyword_hits, [(b"xinghe", json.dumps(h)) for h in batch])
+            sent.extend(h.event_id for h in batch)
+
+        async def caught_up() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and covered_to() < len(sent) - 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.5)
+
+        for _ in range(3):
+            await feed(300)
+            await caught_up()
+            await asyncio.sleep(4)  # past faust's commit interval: the group resumes near the end
+            stack.kill("notifier")
+            await feed(300)  # the backlog it restarts into
+            stack.start_one("notifier")
+        await caught_up()
+        where = await hit_offsets(kafka, topics.keyword_hits, len(sent))
+        first_hits = sorted(where[h][2] for h in sent)
+        uncovered = [o for o in first_hits if not any(lo <= o <= hi for lo, hi, _ in spans())]
+        assert uncovered == [], f"{len(uncovered)} first hits never alerted, from offset {uncovered[:1]}"
+        assert sum(n for _, _, n in spans()) == len(first_hits)  # and none counted twice
+        assert hook.repeats() == 0  # no crash mid-send here: nothing for the receiver to drop
