@@ -607,8 +607,10 @@ class EscalationCore:
         audience: Audience = "approvers" if waiting else self._audience(inc)
         for detail, suffix in labels:
             self._emit(out, inc, IncidentEventKind.reminder, now, detail=f"{d.name}: {detail}")
+            # Which deadline and how far along: two reminders of one incident must not read the same.
+            what = [f"提醒 Reminder: 时限 {d.name} deadline, {detail}"]
             out.alerts.append(
-                self._alert(inc, AlertKind.reminder, audience, now, suffix=f"{d.name}|{suffix}")
+                self._alert(inc, AlertKind.reminder, audience, now, suffix=f"{d.name}|{suffix}", extra=what)
             )
         return bool(labels)
 

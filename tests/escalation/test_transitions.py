@@ -216,9 +216,15 @@ def test_tier_up_tightens_pending_deadlines_and_supersedes_fact_checking(w):
 
 def test_reminders_fire_once_each_and_breaches_once(w):
     assert kinds(w.tick(14)) == []
-    assert kinds(w.tick(15)) == ["reminder:ack"]  # 50 % of 30 min
+    half = w.tick(15)
+    assert kinds(half) == ["reminder:ack"]  # 50 % of 30 min
     assert kinds(w.tick(15.5)) == []
-    assert kinds(w.tick(24)) == ["reminder:ack"]  # 80 %
+    most = w.tick(24)
+    assert kinds(most) == ["reminder:ack"]  # 80 %
+    # Each says which deadline and how far along: on a robot two reminders must not read the same.
+    (first,), (second,) = half.alerts, most.alerts
+    assert "时限 ack deadline, 50% of the time used" in first.body
+    assert "时限 ack deadline, 80% of the time used" in second.body
     assert "sla_breached:ack" in kinds(w.tick(30))
     assert "sla_breached:ack" not in kinds(w.tick(31))
     w.act(A.verified, 35)

@@ -22,6 +22,7 @@ from typing import Any
 
 from services.common import json
 from services.notifier import sign
+from services.notifier.render import REPEAT
 
 WECOM_KEY = "wecom-key-6f1d2c3b"
 DING_TOKEN = "ding-token-9a8b7c6d"
@@ -41,6 +42,11 @@ def _dingtalk_expected(ts: str) -> str:
 def _feishu_expected(ts: str) -> str:
     digest = hmac.new(f"{ts}\n{FEISHU_SECRET}".encode(), b"", hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
+
+
+def _without_mark(content: str) -> str:
+    lines = [line for line in content.split("\n") if not line.startswith(f"**{REPEAT}**")]
+    return "\n".join(lines).replace(f"[{REPEAT}] ", "")
 
 
 class RobotServer:
@@ -165,6 +171,21 @@ class RobotServer:
         self.received["feishu"].append(body)
         return 200, {}, {"code": 0, "msg": "success", "data": {}}
 
+    # --- what people saw ------------------------------------------------------------------------------
+    def contents(self, platform: str = "wecom") -> list[str]:
+        """The markdown of every message the robot accepted, in order (WeCom)."""
+        with self.lock:
+            return [json.loads(raw)["markdown"]["content"] for raw in self.raw[platform]]
+
+    def silent_repeats(self, platform: str = "wecom") -> list[str]:
+        """Messages shown twice without the possible-repeat mark: the duplicates people would act on twice."""
+        unmarked = Counter(c for c in self.contents(platform) if REPEAT not in c)
+        return [c[:80] for c, n in unmarked.items() if n > 1]
+
+    def marked(self, platform: str = "wecom") -> list[str]:
+        """Messages sent again after a crash, marked 可能重复 (possible repeat), without the mark."""
+        return [_without_mark(c) for c in self.contents(platform) if REPEAT in c]
+
     # --- urls ----------------------------------------------------------------------------------------
     def wecom_url(self, key: str = WECOM_KEY) -> str:
         return f"{self.base}/cgi-bin/webhook/send?key={key}"
@@ -247,6 +268,14 @@ class HookServer:
     def copies(self) -> Counter[str]:
         with self.lock:
             return Counter(k for k, _ in self.receipts)
+
+    def keys_under_several_ids(self) -> list[str]:
+        """Dedup keys that arrived under more than one idempotency key: the receiver keeps both, so on-call
+        staff would see that alert twice. What the receiver really shows twice."""
+        ids: dict[str, set[str]] = defaultdict(set)
+        for a in list(self.alerts):
+            ids[a["dedup_key"]].add(a["event_id"])
+        return [k for k, v in ids.items() if len(v) > 1]
 
     def __enter__(self) -> HookServer:
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
