@@ -28,9 +28,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._util import broker, free_port
+from services.cli.demo import WebhookReceiver
+from services.cli.runner import Stack
 from services.common import json
-from services.common.demo import WebhookReceiver
-from services.common.runner import Stack
 
 
 def _config(path: Path, groups: int, url: str) -> Path:

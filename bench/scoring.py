@@ -180,7 +180,7 @@ def worker_rate(bootstrap: str, terms: int, n: int) -> tuple[float, float, int]:
         }
         with open(Path(tmp) / "worker.log", "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "services.common.cli", "worker", "scoring"],
+                [sys.executable, "-m", "services.cli.main", "worker", "scoring"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

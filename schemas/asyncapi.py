@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from schemas import EVENT_MODELS
-from services.common.topics import TOPIC_DOCS
+from schemas.topics import TOPIC_DOCS
 
 __all__ = ["render_asyncapi"]
 

@@ -16,10 +16,10 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from schemas.topics import Topics
+from services.cli.runner import Stack
 from services.common.broker import EmbeddedBroker, free_port
 from services.common.config import bundled_config_path
-from services.common.runner import Stack
-from services.common.topics import Topics
 
 _counter = itertools.count()
 

@@ -27,12 +27,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from services.cli.demo import load_sample  # noqa: E402
+from services.cli.runner import Stack  # noqa: E402
 from services.common import json  # noqa: E402
 from services.common.broker import EmbeddedBroker, free_port  # noqa: E402
 from services.common.config import bundled_config_path  # noqa: E402
-from services.common.demo import load_sample  # noqa: E402
-from services.common.runner import Stack  # noqa: E402
-from tests.console.browser import DESKTOP, PHONE, chromium  # noqa: E402
+from tests.desk.browser import DESKTOP, PHONE, chromium  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 TOKEN = "screenshot-token"  # noqa: S105 - a throwaway token for a throwaway stack

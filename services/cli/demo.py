@@ -19,12 +19,12 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from schemas.events import Alert, Delivery, IncidentEvent, TierChange
+from schemas.topics import Topics
+from services.cli.runner import Stack
 from services.common import json
 from services.common.broker import EmbeddedBroker, free_port
 from services.common.config import bundled_config_path
 from services.common.exceptions import DemoFailed, YuqingError
-from services.common.runner import Stack
-from services.common.topics import Topics
 from services.notifier.channels import sign
 
 __all__ = ["WebhookReceiver", "load_sample", "run_demo"]

@@ -64,7 +64,7 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from services.common.runner import RestartPolicy, Stack, supervise
+    from services.cli.runner import RestartPolicy, Stack, supervise
 
     stack = Stack.from_env()
     stopping = False
@@ -110,9 +110,9 @@ def _replay(args: argparse.Namespace) -> int:
 
     from aiokafka.errors import KafkaError
 
+    from schemas.topics import Topics
     from services.common.kafka import ensure_topics_sync
     from services.common.settings import CommonSettings, load_settings
-    from services.common.topics import Topics
     from services.ingest.replay import replay
 
     settings = load_settings(CommonSettings)
@@ -167,7 +167,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from services.common.backtest import run_backtest
+    from services.cli.backtest import run_backtest
 
     path = Path(args.file)
     if not path.is_file():
@@ -189,7 +189,7 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from services.common.demo import run_demo
+    from services.cli.demo import run_demo
 
     return run_demo(timeout=args.timeout, speed=args.speed)
 
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _worker(service: str) -> int:
-    from services.common.runner import run_service
+    from services.cli.runner import run_service
 
     run_service(service)
     return 0

@@ -148,7 +148,7 @@ class Stack:
         out = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(out)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.common.cli", "worker", name],
+            [sys.executable, "-m", "services.cli.main", "worker", name],
             env=self.child_env(name, index),
             stdout=out,
             stderr=subprocess.STDOUT,

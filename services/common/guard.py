@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.ingest.limits import BodyTooLarge
+from services.common.limits import BodyTooLarge
 
 __all__ = [
     "HTML_POLICY",

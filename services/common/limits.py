@@ -10,7 +10,7 @@ __all__ = ["BodyTooLarge", "TooLarge", "read_capped"]
 
 
 class BodyTooLarge(HTTPException):
-    """Raised by a read past the limit (services/ingest/guard.py): a 413 that also closes the connection, so
+    """Raised by a read past the limit (services/common/guard.py): a 413 that also closes the connection, so
     that the server does not read the rest of the body only to discard it."""
 
     def __init__(self, detail: str, status: int = 413) -> None:

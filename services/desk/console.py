@@ -33,12 +33,12 @@ from pydantic import ValidationError
 from schemas.events import IncidentActionKind, IncidentState, Platform, Tier
 from services.common import json
 from services.common.config import YuqingConfig
+from services.common.guard import REPORT_HEADERS, SECURITY_HEADERS
+from services.common.limits import TooLarge, read_capped
+from services.desk.operator import ActionRequest, Send, action_refusal, apply_action, ledger_csv
+from services.desk.readmodel import ReadModel
+from services.desk.throttle import LoginThrottle
 from services.escalation.core import EscalationCore
-from services.ingest.guard import REPORT_HEADERS, SECURITY_HEADERS
-from services.ingest.limits import TooLarge, read_capped
-from services.ingest.operator import ActionRequest, Send, action_refusal, apply_action, ledger_csv
-from services.ingest.readmodel import ReadModel
-from services.ingest.throttle import LoginThrottle
 from services.scoring.sentiment import DEMANDS
 from services.scoring.tiers import window_label
 
@@ -173,13 +173,13 @@ class Sessions:
 
 
 def _labels() -> dict[str, dict[Any, str]]:
-    text = (resources.files("services.ingest") / "templates" / "labels.yaml").read_text(encoding="utf-8")
+    text = (resources.files("services.desk") / "templates" / "labels.yaml").read_text(encoding="utf-8")
     data: dict[str, dict[Any, str]] = yaml.safe_load(text)
     return data
 
 
 def _static_version() -> str:
-    folder = resources.files("services.ingest") / "static"
+    folder = resources.files("services.desk") / "static"
     digest = hashlib.sha256()
     for name in ("console.css", "console.js"):
         digest.update((folder / name).read_bytes())
@@ -437,7 +437,7 @@ class Console:
 
 def _environment(tz: ZoneInfo) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("services.ingest", "templates"),
+        loader=jinja2.PackageLoader("services.desk", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -493,7 +493,7 @@ def install_console(
     )
     app.state.console = console
     app.include_router(_router(console))
-    app.mount("/console/static", StaticFiles(packages=[("services.ingest", "static")]), name="console-static")
+    app.mount("/console/static", StaticFiles(packages=[("services.desk", "static")]), name="console-static")
 
 
 def console_of(request: Request) -> Console:

@@ -23,16 +23,16 @@ from schemas.events import (
     TierOverride,
 )
 from services.common import json
+from services.common.auth import TokenCheck
 from services.common.config import EscalationConfig
 from services.common.csvfile import safe_cell
+from services.common.guard import REPORT_HEADERS
+from services.common.limits import TooLarge, read_capped
 from services.common.links import BadLink, verify_link
+from services.desk.readmodel import ReadModel
 from services.escalation.core import EscalationCore, Incident
 from services.escalation.exceptions import InvalidTransition
 from services.escalation.report import LEAD_IN, ReportInput, render_html, render_markdown
-from services.ingest.auth import TokenCheck
-from services.ingest.guard import REPORT_HEADERS
-from services.ingest.limits import TooLarge, read_capped
-from services.ingest.readmodel import ReadModel
 
 __all__ = [
     "ActionRequest",

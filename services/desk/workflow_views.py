@@ -30,10 +30,10 @@ from schemas.events import (
     StatementVersion,
 )
 from services.common import json
+from services.desk.console import Console, Session, console_of
+from services.desk.operator import ActionRequest, apply_action, prepare_action
+from services.desk.textdiff import diff_text
 from services.escalation.report import LEAD_IN
-from services.ingest.console import Console, Session, console_of
-from services.ingest.operator import ActionRequest, apply_action, prepare_action
-from services.ingest.textdiff import diff_text
 
 __all__ = ["install_workflow_views", "router"]
 

@@ -26,14 +26,20 @@ from prometheus_client import (
 from pydantic import ValidationError
 
 from schemas.events import IncidentAction, IncidentEvent, KeywordHit, Platform, Post, TierChange, TierOverride
+from schemas.topics import Topics
 from services.common import json
+from services.common.auth import TokenCheck
 from services.common.config import IngestConfig, load_config
 from services.common.exceptions import KafkaSetupError
+from services.common.guard import install_guards
 from services.common.kafka import ensure_topics
-from services.common.topics import Topics
+from services.common.limits import TooLarge, read_capped
 from services.common.unreadable import install as read_unreadable_records
+from services.desk.console import install_console
+from services.desk.operator import operator_router
+from services.desk.readmodel import ReadModel
+from services.desk.workflow_views import install_workflow_views
 from services.ingest.adapters import AdapterError
-from services.ingest.auth import TokenCheck
 from services.ingest.batch import (
     Batch,
     Body,
@@ -44,16 +50,10 @@ from services.ingest.batch import (
     parse_body,
     to_posts,
 )
-from services.ingest.console import install_console
 from services.ingest.exceptions import ProduceFailed
 from services.ingest.feeds import FeedPoller
-from services.ingest.guard import install_guards
-from services.ingest.limits import TooLarge, read_capped
-from services.ingest.operator import operator_router
-from services.ingest.readmodel import ReadModel
 from services.ingest.settings import IngestSettings
 from services.ingest.timeparse import TimeBounds
-from services.ingest.workflow_views import install_workflow_views
 from services.notifier.briefing import build_briefing, due_slots, previous_slot
 
 __all__ = ["create_app"]

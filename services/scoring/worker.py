@@ -24,13 +24,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import GaugeMetricFamily
 
 from schemas.events import KeywordHit, Platform, Post, TierOverride
+from schemas.topics import Topics
 from services.common import json
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.partitioned import Batch, PartitionedWorker
 from services.common.stream import ORIGIN_HEADER, decode, expect_key, home_partition
-from services.common.topics import Topics
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from services.scoring.settings import ScoringSettings

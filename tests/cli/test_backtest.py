@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from schemas.events import Post, TierChange
-from services.common import cli, json
-from services.common.backtest import run_backtest
+from services.cli import main as cli
+from services.cli.backtest import run_backtest
+from services.cli.demo import load_sample
+from services.common import json
 from services.common.clock import FakeClock
 from services.common.config import bundled_config_path, load_config
-from services.common.demo import load_sample
 from services.scoring.backtest import Backtest
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from schemas.events import Deadline, Delivery, IncidentEvent, Tier
-from services.common import demo
-from services.common.cli import main
+from schemas.topics import Topics
+from services.cli import demo
+from services.cli.main import main
 from services.common.exceptions import BrokerError
-from services.common.topics import Topics
 from tests.factories import T0, tier_change
 
 

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from services.cli.runner import RestartPolicy, Stack, supervise
 from services.common.broker import free_port
 from services.common.exceptions import ConfigError
-from services.common.runner import RestartPolicy, Stack, supervise
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
 from tests.conftest import write_config
@@ -201,7 +201,7 @@ def test_yuqing_dev_runs_and_stops_cleanly_on_sigint(kafka: str, prefix: str, tm
         "YUQING_LOG_LEVEL": "warn",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.common.cli", "dev"],
+        [sys.executable, "-m", "services.cli.main", "dev"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

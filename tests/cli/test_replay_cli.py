@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from schemas.events import Platform
-from services.common import cli
+from services.cli import main as cli
 
 
 @pytest.mark.parametrize(

@@ -20,12 +20,12 @@ from fastapi.testclient import TestClient
 from starlette.types import Message
 
 from schemas.events import IncidentState
+from services.common.guard import BodyLimit, install_guards
 from services.common.links import sign_link
 from services.ingest.api import create_app
-from services.ingest.guard import BodyLimit, install_guards
 from services.ingest.settings import IngestSettings
+from tests.desk.test_operator import incident_event
 from tests.ingest.test_api_limits import fake_kafka
-from tests.ingest.test_operator import incident_event
 
 LIMIT = 1000
 CHUNK = 100

@@ -20,12 +20,12 @@ import yaml
 from fastapi.testclient import TestClient
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from services.cli.runner import SERVICES as APP_SERVICES
 from services.common.config import load_config
-from services.common.runner import SERVICES as APP_SERVICES
 from services.common.settings import load_settings
 from services.ingest.settings import IngestSettings
-from tests.console.test_console import TOKEN as CONSOLE_TOKEN
-from tests.console.test_console import Console
+from tests.desk.test_console import TOKEN as CONSOLE_TOKEN
+from tests.desk.test_console import Console
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page, expect
 from schemas.events import Tier, TierChange
 from services.common import json
 from tests.conftest import produce, write_config
-from tests.console.browser import DESKTOP, PHONE, chromium, require_chromium
+from tests.desk.browser import DESKTOP, PHONE, chromium, require_chromium
 from tests.integration.test_pipeline import crisis_posts, wait_ready
 
 pytestmark = pytest.mark.kafka

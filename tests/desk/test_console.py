@@ -24,13 +24,13 @@ from schemas.events import (
     Tier,
     TierOverride,
 )
+from services.common.auth import TokenCheck
 from services.common.config import load_config
-from services.ingest import console as console_module
-from services.ingest.auth import TokenCheck
-from services.ingest.console import Sessions, install_console
-from services.ingest.operator import operator_router
-from services.ingest.readmodel import ReadModel
-from services.ingest.workflow_views import install_workflow_views
+from services.desk import console as console_module
+from services.desk.console import Sessions, install_console
+from services.desk.operator import operator_router
+from services.desk.readmodel import ReadModel
+from services.desk.workflow_views import install_workflow_views
 from tests.factories import (
     T0,
     assert_csv_neutralised,

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.events import IncidentActionKind, Tier
-from tests.desk import APPROVER, DRAFTER, TOKEN, Desk
+from tests.desk.world import APPROVER, DRAFTER, TOKEN, Desk
 
 A = IncidentActionKind
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.ingest.throttle import LoginThrottle
+from services.desk.throttle import LoginThrottle
 from tests.factories import T0
 
 MIN = timedelta(minutes=1)

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.events import IncidentActionKind, Tier
-from services.ingest import console as console_module
-from tests.desk import APPROVER, DRAFTER, OTHER_APPROVER, TOKEN, Desk, desk_config
+from services.desk import console as console_module
+from tests.desk.world import APPROVER, DRAFTER, OTHER_APPROVER, TOKEN, Desk, desk_config
 
 A = IncidentActionKind
 TOP = (

@@ -10,13 +10,13 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from schemas.events import IncidentAction, Tier, TierChange, TierOverride
+from services.common.auth import TokenCheck
 from services.common.config import EscalationConfig, StatementConfig, YuqingConfig, load_config
+from services.desk.console import install_console
+from services.desk.operator import operator_router
+from services.desk.readmodel import ReadModel
+from services.desk.workflow_views import install_workflow_views
 from services.escalation.core import EscalationCore, Outcome
-from services.ingest.auth import TokenCheck
-from services.ingest.console import install_console
-from services.ingest.operator import operator_router
-from services.ingest.readmodel import ReadModel
-from services.ingest.workflow_views import install_workflow_views
 
 TOKEN = "op-token-31f7"
 DRAFTER, APPROVER, OTHER_APPROVER = "市场负责人 王五", "总经理 赵六", "法务负责人 周八"

@@ -316,7 +316,7 @@ def test_replay_command_streams_a_file(kafka, prefix, tmp_path):
         [
             sys.executable,
             "-m",
-            "services.common.cli",
+            "services.cli.main",
             "replay",
             str(source),
             "--report",

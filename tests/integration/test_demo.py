@@ -15,7 +15,7 @@ pytestmark = pytest.mark.kafka
 def test_demo_shows_three_tiers_an_incident_and_delivered_alerts(kafka, tmp_path):
     env = {**os.environ, "YUQING_KAFKA_BOOTSTRAP": kafka}
     proc = subprocess.run(
-        [sys.executable, "-m", "services.common.cli", "demo", "--timeout", "240"],
+        [sys.executable, "-m", "services.cli.main", "demo", "--timeout", "240"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from schemas.events import Delivery, IncidentEvent, TierChange
+from services.cli.demo import WebhookReceiver
 from services.common import json
-from services.common.demo import WebhookReceiver
 from tests.conftest import collect, produce, write_config
 
 pytestmark = pytest.mark.kafka

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 
 from schemas.events import Delivery, IncidentEvent, Post, TierChange
+from schemas.topics import Topics
+from services.cli.demo import load_sample
 from services.common import json
 from services.common.config import YuqingConfig, load_config
-from services.common.demo import load_sample
-from services.common.topics import Topics
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from tests.conftest import collect, write_config

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from schemas.topics import Topics
+from services.cli.demo import WebhookReceiver
 from services.common import json
 from services.common.broker import EmbeddedBroker
-from services.common.demo import WebhookReceiver
-from services.common.topics import Topics
 from tests.conftest import collect, free_port
 from tests.integration.test_pipeline import wait_ready
 from tests.reliability.harness import (

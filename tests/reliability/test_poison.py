@@ -39,9 +39,9 @@ from schemas.events import (
     Tier,
     TierOverride,
 )
+from schemas.topics import Topics
 from services.common import json
 from services.common.stream import MAX_VALUE_BYTES, ORIGIN_HEADER
-from services.common.topics import Topics
 from services.common.unreadable import install as read_unreadable_records
 from tests.common.test_unreadable import RawHeaderKey
 from tests.conftest import collect, write_config

@@ -13,8 +13,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
+from services.cli.runner import Stack
 from services.common.kafka import ensure_topics
-from services.common.runner import Stack
 from services.common.settings import CommonSettings
 from tests.conftest import free_port
 

@@ -31,18 +31,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.events import IncidentState
+from services.cli.demo import WebhookReceiver
 from services.common.broker import free_port
 from services.common.csvfile import safe_cell
-from services.common.demo import WebhookReceiver
 from services.common.kafka import ensure_topics
 from services.common.links import sign_link
+from services.desk.console import Sessions
 from services.ingest.api import create_app
-from services.ingest.console import Sessions
 from services.ingest.settings import IngestSettings
 from tests.conftest import write_config
+from tests.desk.test_operator import incident_event
 from tests.factories import assert_csv_neutralised, formula_hits
 from tests.ingest.test_api_limits import fake_kafka
-from tests.ingest.test_operator import incident_event
 from tests.integration.test_pipeline import crisis_posts, wait_ready
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/ack/{token}"}
@@ -276,7 +276,7 @@ def _refusal(service: str, env: dict[str, str]) -> str:
     """Run `yuqing worker <service>` with `env` over the secrets; it must refuse to start. Its output."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("YUQING_")}
     done = subprocess.run(
-        [sys.executable, "-m", "services.common.cli", "worker", service],
+        [sys.executable, "-m", "services.cli.main", "worker", service],
         env={**base, "YUQING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", **_STARTUP_SECRETS, **env},
         capture_output=True,
         text=True,
@@ -352,7 +352,7 @@ def _api_env(port: int, **extra: str) -> dict[str, str]:
 def _api_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.common.cli", "worker", "ingest"],
+            [sys.executable, "-m", "services.cli.main", "worker", "ingest"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

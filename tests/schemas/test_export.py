@@ -205,7 +205,7 @@ def test_asyncapi_document_follows_the_specification():
     import yaml
 
     from schemas.asyncapi import render_asyncapi
-    from services.common.topics import TOPIC_DOCS
+    from schemas.topics import TOPIC_DOCS
 
     doc = yaml.safe_load(render_asyncapi())
     jsonschema.validate(doc, ASYNCAPI_3)
