@@ -55,12 +55,13 @@ def write_config(path: Path, **sections: Any) -> Path:
 
 @pytest.fixture
 def stack_factory(kafka: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
-    """Start the services as child processes against the session broker."""
+    """Start the services as child processes against the session broker; `stack.api_port` is ingest's,
+    `stack.desk_port` the desk's."""
     stacks: list[Stack] = []
 
     def start(
         config: Path,
-        services: tuple[str, ...] = ("ingest", "scoring", "escalation", "notifier"),
+        services: tuple[str, ...] = ("ingest", "scoring", "escalation", "notifier", "desk"),
         partitions: int = 2,
         extra_env: dict[str, str] | None = None,
     ) -> Stack:
@@ -78,6 +79,7 @@ def stack_factory(kafka: str, prefix: str, tmp_path: Path) -> Iterator[Callable[
             env=env,
             log_dir=tmp_path / "logs",
             api_port=free_port(),
+            desk_port=free_port(),
             web_ports={s: free_port() for s in ("scoring", "escalation", "notifier")},
         )
         stacks.append(stack)

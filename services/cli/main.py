@@ -78,7 +78,9 @@ def _dev(args: argparse.Namespace) -> int:
     try:
         stack.start()
         print(
-            f"yuqing is running: API http://127.0.0.1:{stack.api_port}/docs, worker metrics on ports "
+            f"yuqing is running: ingest API http://127.0.0.1:{stack.api_port}/docs, console "
+            f"http://127.0.0.1:{stack.desk_port}/console (operator API "
+            f"http://127.0.0.1:{stack.desk_port}/docs), worker metrics on ports "
             f"{stack.base_web_port + 1}-{stack.base_web_port + 3}; logs in {stack.log_dir}. Ctrl-C stops."
         )
 
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_topics)
 
     p = sub.add_parser("worker", help="run one service in the foreground")
-    p.add_argument("service", choices=["ingest", "scoring", "escalation", "notifier"])
+    p.add_argument("service", choices=["ingest", "desk", "scoring", "escalation", "notifier"])
     p.set_defaults(func=lambda a: _worker(a.service))
 
     p = sub.add_parser("schemas", help="export JSON Schemas of every event, or render docs/contracts.md")

@@ -21,21 +21,29 @@ from services.common.settings import CommonSettings, load_settings
 
 __all__ = ["SERVICES", "RestartPolicy", "Stack", "run_service", "supervise"]
 
-SERVICES = ("ingest", "scoring", "escalation", "notifier")
+# The desk last: the stream workers keep the web ports after YUQING_WEB_PORT in this order.
+SERVICES = ("ingest", "scoring", "escalation", "notifier", "desk")
 log = logging.getLogger(__name__)
 
 
 def run_service(name: str) -> None:
     """Start one service in the foreground; topics are created first so subscriptions never miss one.
 
-    The ingest API starts even while Kafka is down (it creates the topics once Kafka answers, and /readyz
-    says 503 until then); a stream worker cannot do anything without Kafka and exits with the reason."""
+    The HTTP services (ingest, desk) start even while Kafka is down (they create the topics once Kafka
+    answers, and /readyz says 503 until then); a stream worker cannot do anything without Kafka and exits with
+    the reason."""
     _keep_urls_out_of_logs()
     if name == "ingest":
         from services.ingest.settings import IngestSettings
         from services.ingest.worker import run as run_ingest
 
         run_ingest(load_settings(IngestSettings))
+        return
+    if name == "desk":
+        from services.desk.settings import DeskSettings
+        from services.desk.worker import run as run_desk
+
+        run_desk(load_settings(DeskSettings))
         return
     if name == "scoring":
         from services.scoring.settings import ScoringSettings
@@ -77,11 +85,12 @@ def _keep_urls_out_of_logs() -> None:
 
 @dataclass
 class Stack:
-    """The four services as child processes on one host, optionally with the embedded broker."""
+    """The services as child processes on one host, optionally with the embedded broker."""
 
     env: dict[str, str] = field(default_factory=dict)
     log_dir: Path = Path(".yuqing-data/logs")
     api_port: int = 8000
+    desk_port: int = 8001
     base_web_port: int = 6066
     web_ports: dict[str, int] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
@@ -91,10 +100,14 @@ class Stack:
 
     @classmethod
     def from_env(cls) -> Stack:
-        """The stack `yuqing dev` runs: ports from YUQING_API_PORT (API) and YUQING_WEB_PORT (the workers
-        take the next three), else 8000 and 6067-6069."""
+        """The stack `yuqing dev` runs: ports from YUQING_API_PORT (ingest), YUQING_DESK_PORT (the desk) and
+        YUQING_WEB_PORT (the stream workers take the next three), else 8000, 8001 and 6067-6069."""
         ports = {}
-        for name, default in (("YUQING_API_PORT", 8000), ("YUQING_WEB_PORT", 6066)):
+        for name, default in (
+            ("YUQING_API_PORT", 8000),
+            ("YUQING_DESK_PORT", 8001),
+            ("YUQING_WEB_PORT", 6066),
+        ):
             raw = os.environ.get(name, str(default))
             try:
                 ports[name] = int(raw)
@@ -102,7 +115,11 @@ class Stack:
                 raise ConfigError(f"{name}: expected a TCP port number, got {raw!r}") from None
             if not 0 < ports[name] < 65533:
                 raise ConfigError(f"{name}: expected a TCP port number (1-65532), got {raw!r}")
-        return cls(api_port=ports["YUQING_API_PORT"], base_web_port=ports["YUQING_WEB_PORT"])
+        return cls(
+            api_port=ports["YUQING_API_PORT"],
+            desk_port=ports["YUQING_DESK_PORT"],
+            base_web_port=ports["YUQING_WEB_PORT"],
+        )
 
     def bootstrap(self) -> str:
         if "YUQING_KAFKA_BOOTSTRAP" in self.env:
@@ -122,8 +139,12 @@ class Stack:
         env = {**os.environ, **self.env}
         env["YUQING_KAFKA_BOOTSTRAP"] = self.bootstrap_addr
         # The stack decides the ports (one per process); `yuqing dev` takes them from the user's
-        # YUQING_API_PORT and YUQING_WEB_PORT (see from_env), so these do not override a user's choice.
+        # YUQING_API_PORT, YUQING_DESK_PORT and YUQING_WEB_PORT (see from_env), so these do not override a
+        # user's choice.
         env["YUQING_API_PORT"] = str(self.api_port)
+        env["YUQING_DESK_PORT"] = str(self.desk_port)
+        # Ack links in alerts lead to this stack's desk, unless the user says where people reach it.
+        env.setdefault("YUQING_PUBLIC_URL", f"http://127.0.0.1:{self.desk_port}")
         env["YUQING_WEB_PORT"] = str(self.web_ports.get(service, self.base_web_port + index))
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env

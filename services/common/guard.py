@@ -1,4 +1,5 @@
-"""Two ASGI middlewares that every route of the API passes through, so no route can forget them.
+"""Two ASGI middlewares that every route of an HTTP service (ingest, desk) passes through, so no route can
+forget them.
 
 - `BodyLimit`: no route reads more than its path's limit. A declared Content-Length over it is refused on the
   first read, before any byte is buffered; a chunked body is cut off by the read that passes the limit. A
@@ -26,7 +27,7 @@ __all__ = [
     "install_guards",
 ]
 
-# Scripts, styles and images from the API's own origin only; no frames around it, forms only to it.
+# Scripts, styles and images from the service's own origin only; no frames around it, forms only to it.
 HTML_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
@@ -126,16 +127,10 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def install_guards(app: FastAPI, posts_limit: int, other_limit: int) -> None:
-    """Both middlewares on `app`: bodies of the two posts routes up to `posts_limit` bytes, of any other
-    route (operator actions, console forms, ack links) up to `other_limit`. The headers go outermost, so
+def install_guards(app: FastAPI, limit: int) -> None:
+    """Both middlewares on `app`, no body read past `limit` bytes on any route. The headers go outermost, so
     that a refused body gets them too."""
-
-    def limit_for(path: str) -> int:
-        posts = path == "/v1/posts" or (path.startswith("/v1/platforms/") and path.endswith("/posts"))
-        return posts_limit if posts else other_limit
-
-    app.add_middleware(BodyLimit, limit_for=limit_for)
+    app.add_middleware(BodyLimit, limit_for=lambda _path: limit)
     app.add_middleware(SecurityHeaders)
 
 

@@ -17,32 +17,41 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
 import jinja2
 import yaml
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from markupsafe import Markup
 from pydantic import ValidationError
 
 from schemas.events import IncidentActionKind, IncidentState, Platform, Tier
+from schemas.labels import DEMANDS, SENTIMENTS, sentiment_label, window_label
 from services.common import json
 from services.common.config import YuqingConfig
 from services.common.guard import REPORT_HEADERS, SECURITY_HEADERS
 from services.common.limits import TooLarge, read_capped
-from services.desk.operator import ActionRequest, Send, action_refusal, apply_action, ledger_csv
+from services.desk.operator import ActionRequest, action_refusal, apply_action, ledger_csv
 from services.desk.readmodel import ReadModel
+from services.desk.state import Desk
 from services.desk.throttle import LoginThrottle
-from services.escalation.core import EscalationCore
-from services.scoring.sentiment import DEMANDS
-from services.scoring.tiers import window_label
 
-__all__ = ["Console", "Session", "Sessions", "console_of", "install_console"]
+__all__ = [
+    "Console",
+    "ConsoleDep",
+    "LiveView",
+    "Session",
+    "Sessions",
+    "console_of",
+    "new_console",
+    "router",
+    "static_files",
+]
 
 _COOKIE = "yuqing-console"
 _PAGE_SIZE = 50
@@ -82,6 +91,10 @@ class Session:
     nonce: str
     key_id: str
     expires: datetime
+
+
+# A live part of a page another module renders (workflow_views): (console, incident id, session) -> HTML.
+LiveView = Callable[["Console", str, Session], "str | None"]
 
 
 def _b64(data: bytes) -> str:
@@ -242,18 +255,23 @@ async def _form(request: Request) -> dict[str, str] | Response:
 class Console:
     """The console's state and the helpers every console route uses (this module's and workflow_views')."""
 
-    model: ReadModel
-    config: YuqingConfig
+    desk: Desk
     sessions: Sessions
     throttle: LoginThrottle
-    send: Send
     tz: ZoneInfo
     env: jinja2.Environment
     labels: dict[str, dict[Any, str]]
     static_version: str
-    core: EscalationCore  # the escalation rules, to refuse an action early with the worker's reason
-    # Live views added by other modules (workflow_views): name -> (console, incident id, session) -> HTML.
-    views: dict[str, Callable[[Console, str, Session], str | None]] = field(default_factory=dict)
+    # Live views of other modules (workflow_views): name -> (console, incident id, session) -> HTML.
+    views: Mapping[str, LiveView] = field(default_factory=dict)
+
+    @property
+    def model(self) -> ReadModel:
+        return self.desk.model
+
+    @property
+    def config(self) -> YuqingConfig:
+        return self.desk.config
 
     # -- sessions and forms -----------------------------------------------------------------
     def session(self, request: Request) -> Session | None:
@@ -367,7 +385,7 @@ class Console:
         allowed = [
             a.value
             for a in _PAGE_ACTIONS
-            if action_refusal(self.model, incident_id, a, _OVERRIDE_HINT if a is _RESOLVE else "") is None
+            if action_refusal(self.desk, incident_id, a, _OVERRIDE_HINT if a is _RESOLVE else "") is None
         ]
         return {**summary, "timeline": list(reversed(events)), "allowed": allowed}
 
@@ -456,333 +474,337 @@ def _environment(tz: ZoneInfo) -> jinja2.Environment:
     def num(value: int | None) -> str:
         return "—" if value is None else f"{value:,}"
 
-    def sentiment(score: float) -> str:
-        return "negative" if score < -0.1 else "positive" if score > 0.1 else "neutral"
-
     def web_url(url: str | None) -> str | None:
         # A post's url comes from the platform feed: never let a javascript: or data: URL become a link.
         return url if url and url.lower().startswith(("https://", "http://")) else None
 
-    env.filters.update(local=local, iso=iso, num=num, sentiment=sentiment, web_url=web_url)
+    env.filters.update(local=local, iso=iso, num=num, sentiment=sentiment_label, web_url=web_url)
     return env
 
 
-def install_console(
-    app: FastAPI,
-    model: ReadModel,
-    config: YuqingConfig,
-    operator_tokens: Sequence[str],
-    send: Send,
-    secret: bytes | None = None,
-) -> None:
-    """Serve the console under /console. `secret` (YUQING_CONSOLE_SECRET, never the link secret) signs
-    sessions; without one each process makes a random key, and sessions end at a restart."""
-    tz = ZoneInfo(config.notifier.briefing_tz)
+def new_console(
+    desk: Desk, operator_tokens: Sequence[str], secret: bytes | None, views: Mapping[str, LiveView]
+) -> Console:
+    """The console of `desk`. `secret` (YUQING_CONSOLE_SECRET, never the link secret) signs sessions; without
+    one each process makes a random key, and sessions end at a restart."""
+    tz = ZoneInfo(desk.config.notifier.briefing_tz)
     key = hmac.new(secret, b"yuqing console sessions", hashlib.sha256).digest() if secret else None
-    console = Console(
-        model=model,
-        config=config,
+    return Console(
+        desk=desk,
         sessions=Sessions(operator_tokens, key or secrets.token_bytes(32)),
         throttle=LoginThrottle(),
-        send=send,
         tz=tz,
         env=_environment(tz),
         labels=_labels(),
         static_version=_static_version(),
-        core=EscalationCore(config.escalation),
+        views=views,
     )
-    app.state.console = console
-    app.include_router(_router(console))
-    app.mount("/console/static", StaticFiles(packages=[("services.desk", "static")]), name="console-static")
+
+
+def static_files() -> StaticFiles:
+    """The console's CSS and script, to mount at /console/static."""
+    return StaticFiles(packages=[("services.desk", "static")])
 
 
 def console_of(request: Request) -> Console:
-    """The console installed on this app (a FastAPI dependency for console routes defined elsewhere)."""
+    """The console of the app serving `request` (a route dependency)."""
     console: Console = request.app.state.console
     return console
 
 
-def _router(c: Console) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
-    sessions = c.sessions
-    current, to_login, refused, checked_form = c.session, c.to_login, c.refused, c.checked_form
+ConsoleDep = Annotated[Console, Depends(console_of)]
+router = APIRouter(include_in_schema=False)
 
-    @router.get("/console")
-    @router.get("/console/")
-    async def root() -> Response:
-        return RedirectResponse("/console/board", 303)
 
-    @router.get("/console/login")
-    async def login_page(request: Request, next: str | None = None) -> Response:
-        if current(request):
-            return RedirectResponse(_safe_next(next), 303)
-        return c.page(request, "login.html", None, title="登录", next=_safe_next(next), error="", actor="")
+@router.get("/console")
+@router.get("/console/")
+async def root() -> Response:
+    return RedirectResponse("/console/board", 303)
 
-    @router.post("/console/login")
-    async def login(request: Request) -> Response:
-        form = await _form(request)
-        if isinstance(form, Response):
-            return form
-        actor, token, target = form.get("actor", "").strip(), form.get("token", ""), form.get("next")
-        now = datetime.now(UTC)
-        # Per client and per name: one address cannot try many tokens, nor many addresses one name.
-        keys = (f"client:{request.client.host if request.client else '?'}", f"name:{actor.casefold()}")
-        wait = c.throttle.retry_after(keys, now)
-        status, headers = 403, {}
-        if wait is not None:
-            minutes = max(1, math.ceil(wait.total_seconds() / 60))
-            error = (
-                f"登录失败次数过多，请 {minutes} 分钟后再试。"
-                f"(Too many failed logins: try again in {minutes} min.)"
-            )
-            status, headers = 429, {"Retry-After": str(math.ceil(wait.total_seconds()))}
-        elif not 1 <= len(actor) <= 64:
-            error = "请填写姓名（1–64 个字符），操作记录会署这个名字。"
+
+@router.get("/console/login")
+async def login_page(request: Request, c: ConsoleDep, next: str | None = None) -> Response:
+    if c.session(request):
+        return RedirectResponse(_safe_next(next), 303)
+    return c.page(request, "login.html", None, title="登录", next=_safe_next(next), error="", actor="")
+
+
+@router.post("/console/login")
+async def login(request: Request, c: ConsoleDep) -> Response:
+    form = await _form(request)
+    if isinstance(form, Response):
+        return form
+    actor, token, target = form.get("actor", "").strip(), form.get("token", ""), form.get("next")
+    now = datetime.now(UTC)
+    # Per client and per name: one address cannot try many tokens, nor many addresses one name.
+    keys = (f"client:{request.client.host if request.client else '?'}", f"name:{actor.casefold()}")
+    wait = c.throttle.retry_after(keys, now)
+    status, headers = 403, {}
+    if wait is not None:
+        minutes = max(1, math.ceil(wait.total_seconds() / 60))
+        error = (
+            f"登录失败次数过多，请 {minutes} 分钟后再试。"
+            f"(Too many failed logins: try again in {minutes} min.)"
+        )
+        status, headers = 429, {"Retry-After": str(math.ceil(wait.total_seconds()))}
+    elif not 1 <= len(actor) <= 64:
+        error = "请填写姓名（1–64 个字符），操作记录会署这个名字。"
+    else:
+        cookie = c.sessions.issue(token, actor, now)
+        if cookie is None:
+            c.throttle.failed(keys, now)
         else:
-            cookie = sessions.issue(token, actor, now)
-            if cookie is None:
-                c.throttle.failed(keys, now)
-            else:
-                c.throttle.succeeded(keys)
-                response = RedirectResponse(_safe_next(target), 303, headers=_HEADERS)
-                response.set_cookie(
-                    _COOKIE,
-                    cookie,
-                    max_age=int(sessions.max_age.total_seconds()),
-                    path="/console",
-                    httponly=True,
-                    samesite="strict",
-                    secure=request.url.scheme == "https",
-                )
-                return response
-            error = "令牌无效：请使用运维（operator）令牌。"
-        page = c.page(
-            request,
-            "login.html",
-            None,
-            status=status,
-            title="登录",
-            next=_safe_next(target),
-            error=error,
-            actor=actor,
-        )
-        page.headers.update(headers)
-        return page
+            c.throttle.succeeded(keys)
+            response = RedirectResponse(_safe_next(target), 303, headers=_HEADERS)
+            response.set_cookie(
+                _COOKIE,
+                cookie,
+                max_age=int(c.sessions.max_age.total_seconds()),
+                path="/console",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+            return response
+        error = "令牌无效：请使用运维（operator）令牌。"
+    page = c.page(
+        request,
+        "login.html",
+        None,
+        status=status,
+        title="登录",
+        next=_safe_next(target),
+        error=error,
+        actor=actor,
+    )
+    page.headers.update(headers)
+    return page
 
-    @router.post("/console/logout")
-    async def logout(request: Request) -> Response:
-        session = current(request)
-        if session is None:
-            return to_login(request)
-        form = await checked_form(request, session)
-        if isinstance(form, Response):
-            return form
-        sessions.revoke(session, datetime.now(UTC))
-        response = RedirectResponse("/console/login", 303, headers=_HEADERS)
-        response.delete_cookie(_COOKIE, path="/console")
-        return response
 
-    @router.get("/console/board")
-    async def board(request: Request) -> Response:
-        session = current(request)
-        if session is None:
-            return to_login(request)
-        return c.live_page(request, "board.html", session, "board", title="等级看板") or to_login(request)
+@router.post("/console/logout")
+async def logout(request: Request, c: ConsoleDep) -> Response:
+    session = c.session(request)
+    if session is None:
+        return c.to_login(request)
+    form = await c.checked_form(request, session)
+    if isinstance(form, Response):
+        return form
+    c.sessions.revoke(session, datetime.now(UTC))
+    response = RedirectResponse("/console/login", 303, headers=_HEADERS)
+    response.delete_cookie(_COOKIE, path="/console")
+    return response
 
-    @router.get("/console/incidents")
-    async def incidents(request: Request) -> Response:
-        session = current(request)
-        if session is None:
-            return to_login(request)
-        query = dict(request.query_params)
-        listing = c.incident_rows(query)
-        page = c.live_page(
-            request,
-            "incidents.html",
-            session,
-            "incidents",
-            query=query,
-            title="事件",
-            listing=listing,
-            status=422 if listing["errors"] else 200,
-        )
-        return page or to_login(request)
 
-    def incident_page(
-        request: Request, session: Session, incident_id: str, status: int = 200, **extra: Any
-    ) -> Response:
-        detail = c.incident_detail(incident_id)
-        page = c.live_page(
-            request,
-            "incident.html",
-            session,
-            "incident",
-            incident_id,
-            status=status,
-            title=f"事件 {incident_id}",
-            inc=detail,
-            actions=_PRIMARY_ACTIONS,
-            **{"sent": "", "error": "", "comment": "", **extra},
-        )
-        return page or refused(request, session, 404, f"没有事件 {incident_id}。(no such incident)")
+@router.get("/console/board")
+async def board(request: Request, c: ConsoleDep) -> Response:
+    session = c.session(request)
+    if session is None:
+        return c.to_login(request)
+    return c.live_page(request, "board.html", session, "board", title="等级看板") or c.to_login(request)
 
-    @router.get("/console/incidents/{incident_id}")
-    async def incident(request: Request, incident_id: str, sent: str = "") -> Response:
-        session = current(request)
-        if session is None:
-            return to_login(request)
-        return incident_page(request, session, incident_id, sent=sent[:40])
 
-    @router.post("/console/incidents/{incident_id}/actions")
-    async def act(request: Request, incident_id: str) -> Response:
-        session = current(request)
-        if session is None:
-            return to_login(request)
-        form = await checked_form(request, session)
-        if isinstance(form, Response):
-            return form
-        comment = form.get("comment", "")
-        try:
-            body = ActionRequest(action=form.get("action", ""), actor=session.actor, comment=comment)
-        except ValidationError as exc:
-            error = "；".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            return incident_page(request, session, incident_id, status=422, error=error, comment=comment)
-        result = await apply_action(c.model, c.send, c.core, incident_id, body)
-        if result.status_code == 202:
-            sent = urlencode({"sent": body.action.value})
-            return RedirectResponse(f"/console/incidents/{quote(incident_id, safe='')}?{sent}", 303)
-        detail = json.loads(bytes(result.body)).get("detail", "")
-        status = result.status_code
-        return incident_page(request, session, incident_id, status=status, error=detail, comment=comment)
+@router.get("/console/incidents")
+async def incidents(request: Request, c: ConsoleDep) -> Response:
+    session = c.session(request)
+    if session is None:
+        return c.to_login(request)
+    query = dict(request.query_params)
+    listing = c.incident_rows(query)
+    page = c.live_page(
+        request,
+        "incidents.html",
+        session,
+        "incidents",
+        query=query,
+        title="事件",
+        listing=listing,
+        status=422 if listing["errors"] else 200,
+    )
+    return page or c.to_login(request)
 
-    @router.get("/console/incidents/{incident_id}/report")
-    async def report_page(request: Request, incident_id: str) -> Response:
-        session = current(request)
-        if session is None:
-            return to_login(request)
-        if c.model.incident(incident_id) is None:
-            return refused(request, session, 404, f"没有事件 {incident_id}。(no such incident)")
-        title = f"复盘报告 {incident_id}"
-        return c.page(request, "report.html", session, title=title, incident_id=incident_id)
 
-    @router.get("/console/incidents/{incident_id}/report.html")
-    async def report_html(request: Request, incident_id: str) -> Response:
-        session = current(request)
-        if session is None:
-            return to_login(request)
-        # Through the report route itself, in process, on the session's token: one source of the report.
-        token = sessions.bearer(session)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        transport = httpx.ASGITransport(app=request.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://console.internal") as client:
-            path = f"/v1/incidents/{quote(incident_id, safe='')}/report"
-            resp = await client.get(path, params={"format": "html"}, headers=headers)
-        kind = resp.headers.get("content-type")
-        return Response(resp.content, status_code=resp.status_code, media_type=kind, headers=_REPORT_HEADERS)
+def _incident_page(
+    c: Console, request: Request, session: Session, incident_id: str, status: int = 200, **extra: Any
+) -> Response:
+    detail = c.incident_detail(incident_id)
+    page = c.live_page(
+        request,
+        "incident.html",
+        session,
+        "incident",
+        incident_id,
+        status=status,
+        title=f"事件 {incident_id}",
+        inc=detail,
+        actions=_PRIMARY_ACTIONS,
+        **{"sent": "", "error": "", "comment": "", **extra},
+    )
+    return page or c.refused(request, session, 404, f"没有事件 {incident_id}。(no such incident)")
 
-    def ledger_filters(request: Request) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-        """(ReadModel.ledger_rows arguments, the form's values, errors) from the query string."""
-        q = request.query_params
-        names = ("since", "until", "platform", "group", "sentiment", "demand")
-        form = {k: q.get(k, "").strip() for k in names}
-        args: dict[str, Any] = {}
-        errors = []
-        for name in ("since", "until"):
-            if form[name]:
-                try:
-                    when = datetime.fromisoformat(form[name])
-                except ValueError:
-                    errors.append(f"{name}: 时间格式应为 2026-11-21T08:00 (got {form[name]!r})")
-                    continue
-                args[name] = when if when.tzinfo else when.replace(tzinfo=c.tz)
-        choices = {
-            "platform": [p.value for p in Platform],
-            "sentiment": ["negative", "neutral", "positive"],
-            "demand": list(DEMANDS),
-        }
-        for name, allowed in choices.items():
-            if form[name] and form[name] not in allowed:
-                errors.append(f"{name}: {form[name]!r} 不是可选值之一 ({', '.join(allowed)})")
-            elif form[name]:
-                args[name] = form[name]
-        if form["group"]:
-            args["group"] = form["group"]
-        return args, form, errors
 
-    @router.get("/console/ledger")
-    async def ledger(request: Request) -> Response:
-        session = current(request)
-        if session is None:
-            return to_login(request)
-        args, form, errors = ledger_filters(request)
-        rows = c.model.ledger_rows(**args)
-        pages = max(1, math.ceil(len(rows) / _PAGE_SIZE))
-        raw_page = request.query_params.get("page", "1")
-        page = min(int(raw_page), pages) if raw_page.isdigit() and int(raw_page) >= 1 else 1
-        query = {k: v for k, v in form.items() if v}
-        return c.page(
-            request,
-            "ledger.html",
-            session,
-            status=422 if errors else 200,
-            title="舆情台账",
-            rows=rows[(page - 1) * _PAGE_SIZE : page * _PAGE_SIZE],
-            total=len(rows),
-            page=page,
-            pages=pages,
-            first=(page - 1) * _PAGE_SIZE + 1,
-            form=form,
-            errors=errors,
-            groups=c.groups(),
-            choices={"platform": [p.value for p in Platform], "demand": list(DEMANDS)},
-            page_url=lambda n: "/console/ledger?" + urlencode({**query, "page": n}),
-            csv_url="/console/ledger.csv" + (f"?{urlencode(query)}" if query else ""),
-        )
+@router.get("/console/incidents/{incident_id}")
+async def incident(request: Request, incident_id: str, c: ConsoleDep, sent: str = "") -> Response:
+    session = c.session(request)
+    if session is None:
+        return c.to_login(request)
+    return _incident_page(c, request, session, incident_id, sent=sent[:40])
 
-    @router.get("/console/ledger.csv")
-    async def ledger_export(request: Request) -> Response:
-        session = current(request)
-        if session is None:
-            return to_login(request)
-        args, _, errors = ledger_filters(request)
-        if errors:
-            return PlainTextResponse("\n".join(errors), 422)
-        return ledger_csv(c.model.ledger_rows(**args))
 
-    @router.get("/console/events")
-    async def events(request: Request, view: str = "board", id: str = "", v: str = "") -> Response:
-        """Server-sent events: the view's HTML fragment whenever it changes (polled every second)."""
-        session = current(request)
-        if session is None:
-            return PlainTextResponse("log in first: /console/login", 401)
-        query = {k: v for k, v in request.query_params.items() if k in ("state", "tier", "group", "page")}
-        if c.fragment(view, id, query, session) is None:
-            return PlainTextResponse(f"no live view {view!r} {id!r}", 404)
-        cookie = request.cookies.get(_COOKIE)
-        last = request.headers.get("last-event-id") or v
+@router.post("/console/incidents/{incident_id}/actions")
+async def act(request: Request, incident_id: str, c: ConsoleDep) -> Response:
+    session = c.session(request)
+    if session is None:
+        return c.to_login(request)
+    form = await c.checked_form(request, session)
+    if isinstance(form, Response):
+        return form
+    comment = form.get("comment", "")
+    try:
+        body = ActionRequest(action=form.get("action", ""), actor=session.actor, comment=comment)
+    except ValidationError as exc:
+        error = "；".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return _incident_page(c, request, session, incident_id, status=422, error=error, comment=comment)
+    result = await apply_action(c.desk, incident_id, body)
+    if result.status_code == 202:
+        sent = urlencode({"sent": body.action.value})
+        return RedirectResponse(f"/console/incidents/{quote(incident_id, safe='')}?{sent}", 303)
+    detail = json.loads(bytes(result.body)).get("detail", "")
+    return _incident_page(
+        c, request, session, incident_id, status=result.status_code, error=detail, comment=comment
+    )
 
-        async def stream() -> AsyncIterator[bytes]:
-            nonlocal last
-            yield b"retry: 2000\n\n"
-            loop = asyncio.get_running_loop()
-            end = loop.time() + _STREAM_SECONDS
-            while True:
-                if sessions.verify(cookie, datetime.now(UTC)) is None:
-                    yield _sse("expired", "", "expired")
-                    return
-                fragment = c.fragment(view, id, query, session) or ""
-                version = _version(fragment)
-                if version != last:
-                    last = version
-                    yield _sse("fragment", fragment, version)
-                if loop.time() >= end:
-                    return
-                await asyncio.sleep(_POLL_SECONDS)
 
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+@router.get("/console/incidents/{incident_id}/report")
+async def report_page(request: Request, incident_id: str, c: ConsoleDep) -> Response:
+    session = c.session(request)
+    if session is None:
+        return c.to_login(request)
+    if c.model.incident(incident_id) is None:
+        return c.refused(request, session, 404, f"没有事件 {incident_id}。(no such incident)")
+    title = f"复盘报告 {incident_id}"
+    return c.page(request, "report.html", session, title=title, incident_id=incident_id)
 
-    return router
+
+@router.get("/console/incidents/{incident_id}/report.html")
+async def report_html(request: Request, incident_id: str, c: ConsoleDep) -> Response:
+    session = c.session(request)
+    if session is None:
+        return c.to_login(request)
+    # Through the report route itself, in process, on the session's token: one source of the report.
+    token = c.sessions.bearer(session)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    transport = httpx.ASGITransport(app=request.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://console.internal") as client:
+        path = f"/v1/incidents/{quote(incident_id, safe='')}/report"
+        resp = await client.get(path, params={"format": "html"}, headers=headers)
+    kind = resp.headers.get("content-type")
+    return Response(resp.content, status_code=resp.status_code, media_type=kind, headers=_REPORT_HEADERS)
+
+
+def _ledger_filters(c: Console, request: Request) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """(ReadModel.ledger_rows arguments, the form's values, errors) from the query string."""
+    q = request.query_params
+    names = ("since", "until", "platform", "group", "sentiment", "demand")
+    form = {k: q.get(k, "").strip() for k in names}
+    args: dict[str, Any] = {}
+    errors = []
+    for name in ("since", "until"):
+        if form[name]:
+            try:
+                when = datetime.fromisoformat(form[name])
+            except ValueError:
+                errors.append(f"{name}: 时间格式应为 2026-11-21T08:00 (got {form[name]!r})")
+                continue
+            args[name] = when if when.tzinfo else when.replace(tzinfo=c.tz)
+    choices: dict[str, list[str]] = {
+        "platform": [p.value for p in Platform],
+        "sentiment": list(SENTIMENTS),
+        "demand": list(DEMANDS),
+    }
+    for name, allowed in choices.items():
+        if form[name] and form[name] not in allowed:
+            errors.append(f"{name}: {form[name]!r} 不是可选值之一 ({', '.join(allowed)})")
+        elif form[name]:
+            args[name] = form[name]
+    if form["group"]:
+        args["group"] = form["group"]
+    return args, form, errors
+
+
+@router.get("/console/ledger")
+async def ledger(request: Request, c: ConsoleDep) -> Response:
+    session = c.session(request)
+    if session is None:
+        return c.to_login(request)
+    args, form, errors = _ledger_filters(c, request)
+    rows = c.model.ledger_rows(**args)
+    pages = max(1, math.ceil(len(rows) / _PAGE_SIZE))
+    raw_page = request.query_params.get("page", "1")
+    page = min(int(raw_page), pages) if raw_page.isdigit() and int(raw_page) >= 1 else 1
+    query = {k: v for k, v in form.items() if v}
+    return c.page(
+        request,
+        "ledger.html",
+        session,
+        status=422 if errors else 200,
+        title="舆情台账",
+        rows=rows[(page - 1) * _PAGE_SIZE : page * _PAGE_SIZE],
+        total=len(rows),
+        page=page,
+        pages=pages,
+        first=(page - 1) * _PAGE_SIZE + 1,
+        form=form,
+        errors=errors,
+        groups=c.groups(),
+        choices={"platform": [p.value for p in Platform], "demand": list(DEMANDS)},
+        page_url=lambda n: "/console/ledger?" + urlencode({**query, "page": n}),
+        csv_url="/console/ledger.csv" + (f"?{urlencode(query)}" if query else ""),
+    )
+
+
+@router.get("/console/ledger.csv")
+async def ledger_export(request: Request, c: ConsoleDep) -> Response:
+    session = c.session(request)
+    if session is None:
+        return c.to_login(request)
+    args, _, errors = _ledger_filters(c, request)
+    if errors:
+        return PlainTextResponse("\n".join(errors), 422)
+    return ledger_csv(c.model.ledger_rows(**args))
+
+
+@router.get("/console/events")
+async def events(request: Request, c: ConsoleDep, view: str = "board", id: str = "", v: str = "") -> Response:
+    """Server-sent events: the view's HTML fragment whenever it changes (polled every second)."""
+    session = c.session(request)
+    if session is None:
+        return PlainTextResponse("log in first: /console/login", 401)
+    query = {k: v for k, v in request.query_params.items() if k in ("state", "tier", "group", "page")}
+    if c.fragment(view, id, query, session) is None:
+        return PlainTextResponse(f"no live view {view!r} {id!r}", 404)
+    cookie = request.cookies.get(_COOKIE)
+    last = request.headers.get("last-event-id") or v
+
+    async def stream() -> AsyncIterator[bytes]:
+        nonlocal last
+        yield b"retry: 2000\n\n"
+        loop = asyncio.get_running_loop()
+        end = loop.time() + _STREAM_SECONDS
+        while True:
+            if c.sessions.verify(cookie, datetime.now(UTC)) is None:
+                yield _sse("expired", "", "expired")
+                return
+            fragment = c.fragment(view, id, query, session) or ""
+            version = _version(fragment)
+            if version != last:
+                last = version
+                yield _sse("fragment", fragment, version)
+            if loop.time() >= end:
+                return
+            await asyncio.sleep(_POLL_SECONDS)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,7 +1,7 @@
 """What operators read: tiers, incidents and the ledger (台账), rebuilt from the event topics.
 
-The read model is plain Python fed by `apply`; the API runs a consumer that reads the topics from the
-beginning at start-up and then follows them. The ledger is bounded: the oldest entries go first.
+The read model is plain Python fed by `apply`; the desk follows the topics into it from their beginning
+(services/common/follow.py). The ledger is bounded: the oldest entries go first.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.events import Engagement, IncidentEvent, KeywordHit, Tier, TierChange
+from schemas.labels import sentiment_label
 
 __all__ = ["LedgerEntry", "ReadModel"]
 
@@ -168,7 +169,7 @@ class ReadModel:
                 continue
             if tier is not None and t != tier:
                 continue
-            if sentiment and _sentiment_class(e.sentiment) != sentiment:
+            if sentiment and sentiment_label(e.sentiment) != sentiment:
                 continue
             rows.append(e.as_dict(t))
         return rows
@@ -221,7 +222,3 @@ class ReadModel:
 
 
 _CLOSED = ("closed", "postmortem_filed")
-
-
-def _sentiment_class(score: float) -> str:
-    return "negative" if score < -0.1 else "positive" if score > 0.1 else "neutral"

@@ -15,10 +15,10 @@ is offered exactly when the action would be accepted, and a refusal says the esc
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
@@ -30,16 +30,15 @@ from schemas.events import (
     StatementVersion,
 )
 from services.common import json
-from services.desk.console import Console, Session, console_of
+from services.desk.console import Console, ConsoleDep, LiveView, Session
 from services.desk.operator import ActionRequest, apply_action, prepare_action
 from services.desk.textdiff import diff_text
-from services.escalation.report import LEAD_IN
+from services.escalation.lifecycle import LEAD_IN
 
-__all__ = ["install_workflow_views", "router"]
+__all__ = ["LIVE_VIEWS", "router"]
 
 A = IncidentActionKind
 router = APIRouter(include_in_schema=False)
-Desk = Annotated[Console, Depends(console_of)]
 
 # The statement form's buttons (name="op") and the action each one sends.
 _OPS = {
@@ -52,17 +51,10 @@ _OPS = {
 _CLOSED = ("closed", "postmortem_filed")
 
 
-def install_workflow_views(app: FastAPI) -> None:
-    """Add the statement and 回访 pages to the console installed on `app` (install_console first)."""
-    console: Console = app.state.console
-    console.views.update(statement=_statement_fragment, follow_ups=_follow_ups_fragment)
-    app.include_router(router)
-
-
 # -- view models -------------------------------------------------------------------------------------
 def _refusal(c: Console, incident_id: str, body: ActionRequest) -> str | None:
     """Why `body` would be refused now (None: it would be accepted)."""
-    result = prepare_action(c.model, c.core, incident_id, body)
+    result = prepare_action(c.desk, incident_id, body)
     if isinstance(result, IncidentAction):
         return None
     detail = result[1]
@@ -160,6 +152,10 @@ def _follow_ups_fragment(c: Console, incident_id: str, session: Session) -> str 
     return None if context is None else c.render("_follow_ups.html", f=context)
 
 
+# The live parts of these pages, for the console's event stream.
+LIVE_VIEWS: dict[str, LiveView] = {"statement": _statement_fragment, "follow_ups": _follow_ups_fragment}
+
+
 def _path(incident_id: str, tail: str) -> str:
     return f"/console/incidents/{quote(incident_id, safe='')}/{tail}"
 
@@ -196,7 +192,7 @@ def _statement_page(
 
 @router.get("/console/incidents/{incident_id}/statement")
 async def statement_page(
-    request: Request, incident_id: str, c: Desk, sent: str = "", a: str = "", b: str = ""
+    request: Request, incident_id: str, c: ConsoleDep, sent: str = "", a: str = "", b: str = ""
 ) -> Response:
     session = c.session(request)
     if session is None:
@@ -206,7 +202,7 @@ async def statement_page(
 
 
 @router.post("/console/incidents/{incident_id}/statement")
-async def statement_action(request: Request, incident_id: str, c: Desk) -> Response:
+async def statement_action(request: Request, incident_id: str, c: ConsoleDep) -> Response:
     session = c.session(request)
     if session is None:
         return c.to_login(request)
@@ -230,7 +226,7 @@ async def statement_action(request: Request, incident_id: str, c: Desk) -> Respo
     except ValidationError as exc:
         error = "；".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return _statement_page(c, request, session, incident_id, 422, error=error, **keep)
-    result = await apply_action(c.model, c.send, c.core, incident_id, body)
+    result = await apply_action(c.desk, incident_id, body)
     if result.status_code == 202:
         return RedirectResponse(_path(incident_id, "statement") + "?" + urlencode({"sent": kind.value}), 303)
     return _statement_page(
@@ -273,7 +269,7 @@ def _follow_ups_page(
 
 
 @router.get("/console/incidents/{incident_id}/follow-ups")
-async def follow_ups_page(request: Request, incident_id: str, c: Desk, sent: str = "") -> Response:
+async def follow_ups_page(request: Request, incident_id: str, c: ConsoleDep, sent: str = "") -> Response:
     session = c.session(request)
     if session is None:
         return c.to_login(request)
@@ -281,7 +277,7 @@ async def follow_ups_page(request: Request, incident_id: str, c: Desk, sent: str
 
 
 @router.post("/console/incidents/{incident_id}/follow-ups")
-async def add_follow_up(request: Request, incident_id: str, c: Desk) -> Response:
+async def add_follow_up(request: Request, incident_id: str, c: ConsoleDep) -> Response:
     session = c.session(request)
     if session is None:
         return c.to_login(request)
@@ -313,14 +309,14 @@ async def add_follow_up(request: Request, incident_id: str, c: Desk) -> Response
         body = ActionRequest(action=A.follow_up_added, actor=session.actor, follow_up=item)
     except ValidationError as exc:
         return again(422, "；".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    result = await apply_action(c.model, c.send, c.core, incident_id, body)
+    result = await apply_action(c.desk, incident_id, body)
     if result.status_code == 202:
         return RedirectResponse(_path(incident_id, "follow-ups") + "?sent=follow_up_added", 303)
     return again(result.status_code, _detail(result))
 
 
 @router.post("/console/incidents/{incident_id}/follow-ups/{item_id}")
-async def follow_up_outcome(request: Request, incident_id: str, item_id: str, c: Desk) -> Response:
+async def follow_up_outcome(request: Request, incident_id: str, item_id: str, c: ConsoleDep) -> Response:
     session = c.session(request)
     if session is None:
         return c.to_login(request)
@@ -338,7 +334,7 @@ async def follow_up_outcome(request: Request, incident_id: str, item_id: str, c:
     except ValidationError as exc:
         error = "；".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return _follow_ups_page(c, request, session, incident_id, 422, error=error)
-    result = await apply_action(c.model, c.send, c.core, incident_id, body)
+    result = await apply_action(c.desk, incident_id, body)
     if result.status_code == 202:
         return RedirectResponse(_path(incident_id, "follow-ups") + "?sent=follow_up_outcome", 303)
     return _follow_ups_page(c, request, session, incident_id, result.status_code, error=_detail(result))

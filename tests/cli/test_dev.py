@@ -1,6 +1,6 @@
 """`yuqing dev`: the user's ports are kept, a broker the stack did not start is left running, a worker that
-exits is started again (within limits), Ctrl-C stops everything cleanly; the ingest API starts while Kafka is
-down and is ready once Kafka answers."""
+exits is started again (within limits), Ctrl-C stops everything cleanly; the HTTP services (ingest, desk)
+start while Kafka is down and are ready once Kafka answers."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from fastapi.testclient import TestClient
 from services.cli.runner import RestartPolicy, Stack, supervise
 from services.common.broker import free_port
 from services.common.exceptions import ConfigError
+from services.desk.app import create_app as create_desk
+from services.desk.settings import DeskSettings
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
 from tests.conftest import write_config
@@ -65,17 +67,25 @@ def test_stack_stops_only_a_broker_it_started(
 
 def test_dev_keeps_the_users_ports(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("YUQING_API_PORT", "9100")
+    monkeypatch.setenv("YUQING_DESK_PORT", "9101")
     monkeypatch.setenv("YUQING_WEB_PORT", "7000")
+    monkeypatch.delenv("YUQING_PUBLIC_URL", raising=False)
     stack = Stack.from_env()
     stack.bootstrap_addr = "127.0.0.1:9092"
     assert stack.child_env("ingest", 0)["YUQING_API_PORT"] == "9100"
+    assert stack.child_env("desk", 4)["YUQING_DESK_PORT"] == "9101"
+    # Ack links in the escalation worker's alerts lead to this stack's desk.
+    assert stack.child_env("escalation", 2)["YUQING_PUBLIC_URL"] == "http://127.0.0.1:9101"
     assert [stack.child_env(s, i)["YUQING_WEB_PORT"] for i, s in enumerate(("ingest", "scoring"))] == [
         "7000",
         "7001",
     ]
-    monkeypatch.delenv("YUQING_API_PORT")
-    monkeypatch.delenv("YUQING_WEB_PORT")
-    assert (Stack.from_env().api_port, Stack.from_env().base_web_port) == (8000, 6066)
+    monkeypatch.setenv("YUQING_PUBLIC_URL", "https://desk.example.cn")
+    assert stack.child_env("escalation", 2)["YUQING_PUBLIC_URL"] == "https://desk.example.cn"
+    for name in ("YUQING_API_PORT", "YUQING_DESK_PORT", "YUQING_WEB_PORT"):
+        monkeypatch.delenv(name)
+    defaults = Stack.from_env()
+    assert (defaults.api_port, defaults.desk_port, defaults.base_web_port) == (8000, 8001, 6066)
     monkeypatch.setenv("YUQING_API_PORT", "eighty")
     with pytest.raises(ConfigError, match="YUQING_API_PORT: expected a TCP port number, got 'eighty'"):
         Stack.from_env()
@@ -91,7 +101,6 @@ def _ingest(bootstrap: str, prefix: str = "t-ready.") -> IngestSettings:
         topic_prefix=prefix,
         partitions=1,
         ingest_tokens=("tok-1-for-dev-tests",),
-        read_model=False,
         produce_timeout_seconds=2,
     )
 
@@ -115,6 +124,25 @@ def test_ingest_starts_and_answers_503_while_kafka_is_unreachable() -> None:
         refused = client.post("/v1/posts", json=POST)
         assert refused.status_code == 503
         assert refused.headers["Retry-After"] == "5"
+
+
+def test_the_desk_starts_and_answers_503_while_kafka_is_unreachable() -> None:
+    settings = DeskSettings(
+        kafka_bootstrap=f"127.0.0.1:{_closed_port()}",
+        operator_tokens=("tok-1-for-dev-tests",),
+        read_model=False,
+        produce_timeout_seconds=2,
+    )
+    with TestClient(create_desk(settings), headers={"Authorization": "Bearer tok-1-for-dev-tests"}) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "not connected to Kafka" in ready.json()["kafka"]
+        assert client.get("/v1/tiers").status_code == 200  # reads need no Kafka
+        refused = client.post("/v1/tiers/xinghe/override", json={"tier": 2, "actor": "张三"})
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] == "5"
+        assert "nothing was published" in refused.json()["detail"]
 
 
 @contextmanager
@@ -177,7 +205,7 @@ def _port_free(port: int) -> bool:
 
 
 def _free_block(size: int) -> int:
-    """A base port with `size` consecutive free ports (the workers take base+1..base+3)."""
+    """A base port with `size` consecutive free ports (the stream workers take base+1..base+3)."""
     for _ in range(50):
         base = free_port()
         if base + size < 65535 and all(_port_free(base + i) for i in range(size)):
@@ -187,13 +215,16 @@ def _free_block(size: int) -> int:
 
 @pytest.mark.kafka
 def test_yuqing_dev_runs_and_stops_cleanly_on_sigint(kafka: str, prefix: str, tmp_path: Path) -> None:
-    api_port, web_base = free_port(), _free_block(4)
+    # One block: ports picked one by one may coincide, as none is bound until the stack starts.
+    web_base = _free_block(6)
+    api_port, desk_port = web_base + 4, web_base + 5
     env = {
         **os.environ,
         "YUQING_KAFKA_BOOTSTRAP": kafka,
         "YUQING_TOPIC_PREFIX": prefix,
         "YUQING_PARTITIONS": "1",
         "YUQING_API_PORT": str(api_port),
+        "YUQING_DESK_PORT": str(desk_port),
         "YUQING_WEB_PORT": str(web_base),
         "YUQING_DATA_DIR": str(tmp_path / "data"),
         "YUQING_CONFIG_FILE": str(write_config(tmp_path / "c.yaml")),
@@ -214,11 +245,15 @@ def test_yuqing_dev_runs_and_stops_cleanly_on_sigint(kafka: str, prefix: str, tm
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "yuqing dev never became ready"
             try:
-                if httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=2).status_code == 200:
+                ready = [httpx.get(f"http://127.0.0.1:{p}/readyz", timeout=2) for p in (api_port, desk_port)]
+                if all(r.status_code == 200 for r in ready):
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
+        # The console is on the desk's port, and no longer on the ingest API's.
+        assert httpx.get(f"http://127.0.0.1:{desk_port}/console/login", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{api_port}/console/login", timeout=5).status_code == 404
         # The user's YUQING_WEB_PORT was kept: scoring serves on the next port.
         healthz = f"http://127.0.0.1:{web_base + 1}/healthz"
         deadline = time.monotonic() + 60
@@ -236,8 +271,10 @@ def test_yuqing_dev_runs_and_stops_cleanly_on_sigint(kafka: str, prefix: str, tm
         assert proc.returncode == 0, out
         assert time.monotonic() - started < 45
         assert "stopping" in out
+        assert f"console http://127.0.0.1:{desk_port}/console" in out
         assert "Traceback" not in out
         assert _port_free(api_port)
+        assert _port_free(desk_port)
         assert all(_port_free(web_base + i) for i in (1, 2, 3))
     finally:
         if proc.poll() is None:

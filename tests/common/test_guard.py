@@ -1,4 +1,5 @@
-"""The API's guards: no route reads a body past its limit, and every response carries the security headers.
+"""The HTTP services' guards: no route of ingest or the desk reads a body past its limit, and every response
+carries the security headers.
 
 The process-level check (four parallel 300 MB posts against a real API process) is in
 tests/reliability/test_security.py; these run the middlewares in process, route by route.
@@ -19,17 +20,18 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.types import Message
 
-from schemas.events import IncidentState
+from schemas.events import IncidentAction, IncidentState, TierOverride
+from services.common.config import load_config
 from services.common.guard import BodyLimit, install_guards
 from services.common.links import sign_link
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
 from tests.desk.test_operator import incident_event
+from tests.desk.world import TOKEN, desk_app
 from tests.ingest.test_api_limits import fake_kafka
 
 LIMIT = 1000
 CHUNK = 100
-OPERATOR = "operator-token-for-guard-tests"
 INGEST = "ingest-token-for-guard-tests"
 LINK_SECRET = "link-secret-for-guard-tests"
 
@@ -63,7 +65,7 @@ def small_app() -> FastAPI:
     async def echo(request: Request) -> PlainTextResponse:
         return PlainTextResponse(str(len(await request.body())))
 
-    install_guards(app, posts_limit=10 * LIMIT, other_limit=LIMIT)
+    install_guards(app, LIMIT)
     return app
 
 
@@ -108,20 +110,26 @@ async def test_a_malformed_content_length_is_a_400_and_nothing_is_read():
         assert b"is not a number of bytes" in sent[1]["body"]
 
 
+class _Nowhere:
+    async def action(self, group: str, action: IncidentAction) -> None:
+        pass
+
+    async def override(self, group: str, command: TierOverride) -> None:
+        pass
+
+
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    fake_kafka(monkeypatch)
-    settings = IngestSettings(
-        read_model=False,
-        operator_tokens=(OPERATOR,),
-        ingest_tokens=(INGEST,),
-        link_secret=LINK_SECRET,
-        max_body_bytes=4 * LIMIT,
-        max_operator_body_bytes=LIMIT,
-    )
-    app = create_app(settings)
-    app.state.read_model.apply(incident_event(1, IncidentState.opened))
+def desk() -> Iterator[TestClient]:
+    app = desk_app(load_config(), _Nowhere(), link_secret=LINK_SECRET, max_operator_body_bytes=LIMIT)
+    app.state.desk.model.apply(incident_event(1, IncidentState.opened))
     with TestClient(app, follow_redirects=False) as client:
+        yield client
+
+
+@pytest.fixture
+def ingest(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    fake_kafka(monkeypatch)
+    with TestClient(create_app(IngestSettings(ingest_tokens=(INGEST,), max_body_bytes=4 * LIMIT))) as client:
         yield client
 
 
@@ -137,18 +145,27 @@ def _url(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "weibo", path)
 
 
-async def test_no_post_route_reads_past_its_limit_console_and_links_included(api):
+@pytest.mark.parametrize(
+    ("service", "limit", "token", "known"),
+    [
+        ("ingest", 4 * LIMIT, INGEST, {"/v1/posts", "/v1/platforms/{platform}/posts"}),
+        ("desk", LIMIT, TOKEN, {"/console/login", "/console/logout", "/v1/ack/{token}"}),
+    ],
+)
+async def test_no_post_route_reads_past_its_limit_console_and_links_included(
+    request, service, limit, token, known
+):
     """Every POST route, also those outside the OpenAPI document (console forms, ack links): a body ten
     times over the limit is refused or left unread, never read past the limit."""
+    app = request.getfixturevalue(service).app
     posts = [
-        r.path for r in _all_routes(api.app.routes) if isinstance(r, APIRoute) and "POST" in (r.methods or ())
+        r.path for r in _all_routes(app.routes) if isinstance(r, APIRoute) and "POST" in (r.methods or ())
     ]
-    assert {"/console/login", "/console/logout", "/v1/ack/{token}", "/v1/posts"} <= set(posts)
-    assert len(posts) >= 7, posts
-    async with streaming(api.app) as client:
+    assert known <= set(posts)
+    if service == "desk":
+        assert len(posts) >= 7, posts
+    async with streaming(app) as client:
         for path in posts:
-            limit = 4 * LIMIT if path.endswith("/posts") else LIMIT
-            token = INGEST if path.endswith("/posts") else OPERATOR
             headers = {
                 "Authorization": f"Bearer {token}",
                 "Content-Type": "application/x-www-form-urlencoded",
@@ -162,38 +179,42 @@ async def test_no_post_route_reads_past_its_limit_console_and_links_included(api
                     assert resp.status_code == 413, (path, declared, resp.status_code, resp.text)
 
 
-def test_every_response_carries_the_security_headers_the_ack_page_included(api):
+def test_every_response_carries_the_security_headers_the_ack_page_included(desk, ingest):
     token = sign_link(LINK_SECRET.encode(), "inc1", "xinghe", "ack", datetime.now(UTC), timedelta(hours=1))
     pages = {
-        f"/v1/ack/{token}": 200,
-        "/v1/ack/not-a-token": 403,
-        "/console/login": 200,
-        "/docs": 200,
-        "/healthz": 200,
-        "/nowhere": 404,
+        (desk, f"/v1/ack/{token}"): 200,
+        (desk, "/v1/ack/not-a-token"): 403,
+        (desk, "/console/login"): 200,
+        (desk, "/docs"): 200,
+        (desk, "/healthz"): 200,
+        (desk, "/nowhere"): 404,
+        (ingest, "/docs"): 200,
+        (ingest, "/healthz"): 200,
+        (ingest, "/console/login"): 404,
     }
-    for path, status in pages.items():
-        resp = api.get(path)
+    for (client, path), status in pages.items():
+        resp = client.get(path)
         assert resp.status_code == status, path
         assert "frame-ancestors 'none'" in resp.headers["content-security-policy"], path
         assert resp.headers["x-frame-options"] == "DENY", path
         assert resp.headers["x-content-type-options"] == "nosniff", path
         assert resp.headers["referrer-policy"] in ("no-referrer", "same-origin"), path
+    api = desk
     ack = api.get(f"/v1/ack/{token}")
     assert "script-src 'self'" in ack.headers["content-security-policy"]
     assert "style=" not in ack.text  # the CSP allows no inline style: the page uses console.css
     assert api.get(f"/v1/ack/{token}").headers["referrer-policy"] == "no-referrer"
 
 
-def test_the_report_may_be_framed_by_the_console_only(api):
-    resp = api.get("/v1/incidents/inc1/report?format=html", headers={"Authorization": f"Bearer {OPERATOR}"})
+def test_the_report_may_be_framed_by_the_console_only(desk):
+    resp = desk.get("/v1/incidents/inc1/report?format=html", headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status_code == 200
     assert "frame-ancestors 'self'" in resp.headers["content-security-policy"]
     assert resp.headers["x-frame-options"] == "SAMEORIGIN"
     assert resp.headers["x-content-type-options"] == "nosniff"
 
 
-def test_a_refused_body_gets_the_headers_too(api):
-    resp = api.post("/console/login", content=b"x" * (2 * LIMIT))
+def test_a_refused_body_gets_the_headers_too(desk):
+    resp = desk.post("/console/login", content=b"x" * (2 * LIMIT))
     assert resp.status_code in (413, 415)
     assert resp.headers["x-frame-options"] == "DENY"

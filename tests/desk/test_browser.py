@@ -33,25 +33,28 @@ async def browser() -> AsyncIterator[Browser]:
 async def test_console_end_to_end(browser, stack_factory, tmp_path):
     config = write_config(tmp_path / "c.yaml")
     stack = stack_factory(
-        config, services=("ingest", "scoring", "escalation"), extra_env={"YUQING_OPERATOR_TOKENS": TOKEN}
+        config,
+        services=("ingest", "scoring", "escalation", "desk"),
+        extra_env={"YUQING_OPERATOR_TOKENS": TOKEN},
     )
-    api = f"http://127.0.0.1:{stack.api_port}"
+    api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
     await wait_ready(api, stack)
+    await wait_ready(desk, stack)
     context = await browser.new_context(
         viewport=DESKTOP, locale="zh-CN", timezone_id="Asia/Shanghai", accept_downloads=True
     )
     page = await context.new_page()
 
     # Log in: a wrong token is refused, the right one lands on the page first asked for.
-    await page.goto(f"{api}/console/board")
-    assert page.url.startswith(f"{api}/console/login?next=")
+    await page.goto(f"{desk}/console/board")
+    assert page.url.startswith(f"{desk}/console/login?next=")
     await page.get_by_label("姓名").fill("值班员 王芳")
     await page.get_by_label("运维令牌").fill("not-the-token")
     await page.get_by_role("button", name="登录").click()
     await expect(page.get_by_role("alert")).to_contain_text("令牌无效")
     await page.get_by_label("运维令牌").fill(TOKEN)
     await page.get_by_role("button", name="登录").click()
-    await expect(page).to_have_url(f"{api}/console/board")
+    await expect(page).to_have_url(f"{desk}/console/board")
     await expect(page.get_by_role("link", name="等级看板")).to_have_attribute("aria-current", "page")
 
     # The tier board follows the crisis as posts arrive, without a reload.
@@ -87,7 +90,7 @@ async def test_console_end_to_end(browser, stack_factory, tmp_path):
     await expect(page.get_by_role("button", name="已召开紧急会议")).to_be_enabled()  # level 1: the meeting
     await expect(page.locator(".timeline li").first).to_contain_text("值班员 王芳")
     await expect(page.locator(".deadline.met")).to_contain_text("确认收到")
-    incident_path = page.url.removeprefix(api).split("?")[0]
+    incident_path = page.url.removeprefix(desk).split("?")[0]
 
     # The post-mortem report embeds the report route's page.
     await page.get_by_role("link", name="复盘报告").click()
@@ -116,7 +119,7 @@ async def test_console_end_to_end(browser, stack_factory, tmp_path):
     phone = await browser.new_context(viewport=PHONE, storage_state=await context.storage_state())
     small = await phone.new_page()
     for path in ("/console/board", "/console/incidents", incident_path, "/console/ledger"):
-        await small.goto(f"{api}{path}")
+        await small.goto(f"{desk}{path}")
         await expect(small.locator("h1")).to_be_visible()
         width = await small.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], (path, width)
@@ -127,7 +130,7 @@ async def test_console_end_to_end(browser, stack_factory, tmp_path):
 DRAFTER, APPROVER = "市场负责人 王五", "总经理 赵六"
 
 
-async def _login(browser: Browser, api: str, actor: str, phone: bool = False) -> Page:
+async def _login(browser: Browser, desk: str, actor: str, phone: bool = False) -> Page:
     size = PHONE if phone else DESKTOP
     context = await browser.new_context(
         viewport={"width": size["width"], "height": size["height"]},
@@ -135,11 +138,11 @@ async def _login(browser: Browser, api: str, actor: str, phone: bool = False) ->
         timezone_id="Asia/Shanghai",
     )
     page = await context.new_page()
-    await page.goto(f"{api}/console/login")
+    await page.goto(f"{desk}/console/login")
     await page.get_by_label("姓名").fill(actor)
     await page.get_by_label("运维令牌").fill(TOKEN)
     await page.get_by_role("button", name="登录").click()
-    await expect(page).to_have_url(f"{api}/console/board")
+    await expect(page).to_have_url(f"{desk}/console/board")
     return page
 
 
@@ -150,13 +153,13 @@ async def test_statement_drafted_returned_approved_and_published_by_two_people(
     other's page without a reload, and only the approver gets the review buttons."""
     config = write_config(tmp_path / "c.yaml", escalation={"statement": {"approvers": [APPROVER]}})
     stack = stack_factory(
-        config, services=("ingest", "escalation"), extra_env={"YUQING_OPERATOR_TOKENS": TOKEN}
+        config, services=("escalation", "desk"), extra_env={"YUQING_OPERATOR_TOKENS": TOKEN}
     )
-    api = f"http://127.0.0.1:{stack.api_port}"
-    await wait_ready(api, stack)
+    desk = f"http://127.0.0.1:{stack.desk_port}"
+    await wait_ready(desk, stack)
     await produce(kafka, topics.tier_changes, [(b"xinghe", json.dumps(level2_change()))])
-    drafter = await _login(browser, api, DRAFTER)
-    approver = await _login(browser, api, APPROVER)
+    drafter = await _login(browser, desk, DRAFTER)
+    approver = await _login(browser, desk, APPROVER)
 
     await drafter.get_by_role("link", name="事件", exact=True).click()
     await expect(drafter.locator("tbody tr", has_text="xinghe")).to_have_count(1, timeout=60_000)
@@ -207,7 +210,7 @@ async def test_statement_drafted_returned_approved_and_published_by_two_people(
     await expect(versions).to_have_text("第 2 版 · 已发布")
 
     # A phone: the statement page fits the screen.
-    phone = await _login(browser, api, APPROVER, phone=True)
+    phone = await _login(browser, desk, APPROVER, phone=True)
     await phone.goto(statement_url)
     await expect(phone.locator("h1")).to_be_visible()
     assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]

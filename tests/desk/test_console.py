@@ -11,9 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from schemas.events import (
     Engagement,
@@ -24,13 +22,11 @@ from schemas.events import (
     Tier,
     TierOverride,
 )
-from services.common.auth import TokenCheck
 from services.common.config import load_config
 from services.desk import console as console_module
-from services.desk.console import Sessions, install_console
-from services.desk.operator import operator_router
+from services.desk.console import Sessions
 from services.desk.readmodel import ReadModel
-from services.desk.workflow_views import install_workflow_views
+from tests.desk.world import TOKEN, desk_app
 from tests.factories import (
     T0,
     assert_csv_neutralised,
@@ -40,25 +36,18 @@ from tests.factories import (
     tier_change,
 )
 
-TOKEN = "op-token-31f7"
-
 
 class Console:
     def __init__(self) -> None:
-        self.model = ReadModel()
         self.sent: list[IncidentAction] = []
+        self.app = desk_app(load_config(), self)
+        self.model: ReadModel = self.app.state.desk.model
 
-        async def send(group: str, action: IncidentAction) -> None:
-            self.sent.append(action)
+    async def action(self, group: str, action: IncidentAction) -> None:
+        self.sent.append(action)
 
-        async def override(group: str, cmd: TierOverride) -> None:
-            raise AssertionError("the console never overrides tiers")
-
-        self.app = FastAPI()
-        check = TokenCheck((SecretStr(TOKEN),), "operator")
-        self.app.include_router(operator_router(self.model, check, send, None, override))
-        install_console(self.app, self.model, load_config(), [TOKEN], send, b"session-secret")
-        install_workflow_views(self.app)
+    async def override(self, group: str, command: TierOverride) -> None:
+        raise AssertionError("the console never overrides tiers")
 
 
 @pytest.fixture

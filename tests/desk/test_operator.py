@@ -1,4 +1,5 @@
-"""Operator routes over a real producer: tiers, ledger, incidents, actions (409s), report, auth scopes."""
+"""The desk's operator routes over a real broker: tiers, ledger, incidents, actions (409s), report, auth
+scopes, and the read model following the topics."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,11 +21,12 @@ from schemas.events import (
     Tier,
     TierChange,
 )
+from services.common import json
 from services.common.kafka import ensure_topics
 from services.common.links import sign_link
-from services.ingest.api import create_app
-from services.ingest.settings import IngestSettings
-from tests.conftest import collect
+from services.desk.app import create_app
+from services.desk.settings import DeskSettings
+from tests.conftest import collect, produce
 from tests.factories import T0, hit
 
 pytestmark = pytest.mark.kafka
@@ -47,12 +50,11 @@ def incident_event(seq: int, state: IncidentState, tier: Tier = Tier.level2) -> 
 
 
 @pytest.fixture
-async def settings(kafka: str, prefix: str) -> IngestSettings:
-    s = IngestSettings(
+async def settings(kafka: str, prefix: str) -> DeskSettings:
+    s = DeskSettings(
         kafka_bootstrap=kafka,
         topic_prefix=prefix,
         partitions=1,
-        ingest_tokens=("ing-token-0123456789",),
         operator_tokens=("op-token-0123456789",),
         link_secret="k-link-0123456789",
         read_model=False,
@@ -62,9 +64,9 @@ async def settings(kafka: str, prefix: str) -> IngestSettings:
 
 
 @pytest.fixture
-def client(settings: IngestSettings) -> Iterator[TestClient]:
+def client(settings: DeskSettings) -> Iterator[TestClient]:
     app = create_app(settings)
-    model = app.state.read_model
+    model = app.state.desk.model
     model.apply(hit("a", 500))
     model.apply(hit("b", 9000, platform=Platform.douyin))
     model.apply(hit("c", 7, group="other"))
@@ -91,8 +93,10 @@ def test_scopes_are_enforced(client):
         client.get("/v1/tiers", headers={"Authorization": "Bearer ing-token-0123456789"}).status_code == 403
     )
     assert client.get("/v1/tiers", headers={"Authorization": ""}).status_code == 401
+    # An unauthenticated caller is refused before the query is validated: no schema in a 422.
+    assert client.get("/v1/ledger", params={"tier": "x"}, headers={"Authorization": ""}).status_code == 401
     post = {"platform": "weibo", "post_id": "1", "text": "x", "published_at": "2026-11-21T10:00:00+08:00"}
-    assert client.post("/v1/posts", json=post).status_code == 403
+    assert client.post("/v1/posts", json=post).status_code == 404  # posts go to ingest, not to the desk
 
 
 def test_tier_board(client):
@@ -138,7 +142,7 @@ def test_actions_produce_or_get_409(client, kafka, topics):
 
 
 def test_incident_timeline_and_report(client):
-    client.app.state.read_model.apply(incident_event(2, IncidentState.acknowledged))
+    client.app.state.desk.model.apply(incident_event(2, IncidentState.acknowledged))
     detail = client.get("/v1/incidents/inc1").json()
     assert detail["state"] == "acknowledged"
     assert [e["sequence"] for e in detail["timeline"]] == [1, 2]
@@ -181,3 +185,37 @@ def test_a_statement_draft_reaches_the_topic_with_its_text(client, kafka, topics
         None,
     )
     assert action.event_id == ok.json()["event_id"]
+
+
+def test_a_tier_override_reaches_its_topic(client, kafka, topics):
+    ok = client.post("/v1/tiers/xinghe/override", json={"tier": 1, "actor": "张三", "comment": "媒体跟进"})
+    assert ok.status_code == 202, ok.text
+    values = asyncio.run(collect(kafka, topics.tier_overrides, lambda v: len(v) >= 1, within=20))
+    assert [json.loads(v)["event_id"] for v in values] == [ok.json()["event_id"]]
+
+
+async def test_the_read_model_follows_the_topics_and_readiness_waits_for_it(settings, topics):
+    hits = [hit(str(i), 100 * i) for i in range(1, 41)]
+    await produce(settings.kafka_bootstrap, topics.keyword_hits, [(b"xinghe", json.dumps(h)) for h in hits])
+    app = create_app(settings.model_copy(update={"read_model": True}))
+    headers = {"Authorization": "Bearer op-token-0123456789"}
+    async with app.router.lifespan_context(app):
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://desk", headers=headers
+        )
+        async with client:
+            for _ in range(100):
+                if (await client.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.2)
+            # Ready means caught up: every hit on the topic when the desk started is in the ledger.
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/v1/ledger")).json()["total"] == 40
+            await produce(
+                settings.kafka_bootstrap, topics.keyword_hits, [(b"xinghe", json.dumps(hit("new", 5)))]
+            )
+            for _ in range(100):
+                if (await client.get("/v1/ledger")).json()["total"] == 41:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await client.get("/v1/ledger")).json()["total"] == 41

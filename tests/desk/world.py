@@ -1,5 +1,5 @@
-"""The operator API and the console over an in-process escalation core: what they publish is processed at once
-and its incident events fed back to the read model, as the worker and the API's consumer would (no broker)."""
+"""The desk over an in-process escalation core: what it publishes is processed at once and its incident events
+fed back to its read model, as the escalation worker and the desk's consumer would (no broker)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import SecretStr
 
 from schemas.events import IncidentAction, Tier, TierChange, TierOverride
-from services.common.auth import TokenCheck
 from services.common.config import EscalationConfig, StatementConfig, YuqingConfig, load_config
-from services.desk.console import install_console
-from services.desk.operator import operator_router
+from services.desk.app import create_app
 from services.desk.readmodel import ReadModel
-from services.desk.workflow_views import install_workflow_views
+from services.desk.settings import DeskSettings
+from services.desk.state import Publisher
 from services.escalation.core import EscalationCore, Outcome
 
-TOKEN = "op-token-31f7"
+TOKEN = "op-token-31f7-desk"
 DRAFTER, APPROVER, OTHER_APPROVER = "市场负责人 王五", "总经理 赵六", "法务负责人 周八"
 
 
@@ -28,31 +26,35 @@ def desk_config(**statement: Any) -> YuqingConfig:
     return base.model_copy(update={"escalation": EscalationConfig(statement=approvers)})
 
 
+def desk_app(config: YuqingConfig, publisher: Publisher, **settings: Any) -> FastAPI:
+    """The desk's app as `yuqing worker desk` serves it, without Kafka: commands go to `publisher`, and the
+    read model (`app.state.desk.model`) is fed by the test."""
+    defaults: dict[str, Any] = {
+        "operator_tokens": (TOKEN,),
+        "console_secret": "console-session-secret-0123",
+        "read_model": False,
+    }
+    return create_app(DeskSettings(**{**defaults, **settings}), config=config, publisher=publisher)
+
+
 class Desk:
     def __init__(self, config: YuqingConfig | None = None) -> None:
         self.config = config or desk_config()
-        self.model = ReadModel()
         self.core = EscalationCore(self.config.escalation)
         self.rows: dict[str, dict[str, Any]] = {}
         self.sent: list[IncidentAction] = []
         self.outcomes: list[Outcome] = []
         self.process = True  # False: actions are only collected, as when the worker lags
+        self.app = desk_app(self.config, self)
+        self.model: ReadModel = self.app.state.desk.model
 
-        async def send(group: str, action: IncidentAction) -> None:
-            self.sent.append(action)
-            if self.process:
-                self._apply(self.core.on_action(action, self.rows))
+    async def action(self, group: str, action: IncidentAction) -> None:
+        self.sent.append(action)
+        if self.process:
+            self._apply(self.core.on_action(action, self.rows))
 
-        async def override(group: str, cmd: TierOverride) -> None:
-            raise AssertionError("not used here")
-
-        self.app = FastAPI()
-        check = TokenCheck((SecretStr(TOKEN),), "operator")
-        self.app.include_router(
-            operator_router(self.model, check, send, None, override, escalation=self.config.escalation)
-        )
-        install_console(self.app, self.model, self.config, [TOKEN], send, b"session-secret")
-        install_workflow_views(self.app)
+    async def override(self, group: str, command: TierOverride) -> None:
+        raise AssertionError("not used here")
 
     def _apply(self, out: Outcome) -> None:
         self.outcomes.append(out)

@@ -43,10 +43,10 @@ async def wait_ready(api: str, stack) -> None:
                 pass
             assert not stack.check(), f"services exited: {stack.check()}"
             await __import__("asyncio").sleep(0.2)
-    raise AssertionError("ingest never became ready")
+    raise AssertionError(f"{api} never became ready")
 
 
-async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory, tmp_path):
+async def test_posts_flow_through_every_service(kafka, topics, stack_factory, tmp_path):
     with WebhookReceiver("s3cret") as receiver:
         config = write_config(
             tmp_path / "config.yaml",
@@ -57,8 +57,9 @@ async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory
             },
         )
         stack = stack_factory(config)
-        api = f"http://127.0.0.1:{stack.api_port}"
+        api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
         await wait_ready(api, stack)
+        await wait_ready(desk, stack)
         now = datetime.now(UTC)
         async with httpx.AsyncClient() as client:
             resp = await client.post(f"{api}/v1/posts", json=crisis_posts(now))
@@ -75,7 +76,7 @@ async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory
         assert tiers[0].top_posts[0]["platform"] == "weibo"
 
         async with httpx.AsyncClient() as client:
-            pin = await client.post(f"{api}/v1/tiers/xinghe/override", json={"tier": 2, "actor": "王组长"})
+            pin = await client.post(f"{desk}/v1/tiers/xinghe/override", json={"tier": 2, "actor": "王组长"})
         assert pin.status_code == 202, pin.text
         changes = await collect(kafka, topics.tier_changes, lambda v: len(v) >= 4)
         pinned = TierChange.model_validate_json(changes[3])

@@ -140,7 +140,7 @@ class Report:
 async def verify(
     kafka: str,
     topics: Topics,
-    api: str,
+    desk: str,
     posts: list[dict[str, Any]],
     feed: Feed,
     scenario: str,
@@ -162,7 +162,7 @@ async def verify(
     tiers_raw: list[bytes] = []
     async with httpx.AsyncClient(timeout=30) as client:
         while time.monotonic() < deadline and counted != spread:
-            await client.post(f"{api}/v1/tiers/xinghe/override", json={"tier": None, "actor": "check"})
+            await client.post(f"{desk}/v1/tiers/xinghe/override", json={"tier": None, "actor": "check"})
             await asyncio.sleep(2)
             tiers_raw = await collect(kafka, topics.tier_changes, lambda v: False, within=1)
             overrides = [TierChange.model_validate_json(v) for v in tiers_raw]
