@@ -73,6 +73,9 @@ def stack_factory(kafka: str, prefix: str, tmp_path: Path) -> Iterator[Callable[
             "YUQING_PARTITIONS": str(partitions),
             "YUQING_LOG_LEVEL": "warn",
             "YUQING_SESSION_TIMEOUT_SECONDS": "6",
+            # A briefing at 09:00, 14:00 or 20:00 Shanghai would land among a test's alerts; a test of
+            # briefings turns them on.
+            "YUQING_BRIEFINGS": "false",
             **(extra_env or {}),
         }
         stack = Stack(
