@@ -164,9 +164,19 @@ class Stack:
         keys = {"YUQING_TOPIC_PREFIX": "topic_prefix", "YUQING_PARTITIONS": "partitions"}
         return {field_: self.env[k] for k, field_ in keys.items() if k in self.env}
 
-    def start_one(self, name: str, index: int | None = None) -> subprocess.Popen[bytes]:
+    def start_one(
+        self, name: str, index: int | None = None, key: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start service `name`, kept in `procs` under `key` (default: its name). A process still running
+        under that key is never replaced: it would run on untracked, and `stop` could not end it."""
+        key = key or name
+        running = self.procs.get(key)
+        if running is not None and running.poll() is None:
+            raise RuntimeError(
+                f"{key} is already running (pid {running.pid}); start another under its own key"
+            )
         index = SERVICES.index(name) if index is None else index
-        out = (self.log_dir / f"{name}.log").open("ab")
+        out = (self.log_dir / f"{key}.log").open("ab")
         self._logs.append(out)
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli.main", "worker", name],
@@ -175,7 +185,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        self.procs[name] = proc
+        self.procs[key] = proc
         return proc
 
     def kill(self, name: str) -> None:

@@ -308,7 +308,7 @@ def test_dev_starts_an_exited_worker_again_and_gives_up_on_a_crash_loop() -> Non
     stack.procs = {"scoring": _Exited(70), "ingest": _Exited(None)}  # type: ignore[dict-item]
     started: list[str] = []
 
-    def start_one(name: str, index: int | None = None) -> Any:
+    def start_one(name: str, index: int | None = None, key: str | None = None) -> Any:
         started.append(name)
         proc = stack.procs[name] = _Exited(70 if len(started) < 2 else None)  # type: ignore[assignment]
         return proc
@@ -332,7 +332,7 @@ def test_dev_starts_an_exited_worker_again_and_gives_up_on_a_crash_loop() -> Non
     stack.procs = {"scoring": _Exited(70)}  # type: ignore[dict-item]
     started.clear()
 
-    def always_dies(name: str, index: int | None = None) -> Any:
+    def always_dies(name: str, index: int | None = None, key: str | None = None) -> Any:
         started.append(name)
         proc = stack.procs[name] = _Exited(70)  # type: ignore[assignment]
         return proc

@@ -142,13 +142,12 @@ async def test_rebalance_second_scoring_worker_joins_and_leaves(
 
     async def join_then_leave() -> None:
         await asyncio.sleep(6)
-        extra = stack.start_one("scoring", index=len(stack.procs) + 4)
-        stack.procs["scoring-2"] = stack.procs.pop("scoring")
-        stack.procs["scoring"] = extra
+        # Under a key of its own: both workers stay in stack.procs, so the stack stops whichever is left.
+        second = stack.start_one("scoring", index=len(stack.procs) + 4, key="scoring-2")
         await asyncio.sleep(12)
-        second = stack.procs.pop("scoring-2")
         second.terminate()
         await asyncio.to_thread(second.wait, 30)
+        del stack.procs["scoring-2"]  # only once it is gone
 
     feed = Feed(api)
     await feed.run(posts, during=join_then_leave)
