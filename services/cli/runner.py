@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from services.common.broker import EmbeddedBroker
 from services.common.exceptions import ConfigError
 from services.common.kafka import ensure_changelogs, ensure_topics_sync
 from services.common.settings import CommonSettings, load_settings
+from services.common.shutdown import exit_after
 
 __all__ = ["SERVICES", "RestartPolicy", "Stack", "run_service", "supervise"]
 
@@ -73,7 +74,23 @@ def run_service(name: str) -> None:
     # faust's terminal spinner sets the root logger to DEBUG at level WARN and above so that every record
     # spins it: every aiokafka debug line is then formatted, ~12% of a scoring worker's CPU. No spinner.
     worker.spinner = None
+    _bound_the_stop(worker)
     worker.execute_from_commandline()
+
+
+def _bound_the_stop(worker: Any) -> None:
+    """faust's stop waits on Kafka, and with the broker gone it did not end; SIGTERM or SIGINT now also arms
+    the deadline of services/common/shutdown.py. Set before faust installs its signal handlers (at start)."""
+    for name in ("_on_sigterm", "_on_sigint"):
+        setattr(worker, name, _bounded(getattr(worker, name)))
+
+
+def _bounded(handler: Callable[[], None]) -> Callable[[], None]:
+    def bounded() -> None:
+        exit_after()
+        handler()
+
+    return bounded
 
 
 def _keep_urls_out_of_logs() -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uvicorn
-
+from services.common.serve import serve_http
 from services.desk.app import create_app
 from services.desk.settings import DeskSettings
 
@@ -11,11 +10,4 @@ __all__ = ["run"]
 
 
 def run(settings: DeskSettings) -> None:
-    uvicorn.run(
-        create_app(settings),
-        host=settings.desk_host,
-        port=settings.desk_port,
-        log_level="warning",
-        access_log=False,
-        loop="asyncio",
-    )
+    serve_http(create_app(settings), settings.desk_host, settings.desk_port)
