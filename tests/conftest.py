@@ -20,14 +20,12 @@ from schemas.topics import Topics
 from services.cli.runner import Stack
 from services.common.broker import EmbeddedBroker, free_port
 from services.common.config import bundled_config_path
-from tests import processes
 
-# pytester runs the leak checks below on tests made to leak (tests/test_processes.py).
-pytest_plugins = ["pytester"]
+# tests.processes marks the processes a longer-lived fixture owns: its hook must see session fixtures, which a
+# conftest's hooks do not. pytester runs the leak checks on tests made to leak (tests/test_processes.py).
+pytest_plugins = ["pytester", "tests.processes"]
 _counter = itertools.count()
 
-# Processes started by a module- or session-scoped fixture: they may outlive a test, not their fixture.
-_OWNED: set[processes.Proc] = set()
 # A teardown may signal a process and not wait for it: after this long it has leaked (a worker takes at most
 # 8 s to stop, services/common/shutdown.py). tests/test_processes.py shortens it for its leaking tests.
 _GRACE_SECONDS = float(os.environ.get("YUQING_TEST_LEAK_GRACE_SECONDS", "10"))
@@ -37,6 +35,8 @@ _GRACE_SECONDS = float(os.environ.get("YUQING_TEST_LEAK_GRACE_SECONDS", "10"))
 def _no_process_outlives_the_suite() -> Iterator[None]:
     """Fails the suite when a process it started still runs once every fixture is torn down (this one
     is set up first, so it is torn down last); the processes are killed, so that none outlives pytest."""
+    from tests import processes  # imported as a plugin first (pytest_plugins), so its asserts are rewritten
+
     before = processes.running()
     yield
     left = processes.outliving(before, _GRACE_SECONDS)
@@ -49,31 +49,17 @@ def _no_process_outlives_the_suite() -> Iterator[None]:
 def _no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fails the test whose processes still run after its teardown (a process a longer-lived fixture
     started belongs to that fixture), and kills them."""
+    from tests import processes
+
     before = processes.running()
     yield
-    left = {p for p in processes.outliving(before, _GRACE_SECONDS) if p not in _OWNED}
+    left = processes.outliving(before, _GRACE_SECONDS) - processes.OWNED
     if left:
         processes.end(left)
         pytest.fail(f"{request.node.nodeid} left processes running (now killed): {_listed(left)}")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_fixture_setup(
-    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
-) -> Iterator[None]:
-    """Processes a longer-lived fixture starts are its own until its teardown, not the test's that first
-    asked for it."""
-    if fixturedef.scope == "function":
-        yield
-        return
-    before = processes.running()
-    yield
-    owned = processes.running() - before
-    _OWNED.update(owned)
-    fixturedef.addfinalizer(lambda: _OWNED.difference_update(owned))
-
-
-def _listed(procs: set[processes.Proc]) -> str:
+def _listed(procs: set[Any]) -> str:
     return "; ".join(f"pid {p.pid}: {p.command}" for p in sorted(procs))
 
 

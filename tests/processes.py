@@ -13,9 +13,11 @@ import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-__all__ = ["Proc", "end", "outliving", "running"]
+import pytest
+
+__all__ = ["OWNED", "Proc", "end", "outliving", "pytest_fixture_setup", "running"]
 
 
 class Proc(NamedTuple):
@@ -93,3 +95,21 @@ def end(procs: Iterable[Proc]) -> None:
                 os.kill(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# Processes a module- or session-scoped fixture started: they may outlive a test, not their fixture.
+OWNED: set[Proc] = set()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Any:
+    """Processes a longer-lived fixture starts are its own until its teardown, not the test's that first
+    asked for it (also when a test asks for it itself, with request.getfixturevalue)."""
+    if fixturedef.scope == "function":
+        yield
+        return
+    before = running()
+    yield
+    owned = running() - before
+    OWNED.update(owned)
+    fixturedef.addfinalizer(lambda: OWNED.difference_update(owned))

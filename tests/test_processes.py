@@ -11,11 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = (
-    "from tests.conftest import (  # noqa: F401\n"
-    "    _no_process_outlives_its_test,\n"
-    "    _no_process_outlives_the_suite,\n"
-    "    pytest_fixture_setup,\n"
-    ")\n"
+    "from tests.conftest import _no_process_outlives_its_test, _no_process_outlives_the_suite  # noqa: F401\n"
+    "pytest_plugins = ['tests.processes']\n"
 )
 
 
