@@ -146,6 +146,7 @@ def _stack_for_demo(workdir: Path, config: Path, prefix: str) -> Stack:
         env=env,
         log_dir=workdir / "logs",
         api_port=free_port(),
+        desk_port=free_port(),
         web_ports={s: free_port() for s in ("scoring", "escalation", "notifier")},
     )
     if not os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
