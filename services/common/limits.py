@@ -1,5 +1,5 @@
 """Request bodies read with a cap: Content-Length is checked before reading, and a chunked body without
-one is cut off as soon as it passes the limit, so no client can make the API buffer more than the limit."""
+one is cut off as soon as it passes the limit, so no client can make a service buffer more than the limit."""
 
 from __future__ import annotations
 
