@@ -262,11 +262,13 @@ class EmbeddedBroker:
                 env["YUQING_KAFKA_SSL_KEY_PASSWORD"] = credentials.get("key_password", "")
         return env
 
-    def _client_kwargs(self) -> dict[str, object]:
+    def client_kwargs(self, mtls: bool | None = None) -> dict[str, Any]:
+        """aiokafka keyword arguments of a client of this broker (client_env, through kafka_security);
+        settings of the caller's environment do not leak in."""
         from services.common.kafka_security import client_kwargs
         from services.common.settings import CommonSettings
 
-        env = self.client_env(mtls=self._security.client_auth != "none")
+        env = self.client_env(mtls=mtls)
         fields: dict[str, str | None] = {
             name: None
             for name in CommonSettings.model_fields
@@ -535,7 +537,9 @@ class EmbeddedBroker:
     def _brokers(self) -> int:
         from services.common.kafka import cluster_brokers
 
-        return cluster_brokers(self.bootstrap, timeout=2.0, **self._client_kwargs())
+        return cluster_brokers(
+            self.bootstrap, timeout=2.0, **self.client_kwargs(mtls=self._security.client_auth != "none")
+        )
 
     def kill(self, node_id: int) -> bool:
         """SIGKILL one node, as a crash would. Returns False if it was not running."""

@@ -148,9 +148,9 @@ async def check_connection(settings: CommonSettings) -> None:
                 return
             except SaslAuthenticationFailed as exc:
                 raise ConfigError(
-                    f"YUQING_KAFKA_SASL_USERNAME / YUQING_KAFKA_SASL_PASSWORD: Kafka at {where} refused the "
-                    f"login of {settings.kafka_sasl_username!r} with {settings.kafka_sasl_mechanism} "
-                    f"(wrong password or unknown user): {_reason(exc)}"
+                    f"YUQING_KAFKA_SASL_PASSWORD: Kafka at {where} refused the login of "
+                    f"{settings.kafka_sasl_username!r} with {settings.kafka_sasl_mechanism}: a wrong "
+                    f"password, or no such user (YUQING_KAFKA_SASL_USERNAME) ({_reason(exc)})"
                 ) from None
             except UnsupportedSaslMechanismError:
                 raise ConfigError(
