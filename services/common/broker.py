@@ -62,6 +62,25 @@ def free_ports(count: int) -> int:
     raise BrokerError(f"found no {count} consecutive free ports on 127.0.0.1")
 
 
+def _distinct_free_ports(count: int, avoid: set[int]) -> list[int]:
+    """`count` different free ports, none in `avoid`: held open together while chosen, so that two calls
+    cannot hand out the same port (free_port() twice in a row may)."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            s = socket.socket()
+            held.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port not in avoid:
+                ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return ports
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.3)
@@ -353,8 +372,8 @@ class EmbeddedBroker:
         _write_private(self._home / "credentials.json", json.dumps(credentials))
         if security.tls:
             make_tls_files(self._home / "tls", credentials["key_password"])
-        controllers = [free_port() for _ in self.node_list]
-        internals = [free_port() for _ in self.node_list]
+        ports = _distinct_free_ports(2 * self._count, avoid={n.port for n in self.node_list})
+        controllers, internals = ports[: self._count], ports[self._count :]
         voters = ",".join(
             f"{n.node_id}@127.0.0.1:{c}" for n, c in zip(self.node_list, controllers, strict=True)
         )
@@ -471,11 +490,11 @@ class EmbeddedBroker:
     def start(self, timeout: float = 90.0) -> int:
         """Fetch, format (first time) and start every node not running; return (the pid of the first node)
         once the cluster accepts Kafka requests and shows every broker."""
+        self._check_layout()
         down = [n for n in self.node_list if n.status() is None]
         if not down:
             self._wait_ready(timeout, {})
             return self.node_list[0].status() or 0
-        self._check_layout()
         for node in down:
             if _port_open(node.port):
                 raise BrokerError(f"port {node.port} is already in use by another process")
