@@ -157,6 +157,7 @@ class Stack:
         settings = load_settings(
             CommonSettings, kafka_bootstrap=self.bootstrap_addr, **self._common_overrides()
         )
+        self.settings = settings  # what the services connect with (kafka_security.client_kwargs)
         asyncio.run(check_connection(settings))
         ensure_topics_sync(settings)
         self.log_dir.mkdir(parents=True, exist_ok=True)
