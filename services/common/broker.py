@@ -198,8 +198,7 @@ class EmbeddedBroker:
     # -- layout ---------------------------------------------------------------
     @property
     def _home(self) -> Path:
-        assert self.home is not None  # noqa: S101 - set in __post_init__
-        return self.home
+        return self.home or _cache_root() / "broker" / str(self.port)
 
     @property
     def _count(self) -> int:

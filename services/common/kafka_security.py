@@ -34,7 +34,7 @@ def ssl_context(settings: CommonSettings) -> ssl.SSLContext | None:
     """The TLS context of SSL and SASL_SSL (None otherwise): the CA file (or the system's CAs), the client
     certificate for mutual TLS, and the hostname check. ConfigError names the setting whose file is unusable.
 
-    Built afresh for each client, so a renewed certificate file is used by the next connection."""
+    Built for each client from the files as they are now."""
     if not settings.kafka_security_protocol.endswith("SSL"):
         return None
     ca = settings.kafka_ssl_ca_file
@@ -47,13 +47,11 @@ def ssl_context(settings: CommonSettings) -> ssl.SSLContext | None:
     # Skipping the hostname check still verifies the chain: never CERT_NONE.
     context.check_hostname = settings.kafka_ssl_check_hostname
     if settings.kafka_ssl_cert_file is not None:
-        _load_client_certificate(context, settings)
+        _load_client_certificate(context, settings.kafka_ssl_cert_file, settings)
     return context
 
 
-def _load_client_certificate(context: ssl.SSLContext, settings: CommonSettings) -> None:
-    cert = settings.kafka_ssl_cert_file
-    assert cert is not None  # noqa: S101 - checked by the caller
+def _load_client_certificate(context: ssl.SSLContext, cert: Path, settings: CommonSettings) -> None:
     key = settings.kafka_ssl_key_file or cert
     secret = settings.kafka_ssl_key_password
     # A callable, so that an encrypted key without a password fails here instead of prompting on a terminal.

@@ -125,3 +125,33 @@ def test_a_three_node_cluster_gives_yuqing_topics_three_replicas_and_a_majority_
     described, _ = asyncio.run(_described(kafka_cluster.bootstrap, topics.all()))
     leaders = {p["leader"] for t in described for p in t["partitions"]}
     assert leaders == {1, 2, 3}
+
+
+def test_a_sasl_plaintext_broker_with_plain_users(tmp_path: Path, prefix: str) -> None:
+    """The other SASL path: no TLS, the PLAIN mechanism (users in the listener's JAAS config)."""
+    from services.common.broker import free_port
+    from services.common.exceptions import ConfigError
+    from services.common.kafka_security import check_connection, client_kwargs
+    from tests.conftest import collect, produce
+
+    broker = EmbeddedBroker(port=free_port(), home=tmp_path / "plain", security=BrokerSecurity(sasl="plain"))
+    broker.start()
+    try:
+        env = broker.client_env()
+        assert (env["YUQING_KAFKA_SECURITY_PROTOCOL"], env["YUQING_KAFKA_SASL_MECHANISM"]) == (
+            "SASL_PLAINTEXT",
+            "PLAIN",
+        )
+        fields: dict[str, Any] = {k.removeprefix("YUQING_").lower(): v for k, v in env.items()}
+        settings = CommonSettings(**fields, topic_prefix=prefix, partitions=1)
+        asyncio.run(check_connection(settings))
+        asyncio.run(ensure_topics(settings))
+        client = client_kwargs(settings)
+        asyncio.run(produce(broker.bootstrap, f"{prefix}posts.raw", [(b"k", b"plain")], **client))
+        got = asyncio.run(collect(broker.bootstrap, f"{prefix}posts.raw", lambda v: bool(v), 30, **client))
+        assert got == [b"plain"]
+        wrong = CommonSettings(**fields | {"kafka_sasl_password": "wrong"})
+        with pytest.raises(ConfigError, match=r"^YUQING_KAFKA_SASL_PASSWORD: Kafka at .* refused the login"):
+            asyncio.run(check_connection(wrong))
+    finally:
+        broker.stop()
