@@ -29,7 +29,7 @@ _TRANSIENT = re.compile(
     r"NotLeaderForPartitionError|NotLeaderOrFollowerError|LeaderNotAvailableError"
     r"|GroupCoordinatorNotAvailableError|CoordinatorNotAvailableError|NotCoordinatorForGroupError"
     r"|NotCoordinatorError|CoordinatorLoadInProgressError|GroupLoadInProgressError"
-    r"|Topic \S+ not found in cluster metadata"
+    r"|not found in cluster metadata"  # aiokafka.cluster: "Topic %s not found …", a topic just created
 )
 
 

@@ -61,6 +61,7 @@ def test_a_run_of_leader_errors_is_one_info_line(capture: tuple[Capture, Clock])
     logging.getLogger("aiokafka.consumer.group_coordinator").error(
         "Group Coordinator Request failed: %s", NO_COORDINATOR
     )
+    logging.getLogger("aiokafka.cluster").error("Topic %s not found in cluster metadata", "t")
     assert handler.lines() == [
         (
             "INFO",
