@@ -274,9 +274,8 @@ def test_a_clean_dev_start_logs_no_error(tmp_path: Path) -> None:
     kafka_port, api_port, web_base = free_port(), free_port(), _free_block(4)
     cache = tmp_path / "cache"  # the broker's home under it; the jars are the machine's
     cache.mkdir()
-    jars = Path(os.environ.get("YUQING_CACHE_DIR") or Path.home() / ".cache" / "yuqing") / "kafka-4.1.2"
-    EmbeddedBroker(port=kafka_port).fetch()  # the jars, resolved once per machine
-    (cache / "kafka-4.1.2").symlink_to(jars)
+    jars = EmbeddedBroker(port=kafka_port).fetch().parent  # resolved once per machine
+    (cache / jars.name).symlink_to(jars)
     env = {k: v for k, v in os.environ.items() if not k.startswith("YUQING_")}
     env |= {
         "YUQING_CACHE_DIR": str(cache),

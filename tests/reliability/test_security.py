@@ -197,7 +197,8 @@ async def test_secrets_never_appear_in_logs_or_metrics(secure_kafka, stack_facto
             await c.post(
                 f"{api}/v1/posts", json={}, headers={"Authorization": f"Bearer {secrets['operator']}"}
             )
-            for _ in range(100):
+            # Debug logging of every Kafka request over TLS is slow on a busy machine: wait up to a minute.
+            for _ in range(300):
                 if receiver.alerts:
                     break
                 await asyncio.sleep(0.2)
