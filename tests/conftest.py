@@ -1,10 +1,13 @@
-"""One real Kafka broker per test session, and factories for topics, stacks and consumers."""
+"""One real Kafka broker per test session (and, for the tests that need them, one secured broker and one
+three-node cluster), and factories for topics, stacks and consumers."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,12 +19,52 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from services.common.broker import EmbeddedBroker, free_port
+from schemas.topics import Topics
+from services.cli.runner import Stack
+from services.common.broker import EmbeddedBroker, free_port, free_ports
 from services.common.config import bundled_config_path
-from services.common.runner import Stack
-from services.common.topics import Topics
 
+# tests.processes marks the processes a longer-lived fixture owns: its hook must see session fixtures, which a
+# conftest's hooks do not. pytester runs the leak checks on tests made to leak (tests/test_processes.py).
+pytest_plugins = ["pytester", "tests.processes"]
 _counter = itertools.count()
+YUQING = (sys.executable, "-m", "services.cli.main")  # the `yuqing` command of this checkout
+
+# A teardown may signal a process and not wait for it: after this long it has leaked (a worker takes at most
+# 8 s to stop, services/common/shutdown.py). tests/test_processes.py shortens it for its leaking tests.
+_GRACE_SECONDS = float(os.environ.get("YUQING_TEST_LEAK_GRACE_SECONDS", "10"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_outlives_the_suite() -> Iterator[None]:
+    """Fails the suite when a process it started still runs once every fixture is torn down (this one
+    is set up first, so it is torn down last); the processes are killed, so that none outlives pytest."""
+    from tests import processes  # imported as a plugin first (pytest_plugins), so its asserts are rewritten
+
+    before = processes.running()
+    yield
+    left = processes.outliving(before, _GRACE_SECONDS)
+    if left:
+        processes.end(left)
+        pytest.fail(f"processes of this test session outlived it (now killed): {_listed(left)}")
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test whose processes still run after its teardown (a process a longer-lived fixture
+    started belongs to that fixture), and kills them."""
+    from tests import processes
+
+    before = processes.running()
+    yield
+    left = processes.outliving(before, _GRACE_SECONDS) - processes.OWNED
+    if left:
+        processes.end(left)
+        pytest.fail(f"{request.node.nodeid} left processes running (now killed): {_listed(left)}")
+
+
+def _listed(procs: set[Any]) -> str:
+    return "; ".join(f"pid {p.pid}: {p.command}" for p in sorted(procs))
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +79,46 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka_started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedBroker, str]]:
+    """A broker with a SASL_SSL listener (SCRAM users, certificates from an in-memory CA; a client
+    certificate is checked when offered), started once per session through the CLI as an operator would,
+    with what the CLI printed."""
+    home = tmp_path_factory.mktemp("secure-kafka")
+    port = free_port()
+    started = subprocess.run(
+        [*YUQING, "broker", "start", "--tls", "--sasl", "scram", "--port", str(port), "--dir", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    broker = EmbeddedBroker(port=port, home=home)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield broker, started.stdout
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(secure_kafka_started: tuple[EmbeddedBroker, str]) -> EmbeddedBroker:
+    """The session's SASL_SSL broker; `client_env()` are the settings of its clients."""
+    return secure_kafka_started[0]
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """Three combined broker+controller nodes, shared by the tests that need replication; a test that
+    stops a node starts it again before it ends."""
+    cluster = EmbeddedBroker(port=free_ports(3), home=tmp_path_factory.mktemp("cluster"), nodes=3)
+    cluster.start(timeout=240)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
@@ -55,12 +138,13 @@ def write_config(path: Path, **sections: Any) -> Path:
 
 @pytest.fixture
 def stack_factory(kafka: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
-    """Start the services as child processes against the session broker."""
+    """Start the services as child processes against the session broker; `stack.api_port` is ingest's,
+    `stack.desk_port` the desk's."""
     stacks: list[Stack] = []
 
     def start(
         config: Path,
-        services: tuple[str, ...] = ("ingest", "scoring", "escalation", "notifier"),
+        services: tuple[str, ...] = ("ingest", "scoring", "escalation", "notifier", "desk"),
         partitions: int = 2,
         extra_env: dict[str, str] | None = None,
     ) -> Stack:
@@ -72,12 +156,16 @@ def stack_factory(kafka: str, prefix: str, tmp_path: Path) -> Iterator[Callable[
             "YUQING_PARTITIONS": str(partitions),
             "YUQING_LOG_LEVEL": "warn",
             "YUQING_SESSION_TIMEOUT_SECONDS": "6",
+            # A briefing at 09:00, 14:00 or 20:00 Shanghai would land among a test's alerts; a test of
+            # briefings turns them on.
+            "YUQING_BRIEFINGS": "false",
             **(extra_env or {}),
         }
         stack = Stack(
             env=env,
             log_dir=tmp_path / "logs",
             api_port=free_port(),
+            desk_port=free_port(),
             web_ports={s: free_port() for s in ("scoring", "escalation", "notifier")},
         )
         stacks.append(stack)
@@ -105,10 +193,12 @@ async def collect(
     topic: str,
     until: Callable[[list[bytes]], bool],
     within: float = 60.0,
+    **client: Any,
 ) -> list[bytes]:
-    """Read `topic` from the beginning until `until(values)` holds or `within` seconds pass."""
+    """Read `topic` from the beginning until `until(values)` holds or `within` seconds pass. `client`:
+    security arguments (EmbeddedBroker.client_kwargs)."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, **client
     )
     await consumer.start()
     values: list[bytes] = []
@@ -123,8 +213,8 @@ async def collect(
     return values
 
 
-async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]], **client: Any) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client)
     await producer.start()
     try:
         await asyncio.gather(*[await producer.send(topic, key=k, value=v) for k, v in items])

@@ -16,6 +16,8 @@ from aiokafka.structs import ConsumerRecord
 from faust.types.tuples import Message
 
 from services.common.exceptions import RetryLater
+from services.common.kafka_security import client_kwargs
+from services.common.settings import CommonSettings
 
 __all__ = ["Replayed", "Stretch", "log_starts", "read_between"]
 
@@ -56,7 +58,7 @@ class Stretch:
 
 
 async def read_between(
-    bootstrap: str, topic: str, partition: int, start: int, end: int, *, limit: int, seconds: float
+    settings: CommonSettings, topic: str, partition: int, start: int, end: int, *, limit: int, seconds: float
 ) -> Stretch:
     """The records of `topic`[`partition`] from `start` up to `end` (exclusive), at most `limit` of them.
 
@@ -65,10 +67,11 @@ async def read_between(
     partition waits (it shows as lag and a stalled pipeline) rather than going on without the records."""
     tp = TopicPartition(topic, partition)
     consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         request_timeout_ms=int(seconds * 1000),
+        **client_kwargs(settings),
     )
     try:
         await consumer.start()
@@ -93,11 +96,11 @@ async def read_between(
         await consumer.stop()
 
 
-async def log_starts(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+async def log_starts(settings: CommonSettings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     """The first offset still in the log of each partition: where a group without a committed offset
     begins (auto_offset_reset=earliest)."""
     consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, **client_kwargs(settings)
     )
     try:
         await consumer.start()

@@ -24,15 +24,16 @@ from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ValidationError
 
 from schemas.events import DeadLetterRecord
+from schemas.topics import Topics
 from services.common import json
 from services.common.exceptions import DeadLetter, RetryLater
 from services.common.gapread import Replayed, log_starts, read_between
 from services.common.journal import CrashJournal
+from services.common.kafka_security import client_kwargs, faust_credentials
 from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.sequence import Arrival, InputSequence
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
-from services.common.topics import Topics
 from services.common.unreadable import install as read_unreadable_records
 from services.common.unreadable import stand_in_detail
 
@@ -348,6 +349,7 @@ class StreamShell:
         self.app = faust.App(
             f"{settings.topic_prefix}{service}",
             broker=brokers,
+            broker_credentials=faust_credentials(settings),
             store="memory://",  # durable through changelog topics; rebuilt on start
             topic_partitions=settings.partitions,
             topic_replication_factor=settings.replication_factor,
@@ -442,7 +444,9 @@ class StreamShell:
         if not tps:
             self._lag_rows = {}
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap, **client_kwargs(self.settings)
+        )
         try:
             await admin.start()
             answer = await admin.list_consumer_group_offsets(
@@ -693,7 +697,7 @@ class StreamShell:
                 return True
             read = functools.partial(
                 read_between,
-                self.settings.kafka_bootstrap,
+                self.settings,
                 topic,
                 partition,
                 start,
@@ -746,7 +750,9 @@ class StreamShell:
                 self.sequence.begin(topic, partition, offset)
 
     async def _resume_offsets(self, tps: list[TopicPartition]) -> dict[tuple[str, int], int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap, **client_kwargs(self.settings)
+        )
         try:
             await admin.start()
             answer = await admin.list_consumer_group_offsets(self.app.conf.id, partitions=tps)
@@ -761,7 +767,7 @@ class StreamShell:
             else:
                 fresh.append(tp)
         if fresh:
-            for tp, start in (await log_starts(self.settings.kafka_bootstrap, fresh)).items():
+            for tp, start in (await log_starts(self.settings, fresh)).items():
                 out[tp.topic, tp.partition] = start
         return out
 

@@ -13,7 +13,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -24,13 +24,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import GaugeMetricFamily
 
 from schemas.events import KeywordHit, Platform, Post, TierOverride
+from schemas.topics import Topics
 from services.common import json
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.partitioned import Batch, PartitionedWorker
+from services.common.shutdown import exit_after
 from services.common.stream import ORIGIN_HEADER, decode, expect_key, home_partition
-from services.common.topics import Topics
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from services.scoring.settings import ScoringSettings
@@ -278,6 +279,11 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 10)
 
 
+def _stopping(stop: asyncio.Event) -> None:
+    exit_after()  # a flush or a group leave waiting on an unreachable broker must not hold the exit
+    stop.set()
+
+
 def run(settings: ScoringSettings) -> None:
     level = settings.log_level.upper()
     logging.getLogger().setLevel({"WARN": "WARNING", "CRIT": "CRITICAL"}.get(level, level))
@@ -286,7 +292,7 @@ def run(settings: ScoringSettings) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _stopping, stop)
         scoring = build(settings)
         log.info(
             "scoring: windows follow %s time", "event" if settings.window_clock == "event" else "wall-clock"
@@ -294,9 +300,20 @@ def run(settings: ScoringSettings) -> None:
         _tune_gc()
         await serve(scoring, stop)
 
+    _event_loop(settings)(main())
+
+
+def _event_loop(settings: ScoringSettings) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop, where it is installed and the Kafka listener is plaintext; asyncio's own loop otherwise.
+
+    Over TLS, aiokafka on uvloop now and then waited 30 s for a metadata update a new consumer asked for
+    (about one consumer start in fifteen, against a SASL_SSL broker; never on asyncio's loop, never in
+    plaintext): a partition restore took 30 s and the worker lost its place in the group. uvloop's gain
+    (about 4 %) is not worth that."""
+    if settings.kafka_security_protocol.endswith("SSL"):
+        return asyncio.run
     try:
         import uvloop
     except ImportError:  # not on this platform: asyncio's own loop does the same, a little slower
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+        return asyncio.run
+    return uvloop.run

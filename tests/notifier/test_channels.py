@@ -21,11 +21,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from schemas.events import Alert, AlertKind, Tier
+from services.cli.demo import WebhookReceiver
 from services.common.alerttext import POST_LABEL
 from services.common.broker import free_port
 from services.common.clock import FakeClock
 from services.common.config import ChannelConfig, EscalationConfig, NotifierConfig
-from services.common.demo import WebhookReceiver
 from services.escalation.core import EscalationCore
 from services.notifier.briefing import build_briefing
 from services.notifier.channels import Channel, Outcome, build_channel, retry_after

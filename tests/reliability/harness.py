@@ -15,10 +15,10 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.events import Delivery, IncidentEvent, Post, TierChange
+from schemas.topics import Topics
+from services.cli.demo import load_sample
 from services.common import json
 from services.common.config import YuqingConfig, load_config
-from services.common.demo import load_sample
-from services.common.topics import Topics
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from tests.conftest import collect, write_config
@@ -107,6 +107,7 @@ class Feed:
     speed: float = SPEED
     accepted: set[str] = field(default_factory=set)
     statuses: Counter[int] = field(default_factory=Counter)
+    acked_at: list[float] = field(default_factory=list)  # time.monotonic() of each accepted batch
 
     async def run(self, posts: list[dict[str, Any]], during: Any = None) -> None:
         first = datetime.fromisoformat(posts[0]["event_time"])
@@ -131,6 +132,7 @@ class Feed:
             self.statuses[resp.status_code] += 1
             if resp.status_code == 202:
                 self.accepted.update(a["event_id"] for a in resp.json()["accepted"])
+                self.acked_at.append(time.monotonic())
                 return
             if resp.status_code in (429, 503):
                 await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
@@ -162,7 +164,7 @@ class Report:
 async def verify(
     kafka: str,
     topics: Topics,
-    api: str,
+    desk: str,
     posts: list[dict[str, Any]],
     feed: Feed,
     scenario: str,
@@ -171,6 +173,7 @@ async def verify(
     receivers: Receivers,
     recovery: float | None = None,
     same_order: bool = True,
+    extra_notes: str = "",
 ) -> Report:
     """Acknowledged posts all on posts.raw; spread equal to the fault-free one; no page sent twice; no
     deadline fired twice; with one partition (`same_order`), the same tier changes as a fault-free run.
@@ -189,7 +192,7 @@ async def verify(
     tiers_raw: list[bytes] = []
     async with httpx.AsyncClient(timeout=30) as client:
         while time.monotonic() < deadline and counted != spread:
-            await client.post(f"{api}/v1/tiers/xinghe/override", json={"tier": None, "actor": "check"})
+            await client.post(f"{desk}/v1/tiers/xinghe/override", json={"tier": None, "actor": "check"})
             await asyncio.sleep(2)
             tiers_raw = await collect(kafka, topics.tier_changes, lambda v: False, within=1)
             overrides = [TierChange.model_validate_json(v) for v in tiers_raw]
@@ -253,7 +256,8 @@ async def verify(
             if got_changes == want_changes
             else "tiers reached in the fault-free order (ids differ: hits interleave across partitions); "
         )
-        + f"statuses {dict(feed.statuses)}",
+        + f"statuses {dict(feed.statuses)}"
+        + (f"; {extra_notes}" if extra_notes else ""),
     )
     assert lost_posts == 0, f"{lost_posts} acknowledged posts are not on {topics.posts_raw}"
     assert counted == spread, f"counted spread {counted:,}, fault-free {spread:,}"
