@@ -596,7 +596,7 @@ class StreamShell:
         generation = self.app.consumer_generation_id
         current = getattr(msg, "generation_id", None) in (None, generation)
         if self.is_tick(event):
-            if current:
+            if current and self._on_time(msg):
                 await self._catch_up_stalled(msg.partition, handler, generation)
             await self.guarded(event, handler)
             return True
@@ -635,6 +635,13 @@ class StreamShell:
             self.app.consumer_generation_id == generation
             and self.sequence.expects(topic, partition) is not None
         )
+
+    def _on_time(self, tick: Any) -> bool:
+        """A tick handled within a tick period of being sent: the worker keeps up with its inputs, so records
+        fetched before the tick have reached it. A late tick (the worker blocked on a slow channel, or
+        ticks that piled up while it was down) says nothing about what faust delivers."""
+        sent = getattr(tick, "timestamp", None)
+        return not isinstance(sent, int | float) or time.time() - sent <= self._patience
 
     async def _catch_up_stalled(
         self, partition: int, handler: Callable[[Any], Awaitable[None]], generation: int

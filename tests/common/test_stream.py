@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -247,7 +248,7 @@ async def test_records_faust_dropped_with_nothing_after_them_are_read_on_a_tick(
     """A tier change that was the last record of its partition, dropped by faust, shows no gap: the partition
     stops short of its end. A tick that finds it there for a tick period reads the rest from Kafka (from the
     committed offset, or the log start for a group that never committed); a partition faust never fetched is
-    left alone, and one whose records are arriving is not read twice."""
+    left alone, one whose records are arriving is not read twice, and a tick handled late judges nothing."""
     changes, alerts, quiet = f"{prefix}tier-changes", f"{prefix}alerts", f"{prefix}incident-actions"
     for topic in (changes, alerts, quiet):
         await create_topic(kafka, topic)
@@ -278,13 +279,13 @@ async def test_records_faust_dropped_with_nothing_after_them_are_read_on_a_tick(
         if await shell.in_order(event, handler):
             shell.ack_when_settled(stream, event)
 
-    tick = SimpleNamespace(
-        key=b"__tick__",
-        value=b"now",
-        message=SimpleNamespace(
-            topic=shell.ticks_name, partition=0, offset=0, headers=[], generation_id=None
-        ),
-    )
+    def a_tick(sent: float | None = None) -> SimpleNamespace:
+        message = SimpleNamespace(
+            topic=shell.ticks_name, partition=0, offset=0, headers=[], generation_id=None, timestamp=sent
+        )
+        return SimpleNamespace(key=b"__tick__", value=b"now", message=message)
+
+    tick = a_tick()
     await deliver(tick)
     await deliver(_at(alerts, 2))  # alerts are arriving
     assert seen == [(alerts, 2)]
@@ -292,6 +293,8 @@ async def test_records_faust_dropped_with_nothing_after_them_are_read_on_a_tick(
     await deliver(tick)  # ticks that piled up while the worker was down come in a rush
     assert seen == [(alerts, 2)]
     clock[0] = 2.0
+    await deliver(a_tick(sent=time.time() - 3))  # sent a tick period ago: the worker is behind, not faust
+    assert seen == [(alerts, 2)]
     await deliver(tick)
     await deliver(_at(alerts, 3))
     assert seen == [(alerts, 2), (changes, 1), (changes, 2), (alerts, 3)]  # tier changes stood still
