@@ -380,12 +380,12 @@ class SpreadSnapshot(Event):
     event_time: UtcDatetime = Field(description="The scoring clock when the counts were read.")
     tier: Tier = Field(description="The group's tier at event_time.")
     counts: dict[str, Count] = Field(
-        description="Spread per tier window, keyed '2h', '4h', '8h': the running sums the tiers are decided on."
+        description="Spread per tier window, keyed '2h', '4h', '8h': the running sums tiers are decided on."
     )
     series_start: UtcDatetime = Field(description="Start of the first minute of `series`.")
     series: tuple[Count, ...] = Field(
         max_length=24 * 60,
-        description="Spread per minute from series_start, oldest first; the last minute may still be filling.",
+        description="Spread per minute from series_start, oldest first; the last minute may still fill.",
     )
     top_posts: tuple[SpreadPost, ...] = Field(default=(), max_length=20)
     detected_at: UtcDatetime
@@ -649,6 +649,7 @@ class AlertKind(StrEnum):
     sla_breached = "sla_breached"
     escalation = "escalation"
     statement_review = "statement_review"  # a statement version waits for the approvers
+    forecast = "forecast"  # a tier's threshold is expected to be crossed soon (TierForecast)
     briefing = "briefing"
 
 

@@ -1,4 +1,4 @@
-"""The live spread snapshot and the forecast wiring on the tick: fed through the real scoring stages, no Kafka."""
+"""The live spread snapshot and the forecast on the tick, fed through the real scoring stages; no Kafka."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class World:
             self.changes += self.tiers.process(hit, self.state)
 
     def tick(self, minutes: float) -> tuple[list[TierForecast], list[Any]]:
-        """The worker's tick at T0 + minutes (wall and scoring clock alike): tiers first, then the live stage."""
+        """The worker's tick at T0 + minutes (wall and scoring clock alike): tiers, then the live stage."""
         self.clock.set(T0 + timedelta(minutes=minutes))
         self.changes += self.tiers.tick(self.state)
         return self.live.tick(self.state, self.forecasts, self.clock())
