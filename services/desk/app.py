@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
-from schemas.events import IncidentEvent, KeywordHit, TierChange
+from schemas.events import IncidentEvent, KeywordHit, SpreadSnapshot, TierChange, TierForecast
+from schemas.labels import window_label
 from schemas.topics import Topics
 from services.common.auth import TokenCheck
 from services.common.config import YuqingConfig, load_config
@@ -24,6 +25,7 @@ from services.common.follow import follow_topics
 from services.common.guard import install_guards
 from services.common.producer import Producer
 from services.desk import ack, console, operator, workflow_views
+from services.desk.metrics import SpreadCollector
 from services.desk.readmodel import ReadModel
 from services.desk.settings import DeskSettings
 from services.desk.state import Desk, KafkaPublisher, Publisher
@@ -76,7 +78,13 @@ def create_app(
         settings.console_secret.get_secret_value().encode() if settings.console_secret else None,
         workflow_views.LIVE_VIEWS,
     )
-    app.state.process = _Process(settings, registry or CollectorRegistry(), kafka, asyncio.Event())
+    registry = registry or CollectorRegistry()
+    windows = {
+        g.name: {window_label(r.window_minutes) for r in config.tiers_for(g.name).rules}
+        for g in config.rules.groups
+    }
+    registry.register(SpreadCollector(desk.model, windows))
+    app.state.process = _Process(settings, registry, kafka, asyncio.Event())
     install_guards(app, settings.max_operator_body_bytes)
     for router in (_health, operator.router, ack.router, console.router, workflow_views.router):
         app.include_router(router)
@@ -117,6 +125,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             topics.keyword_hits: KeywordHit,
             topics.tier_changes: TierChange,
             topics.incidents: IncidentEvent,
+            topics.spread_snapshots: SpreadSnapshot,
+            topics.tier_forecasts: TierForecast,
         }
         tasks.append(asyncio.create_task(follow_topics(settings, kinds, desk.model.apply, process.caught_up)))
     else:

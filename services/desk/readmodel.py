@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.events import Engagement, IncidentEvent, KeywordHit, Tier, TierChange
+from schemas.events import (
+    Engagement,
+    IncidentEvent,
+    KeywordHit,
+    SpreadSnapshot,
+    Tier,
+    TierChange,
+    TierForecast,
+)
 from schemas.labels import sentiment_label
 
 __all__ = ["LedgerEntry", "ReadModel"]
@@ -76,9 +84,23 @@ class ReadModel:
         self.ledger: OrderedDict[str, LedgerEntry] = OrderedDict()
         self.incidents: dict[str, list[IncidentEvent]] = {}
         self.current_incident: dict[str, str] = {}
+        self.live: dict[str, SpreadSnapshot] = {}  # group -> its newest spread snapshot
+        self.forecasts: dict[str, dict[Tier, TierForecast]] = {}  # group -> tier -> its newest forecast
         self._seen_ids: set[str] = set()
 
-    def apply(self, event: KeywordHit | TierChange | IncidentEvent) -> None:
+    def apply(self, event: KeywordHit | TierChange | IncidentEvent | SpreadSnapshot | TierForecast) -> None:
+        if isinstance(event, SpreadSnapshot):
+            # The newest per group is the state (a restarted scoring worker may send one again, or late).
+            known = self.live.get(event.group)
+            if known is None or event.event_time >= known.event_time:
+                self.live[event.group] = event
+            return
+        if isinstance(event, TierForecast):
+            standing = self.forecasts.setdefault(event.group, {})
+            known_fc = standing.get(event.tier)
+            if known_fc is None or event.event_time >= known_fc.event_time:
+                standing[event.tier] = event
+            return
         if event.event_id in self._seen_ids:  # at-least-once: the same event may arrive twice
             return
         self._seen_ids.add(event.event_id)
@@ -92,6 +114,8 @@ class ReadModel:
                 view = self.tiers[event.group] = _TierView(event)
             view.change = event
             view.changes.append(event)
+            for tier in [t for t in self.forecasts.get(event.group, {}) if t.severity <= event.tier.severity]:
+                del self.forecasts[event.group][tier]  # reached: the warning is over
             view.history.append((event.window_end.isoformat(), int(event.tier), dict(event.counts)))
         else:
             timeline = self.incidents.setdefault(event.incident_id, [])
@@ -133,17 +157,61 @@ class ReadModel:
         return int(view.change.tier) if view else int(Tier.none)
 
     def tier_board(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "group": g,
-                "tier": int(v.change.tier),
-                "counts": v.change.counts,
-                "since": v.change.event_time,
-                "reason": v.change.reason,
-                "history": list(v.history),
-            }
-            for g, v in sorted(self.tiers.items())
-        ]
+        """Each group's tier, its counts (live from the newest spread snapshot when that is newer than the
+        last tier change), the tier-change history, the live series and the standing forecast."""
+        out = []
+        for g in sorted(set(self.tiers) | set(self.live)):
+            v = self.tiers.get(g)
+            snap = self.live.get(g)
+            fresh = snap is not None and (v is None or snap.event_time >= v.change.window_end)
+            out.append(
+                {
+                    "group": g,
+                    "tier": int(v.change.tier) if v else int(snap.tier) if snap else 0,
+                    "counts": dict(snap.counts) if fresh and snap else v.change.counts if v else {},
+                    "counts_at": snap.event_time if fresh and snap else v.change.window_end if v else None,
+                    "since": v.change.event_time if v else None,
+                    "reason": v.change.reason if v else None,
+                    "history": list(v.history) if v else [],
+                    "live": _live(snap),
+                    "forecast": self.forecast_of(g),
+                }
+            )
+        return out
+
+    def clock_of(self, group: str) -> datetime | None:
+        """The scoring clock as the group's events last told it (event time on a replay)."""
+        times = [e.event_time for e in self.forecasts.get(group, {}).values()]
+        if group in self.live:
+            times.append(self.live[group].event_time)
+        if group in self.tiers:
+            times.append(self.tiers[group].change.window_end)
+        return max(times, default=None)
+
+    def forecast_of(self, group: str) -> dict[str, Any] | None:
+        """The most severe standing forecast of the group: made within its lead time of the group's clock,
+        for a tier not reached, its crossing not yet due."""
+        now = self.clock_of(group)
+        held = Tier(self.tier_of(group)).severity
+        best = None
+        for tier, fc in self.forecasts.get(group, {}).items():
+            if now is None or tier.severity <= held or fc.expected_at < now:
+                continue
+            if now - fc.event_time > timedelta(minutes=fc.lead_minutes):
+                continue
+            if best is None or tier.severity > best.tier.severity:
+                best = fc
+        if best is None or now is None:
+            return None
+        return {
+            "tier": int(best.tier),
+            "minutes": max(1, round((best.expected_at - now).total_seconds() / 60)),
+            "expected_at": best.expected_at,
+            "earliest_at": best.earliest_at,
+            "latest_at": best.latest_at,
+            "confidence": best.confidence,
+            "made_at": best.event_time,
+        }
 
     def ledger_rows(
         self,
@@ -155,6 +223,7 @@ class ReadModel:
         tier: int | None = None,
         sentiment: str | None = None,
         demand: str | None = None,
+        post: str | None = None,
     ) -> list[dict[str, Any]]:
         rows = []
         for e in reversed(self.ledger.values()):
@@ -168,6 +237,8 @@ class ReadModel:
             ):
                 continue
             if tier is not None and t != tier:
+                continue
+            if post and f"{e.platform}:{e.post_id}" != post:
                 continue
             if sentiment and sentiment_label(e.sentiment) != sentiment:
                 continue
@@ -222,3 +293,15 @@ class ReadModel:
 
 
 _CLOSED = ("closed", "postmortem_filed")
+
+
+def _live(snap: SpreadSnapshot | None) -> dict[str, Any] | None:
+    if snap is None:
+        return None
+    return {
+        "at": snap.event_time,
+        "counts": dict(snap.counts),
+        "series_start": snap.series_start,
+        "series": list(snap.series),
+        "top_posts": [p.model_dump(mode="json") for p in snap.top_posts],
+    }
