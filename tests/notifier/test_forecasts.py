@@ -44,6 +44,10 @@ def forecast(minute: int, eta: float, tier: Tier = Tier.level1, group: str = "xi
     )
 
 
+def rows() -> dict[str, dict[str, Any]]:
+    return {}
+
+
 def change(tier: Tier, minute: int, previous: Tier = Tier.level2) -> TierChange:
     at = T0 + timedelta(minutes=minute)
     return TierChange(
@@ -60,7 +64,7 @@ def change(tier: Tier, minute: int, previous: Tier = Tier.level2) -> TierChange:
 
 
 def test_the_first_forecast_pages_in_minutes_with_a_key_of_the_warning() -> None:
-    w, state = ForecastWarnings(), {}
+    w, state = ForecastWarnings(), rows()
     alert = w.add(forecast(0, 19.4), state)
     assert alert is not None
     assert alert.kind == AlertKind.forecast
@@ -72,7 +76,7 @@ def test_the_first_forecast_pages_in_minutes_with_a_key_of_the_warning() -> None
 
 
 def test_later_forecasts_of_a_standing_warning_are_silent_and_a_repeat_is_nothing() -> None:
-    w, state = ForecastWarnings(), {}
+    w, state = ForecastWarnings(), rows()
     first = w.add(forecast(0, 20), state)
     assert first is not None
     assert w.add(forecast(0, 20), state) is None  # read again
@@ -87,7 +91,7 @@ def test_later_forecasts_of_a_standing_warning_are_silent_and_a_repeat_is_nothin
 
 
 def test_a_reached_tier_ends_the_warning_and_a_late_forecast_for_it_is_dropped() -> None:
-    w, state = ForecastWarnings(), {}
+    w, state = ForecastWarnings(), rows()
     assert w.add(forecast(0, 20), state) is not None
     w.tier_changed(change(Tier.level1, 18), state)
     assert w.add(forecast(19, 10), state) is None  # raced the tier change: the tier is held
@@ -98,18 +102,17 @@ def test_a_reached_tier_ends_the_warning_and_a_late_forecast_for_it_is_dropped()
 
 
 def test_a_warning_lapses_after_its_lead_time_without_forecasts() -> None:
-    w, state = ForecastWarnings(), {}
+    w, state = ForecastWarnings(), rows()
     assert w.add(forecast(0, 20), state) is not None
     assert w.add(forecast(30, 20), state) is None  # still standing at 30 minutes
     assert w.add(forecast(61, 20), state) is not None  # 31 minutes after the last: a new warning
 
 
 def test_tiers_and_groups_are_warned_of_apart() -> None:
-    w, state = ForecastWarnings(), {}
+    w, state = ForecastWarnings(), rows()
     assert w.add(forecast(0, 20, Tier.level3), state) is not None
     assert w.add(forecast(0, 20, Tier.level1), state) is not None
     assert w.add(forecast(0, 20, Tier.level1, group="gree"), state) is not None
     w.tier_changed(change(Tier.level3, 5, previous=Tier.none), state)
-    rows: dict[str, Any] = state
-    assert "xinghe|3" not in rows
-    assert "xinghe|1" in rows
+    assert "xinghe|3" not in state
+    assert "xinghe|1" in state
