@@ -163,7 +163,9 @@ class ReadModel:
         for g in sorted(set(self.tiers) | set(self.live)):
             v = self.tiers.get(g)
             snap = self.live.get(g)
-            fresh = snap is not None and (v is None or snap.event_time >= v.change.window_end)
+            # Which scoring produced later (detected_at, its wall clock): a change's window_end is the end of
+            # its minute, so a snapshot read within that minute, after the change, is newer all the same.
+            fresh = snap is not None and (v is None or snap.detected_at >= v.change.detected_at)
             out.append(
                 {
                     "group": g,

@@ -162,3 +162,11 @@ def test_spread_gauges_carry_configured_groups_only(app) -> None:
     assert 'yuqing_spread_interactions{group="xinghe",window="2h"} 42000.0' in text
     assert 'yuqing_tier_forecast_seconds{group="xinghe",tier="1"} 1200.0' in text
     assert "script" not in text
+
+
+def test_a_snapshot_read_in_the_minute_of_a_change_after_it_is_newer() -> None:
+    m = ReadModel()
+    change = tier_change(Tier.level3, Tier.none, {"2h": 11_000}, at=T0 + timedelta(minutes=1))
+    m.apply(change.model_copy(update={"detected_at": T0 + timedelta(seconds=10)}))  # window_end: minute's end
+    m.apply(snapshot(T0 + timedelta(seconds=20), 18_000))
+    assert m.tier_board()[0]["counts"]["2h"] == 18_000
