@@ -256,7 +256,10 @@ class Store:
     # -- the sink ---------------------------------------------------------------------------
     def acquire_writer(self) -> WriterLease | None:
         """The single-writer lease, or None while another replica holds it."""
-        conn = self.engine.connect()
+        try:
+            conn = self.engine.connect()
+        except DBAPIError as exc:
+            raise StoreUnavailable(_reason(exc)) from exc
         try:
             if self.dialect == "postgresql":
                 held = conn.execute(select(func.pg_try_advisory_lock(_WRITER_LOCK))).scalar_one()
