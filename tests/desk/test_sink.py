@@ -243,7 +243,7 @@ def replicas(pg_url: str) -> Iterator[tuple[TestClient, TestClient, _Collect]]:
 def test_an_ack_link_works_once_across_two_replicas(replicas):
     one, two, publisher = replicas
     for _ in range(50):
-        if two.app.state.desk.model.incident("inc1"):  # type: ignore[attr-defined]
+        if two.app.state.desk.model.incident("inc1"):
             break
         time.sleep(0.1)
     now = datetime.now(UTC)
