@@ -18,6 +18,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.cli.runner import SERVICES as APP_SERVICES
@@ -83,7 +84,19 @@ def mount_sources(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"kafka", "topics", *SERVICES, "prometheus", "grafana"}
+    assert set(compose["services"]) == {"kafka", "topics", *SERVICES, "postgres", "prometheus", "grafana"}
+
+
+def test_the_desk_stores_into_the_compose_postgres(compose: dict[str, Any]) -> None:
+    postgres, desk = compose["services"]["postgres"], compose["services"]["desk"]
+    url = make_url(env_of(desk)["YUQING_DATABASE_URL"])
+    pg_env = postgres["environment"]
+    assert (url.host, url.port, url.database) == ("postgres", 5432, pg_env["POSTGRES_DB"])
+    assert (url.username, url.password) == (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"])
+    assert desk["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert desk["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert ("postgres-data", "/var/lib/postgresql/data") in mounts_of(postgres)
 
 
 @pytest.mark.parametrize("name", [*SERVICES, "topics"])
@@ -427,6 +440,10 @@ def test_deployment_gets_its_settings_and_config_file(name: str) -> None:
         assert not names & {"YUQING_OPERATOR_TOKENS", "YUQING_LINK_SECRET", "YUQING_CONSOLE_SECRET"}
     if name == "desk":
         assert {"YUQING_OPERATOR_TOKENS", "YUQING_LINK_SECRET", "YUQING_CONSOLE_SECRET"} <= names
+        # The store's URL holds its password: from the Secret, and accepted by the desk's settings.
+        url = secrets["yuqing-secrets"]["stringData"]["YUQING_DATABASE_URL"]
+        assert make_url(url).get_backend_name() == "postgresql"
+        assert DeskSettings(database_url=url).database_url is not None
         assert "YUQING_INGEST_TOKENS" not in names
     assert settings["YUQING_WEB_HOST"] == ANY_HOST
     assert settings.get("YUQING_API_HOST", ANY_HOST) == ANY_HOST
