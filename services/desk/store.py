@@ -158,7 +158,11 @@ def _engine(settings: DeskSettings, url: URL) -> Engine:
         connect_args["sslmode"] = settings.database_sslmode
     if settings.database_sslrootcert is not None:
         connect_args["sslrootcert"] = str(settings.database_sslrootcert)
-    return create_engine(url, connect_args=connect_args, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A batch's inserts as multi-row INSERT … VALUES statements rather than one statement per row (the
+    # dialect's own batching, as it does for INSERT … RETURNING): fewer round trips per sink batch.
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    return engine
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
