@@ -17,6 +17,8 @@ from typing import IO, Any
 from services.common.broker import EmbeddedBroker
 from services.common.exceptions import ConfigError
 from services.common.kafka import ensure_changelogs, ensure_topics_sync
+from services.common.kafka_logs import install_kafka_log_filter
+from services.common.kafka_security import check_connection
 from services.common.settings import CommonSettings, load_settings
 from services.common.shutdown import exit_after
 
@@ -32,25 +34,33 @@ def run_service(name: str) -> None:
 
     The HTTP services (ingest, desk) start even while Kafka is down (they create the topics once Kafka
     answers, and /readyz says 503 until then); a stream worker cannot do anything without Kafka and exits with
-    the reason."""
+    the reason. A cluster that refuses us for good (a wrong password, an untrusted certificate) stops every
+    service at once with one line naming the setting (kafka_security.check_connection), not a loop of
+    retries."""
     _keep_urls_out_of_logs()
+    install_kafka_log_filter()
     if name == "ingest":
         from services.ingest.settings import IngestSettings
         from services.ingest.worker import run as run_ingest
 
-        run_ingest(load_settings(IngestSettings))
+        ingest = load_settings(IngestSettings)
+        asyncio.run(check_connection(ingest))
+        run_ingest(ingest)
         return
     if name == "desk":
         from services.desk.settings import DeskSettings
         from services.desk.worker import run as run_desk
 
-        run_desk(load_settings(DeskSettings))
+        desk = load_settings(DeskSettings)
+        asyncio.run(check_connection(desk))
+        run_desk(desk)
         return
     if name == "scoring":
         from services.scoring.settings import ScoringSettings
         from services.scoring.worker import run as run_scoring
 
         scoring = load_settings(ScoringSettings)
+        asyncio.run(check_connection(scoring))
         ensure_topics_sync(scoring)
         run_scoring(scoring)
         return
@@ -63,6 +73,7 @@ def run_service(name: str) -> None:
     else:
         raise SystemExit(f"unknown service {name!r}; expected one of: {', '.join(SERVICES)}")
     settings = load_settings(S)
+    asyncio.run(check_connection(settings))
     ensure_topics_sync(settings)
     shell = build(settings)
     asyncio.run(ensure_changelogs(settings, shell.changelog_topics()))
@@ -109,6 +120,7 @@ class Stack:
     api_port: int = 8000
     desk_port: int = 8001
     base_web_port: int = 6066
+    kafka_port: int = 9092  # of the embedded broker, when the stack starts one
     web_ports: dict[str, int] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -116,16 +128,24 @@ class Stack:
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     @classmethod
-    def from_env(cls) -> Stack:
-        """The stack `yuqing dev` runs: ports from YUQING_API_PORT (ingest), YUQING_DESK_PORT (the desk) and
-        YUQING_WEB_PORT (the stream workers take the next three), else 8000, 8001 and 6067-6069."""
+    def from_env(cls, api_port: int | None = None, kafka_port: int | None = None) -> Stack:
+        """The stack `yuqing dev` runs: ingest on `api_port`, else YUQING_API_PORT, else 8000; the desk on
+        YUQING_DESK_PORT, else 8001; the stream workers on the three ports after YUQING_WEB_PORT (6067-6069);
+        the embedded broker, if the stack starts one (YUQING_KAFKA_BOOTSTRAP unset), on `kafka_port`, else
+        9092."""
+        if kafka_port is not None and os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
+            raise ConfigError(
+                "--kafka-port is the port of the embedded broker, but YUQING_KAFKA_BOOTSTRAP is set: "
+                "yuqing dev uses that cluster and starts no broker; unset one of them"
+            )
         ports = {}
         for name, default in (
             ("YUQING_API_PORT", 8000),
             ("YUQING_DESK_PORT", 8001),
             ("YUQING_WEB_PORT", 6066),
         ):
-            raw = os.environ.get(name, str(default))
+            raw = str(api_port) if name == "YUQING_API_PORT" and api_port is not None else None
+            raw = raw or os.environ.get(name, str(default))
             try:
                 ports[name] = int(raw)
             except ValueError:
@@ -136,6 +156,7 @@ class Stack:
             api_port=ports["YUQING_API_PORT"],
             desk_port=ports["YUQING_DESK_PORT"],
             base_web_port=ports["YUQING_WEB_PORT"],
+            kafka_port=kafka_port or 9092,
         )
 
     def bootstrap(self) -> str:
@@ -143,13 +164,17 @@ class Stack:
             return self.env["YUQING_KAFKA_BOOTSTRAP"]
         if os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
             return os.environ["YUQING_KAFKA_BOOTSTRAP"]
-        self.broker = self.broker or EmbeddedBroker()
+        self.broker = self.broker or EmbeddedBroker(port=self.kafka_port)
         # A broker someone else started (`yuqing broker start`, another dev stack) is used and left running.
         running = self.broker.status() is not None
         verb = "using the embedded Kafka already running" if running else "starting embedded Kafka"
         print(f"{verb} on {self.broker.bootstrap} …", flush=True)
         self.broker.start()
         self.started_broker = not running
+        # A broker started with --tls, --sasl or --nodes: its clients' settings, unless the user set them.
+        for key, value in self.broker.client_env().items():
+            if key != "YUQING_KAFKA_BOOTSTRAP" and key not in os.environ:
+                self.env.setdefault(key, value)
         return self.broker.bootstrap
 
     def child_env(self, service: str, index: int) -> dict[str, str]:
@@ -171,6 +196,8 @@ class Stack:
         settings = load_settings(
             CommonSettings, kafka_bootstrap=self.bootstrap_addr, **self._common_overrides()
         )
+        self.settings = settings  # what the services connect with (kafka_security.client_kwargs)
+        asyncio.run(check_connection(settings))
         ensure_topics_sync(settings)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(SERVICES):
@@ -178,8 +205,10 @@ class Stack:
                 self.start_one(name, i)
 
     def _common_overrides(self) -> dict[str, str]:
-        keys = {"YUQING_TOPIC_PREFIX": "topic_prefix", "YUQING_PARTITIONS": "partitions"}
-        return {field_: self.env[k] for k, field_ in keys.items() if k in self.env}
+        """The stack's own YUQING_* settings (prefix, partitions, Kafka security …) over the environment's,
+        as its children get them."""
+        fields = {f"YUQING_{name.upper()}": name for name in CommonSettings.model_fields}
+        return {fields[k]: v for k, v in self.env.items() if k in fields and k != "YUQING_KAFKA_BOOTSTRAP"}
 
     def start_one(
         self, name: str, index: int | None = None, key: str | None = None

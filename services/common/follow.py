@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
+from services.common.kafka_security import client_kwargs
 from services.common.settings import CommonSettings
 from services.common.unreadable import install as read_unreadable_records
 
@@ -47,6 +48,7 @@ async def follow_topics(
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            **client_kwargs(settings),
         )
         try:
             await consumer.start()

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from services.common.exceptions import KafkaSetupError
 from services.common.kafka import ensure_topics
+from services.common.kafka_security import client_kwargs
 from services.common.settings import CommonSettings
 
 __all__ = ["Producer"]
@@ -39,6 +40,7 @@ class Producer:
                 enable_idempotence=True,
                 linger_ms=5,
                 request_timeout_ms=int(self.request_timeout_seconds * 1000),
+                **client_kwargs(self.settings),
             )
             try:
                 await ensure_topics(self.settings, retries=1)

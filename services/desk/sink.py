@@ -27,6 +27,7 @@ from schemas.topics import Topics
 from services.common import json
 from services.common.exceptions import DeadLetter, KafkaSetupError
 from services.common.kafka import ensure_topics
+from services.common.kafka_security import client_kwargs
 from services.common.metrics import CommonMetrics
 from services.common.stream import dead_letter_record, decode
 from services.common.unreadable import install as read_unreadable_records
@@ -146,9 +147,13 @@ class Sink:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **client_kwargs(self.settings),
         )
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            **client_kwargs(self.settings),
         )
         await consumer.start()
         try:

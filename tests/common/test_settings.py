@@ -24,9 +24,16 @@ def refusal(cls: type, **env: str) -> str:
 
 
 def test_the_secret_fields_are_known_by_their_type():
-    assert secret_fields(IngestSettings) == {"ingest_tokens"}
-    assert secret_fields(DeskSettings) == {"operator_tokens", "link_secret", "console_secret"}
-    assert secret_fields(EscalationSettings) == {"link_secret"}
+    kafka = {"kafka_sasl_password", "kafka_ssl_key_password"}
+    assert secret_fields(IngestSettings) == {"ingest_tokens", *kafka}
+    assert secret_fields(DeskSettings) == {
+        "operator_tokens",
+        "link_secret",
+        "console_secret",
+        "database_url",
+        *kafka,
+    }
+    assert secret_fields(EscalationSettings) == {"link_secret", *kafka}
 
 
 def test_a_rule_across_fields_does_not_print_the_settings_it_was_given():
