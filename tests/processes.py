@@ -11,13 +11,23 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
-__all__ = ["OWNED", "Proc", "end", "outliving", "pytest_fixture_setup", "running"]
+__all__ = [
+    "OWNED",
+    "Proc",
+    "end",
+    "outliving",
+    "pytest_fixture_setup",
+    "restarting_for_fixture",
+    "running",
+]
+
+T = TypeVar("T")
 
 
 class Proc(NamedTuple):
@@ -99,6 +109,15 @@ def end(procs: Iterable[Proc]) -> None:
 
 # Processes a module- or session-scoped fixture started: they may outlive a test, not their fixture.
 OWNED: set[Proc] = set()
+
+
+def restarting_for_fixture(restart: Callable[[], T]) -> T:
+    """Run `restart`, which starts again a process a longer-lived fixture owns (a cluster node a test
+    killed): the new process is the fixture's too, stopped by its teardown, not a leak of the test."""
+    before = running()
+    result = restart()
+    OWNED.update(running() - before)
+    return result
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -39,6 +39,7 @@ from services.common.limits import TooLarge, read_capped
 from services.desk.operator import ActionRequest, action_refusal, apply_action, ledger_csv
 from services.desk.readmodel import ReadModel
 from services.desk.state import Desk
+from services.desk.store import LedgerQuery
 from services.desk.throttle import LoginThrottle
 
 __all__ = [
@@ -523,7 +524,7 @@ def new_console(
     return Console(
         desk=desk,
         sessions=Sessions(operator_tokens, key or secrets.token_bytes(32)),
-        throttle=LoginThrottle(),
+        throttle=LoginThrottle(desk.model.store),
         tz=tz,
         env=_environment(tz),
         labels=_labels(),
@@ -569,7 +570,7 @@ async def login(request: Request, c: ConsoleDep) -> Response:
     now = datetime.now(UTC)
     # Per client and per name: one address cannot try many tokens, nor many addresses one name.
     keys = (f"client:{request.client.host if request.client else '?'}", f"name:{actor.casefold()}")
-    wait = c.throttle.retry_after(keys, now)
+    wait = await asyncio.to_thread(c.throttle.retry_after, keys, now)
     status, headers = 403, {}
     if wait is not None:
         minutes = max(1, math.ceil(wait.total_seconds() / 60))
@@ -583,9 +584,9 @@ async def login(request: Request, c: ConsoleDep) -> Response:
     else:
         cookie = c.sessions.issue(token, actor, now)
         if cookie is None:
-            c.throttle.failed(keys, now)
+            await asyncio.to_thread(c.throttle.failed, keys, now)
         else:
-            c.throttle.succeeded(keys)
+            await asyncio.to_thread(c.throttle.succeeded, keys)
             response = RedirectResponse(_safe_next(target), 303, headers=_HEADERS)
             response.set_cookie(
                 _COOKIE,
@@ -732,10 +733,10 @@ async def report_html(request: Request, incident_id: str, c: ConsoleDep) -> Resp
     return Response(resp.content, status_code=resp.status_code, media_type=kind, headers=_REPORT_HEADERS)
 
 
-def _ledger_filters(c: Console, request: Request) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-    """(ReadModel.ledger_rows arguments, the form's values, errors) from the query string."""
+def _ledger_filters(c: Console, request: Request) -> tuple[LedgerQuery, dict[str, str], list[str]]:
+    """(the store's query, the form's values, errors) from the query string."""
     q = request.query_params
-    names = ("since", "until", "platform", "group", "sentiment", "demand", "post")
+    names = ("since", "until", "platform", "group", "sentiment", "demand", "q", "sort", "post")
     form = {k: q.get(k, "").strip() for k in names}
     args: dict[str, Any] = {}
     errors = []
@@ -751,6 +752,7 @@ def _ledger_filters(c: Console, request: Request) -> tuple[dict[str, Any], dict[
         "platform": [p.value for p in Platform],
         "sentiment": list(SENTIMENTS),
         "demand": list(DEMANDS),
+        "sort": ["time", "spread"],
     }
     for name, allowed in choices.items():
         if form[name] and form[name] not in allowed:
@@ -758,10 +760,14 @@ def _ledger_filters(c: Console, request: Request) -> tuple[dict[str, Any], dict[
         elif form[name]:
             args[name] = form[name]
     if form["group"]:
-        args["group"] = form["group"]
+        args["group"] = form["group"][:128]
     if form["post"]:
-        args["post"] = form["post"]  # platform:post_id, from a board card's top posts
-    return args, form, errors
+        args["post"] = form["post"][:256]  # platform:post_id, from a board card's top posts
+    if len(form["q"]) > 100:
+        errors.append(f"q: 关键词最多 100 个字符 (got {len(form['q'])})")
+    elif form["q"]:
+        args["text"] = form["q"]
+    return LedgerQuery(**args), form, errors
 
 
 @router.get("/console/ledger")
@@ -769,20 +775,27 @@ async def ledger(request: Request, c: ConsoleDep) -> Response:
     session = c.session(request)
     if session is None:
         return c.to_login(request)
-    args, form, errors = _ledger_filters(c, request)
-    rows = c.model.ledger_rows(**args)
-    pages = max(1, math.ceil(len(rows) / _PAGE_SIZE))
+    query, form, errors = _ledger_filters(c, request)
     raw_page = request.query_params.get("page", "1")
-    page = min(int(raw_page), pages) if raw_page.isdigit() and int(raw_page) >= 1 else 1
-    query = {k: v for k, v in form.items() if v}
+    page = int(raw_page) if raw_page.isdigit() and 1 <= int(raw_page) <= 100_000 else 1
+    total, rows = (
+        (0, [])
+        if errors
+        else await asyncio.to_thread(c.model.ledger_page, query, _PAGE_SIZE, (page - 1) * _PAGE_SIZE)
+    )
+    pages = max(1, math.ceil(total / _PAGE_SIZE))
+    if page > pages:  # past the end (rows went since the link was made): the last page
+        page = pages
+        total, rows = await asyncio.to_thread(c.model.ledger_page, query, _PAGE_SIZE, (page - 1) * _PAGE_SIZE)
+    kept = {k: v for k, v in form.items() if v}
     return c.page(
         request,
         "ledger.html",
         session,
         status=422 if errors else 200,
         title="舆情台账",
-        rows=rows[(page - 1) * _PAGE_SIZE : page * _PAGE_SIZE],
-        total=len(rows),
+        rows=rows,
+        total=total,
         page=page,
         pages=pages,
         first=(page - 1) * _PAGE_SIZE + 1,
@@ -790,8 +803,8 @@ async def ledger(request: Request, c: ConsoleDep) -> Response:
         errors=errors,
         groups=c.groups(),
         choices={"platform": [p.value for p in Platform], "demand": list(DEMANDS)},
-        page_url=lambda n: "/console/ledger?" + urlencode({**query, "page": n}),
-        csv_url="/console/ledger.csv" + (f"?{urlencode(query)}" if query else ""),
+        page_url=lambda n: "/console/ledger?" + urlencode({**kept, "page": n}),
+        csv_url="/console/ledger.csv" + (f"?{urlencode(kept)}" if kept else ""),
     )
 
 
@@ -800,10 +813,10 @@ async def ledger_export(request: Request, c: ConsoleDep) -> Response:
     session = c.session(request)
     if session is None:
         return c.to_login(request)
-    args, _, errors = _ledger_filters(c, request)
+    query, _, errors = _ledger_filters(c, request)
     if errors:
         return PlainTextResponse("\n".join(errors), 422)
-    return ledger_csv(c.model.ledger_rows(**args))
+    return ledger_csv(c.model, query)
 
 
 @router.get("/console/events")

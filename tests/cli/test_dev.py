@@ -372,7 +372,7 @@ def test_a_clean_dev_start_logs_no_error(tmp_path: Path) -> None:
     """`yuqing dev --kafka-port --api-port` on a fresh embedded broker: every topic and the group coordinator
     are new, which used to log aiokafka ERRORs (NotLeaderForPartitionError, GroupCoordinatorNotAvailable)
     an operator reads as broken. Nothing at ERROR, and the services log at their default level (info)."""
-    kafka_port, api_port, web_base = free_port(), free_port(), _free_block(4)
+    kafka_port, api_port, desk_port, web_base = free_port(), free_port(), free_port(), _free_block(4)
     cache = tmp_path / "cache"  # the broker's home under it; the jars are the machine's
     cache.mkdir()
     jars = EmbeddedBroker(port=kafka_port).fetch().parent  # resolved once per machine
@@ -381,6 +381,7 @@ def test_a_clean_dev_start_logs_no_error(tmp_path: Path) -> None:
     env |= {
         "YUQING_CACHE_DIR": str(cache),
         "YUQING_WEB_PORT": str(web_base),
+        "YUQING_DESK_PORT": str(desk_port),
         "YUQING_CONFIG_FILE": str(write_config(tmp_path / "c.yaml")),
         "YUQING_SESSION_TIMEOUT_SECONDS": "6",
     }
@@ -394,7 +395,7 @@ def test_a_clean_dev_start_logs_no_error(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 180
-        pending = {f"http://127.0.0.1:{api_port}/readyz"} | {
+        pending = {f"http://127.0.0.1:{api_port}/readyz", f"http://127.0.0.1:{desk_port}/readyz"} | {
             f"http://127.0.0.1:{web_base + i}/healthz" for i in (1, 2, 3)
         }
         while pending:
@@ -417,7 +418,7 @@ def test_a_clean_dev_start_logs_no_error(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert f"starting embedded Kafka on 127.0.0.1:{kafka_port}" in out
     logs = {p.name: p.read_text(errors="replace") for p in (tmp_path / ".yuqing-data" / "logs").glob("*.log")}
-    assert set(logs) == {"ingest.log", "scoring.log", "escalation.log", "notifier.log"}
+    assert set(logs) == {"ingest.log", "desk.log", "scoring.log", "escalation.log", "notifier.log"}
     assert "Starting..." in logs["escalation.log"], "the workers log at info: the test would see an ERROR"
     errors = [
         f"{name}: {line}"

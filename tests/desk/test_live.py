@@ -21,6 +21,8 @@ from schemas.events import (
 )
 from services.common.config import load_config
 from services.desk.readmodel import ReadModel
+from services.desk.settings import DeskSettings
+from services.desk.store import open_store
 from tests.desk.world import TOKEN, desk_app
 from tests.factories import T0, tier_change
 
@@ -83,6 +85,10 @@ class Publisher:
         raise AssertionError("not used")
 
 
+def _model() -> ReadModel:
+    return ReadModel(open_store(DeskSettings(database_url="sqlite://")))
+
+
 @pytest.fixture
 def app() -> Iterator[tuple[TestClient, ReadModel]]:
     app = desk_app(load_config(), Publisher())
@@ -91,10 +97,10 @@ def app() -> Iterator[tuple[TestClient, ReadModel]]:
 
 
 def test_counts_follow_the_newest_snapshot_not_the_last_tier_change() -> None:
-    m = ReadModel()
+    m = _model()
     m.apply(tier_change(Tier.level3, Tier.none, {"2h": 9_000, "4h": 10_500, "8h": 10_500}, at=T0))
-    m.apply(snapshot(T0 + timedelta(minutes=5), 20_000))
-    m.apply(snapshot(T0 + timedelta(minutes=3), 15_000))  # older, arriving late: not shown
+    m.apply_live(snapshot(T0 + timedelta(minutes=5), 20_000))
+    m.apply_live(snapshot(T0 + timedelta(minutes=3), 15_000))  # older, arriving late: not shown
     (row,) = m.tier_board()
     assert row["tier"] == 3
     assert row["counts"]["2h"] == 20_000
@@ -110,15 +116,15 @@ def test_counts_follow_the_newest_snapshot_not_the_last_tier_change() -> None:
 
 
 def test_a_forecast_stands_until_the_tier_is_reached_or_it_is_due() -> None:
-    m = ReadModel()
+    m = _model()
     m.apply(tier_change(Tier.level2, Tier.none, {"2h": 60_000}, at=T0))
-    m.apply(forecast(T0 + timedelta(minutes=1), 20))
-    m.apply(snapshot(T0 + timedelta(minutes=4), 85_000, tier=Tier.level2))
+    m.apply_live(forecast(T0 + timedelta(minutes=1), 20))
+    m.apply_live(snapshot(T0 + timedelta(minutes=4), 85_000, tier=Tier.level2))
     fc = m.tier_board()[0]["forecast"]
     assert (fc["tier"], fc["minutes"]) == (1, 17)  # from the newest scoring time the desk has seen
-    m.apply(snapshot(T0 + timedelta(minutes=30), 95_000, tier=Tier.level2))
+    m.apply_live(snapshot(T0 + timedelta(minutes=30), 95_000, tier=Tier.level2))
     assert m.tier_board()[0]["forecast"] is None  # its crossing was due 9 minutes ago
-    m.apply(forecast(T0 + timedelta(minutes=31), 10))
+    m.apply_live(forecast(T0 + timedelta(minutes=31), 10))
     assert m.tier_board()[0]["forecast"] is not None
     m.apply(tier_change(Tier.level1, Tier.level2, {"2h": 100_001}, at=T0 + timedelta(minutes=33)))
     assert m.tier_board()[0]["forecast"] is None
@@ -128,8 +134,8 @@ def test_a_forecast_stands_until_the_tier_is_reached_or_it_is_due() -> None:
 def test_v1_tiers_shows_live_counts_and_the_estimate(app) -> None:
     client, m = app
     m.apply(tier_change(Tier.level2, Tier.none, {"2h": 60_000, "4h": 60_000, "8h": 60_000}, at=T0))
-    m.apply(snapshot(T0 + timedelta(minutes=2), 70_000, tier=Tier.level2))
-    m.apply(forecast(T0 + timedelta(minutes=2), 25))
+    m.apply_live(snapshot(T0 + timedelta(minutes=2), 70_000, tier=Tier.level2))
+    m.apply_live(forecast(T0 + timedelta(minutes=2), 25))
     body = client.get("/v1/tiers", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     (row,) = body["groups"]
     assert row["counts"] == {"8h": 75_000, "4h": 71_000, "2h": 70_000}
@@ -141,8 +147,8 @@ def test_v1_tiers_shows_live_counts_and_the_estimate(app) -> None:
 def test_the_board_shows_the_minute_sparkline_the_estimate_and_inert_linked_posts(app) -> None:
     client, m = app
     m.apply(tier_change(Tier.level2, Tier.none, {"2h": 60_000}, at=T0))
-    m.apply(snapshot(T0 + timedelta(minutes=2), 70_000, tier=Tier.level2))
-    m.apply(forecast(T0 + timedelta(minutes=2), 25))
+    m.apply_live(snapshot(T0 + timedelta(minutes=2), 70_000, tier=Tier.level2))
+    m.apply_live(forecast(T0 + timedelta(minutes=2), 25))
     client.post("/console/login", data={"actor": "张三", "token": TOKEN, "next": ""})
     page = client.get("/console/board").text
     assert 'data-spark="minutes"' in page
@@ -155,9 +161,9 @@ def test_the_board_shows_the_minute_sparkline_the_estimate_and_inert_linked_post
 
 def test_spread_gauges_carry_configured_groups_only(app) -> None:
     client, m = app
-    m.apply(snapshot(T0, 42_000))
-    m.apply(snapshot(T0, 1, group=HOSTILE))  # a name on a topic that is no configured group
-    m.apply(forecast(T0, 20))
+    m.apply_live(snapshot(T0, 42_000))
+    m.apply_live(snapshot(T0, 1, group=HOSTILE))  # a name on a topic that is no configured group
+    m.apply_live(forecast(T0, 20))
     text = generate_latest(client.app.state.process.registry).decode()
     assert 'yuqing_spread_interactions{group="xinghe",window="2h"} 42000.0' in text
     assert 'yuqing_tier_forecast_seconds{group="xinghe",tier="1"} 1200.0' in text
@@ -165,8 +171,8 @@ def test_spread_gauges_carry_configured_groups_only(app) -> None:
 
 
 def test_a_snapshot_read_in_the_minute_of_a_change_after_it_is_newer() -> None:
-    m = ReadModel()
+    m = _model()
     change = tier_change(Tier.level3, Tier.none, {"2h": 11_000}, at=T0 + timedelta(minutes=1))
     m.apply(change.model_copy(update={"detected_at": T0 + timedelta(seconds=10)}))  # window_end: minute's end
-    m.apply(snapshot(T0 + timedelta(seconds=20), 18_000))
+    m.apply_live(snapshot(T0 + timedelta(seconds=20), 18_000))
     assert m.tier_board()[0]["counts"]["2h"] == 18_000
