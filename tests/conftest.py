@@ -23,6 +23,7 @@ from schemas.topics import Topics
 from services.cli.runner import Stack
 from services.common.broker import EmbeddedBroker, free_port, free_ports
 from services.common.config import bundled_config_path
+from tests.pg import PgCluster, find_bindir
 
 # tests.processes marks the processes a longer-lived fixture owns: its hook must see session fixtures, which a
 # conftest's hooks do not. pytester runs the leak checks on tests made to leak (tests/test_processes.py).
@@ -65,6 +66,35 @@ def _no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[No
 
 def _listed(procs: set[Any]) -> str:
     return "; ".join(f"pid {p.pid}: {p.command}" for p in sorted(procs))
+
+
+@pytest.fixture(autouse=True)
+def _own_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's desk gets its own SQLite store: the default one sits in YUQING_DATA_DIR."""
+    monkeypatch.setenv("YUQING_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the session (tests/pg.py); `pg_url` gives each test a database."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.fail(
+            "no PostgreSQL binaries on PATH nor in /usr/lib/postgresql/*/bin: apt-get install postgresql"
+        )
+    cluster = PgCluster(bindir)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(postgres: PgCluster) -> str:
+    """The URL of a fresh, empty PostgreSQL database."""
+    return postgres.new_database()
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,13 @@
 """One-click acknowledgement from a phone: the signed links the escalation worker puts in its alerts.
 
-HMAC-signed, expiring and single use (services/common/links.py). GET shows the incident and a button, only
-POST acts: chat apps prefetch links, and a prefetch must not acknowledge anything.
+HMAC-signed, expiring and single use (services/common/links.py) across every desk replica: a link's nonce is
+claimed in the store before the action is published, and given back if Kafka did not take it. GET shows the
+incident and a button, only POST acts: chat apps prefetch links, and a prefetch must not acknowledge anything.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 from datetime import UTC, datetime
 
@@ -69,16 +71,24 @@ async def ack_link(token: str, desk: DeskDep) -> Response:
     claims = _claims(desk, token)
     if isinstance(claims, Response):
         return claims
-    if claims.nonce in desk.used_links:
+    store = desk.model.store
+    now = datetime.now(UTC)
+    if not await asyncio.to_thread(
+        store.claim_link, claims.nonce, claims.incident_id, claims.expires_at, now
+    ):
         return HTMLResponse(_page("链接已使用 Link already used", "该链接已经确认过。"), status_code=409)
     body = ActionRequest(
         action=_LINK_ACTIONS[claims.action], actor=f"link:{claims.nonce}", comment="one-click ack"
     )
-    result = await apply_action(desk, claims.incident_id, body)
+    try:
+        result = await apply_action(desk, claims.incident_id, body)
+    except BaseException:
+        await asyncio.to_thread(store.release_link, claims.nonce)  # nothing was published: usable again
+        raise
     if result.status_code != 202:
+        await asyncio.to_thread(store.release_link, claims.nonce)
         detail = html.escape(json.loads(bytes(result.body)).get("detail", ""))
         return HTMLResponse(_page("无法确认 Cannot acknowledge", detail), status_code=result.status_code)
-    desk.used_links.add(claims.nonce)
     return HTMLResponse(_page("已确认 Acknowledged", "已通知升级流程停止呼叫。Paging stops."))
 
 

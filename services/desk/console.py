@@ -39,6 +39,7 @@ from services.common.limits import TooLarge, read_capped
 from services.desk.operator import ActionRequest, action_refusal, apply_action, ledger_csv
 from services.desk.readmodel import ReadModel
 from services.desk.state import Desk
+from services.desk.store import LedgerQuery
 from services.desk.throttle import LoginThrottle
 
 __all__ = [
@@ -234,6 +235,29 @@ def _sparkline(history: list[tuple[str, int, dict[str, int]]], key: str) -> dict
     }
 
 
+def _minute_sparkline(series: list[int]) -> dict[str, Any]:
+    """Points of an inline SVG of the spread per minute, oldest left; the last minute may still fill."""
+    width, height, pad = 120.0, 32.0, 3.0
+    top = max(series, default=0) or 1
+    step = (width - 2 * pad) / max(len(series) - 1, 1)
+    points = " ".join(
+        f"{round(pad + i * step, 1)},{round(height - pad - (height - 2 * pad) * v / top, 1)}"
+        for i, v in enumerate(series)
+    )
+    return {
+        "points": points,
+        "width": width,
+        "height": height,
+        "minutes": len(series),
+        "peak": max(series, default=0),
+        "last": series[-1] if series else 0,
+    }
+
+
+def _ledger_link(group: str, post: str) -> str:
+    return "/console/ledger?" + urlencode({"group": group, "post": post})
+
+
 def _safe_next(target: str | None) -> str:
     """Only a console path: a login link must not be able to send the operator elsewhere."""
     if target and target.startswith("/console/") and "//" not in target and "\\" not in target:
@@ -323,6 +347,7 @@ class Console:
             longest = window_label(rules[-1].window_minutes)
             incident_id = self.model.current_incident.get(name)
             events = self.model.incident(incident_id) if incident_id else None
+            live = row["live"] if row else None
             out.append(
                 {
                     "group": name,
@@ -330,8 +355,15 @@ class Console:
                     "severity": Tier(row["tier"]).severity if row else 0,
                     "since": row["since"] if row else None,
                     "reason": row["reason"] if row else None,
+                    "counts_at": row["counts_at"] if row else None,
                     "windows": windows,
                     "spark": _sparkline(row["history"] if row else [], longest),
+                    "minutes": _minute_sparkline(live["series"]) if live else None,
+                    "top_posts": [
+                        {**p, "ledger": _ledger_link(name, p["post"])}
+                        for p in (live["top_posts"] if live else [])
+                    ],
+                    "forecast": row["forecast"] if row else None,
                     "incident": {"id": incident_id, "state": events[-1].state.value} if events else None,
                 }
             )
@@ -492,7 +524,7 @@ def new_console(
     return Console(
         desk=desk,
         sessions=Sessions(operator_tokens, key or secrets.token_bytes(32)),
-        throttle=LoginThrottle(),
+        throttle=LoginThrottle(desk.model.store),
         tz=tz,
         env=_environment(tz),
         labels=_labels(),
@@ -538,7 +570,7 @@ async def login(request: Request, c: ConsoleDep) -> Response:
     now = datetime.now(UTC)
     # Per client and per name: one address cannot try many tokens, nor many addresses one name.
     keys = (f"client:{request.client.host if request.client else '?'}", f"name:{actor.casefold()}")
-    wait = c.throttle.retry_after(keys, now)
+    wait = await asyncio.to_thread(c.throttle.retry_after, keys, now)
     status, headers = 403, {}
     if wait is not None:
         minutes = max(1, math.ceil(wait.total_seconds() / 60))
@@ -552,9 +584,9 @@ async def login(request: Request, c: ConsoleDep) -> Response:
     else:
         cookie = c.sessions.issue(token, actor, now)
         if cookie is None:
-            c.throttle.failed(keys, now)
+            await asyncio.to_thread(c.throttle.failed, keys, now)
         else:
-            c.throttle.succeeded(keys)
+            await asyncio.to_thread(c.throttle.succeeded, keys)
             response = RedirectResponse(_safe_next(target), 303, headers=_HEADERS)
             response.set_cookie(
                 _COOKIE,
@@ -701,10 +733,10 @@ async def report_html(request: Request, incident_id: str, c: ConsoleDep) -> Resp
     return Response(resp.content, status_code=resp.status_code, media_type=kind, headers=_REPORT_HEADERS)
 
 
-def _ledger_filters(c: Console, request: Request) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-    """(ReadModel.ledger_rows arguments, the form's values, errors) from the query string."""
+def _ledger_filters(c: Console, request: Request) -> tuple[LedgerQuery, dict[str, str], list[str]]:
+    """(the store's query, the form's values, errors) from the query string."""
     q = request.query_params
-    names = ("since", "until", "platform", "group", "sentiment", "demand")
+    names = ("since", "until", "platform", "group", "sentiment", "demand", "q", "sort", "post")
     form = {k: q.get(k, "").strip() for k in names}
     args: dict[str, Any] = {}
     errors = []
@@ -720,6 +752,7 @@ def _ledger_filters(c: Console, request: Request) -> tuple[dict[str, Any], dict[
         "platform": [p.value for p in Platform],
         "sentiment": list(SENTIMENTS),
         "demand": list(DEMANDS),
+        "sort": ["time", "spread"],
     }
     for name, allowed in choices.items():
         if form[name] and form[name] not in allowed:
@@ -727,8 +760,14 @@ def _ledger_filters(c: Console, request: Request) -> tuple[dict[str, Any], dict[
         elif form[name]:
             args[name] = form[name]
     if form["group"]:
-        args["group"] = form["group"]
-    return args, form, errors
+        args["group"] = form["group"][:128]
+    if form["post"]:
+        args["post"] = form["post"][:256]  # platform:post_id, from a board card's top posts
+    if len(form["q"]) > 100:
+        errors.append(f"q: 关键词最多 100 个字符 (got {len(form['q'])})")
+    elif form["q"]:
+        args["text"] = form["q"]
+    return LedgerQuery(**args), form, errors
 
 
 @router.get("/console/ledger")
@@ -736,20 +775,27 @@ async def ledger(request: Request, c: ConsoleDep) -> Response:
     session = c.session(request)
     if session is None:
         return c.to_login(request)
-    args, form, errors = _ledger_filters(c, request)
-    rows = c.model.ledger_rows(**args)
-    pages = max(1, math.ceil(len(rows) / _PAGE_SIZE))
+    query, form, errors = _ledger_filters(c, request)
     raw_page = request.query_params.get("page", "1")
-    page = min(int(raw_page), pages) if raw_page.isdigit() and int(raw_page) >= 1 else 1
-    query = {k: v for k, v in form.items() if v}
+    page = int(raw_page) if raw_page.isdigit() and 1 <= int(raw_page) <= 100_000 else 1
+    total, rows = (
+        (0, [])
+        if errors
+        else await asyncio.to_thread(c.model.ledger_page, query, _PAGE_SIZE, (page - 1) * _PAGE_SIZE)
+    )
+    pages = max(1, math.ceil(total / _PAGE_SIZE))
+    if page > pages:  # past the end (rows went since the link was made): the last page
+        page = pages
+        total, rows = await asyncio.to_thread(c.model.ledger_page, query, _PAGE_SIZE, (page - 1) * _PAGE_SIZE)
+    kept = {k: v for k, v in form.items() if v}
     return c.page(
         request,
         "ledger.html",
         session,
         status=422 if errors else 200,
         title="舆情台账",
-        rows=rows[(page - 1) * _PAGE_SIZE : page * _PAGE_SIZE],
-        total=len(rows),
+        rows=rows,
+        total=total,
         page=page,
         pages=pages,
         first=(page - 1) * _PAGE_SIZE + 1,
@@ -757,8 +803,8 @@ async def ledger(request: Request, c: ConsoleDep) -> Response:
         errors=errors,
         groups=c.groups(),
         choices={"platform": [p.value for p in Platform], "demand": list(DEMANDS)},
-        page_url=lambda n: "/console/ledger?" + urlencode({**query, "page": n}),
-        csv_url="/console/ledger.csv" + (f"?{urlencode(query)}" if query else ""),
+        page_url=lambda n: "/console/ledger?" + urlencode({**kept, "page": n}),
+        csv_url="/console/ledger.csv" + (f"?{urlencode(kept)}" if kept else ""),
     )
 
 
@@ -767,10 +813,10 @@ async def ledger_export(request: Request, c: ConsoleDep) -> Response:
     session = c.session(request)
     if session is None:
         return c.to_login(request)
-    args, _, errors = _ledger_filters(c, request)
+    query, _, errors = _ledger_filters(c, request)
     if errors:
         return PlainTextResponse("\n".join(errors), 422)
-    return ledger_csv(c.model.ledger_rows(**args))
+    return ledger_csv(c.model, query)
 
 
 @router.get("/console/events")

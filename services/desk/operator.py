@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.events import (
@@ -24,7 +26,9 @@ from services.common import json
 from services.common.csvfile import safe_cell
 from services.common.guard import REPORT_HEADERS
 from services.common.limits import TooLarge, read_capped
+from services.desk.readmodel import ReadModel
 from services.desk.state import Desk, DeskDep, Operator
+from services.desk.store import LedgerQuery
 from services.escalation.lifecycle import LEAD_IN, InvalidTransition, draft_report, report_html
 
 __all__ = [
@@ -109,16 +113,29 @@ _LEDGER_FIELDS = (
 )
 
 
-def ledger_csv(rows: list[dict[str, Any]]) -> Response:
-    """Ledger rows as a CSV download; the API's ?format=csv and the console's export both serve this.
-    Post text comes from the public, so every cell goes through `csvfile.safe_cell`."""
+def _csv_text(rows: list[dict[str, Any]], header: bool = False) -> bytes:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_LEDGER_FIELDS, extrasaction="ignore")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     writer.writerows({k: safe_cell(row.get(k)) for k in _LEDGER_FIELDS} for row in rows)
-    # A BOM so that Excel opens the Chinese text as UTF-8.
-    return Response(
-        "\ufeff" + buf.getvalue(),
+    return buf.getvalue().encode()
+
+
+def ledger_csv(model: ReadModel, query: LedgerQuery) -> StreamingResponse:
+    """Every ledger entry the query matches as a CSV download, streamed a chunk at a time from the store (an
+    export over months never sits in memory whole); the API's ?format=csv and the console's export both
+    serve this. Post text comes from the public, so every cell goes through `csvfile.safe_cell`."""
+
+    async def body() -> AsyncIterator[bytes]:
+        # A BOM so that Excel opens the Chinese text as UTF-8.
+        yield "\ufeff".encode() + _csv_text([], header=True)
+        chunks = model.ledger_chunks(query)
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            yield _csv_text(chunk)
+
+    return StreamingResponse(
+        body(),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="ledger.csv"'},
     )
@@ -215,22 +232,25 @@ async def ledger(
     desk: DeskDep,
     since: datetime | None = None,
     until: datetime | None = None,
-    platform: str | None = None,
-    group: str | None = None,
+    platform: str | None = Query(default=None, max_length=16),
+    group: str | None = Query(default=None, max_length=128),
     tier: int | None = Query(default=None, ge=0, le=3),
     sentiment: str | None = Query(default=None, pattern="^(negative|neutral|positive)$"),
-    demand: str | None = None,
+    demand: str | None = Query(default=None, max_length=32),
+    q: str | None = Query(default=None, max_length=100, description="Keyword search over the excerpts."),
+    sort: Literal["time", "spread"] = Query(default="time", description="Newest first, or largest spread."),
     format: str = Query(default="json", pattern="^(json|csv)$"),
     limit: int = Query(default=100, ge=1, le=10_000),
     offset: int = Query(default=0, ge=0, le=10_000_000),
 ) -> Response:
-    """The ledger (台账) of negative posts, newest first, filtered; `format=csv` for a download."""
+    """The ledger (台账) of negative posts, filtered, newest first (or by spread), a page at a time;
+    `format=csv` streams every entry the filters match."""
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             return JSONResponse(
                 {"detail": [{"loc": ["query", name], "msg": "needs a time zone offset"}]}, 422
             )
-    rows = desk.model.ledger_rows(
+    query = LedgerQuery(
         since=since,
         until=until,
         platform=platform,
@@ -238,11 +258,13 @@ async def ledger(
         tier=tier,
         sentiment=sentiment,
         demand=demand,
+        text=q,
+        sort=sort,
     )
-    page = rows[offset : offset + limit]
     if format == "csv":
-        return ledger_csv(page)
-    return _json({"total": len(rows), "offset": offset, "items": page})
+        return ledger_csv(desk.model, query)
+    total, page = await asyncio.to_thread(desk.model.ledger_page, query, limit, offset)
+    return _json({"total": total, "offset": offset, "items": page})
 
 
 # "open" (any state before closed) or one state.
@@ -291,7 +313,7 @@ async def report(
     if markdown is None:
         group, start = events[0].group, events[0].event_time - LEAD_IN
         changes = desk.model.tier_changes_between(group, start, None)
-        posts = desk.model.ledger_rows(group=group, since=start)
+        posts = await asyncio.to_thread(desk.model.ledger_rows, group=group, since=start)
         markdown = draft_report(events, changes, posts)
     if format == "html":
         return HTMLResponse(report_html(markdown), headers=REPORT_HEADERS)

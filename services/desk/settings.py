@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from typing import Annotated, Self
+from pathlib import Path
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -30,7 +31,34 @@ class DeskSettings(CommonSettings):
         "process (sessions end at a restart).",
     )
     read_model: bool = Field(
-        default=True, description="Follow the event topics to serve tiers, ledger and incidents."
+        default=True,
+        description="Run the sink: write the event topics into the store (one replica at a time writes).",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="The store: postgresql+psycopg://user:password@host:5432/yuqing (a secret: it holds the "
+        "password); unset = SQLite at <data_dir>/desk.sqlite3.",
+    )
+    database_sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = (
+        Field(default=None, description="PostgreSQL TLS: libpq's sslmode (verify-full in production).")
+    )
+    database_sslrootcert: Path | None = Field(
+        default=None, description="PostgreSQL TLS: the CA file that signed the server's certificate."
+    )
+    database_connect_timeout_seconds: int = Field(
+        default=10, ge=1, le=300, description="How long a connection to the store may take."
+    )
+    ledger_retention_days: int = Field(
+        default=400, ge=0, description="Ledger entries last seen longer ago are purged nightly (0: kept)."
+    )
+    tier_change_retention_days: int = Field(
+        default=400, ge=0, description="Tier changes older than this are purged nightly (0: kept)."
+    )
+    incident_retention_days: int = Field(
+        default=0, ge=0, description="Closed incidents older than this are purged nightly (0: kept)."
+    )
+    purge_hour: int = Field(
+        default=3, ge=0, le=23, description="The hour (briefing time zone) of the nightly purge."
     )
     produce_timeout_seconds: float = Field(
         default=10.0, gt=0, description="How long an action or override may wait for Kafka's ack."

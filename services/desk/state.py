@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
@@ -54,7 +54,6 @@ class Desk:
     operators: TokenCheck
     link_secret: bytes | None  # ack links are off without it
     max_body_bytes: int
-    used_links: set[str] = field(default_factory=set)  # nonces of the ack links this process acted on
 
 
 def desk_of(request: Request) -> Desk:

@@ -1,52 +1,54 @@
 """Failed console logins, counted per key (the client's address, the name given), with a lockout.
 
-A plain class over an injected `now`: the console asks before checking a token and reports the outcome.
+The failures live in the store, so that every desk replica counts the same ones: behind a load balancer, a
+guesser cannot get five tries per replica. The rule itself is `lockout`, a plain function over the times.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-__all__ = ["LoginThrottle"]
+from services.desk.store import Store
+
+__all__ = ["LoginThrottle", "lockout"]
+
+
+def lockout(
+    failures: Sequence[datetime], now: datetime, max_failures: int, window: timedelta
+) -> timedelta | None:
+    """How long a key with these failed logins (newest first) is locked out; None when it may try.
+
+    Locked when its last `max_failures` failures all fall within `window`, until the oldest of them is
+    `window` old; then one more try is allowed, and so on."""
+    recent = [t for t in failures[:max_failures] if now - t < window]
+    if len(recent) < max_failures:
+        return None
+    return recent[-1] + window - now
 
 
 class LoginThrottle:
-    """A key with `max_failures` failed logins within `window` is locked out until the oldest of them is
-    `window` old; then one more try is allowed, and so on. At most `max_keys` keys are remembered (the
-    least recently failing go first), so that a flood of made-up names cannot exhaust memory."""
+    """`lockout` over the failures the store holds. Blocking: the console calls it from a worker thread."""
 
     def __init__(
-        self, max_failures: int = 5, window: timedelta = timedelta(minutes=15), max_keys: int = 10_000
+        self, store: Store, max_failures: int = 5, window: timedelta = timedelta(minutes=15)
     ) -> None:
-        if max_failures < 1 or max_keys < 1:
-            raise ValueError("max_failures and max_keys must be at least 1")
+        if max_failures < 1:
+            raise ValueError("max_failures must be at least 1")
+        self.store = store
         self.max_failures = max_failures
         self.window = window
-        self.max_keys = max_keys
-        self._failures: dict[str, deque[datetime]] = {}
 
-    def retry_after(self, keys: Iterable[str], now: datetime) -> timedelta | None:
+    def retry_after(self, keys: Sequence[str], now: datetime) -> timedelta | None:
         """How long until any of `keys` may try again; None when none is locked out."""
-        waits = []
-        for key in keys:
-            times = self._failures.get(key)
-            if times is not None and len(times) == self.max_failures and now - times[0] < self.window:
-                waits.append(times[0] + self.window - now)
+        failures = self.store.login_failures(keys, now - self.window, self.max_failures)
+        waits = [
+            w for times in failures.values() if (w := lockout(times, now, self.max_failures, self.window))
+        ]
         return max(waits) if waits else None
 
-    def failed(self, keys: Iterable[str], now: datetime) -> None:
-        for key in keys:
-            times = self._failures.pop(key, None) or deque(maxlen=self.max_failures)
-            times.append(now)
-            self._failures[key] = times  # re-inserted: the dict's order is least recently failing first
-        while len(self._failures) > self.max_keys:
-            del self._failures[next(iter(self._failures))]
+    def failed(self, keys: Sequence[str], now: datetime) -> None:
+        self.store.login_failed(keys, now, forget_before=now - self.window)
 
-    def succeeded(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._failures)
+    def succeeded(self, keys: Sequence[str]) -> None:
+        self.store.login_succeeded(keys)

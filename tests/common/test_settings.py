@@ -26,7 +26,13 @@ def refusal(cls: type, **env: str) -> str:
 def test_the_secret_fields_are_known_by_their_type():
     kafka = {"kafka_sasl_password", "kafka_ssl_key_password"}
     assert secret_fields(IngestSettings) == {"ingest_tokens", *kafka}
-    assert secret_fields(DeskSettings) == {"operator_tokens", "link_secret", "console_secret", *kafka}
+    assert secret_fields(DeskSettings) == {
+        "operator_tokens",
+        "link_secret",
+        "console_secret",
+        "database_url",
+        *kafka,
+    }
     assert secret_fields(EscalationSettings) == {"link_secret", *kafka}
 
 

@@ -18,12 +18,13 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from schemas.topics import Topics
 from services.cli.runner import SERVICES as APP_SERVICES
 from services.common.config import load_config
-from services.common.kafka import topic_configs
+from services.common.kafka import SPREAD_SNAPSHOT_CONFIG, topic_configs
 from services.common.settings import CommonSettings, load_settings
 from services.desk.settings import DeskSettings
 from services.ingest.settings import IngestSettings
@@ -90,7 +91,19 @@ def mount_sources(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"kafka", "topics", *SERVICES, "prometheus", "grafana"}
+    assert set(compose["services"]) == {"kafka", "topics", *SERVICES, "postgres", "prometheus", "grafana"}
+
+
+def test_the_desk_stores_into_the_compose_postgres(compose: dict[str, Any]) -> None:
+    postgres, desk = compose["services"]["postgres"], compose["services"]["desk"]
+    url = make_url(env_of(desk)["YUQING_DATABASE_URL"])
+    pg_env = env_of(postgres)
+    assert (url.host, url.port, url.database) == ("postgres", 5432, pg_env["POSTGRES_DB"])
+    assert (url.username, url.password) == (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"])
+    assert desk["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert desk["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert ("postgres-data", "/var/lib/postgresql/data") in mounts_of(postgres)
 
 
 @pytest.mark.parametrize("name", [*SERVICES, "topics"])
@@ -434,6 +447,10 @@ def test_deployment_gets_its_settings_and_config_file(name: str) -> None:
         assert not names & {"YUQING_OPERATOR_TOKENS", "YUQING_LINK_SECRET", "YUQING_CONSOLE_SECRET"}
     if name == "desk":
         assert {"YUQING_OPERATOR_TOKENS", "YUQING_LINK_SECRET", "YUQING_CONSOLE_SECRET"} <= names
+        # The store's URL holds its password: from the Secret, and accepted by the desk's settings.
+        url = secrets["yuqing-secrets"]["stringData"]["YUQING_DATABASE_URL"]
+        assert make_url(url).get_backend_name() == "postgresql"
+        assert DeskSettings(database_url=url).database_url is not None
         assert "YUQING_INGEST_TOKENS" not in names
     assert settings["YUQING_WEB_HOST"] == ANY_HOST
     assert settings.get("YUQING_API_HOST", ANY_HOST) == ANY_HOST
@@ -869,6 +886,9 @@ def test_strimzi_topics_are_every_shared_topic_with_the_configured_layout() -> N
         assert spec["config"]["min.insync.replicas"] == topic_configs(fake, {})["min.insync.replicas"], name
         if name.endswith(".ticks"):
             assert spec["config"]["retention.ms"] == "3600000", name
+        if name.endswith("spread-snapshots"):
+            for key, value in SPREAD_SNAPSHOT_CONFIG.items():
+                assert spec["config"][key] == value, name
 
 
 def _code_needs(data_dir: Path) -> dict[str, dict[str, set[str]]]:
@@ -912,8 +932,16 @@ def _code_needs(data_dir: Path) -> dict[str, dict[str, set[str]]]:
     changelogs = set(worker.changelogs.values())
     needs["scoring"] = {
         "read": set(worker.handlers) | changelogs,  # changelogs: restored at start
-        # services/scoring/worker.py: batch.send(...) of threads, hits and tier changes.
-        "write": {t.scoring_threads, t.keyword_hits, t.tier_changes, worker.dead_letter_topic} | changelogs,
+        # services/scoring/worker.py: batch.send(...) of threads, hits, tier changes, forecasts and snapshots.
+        "write": {
+            t.scoring_threads,
+            t.keyword_hits,
+            t.tier_changes,
+            t.tier_forecasts,
+            t.spread_snapshots,
+            worker.dead_letter_topic,
+        }
+        | changelogs,
         "create": changelogs,
         "group": {worker.group_id},
     }
@@ -922,11 +950,12 @@ def _code_needs(data_dir: Path) -> dict[str, dict[str, set[str]]]:
     needs["notifier"]["write"] |= {t.alerts}
     # services/ingest/api.py: posts are produced, nothing is read.
     needs["ingest"] = {"read": set(), "write": {t.posts_raw}, "create": set(), "group": set()}
-    # services/desk: overrides and operator actions are produced; its read model follows three event topics
-    # with group_id=None (services/common/follow.py).
+    # services/desk: overrides and operator actions are produced; its sink (desk/sink.py) stores three event
+    # topics with group_id=None (offsets in the store) and dead-letters what it cannot store; the live spread
+    # and the forecasts are followed with group_id=None (services/common/follow.py).
     needs["desk"] = {
-        "read": {t.keyword_hits, t.tier_changes, t.incidents},
-        "write": {t.tier_overrides, t.incident_actions},
+        "read": {t.keyword_hits, t.tier_changes, t.incidents, t.spread_snapshots, t.tier_forecasts},
+        "write": {t.tier_overrides, t.incident_actions, t.dead_letter},
         "create": set(),
         "group": set(),
     }

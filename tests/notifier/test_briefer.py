@@ -17,6 +17,8 @@ from services.common.config import NotifierConfig
 from services.common.kafka import ensure_topics
 from services.common.settings import CommonSettings
 from services.desk.readmodel import ReadModel
+from services.desk.settings import DeskSettings
+from services.desk.store import open_store
 from services.notifier.briefer import BriefingBook, publish_briefings, run_briefings
 from services.notifier.briefing import build_briefing
 from tests.conftest import collect, produce
@@ -69,7 +71,7 @@ def events() -> list:
 
 def test_the_book_gives_the_briefing_the_desks_read_model_gave():
     """Ingest built briefings from its read model before the notifier did: same rows, same text."""
-    book, model = BriefingBook(), ReadModel()
+    book, model = BriefingBook(), ReadModel(open_store(DeskSettings(database_url="sqlite://")))
     for event in events():
         book.apply(event)
         model.apply(event)
