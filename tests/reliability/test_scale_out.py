@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -129,6 +130,13 @@ async def _pages_received(kafka: str, topics: Topics, hook: HookServer) -> tuple
     return len(published), len(published & received)
 
 
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 @pytest.mark.parametrize("service", ["escalation", "notifier"])
 async def test_two_workers_one_sigkilled_mid_crisis(
     service, kafka, stack_factory, prefix, tmp_path, receivers
@@ -165,7 +173,7 @@ async def test_two_workers_one_sigkilled_mid_crisis(
         survivor = next(k for k in ports if k != victim)
         # Still the owner: nothing moved since the split.
         assert partition in await _owned(ports[victim], watched), "the owner changed before the kill"
-        fired_at["victim"], fired_at["partition"] = victim, str(partition)
+        fired_at["victim"], fired_at["partition"], fired_at["survivor"] = victim, str(partition), survivor
         fault["killed"] = time.monotonic()
         stack.kill(victim)
         while time.monotonic() - fault["killed"] < 60:
@@ -182,6 +190,7 @@ async def test_two_workers_one_sigkilled_mid_crisis(
     kept = await _deadlines_kept(kafka, topics, started)
     published, received = await _pages_received(kafka, topics, receivers.hook)
     late = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(kept.items()))
+    rss = _rss_mib(stack.procs[fired_at["survivor"]].pid)
     report = await verify(
         kafka,
         topics,
@@ -201,7 +210,8 @@ async def test_two_workers_one_sigkilled_mid_crisis(
         extra_notes=(
             f"the survivor had partition {fired_at['partition']} recovered and fetched {fault['took']:.1f} s "
             f"after the kill (session timeout {SESSION_TIMEOUT:g} s); {received} of {published} alerts "
-            f"escalation published reached the webhook receiver; deadlines fired late by: {late}"
+            f"escalation published reached the webhook receiver; deadlines fired late by: {late}; the "
+            f"survivor's resident memory {rss:.0f} MiB"
         ),
     )
     assert stack.check() == [], f"services died: {stack.check()}"
