@@ -161,10 +161,12 @@ async def test_two_workers_one_sigkilled_mid_crisis(
 
     async def kill_the_owner() -> None:
         if service == "escalation":
-            # Once the incident is open its clocks run: the ack reminders and breach come due while the
-            # partition moves to the survivor.
-            partition, _ = await _first_record(kafka, topics.incidents)
-            await asyncio.sleep(2)
+            # Killed 3 s before the incident's ack deadline: it falls due while nobody owns the partition,
+            # and the survivor must fire it (once) when it takes the partition over.
+            partition, value = await _first_record(kafka, topics.incidents)
+            opened = IncidentEvent.model_validate_json(value)
+            (ack,) = [d for d in opened.deadlines if d.name == "ack"]
+            await asyncio.sleep(max(0.0, (ack.due_at - datetime.now(UTC)).total_seconds() - 3))
         else:
             await asyncio.sleep(12)
             partition, value = await _first_record(kafka, watched)
@@ -200,7 +202,7 @@ async def test_two_workers_one_sigkilled_mid_crisis(
         f"two {service} workers, one lost (2 partitions, one each)",
         fault=(
             f"SIGKILL the {service} worker owning the crisis group's partition "
-            + ("2 s after the incident opened" if service == "escalation" else "12 s into the feed")
+            + ("3 s before its ack deadline" if service == "escalation" else "12 s into the feed")
             + ", not restarted"
         ),
         config=config,
