@@ -100,6 +100,21 @@ def test_a_value_postgresql_cannot_hold_is_rejected_not_retried(pg_url):
     store.close()
 
 
+def test_a_hit_postgresql_cannot_hold_is_rejected_and_the_writer_goes_on(pg_url):
+    """The ledger's rows go to PostgreSQL by COPY: a refused value is StoreRejected (the sink dead-letters
+    it), not StoreUnavailable (which would retry it for ever), and the writer's connection stays usable."""
+    store = open_store(DeskSettings(database_url=pg_url))
+    lease = store.acquire_writer()
+    assert lease is not None
+    with pytest.raises(StoreRejected, match="NUL"):
+        store.write([hit("a", 1), hit("b", 2, excerpt="坏\x00字")], {("t.keyword-hits", 0): 2}, lease)
+    assert store.stored_offsets() == {}
+    assert store.write([hit("a", 1)], {("t.keyword-hits", 0): 2}, lease) == 1
+    assert store.stored_offsets() == {("t.keyword-hits", 0): 2}
+    lease.close()
+    store.close()
+
+
 def test_unknown_counts_stay_unknown(store):
     counts = Engagement.model_validate({"reposts": None, "comments": 3, "likes": 4})
     store.write([hit("a", 100).model_copy(update={"cumulative": counts})])
