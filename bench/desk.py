@@ -43,10 +43,12 @@ _TEXTS = [
 
 def _excerpt(rng: random.Random, group: str, post: int, chars: int) -> str:
     """One of the texts, then others after it up to `chars` characters (a post's excerpt is its first 280)."""
-    text = rng.choice(_TEXTS).format(g=group)
-    while len(text) < chars:
-        text += rng.choice(_TEXTS).format(g=group)
-    return text[:chars] + f" #{post}"
+    text = rng.choice(_TEXTS).format(g=group) + f" #{post}"
+    if chars:
+        while len(text) < chars:
+            text += rng.choice(_TEXTS).format(g=group)
+        text = text[:chars]
+    return text
 
 
 def hits(n: int, per_post: int = 3, excerpt_chars: int = 0, first_post: int = 0) -> list[KeywordHit]:
