@@ -440,6 +440,21 @@ class TierStage:
             detected_at=self.clock(),
         )
 
+    # -- read only, for the live spread and the forecast (services/scoring/live.py) ------------------
+
+    def windows(self, state: ScoringState, group: str) -> WindowCounter:
+        return self._windows(state, group)
+
+    @staticmethod
+    def tier_of(group: str, state: ScoringState) -> Tier:
+        return TierState.from_row(state.tiers.get(group)).tier
+
+    def top_posts(
+        self, group: str, state: ScoringState, since_minute: int, until_minute: int
+    ) -> list[dict[str, Any]]:
+        """The posts that spread most with a hit in minutes (since, until], most first."""
+        return self._top_posts(group, state, since_minute, until_minute)
+
     @staticmethod
     def _remember_top(hit: KeywordHit, state: ScoringState) -> None:
         entries = list(state.top.get(hit.group) or [])

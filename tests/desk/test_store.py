@@ -163,6 +163,9 @@ def test_ledger_filters_sorts_and_pages(store, sorted_here, monkeypatch):
     assert ids(since=T0 + timedelta(minutes=2)) == ["d", "c"]
     assert ids(until=T0 + timedelta(minutes=1)) == ["b", "a"]
     assert ids(limit=2, offset=2, sort="spread") == ["d", "c"]
+    assert ids(post="douyin:b") == ["b"]  # a board card's top post links to its row
+    assert ids(post="weibo:b") == []
+    assert ids(post="b") == []
     assert store.ledger_page(LedgerQuery(group="other"), tiers, 10, 0)[0] == 1
     assert store.ledger_page(LedgerQuery(), tiers, 10, 4) == (4, [])  # past the end: the total, no rows
 
