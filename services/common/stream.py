@@ -41,6 +41,7 @@ __all__ = [
     "envelope",
     "expect_key",
     "home_partition",
+    "is_transient",
     "lag_rows",
     "origin_of",
     "retry_transient",
@@ -88,7 +89,7 @@ def lag_rows(
     return rows
 
 
-def _transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     """Errors that the same message may not meet again: Kafka unreachable or slow, leaders moving."""
     if isinstance(exc, RetryLater | TimeoutError | KafkaTimeoutError):
         return True
@@ -100,7 +101,7 @@ async def retry_transient(
     retrying: Callable[[int, float, BaseException], None],
     sleep: Callable[[float], Awaitable[None]],
 ) -> None:
-    """Run `action` until it succeeds. A transient failure (_transient) is retried after a capped
+    """Run `action` until it succeeds. A transient failure (is_transient) is retried after a capped
     exponential backoff, with `retrying(attempt, delay, exc)` told first; any other error propagates."""
     attempt = 0
     while True:
@@ -108,7 +109,7 @@ async def retry_transient(
             await action()
             return
         except Exception as exc:
-            if not _transient(exc):
+            if not is_transient(exc):
                 raise
             attempt += 1
             delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
@@ -500,7 +501,7 @@ class StreamShell:
         except DeadLetter as exc:
             reason, detail = exc.reason, exc.detail
         except Exception as exc:
-            if _transient(exc):
+            if is_transient(exc):
                 raise
             log.exception(
                 "processing failed for %s[%s]@%s",

@@ -33,7 +33,9 @@ from services.common.stream import ORIGIN_HEADER, decode, expect_key, home_parti
 from services.common.topics import Topics
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
+from services.scoring.rows import TABLES
 from services.scoring.settings import ScoringSettings
+from services.scoring.tiers import TierState
 from services.scoring.windows import LateEvent
 
 __all__ = ["Scoring", "build", "run", "tier_levels"]
@@ -42,11 +44,9 @@ log = logging.getLogger(__name__)
 
 _EXPIRE_EVERY_SECONDS = 600.0
 
-TABLES = ["snapshots", "thread-groups", "seen", "buckets", "windows-meta", "tiers", "top-posts", "counted"]
-
 
 def tier_levels(
-    groups: Iterable[str], tiers: Mapping[str, Any], owned: set[int] | None, home: Callable[[str], int]
+    groups: Iterable[str], tiers: Mapping[str, TierState], owned: set[int] | None, home: Callable[[str], int]
 ) -> dict[str, int]:
     """The tier of each rule group this worker owns, read from the tiers table (0 when it has no row).
 
@@ -59,15 +59,15 @@ def tier_levels(
     out: dict[str, int] = {}
     for group in groups:
         if home(group) in owned:
-            row = tiers[group] if group in tiers else None
-            out[group] = int(row["tier"]) if row else 0
+            row = tiers.get(group)
+            out[group] = 0 if row is None else int(row.tier)
     return out
 
 
 class _TierCollector:
     """`tiers` returns the tiers table as it is at scrape time (a worker's owned partitions merged)."""
 
-    def __init__(self, groups: list[str], tiers: Callable[[], Mapping[str, Any]], shell: Any) -> None:
+    def __init__(self, groups: list[str], tiers: Callable[[], Mapping[str, TierState]], shell: Any) -> None:
         self._groups, self._tiers, self._shell = groups, tiers, shell
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -116,7 +116,7 @@ class Scoring:
             tick_seconds=settings.tick_seconds,
             forwarded=[t.scoring_threads],
         )
-        self._states: dict[int, tuple[dict[str, Any], ScoringState]] = {}
+        self._states: dict[int, tuple[dict[str, Any], ScoringState]] = {}  # partition -> (its tables, view)
         self.hits_total = Counter(
             "yuqing_keyword_hits_total",
             "Keyword hits emitted, per platform.",
@@ -146,18 +146,7 @@ class Scoring:
         cached = self._states.get(batch.partition)
         # By identity, holding the dict: a restored partition brings new tables, and an id() could be reused.
         if cached is None or cached[0] is not batch.tables:
-            tb = batch.tables
-            state = ScoringState(
-                snapshots=tb["snapshots"],
-                thread_groups=tb["thread-groups"],
-                seen=tb["seen"],
-                buckets=tb["buckets"],
-                windows_meta=tb["windows-meta"],
-                tiers=tb["tiers"],
-                top=tb["top-posts"],
-                counted=tb["counted"],
-            )
-            cached = self._states[batch.partition] = (batch.tables, state)
+            cached = self._states[batch.partition] = (batch.tables, ScoringState.of(batch.tables))
         return cached[1]
 
     def on_raw_post(self, record: Any, batch: Batch) -> None:

@@ -1,0 +1,72 @@
+"""Tables: every change goes through set or delete and reaches the changelog once per batch; rows of an older
+version are read; a row nobody can read fails loudly, naming the row."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from services.common import json
+from services.common.exceptions import StateRowError
+from services.common.partitioned import CompactTable, StructCodec, Table
+
+
+class Point(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="2"):
+    x: int
+    y: int
+
+
+def _point_v1(row: dict[str, int]) -> Point:
+    return Point(row["x"], row["y"])
+
+
+POINTS = StructCodec(Point, _point_v1)
+
+
+@pytest.mark.parametrize("kind", [Table, CompactTable])
+def test_each_changed_key_is_reported_once_with_its_last_row(kind: type[Table[Point]]) -> None:
+    table = kind(POINTS)
+    table.restore({"kept": POINTS.encode(Point(0, 0)), "gone": POINTS.encode(Point(9, 9))})
+    assert table.take_changes() == []  # restored rows are not changes
+    table.set("a", Point(1, 1))
+    table.set("a", Point(2, 2))
+    table.delete("gone")
+    table.delete("never there")
+    assert sorted(table.take_changes(), key=str) == [("a", b'["2",2,2]'), ("gone", None)]
+    assert table.take_changes() == []
+    assert dict(table.items()) == {"kept": Point(0, 0), "a": Point(2, 2)}
+    assert table.get("gone") is None
+    assert table["a"] == Point(2, 2)
+    assert "kept" in table
+    assert len(table) == 2
+
+
+def test_a_table_has_no_way_to_change_a_row_but_set_and_delete() -> None:
+    table = Table(POINTS)
+    table.set("a", Point(1, 1))
+    for name in ("pop", "popitem", "setdefault", "update", "clear", "__setitem__", "__delitem__"):
+        assert not hasattr(table, name), name
+    with pytest.raises(AttributeError):
+        table["a"].x = 5  # type: ignore[misc]  # rows are frozen: a changed row is a new one, set again
+
+
+def test_a_table_without_changelog_notes_nothing() -> None:
+    table = Table(POINTS, changelog=False)
+    table.set("a", Point(1, 1))
+    table.delete("a")
+    assert table.take_changes() == []
+
+
+def test_a_compact_table_keeps_the_changelog_bytes_and_converts_older_rows_once() -> None:
+    table = CompactTable(POINTS)
+    table.restore({"old": json.dumps({"x": 3, "y": 4}), "new": b'["2",5,6]'})
+    assert table["old"] == Point(3, 4)
+    assert table._rows == {"old": b'["2",3,4]', "new": b'["2",5,6]'}
+
+
+@pytest.mark.parametrize("data", [b'["3",1,2]', b'["2","1",2]', b"{}", b"not json", b'{"x": 1}'])
+def test_a_row_nobody_can_read_names_itself(data: bytes) -> None:
+    with pytest.raises(StateRowError, match="not a Point row"):
+        POINTS.decode(data)
+    with pytest.raises(StateRowError, match="row 'k': not a Point row"):
+        Table(POINTS).restore({"k": data})
