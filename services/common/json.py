@@ -14,7 +14,16 @@ import msgspec
 import orjson
 from pydantic import BaseModel
 
-__all__ = ["JSONDecodeError", "RowError", "dumps", "dumps_row", "loads", "loads_unique", "row_reader"]
+__all__ = [
+    "JSONDecodeError",
+    "RowError",
+    "dumps",
+    "dumps_row",
+    "dumps_row_into",
+    "loads",
+    "loads_unique",
+    "row_reader",
+]
 
 JSONDecodeError = orjson.JSONDecodeError
 
@@ -23,7 +32,9 @@ RowError = (msgspec.DecodeError, msgspec.ValidationError)
 
 _Row = TypeVar("_Row")
 
-dumps_row: Callable[[Any], bytes] = msgspec.json.Encoder().encode
+_ROWS = msgspec.json.Encoder()
+dumps_row: Callable[[Any], bytes] = _ROWS.encode
+dumps_row_into: Callable[[Any, bytearray], None] = _ROWS.encode_into  # replaces the buffer's content
 
 
 def row_reader(kind: type[_Row]) -> Callable[[bytes], _Row]:

@@ -296,6 +296,10 @@ class TierStage:
             counted.delete(key)
         return len(gone)
 
+    def drop_stale_buckets(self, state: ScoringState) -> int:
+        """Delete buckets behind their group's oldest minute (WindowCounter.drop_stale)."""
+        return WindowCounter(state.buckets, state.windows_meta, self._retention, self._grace).drop_stale()
+
     def override(self, group: str, tier: Tier | None, operator: str, state: ScoringState) -> list[TierChange]:
         """Pin (tier) or release (None) the group's tier now (see `now`): the cooldowns the minutes since
         its last evaluation brought, if any, then the override itself."""
@@ -485,6 +489,8 @@ class TierStage:
                 entries[i] = replace(e, minute=max(e.minute, minute), spread=e.spread + spread)
                 break
         else:
+            if len(entries) >= _TOP_N * 2 and spread <= entries[-1].spread:
+                return  # it would sort after every entry kept (equal spreads keep their order): no change
             entries.append(TopPost(minute, key, hit.platform.value, spread, hit.excerpt[:80], hit.url))
         entries.sort(key=_SPREAD, reverse=True)  # stable: equal spreads keep their order
         state.top.set(hit.group, TopPosts(tuple(entries[: _TOP_N * 2])))

@@ -173,6 +173,20 @@ class WindowCounter:
                 self._buckets.delete(f"{group}|{minute}")
             self._meta.set(group, replace(row, oldest=cutoff))
 
+    def drop_stale(self) -> int:
+        """Delete every bucket behind its group's oldest minute: nothing reads it again, and expiry never
+        looks there. A changelog written by a release whose expiry wrote no tombstone holds such buckets,
+        and a restore brings them back. Returns how many."""
+        stale = []
+        for key in self._buckets.keys():
+            group, _, minute = key.rpartition("|")
+            row = self._meta.get(group)
+            if row is not None and int(minute) < row.oldest:
+                stale.append(key)
+        for key in stale:
+            self._buckets.delete(key)
+        return len(stale)
+
     def walk(
         self, group: str, start: int, sums: dict[int, int], hi: int
     ) -> Iterator[tuple[int, dict[int, int]]]:

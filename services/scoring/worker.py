@@ -194,9 +194,14 @@ class Scoring:
             self._expired_at[batch.partition] = time.monotonic()
             posts = self.hits_stage.expire(state)
             markers = self.tier_stage.expire(state)
-            if posts or markers:
+            buckets = self.tier_stage.drop_stale_buckets(state)
+            if posts or markers or buckets:
                 log.info(
-                    "partition %d: forgot %d posts and %d count markers", batch.partition, posts, markers
+                    "partition %d: forgot %d posts, %d count markers and %d stale buckets",
+                    batch.partition,
+                    posts,
+                    markers,
+                    buckets,
                 )
 
     def _emit(self, changes: list[Any], batch: Batch) -> None:

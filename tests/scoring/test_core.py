@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 
 import pytest
 from hypothesis import given, settings
@@ -304,6 +305,39 @@ def test_replayed_hit_is_counted_once(hits: HitStage, tiers: TierStage, state: S
     assert tiers.process(hit, state) == []
     sums = tiers._windows(state, "xinghe").sums("xinghe")
     assert sums[480] == 10_001
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 500)), min_size=20, max_size=120))
+def test_the_top_posts_kept_are_those_a_full_sort_keeps(spreads: list[tuple[int, int]]) -> None:
+    """Each post's spread adds up, the list is ordered by spread (earlier first among equals) and cut at 20,
+    also when a hit that cannot make the list is left out without sorting."""
+    state, expected = ScoringState.in_memory(), list[tuple[str, int]]()
+    for n, (post, spread) in enumerate(spreads):
+        at = T0 + timedelta(minutes=n)
+        hit = KeywordHit(
+            group="g",
+            platform=Platform.weibo,
+            post_id=f"p{post}",
+            thread_key=f"weibo:p{post}",
+            snapshot_id=f"s{n}",
+            first_seen=False,
+            event_time=at,
+            delta=Engagement(likes=spread),
+            cumulative=Engagement(likes=spread),
+            detected_at=at,
+        )
+        TierStage._remember_top(hit, state)
+        key = f"weibo:p{post}"
+        known = [i for i, (k, _) in enumerate(expected) if k == key]
+        if known:
+            expected[known[0]] = (key, expected[known[0]][1] + spread)
+        else:
+            expected.append((key, spread))
+        expected.sort(key=itemgetter(1), reverse=True)
+        del expected[20:]
+    kept = state.top.get("g")
+    assert [(e.post, e.spread) for e in (kept.posts if kept else ())] == expected
 
 
 def test_group_grace_overrides_default(clock: FakeClock) -> None:

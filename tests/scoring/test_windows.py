@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.common import json
 from services.common.partitioned import Table
 from services.scoring.rows import TABLES, Bucket, WindowMeta
 from services.scoring.windows import LateEvent, WindowCounter, minute_of
@@ -188,6 +189,21 @@ def test_restore_after_bucket_expiry_holds_no_expired_bucket() -> None:
     restored, _ = _store()
     restored.restore(changelog)
     assert restored.keys() == [f"g|{M0 + 600}"]
+
+
+def test_buckets_an_earlier_release_left_behind_the_oldest_minute_are_dropped() -> None:
+    """Releases before issue 16 expired buckets without a tombstone: restores brought them back, behind the
+    group's oldest minute, where expiry never looks."""
+    buckets, meta = _store(changelog=True)
+    counter = WindowCounter(buckets, meta, RETENTION, GRACE, (120, 240, 480))
+    counter.add("g", T0 + timedelta(hours=20), "weibo", 7)
+    counter.advance("g", T0 + timedelta(hours=20))
+    buckets.take_changes()
+    buckets.restore({f"g|{M0}": json.dumps({"weibo": 5, "_o": 3})})  # a version 1 row, never tombstoned
+    assert counter.drop_stale() == 1
+    assert buckets.take_changes() == [(f"g|{M0}", None)]
+    assert buckets.keys() == [f"g|{M0 + 1200}"]
+    assert counter.drop_stale() == 0
 
 
 def test_event_in_expired_range_raises(counter: WindowCounter) -> None:
