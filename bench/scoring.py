@@ -1,19 +1,25 @@
-"""Scoring benchmark: posts/s with 10, 1,000 and 10,000 rule terms; memory per million tracked posts.
+"""Scoring benchmark: posts/s with 10, 1,000 and 10,000 rule terms; state memory per tracked post.
 
     .venv/bin/python bench/scoring.py [--posts 20000] [--kafka-posts 20000] [--terms 10 1000 10000] [--runs 1]
+        [--parts core memory worker] [--baseline DIR]
 
 1. core: HitStage + TierStage in-process, no Kafka (what the matcher and state machine cost);
 2. worker: one `yuqing worker scoring` process on the embedded Kafka, posts preloaded on posts.raw (keyed by
    thread, as ingest keys them), timed from its first commit to the moment every post and every keyword hit
    is processed and committed, next to a raw aiokafka consume->produce loop over the same posts run at the
-   same time (the ceiling any Kafka consumer on this machine could reach);
-3. memory: tracemalloc over the scoring state after N distinct posts, scaled to 1,000,000.
+   same time (the ceiling any Kafka consumer on this machine could reach). With `--baseline DIR` (a checkout
+   of other code, e.g. `git worktree add DIR main`) each run of this checkout's worker is paired with one of
+   DIR's on the same broker, in alternating order, so that both see the same machine load;
+3. memory: tracemalloc over N distinct posts through both stages (the snapshot row on the post's thread
+   partition, its count marker on its group's partition), decoded one at a time as the worker does: the
+   bytes the scoring state holds (what dropping it frees) per tracked post.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import subprocess
@@ -36,6 +42,7 @@ from services.common import json
 from services.common.config import YuqingConfig
 from services.common.kafka import ensure_topics
 from services.common.settings import CommonSettings
+from services.common.stream import decode
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from services.scoring.windows import LateEvent
@@ -61,18 +68,35 @@ def core_rate(terms: int, n: int) -> tuple[float, float, int]:
     return n / (time.perf_counter() - t0), build, count
 
 
-def memory_per_million(n: int) -> float:
+def memory_per_post(n: int) -> tuple[float, float, int]:
+    """(bytes the scoring state holds per tracked post, bytes the process grew by per tracked post, posts
+    tracked). The growth also counts what the libraries keep meanwhile (pydantic's string cache)."""
     config = YuqingConfig.model_validate({"rules": rules(10)})
-    hits, state = HitStage(config, RuleMatcher(config.rules)), ScoringState.in_memory()
-    posts = [Post.model_validate(p) for p in synthetic_posts(n, 10)]
+    hits, tiers = HitStage(config, RuleMatcher(config.rules)), TierStage(config)
+    state: ScoringState | None = ScoringState.in_memory()
+    assert state is not None
+    raw = [json.dumps(p) for p in synthetic_posts(n, 10)]
+    gc.collect()
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    for post in posts:
-        hits.process(post, state)
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
+    start = tracemalloc.get_traced_memory()[0]
+    _score(raw, hits, tiers, state)
+    gc.collect()
+    filled = tracemalloc.get_traced_memory()[0]
     tracked = len(state.snapshots)
-    return (after - before) / tracked * 1_000_000
+    state = None
+    gc.collect()
+    held = filled - tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return held / tracked, (filled - start) / tracked, tracked
+
+
+def _score(raw: list[bytes], hits: HitStage, tiers: TierStage, state: ScoringState) -> None:
+    for data in raw:
+        for hit in hits.process(decode(Post, data), state):
+            try:
+                tiers.process(hit, state)
+            except LateEvent:
+                pass
 
 
 async def _preload(bootstrap: str, topic: str, posts: list[bytes]) -> None:
@@ -160,9 +184,10 @@ async def _prepare(bootstrap: str, prefix: str, posts: list[dict[str, object]]) 
     await _preload(bootstrap, prefix + "posts.raw", [json.dumps(p) for p in posts])
 
 
-def worker_rate(bootstrap: str, terms: int, n: int) -> tuple[float, float, int]:
-    """(posts/s of one scoring worker, raw aiokafka msg/s in the same run, keyword hits)."""
-    prefix = f"bench{terms}-{int(time.time())}."
+def worker_rate(bootstrap: str, terms: int, n: int, code: Path | None = None) -> tuple[float, float, int]:
+    """(posts/s of one scoring worker, raw aiokafka msg/s in the same run, keyword hits); the worker runs the
+    code in `code` (default: this checkout)."""
+    prefix = f"bench{terms}-{time.time_ns()}."
     posts = list(synthetic_posts(n, terms))
     asyncio.run(_prepare(bootstrap, prefix, posts))
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,6 +206,7 @@ def worker_rate(bootstrap: str, terms: int, n: int) -> tuple[float, float, int]:
         with open(Path(tmp) / "worker.log", "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "services.common.cli", "worker", "scoring"],
+                cwd=code,  # `-m` finds `services` in the working directory first
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -209,33 +235,54 @@ def main() -> None:
     parser.add_argument(
         "--runs", type=int, default=1, help="worker runs per rule size: the median and the range are reported"
     )
+    parser.add_argument(
+        "--parts", nargs="+", choices=["core", "memory", "worker"], default=["core", "memory", "worker"]
+    )
+    parser.add_argument("--baseline", type=Path, help="a checkout whose worker runs paired with this one's")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    print("\n| rule terms | matcher build (s) | core posts/s | hits |")
-    print("|---:|---:|---:|---:|")
-    for terms in args.terms:
-        rate, build, hits = core_rate(terms, args.posts)
-        print(f"| {terms:,} | {build:.2f} | {rate:,.0f} | {hits:,} |", flush=True)
+    if "core" in args.parts:
+        print("\n| rule terms | matcher build (s) | core posts/s | hits |")
+        print("|---:|---:|---:|---:|")
+        for terms in args.terms:
+            rate, build, hits = core_rate(terms, args.posts)
+            print(f"| {terms:,} | {build:.2f} | {rate:,.0f} | {hits:,} |", flush=True)
+    if "memory" in args.parts:
+        held, grown, tracked = memory_per_post(args.memory_posts)
+        print(
+            f"\nscoring state per tracked post (both stages): {held:,.0f} B held, {grown:,.0f} B process "
+            f"growth; {held * 1e6 / 2**20:,.0f} MiB per 1,000,000 ({tracked:,} of {args.memory_posts:,} "
+            "posts tracked)",
+            flush=True,
+        )
+    if "worker" in args.parts:
+        _workers(args.terms, args.kafka_posts, args.runs, args.baseline)
+
+
+def _workers(sizes: list[int], n: int, runs: int, baseline: Path | None) -> None:
+    codes: list[tuple[str, Path | None]] = [("this checkout", None)]
+    if baseline is not None:
+        codes.append((f"baseline {baseline}", baseline))
     print(
-        f"\nmemory per 1,000,000 tracked posts: {memory_per_million(args.memory_posts) / 2**20:,.0f} MiB "
-        f"(measured over {args.memory_posts:,})",
-        flush=True,
-    )
-    print(
-        "\n| rule terms | scoring worker posts/s (median) | runs | keyword hits "
+        "\n| rule terms | code | scoring worker posts/s (median) | runs | keyword hits "
         "| raw aiokafka consume->produce msg/s (median) |"
     )
-    print("|---:|---:|---|---:|---:|")
+    print("|---:|---|---:|---|---:|---:|")
     with broker() as bootstrap:
-        for terms in args.terms:
-            runs = [worker_rate(bootstrap, terms, args.kafka_posts) for _ in range(args.runs)]
-            rates = sorted(r[0] for r in runs)
-            every = ", ".join(f"{r[0]:,.0f}" for r in runs)
-            raw = statistics.median(r[1] for r in runs)
-            print(
-                f"| {terms:,} | {statistics.median(rates):,.0f} | {every} | {runs[0][2]:,} | {raw:,.0f} |",
-                flush=True,
-            )
+        for terms in sizes:
+            results: dict[str, list[tuple[float, float, int]]] = {label: [] for label, _ in codes}
+            for run in range(runs):
+                for label, code in codes if run % 2 == 0 else codes[::-1]:
+                    results[label].append(worker_rate(bootstrap, terms, n, code))
+            for label, _ in codes:
+                rows = results[label]
+                every = ", ".join(f"{r[0]:,.0f}" for r in rows)
+                rate = statistics.median(r[0] for r in rows)
+                raw = statistics.median(r[1] for r in rows)
+                print(
+                    f"| {terms:,} | {label} | {rate:,.0f} | {every} | {rows[0][2]:,} | {raw:,.0f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
