@@ -121,7 +121,7 @@ class PartitionedWorker:
             service, lambda: self.producer, lambda: self.consumer, metrics, on_retry=self._kafka_failing
         )
         self._lock = asyncio.Lock()
-        self._flushing: asyncio.Future[None] | None = None
+        self._checkpointing: asyncio.Future[None] | None = None
         self._failure: Exception | None = None
         self._done: dict[TopicPartition, int] = {}  # next offset to process, per input partition
         self._consumer: AIOKafkaConsumer | None = None
@@ -306,7 +306,7 @@ class PartitionedWorker:
                     if batches:
                         checkpoint = self._checkpoint(batches, records)
                         await self._settle()  # the previous checkpoint, which this one must follow
-                        self._flushing = asyncio.ensure_future(self._commit(checkpoint))
+                        self._checkpointing = asyncio.ensure_future(self._commit(checkpoint))
                 if time.monotonic() - last_lag >= 1.0:
                     last_lag = time.monotonic()
                     await self._measure_lag()
@@ -316,9 +316,9 @@ class PartitionedWorker:
 
     async def _settle(self) -> None:
         """Wait for the checkpoint in flight; its failure (a CheckpointError) stops the worker."""
-        flushing, self._flushing = self._flushing, None
-        if flushing is not None:
-            await flushing
+        running, self._checkpointing = self._checkpointing, None
+        if running is not None:
+            await running
 
     def _batch(self, batches: dict[int, Batch], partition: int) -> Batch:
         batch = batches.get(partition)
