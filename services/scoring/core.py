@@ -6,6 +6,7 @@ in memory only in tests and the backtest.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -115,9 +116,11 @@ class HitStage:
         posts = state.snapshots
         if not len(posts):
             return 0
-        # Two passes, each decoding the rows again, rather than a list of every row's time in between.
-        cutoff = max(row.observed_at for _, row in posts.items()) - self._track_us
-        gone = [key for key, row in posts.items() if row.observed_at < cutoff]
+        # One pass decoding the rows (the costly part), their times kept in an array of 8 bytes a post.
+        keys = posts.keys()
+        seen = array("q", (row.observed_at for _, row in posts.items()))
+        cutoff = max(seen) - self._track_us
+        gone = [key for key, at in zip(keys, seen, strict=True) if at < cutoff]
         for key in gone:
             posts.delete(key)
         return len(gone)

@@ -111,7 +111,7 @@ class Table(Generic[V]):
 
     def items(self) -> Iterator[tuple[str, V]]:
         """Every row; do not change the table before the iteration ends (collect, then set or delete)."""
-        yield from self._rows.items()
+        return iter(self._rows.items())
 
     # -- for the runtime ------------------------------------------------------------------------------
 
