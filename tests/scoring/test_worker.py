@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.events import KeywordHit, Post
 from services.common import json
@@ -131,6 +132,30 @@ def scoring_default(tmp_path: Path) -> Scoring:
     return Scoring(ScoringSettings(data_dir=tmp_path, partitions=1))
 
 
+async def _compacted(bootstrap: str, topic: str) -> dict[str, bytes]:
+    """What compaction leaves of a changelog's partition 0: the latest value per key, tombstones applied."""
+    tp = TopicPartition(topic, 0)
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    rows: dict[str, bytes] = {}
+    try:
+        reader.assign([tp])
+        end = (await reader.end_offsets([tp]))[tp]
+        while await reader.position(tp) < end:
+            for records in (await reader.getmany(tp, timeout_ms=1000)).values():
+                for r in records:
+                    key = json.loads(r.key)
+                    if r.value is None:
+                        rows.pop(key, None)
+                    else:
+                        rows[key] = r.value
+    finally:
+        await reader.stop()
+    return rows
+
+
 async def _until(condition: Callable[[], bool], within: float = 60.0) -> None:
     for _ in range(int(within * 10)):
         if condition():
@@ -146,7 +171,14 @@ async def test_a_bucket_expired_before_a_restart_is_not_restored(
     """Issue 16: expiry took buckets out of the table behind the changelog's back, so every expired bucket
     came back on restore, behind the group's oldest minute, where nothing expired it again."""
     settings = ScoringSettings(
-        kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, data_dir=tmp_path, session_timeout_seconds=6
+        kafka_bootstrap=kafka,
+        topic_prefix=prefix,
+        partitions=1,
+        data_dir=tmp_path,
+        session_timeout_seconds=6,
+        # The first tick sweeps buckets behind their group's oldest minute (drop_stale), which would hide
+        # a restore that brought one back: none runs before the assertions.
+        tick_seconds=60,
     )
     await ensure_topics(settings)
     first = Scoring(settings)
@@ -169,6 +201,8 @@ async def test_a_bucket_expired_before_a_restart_is_not_restored(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+    changelog = first.worker.changelogs["buckets"]
+    assert list(await _compacted(kafka, changelog)) == [kept]  # the expired bucket's tombstone is there
     second = Scoring(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(second.worker.run(stop))
