@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.common import json
 from services.common.exceptions import StateRowError
@@ -39,6 +41,36 @@ def test_each_changed_key_is_reported_once_with_its_last_row(kind: type[Table[Po
     assert table["a"] == Point(2, 2)
     assert "kept" in table
     assert len(table) == 2
+
+
+_OPS = st.lists(
+    # (key, None to delete it, or n to set it to Point(n, n))
+    st.tuples(st.sampled_from("abcd"), st.none() | st.integers(0, 3)),
+    max_size=30,
+)
+
+
+@pytest.mark.parametrize("kind", [Table, CompactTable])
+@given(batches=st.lists(_OPS, max_size=5))
+def test_a_restore_from_the_changelog_gives_exactly_the_live_rows(
+    kind: type[Table[Point]], batches: list[list[tuple[str, int | None]]]
+) -> None:
+    live = kind(POINTS)
+    changelog: dict[str, bytes] = {}  # what compaction leaves: the latest record per key, tombstones applied
+    for ops in batches:
+        for key, n in ops:
+            if n is None:
+                live.delete(key)
+            else:
+                live.set(key, Point(n, n))
+        for key, data in live.take_changes():
+            if data is None:
+                changelog.pop(key, None)
+            else:
+                changelog[key] = data
+    restored = kind(POINTS)
+    restored.restore(changelog)
+    assert dict(restored.items()) == dict(live.items())
 
 
 def test_a_table_has_no_way_to_change_a_row_but_set_and_delete() -> None:
