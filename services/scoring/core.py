@@ -118,7 +118,7 @@ class HitStage:
             return 0
         # One pass decoding the rows (the costly part), their times kept in an array of 8 bytes a post.
         keys = posts.keys()
-        seen = array("q", (row.observed_at for _, row in posts.items()))
+        seen = array("q", (row.observed_at for row in posts.values()))
         cutoff = max(seen) - self._track_us
         gone = [key for key, at in zip(keys, seen, strict=True) if at < cutoff]
         for key in gone:
@@ -293,7 +293,7 @@ class TierStage:
         counted = state.counted
         if not len(counted):
             return 0
-        cutoff = max(at for _, at in counted.items()) - self._track_us
+        cutoff = max(counted.values()) - self._track_us
         gone = [key for key, at in counted.items() if at < cutoff]
         for key in gone:
             counted.delete(key)

@@ -113,6 +113,10 @@ class Table(Generic[V]):
         """Every row; do not change the table before the iteration ends (collect, then set or delete)."""
         return iter(self._rows.items())
 
+    def values(self) -> Iterator[V]:
+        """Every row, in the order of `keys` while the table is not changed; the same caveat as `items`."""
+        return iter(self._rows.values())
+
     # -- for the runtime ------------------------------------------------------------------------------
 
     def restore(self, rows: Mapping[str, bytes]) -> None:
@@ -155,6 +159,9 @@ class CompactTable(Table[V]):
         decode = self.codec.decode
         for key, data in self._rows.items():
             yield key, decode(data)
+
+    def values(self) -> Iterator[V]:
+        return map(self.codec.decode, self._rows.values())
 
     def restore(self, rows: Mapping[str, bytes]) -> None:
         """As Table.restore, each row kept in the current version's bytes (an older row is converted once)."""

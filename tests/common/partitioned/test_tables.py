@@ -37,6 +37,8 @@ def test_each_changed_key_is_reported_once_with_its_last_row(kind: type[Table[Po
     assert sorted(table.take_changes(), key=str) == [("a", b'["2",2,2]'), ("gone", None)]
     assert table.take_changes() == []
     assert dict(table.items()) == {"kept": Point(0, 0), "a": Point(2, 2)}
+    assert table.keys() == ["kept", "a"]
+    assert list(table.values()) == [Point(0, 0), Point(2, 2)]  # in the order of keys()
     assert table.get("gone") is None
     assert table["a"] == Point(2, 2)
     assert "kept" in table
