@@ -192,8 +192,8 @@ def test_restore_after_bucket_expiry_holds_no_expired_bucket() -> None:
 
 
 def test_buckets_an_earlier_release_left_behind_the_oldest_minute_are_dropped() -> None:
-    """Releases before issue 16 expired buckets without a tombstone: restores brought them back, behind the
-    group's oldest minute, where expiry never looks."""
+    """A changelog an older release wrote may hold buckets it expired without a tombstone: a restore brings
+    them back behind the group's oldest minute, where expiry never looks."""
     buckets, meta = _store(changelog=True)
     counter = WindowCounter(buckets, meta, RETENTION, GRACE, (120, 240, 480))
     counter.add("g", T0 + timedelta(hours=20), "weibo", 7)

@@ -168,8 +168,8 @@ async def _until(condition: Callable[[], bool], within: float = 60.0) -> None:
 async def test_a_bucket_expired_before_a_restart_is_not_restored(
     kafka: str, prefix: str, tmp_path: Path
 ) -> None:
-    """Issue 16: expiry took buckets out of the table behind the changelog's back, so every expired bucket
-    came back on restore, behind the group's oldest minute, where nothing expired it again."""
+    """An expired bucket leaves a tombstone on its changelog. A bucket a restore brought back would stay for
+    good: it lies behind the group's oldest minute, where expiry never looks again."""
     settings = ScoringSettings(
         kafka_bootstrap=kafka,
         topic_prefix=prefix,
