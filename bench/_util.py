@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from services.common.broker import EmbeddedBroker, free_port
+from services.common.broker import BrokerSecurity, EmbeddedBroker, free_port
+from services.common.kafka_security import client_kwargs
+from services.common.settings import CommonSettings, load_settings
 
-__all__ = ["broker", "create_topic", "free_port", "rules", "synthetic_posts"]
+__all__ = ["Kafka", "broker", "create_topic", "free_port", "rules", "synthetic_posts"]
 
 _CHARS = "星河电器云栖光年海川鼎盛华晨蓝鲸极客青橙智联天宇恒达中科未来之声金桥银河锦程瑞丰博远卓越凯旋"
 _TEMPLATES = [
@@ -26,9 +30,23 @@ _TEMPLATES = [
 ]
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+@dataclass(frozen=True)
+class Kafka:
+    """Where a benchmark runs: the bootstrap servers, the security arguments of the benchmark's own clients,
+    and the YUQING_KAFKA_* settings its yuqing processes get."""
+
+    bootstrap: str
+    client: dict[str, Any]
+    env: dict[str, str]
+
+    def settings(self, **fields: Any) -> CommonSettings:
+        known = {k.removeprefix("YUQING_").lower(): v for k, v in self.env.items()}
+        return load_settings(CommonSettings, **known | fields)
+
+
+async def create_topic(kafka: Kafka, name: str, partitions: int = 1) -> None:
     """Benchmarks' own topics; the broker does not auto-create (a typo must not make a topic)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.client)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1)])
@@ -37,12 +55,21 @@ async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
 
 
 @contextmanager
-def broker() -> Iterator[str]:
+def broker(secure: bool = False) -> Iterator[Kafka]:
+    """The cluster of YUQING_KAFKA_BOOTSTRAP with the YUQING_KAFKA_* settings of the environment, if set;
+    else an embedded broker for the run: plaintext, or with `secure` a SASL_SSL (SCRAM) listener, to
+    measure what TLS and SASL cost."""
+    if os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
+        settings = load_settings(CommonSettings)
+        env = {k: v for k, v in os.environ.items() if k.startswith("YUQING_KAFKA_")}
+        yield Kafka(settings.kafka_bootstrap, client_kwargs(settings), env)
+        return
     with tempfile.TemporaryDirectory(prefix="yuqing-bench-") as tmp:
-        b = EmbeddedBroker(port=free_port(), home=Path(tmp))
+        security = BrokerSecurity(tls=True, sasl="scram") if secure else BrokerSecurity()
+        b = EmbeddedBroker(port=free_port(), home=Path(tmp), security=security)
         b.start()
         try:
-            yield b.bootstrap
+            yield Kafka(b.bootstrap, b.client_kwargs(), b.client_env())
         finally:
             b.stop()
 

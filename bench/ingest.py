@@ -1,9 +1,10 @@
 """Ingest benchmark: accepted posts/s over HTTP and through `yuqing replay`, with raw aiokafka produce
 throughput measured in the same run as the ceiling.
 
-    .venv/bin/python bench/ingest.py [--posts 50000] [--batch 100] [--clients 8]
+    .venv/bin/python bench/ingest.py [--posts 50000] [--batch 100] [--clients 8] [--secure]
 
-One API process (uvicorn) on the embedded Kafka; HTTP clients post batches of normalised posts concurrently;
+One API process (uvicorn) on the embedded Kafka (SASL_SSL with --secure; YUQING_KAFKA_* for your own);
+HTTP clients post batches of normalised posts concurrently;
 the replay streams a JSONL file of the same posts; the raw loop produces the same serialised posts with
 aiokafka (acks=all), which no ingest path can beat.
 """
@@ -24,14 +25,15 @@ from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._util import broker, create_topic, free_port, synthetic_posts
+from bench._util import Kafka, broker, create_topic, free_port, synthetic_posts
 from services.common import json
 from services.common.kafka import ensure_topics
-from services.common.settings import CommonSettings
 
 
-async def _raw(bootstrap: str, topic: str, values: list[bytes]) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+async def _raw(kafka: Kafka, topic: str, values: list[bytes]) -> float:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True, linger_ms=5, **kafka.client
+    )
     await producer.start()
     t0 = time.perf_counter()
     try:
@@ -79,19 +81,18 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--secure", action="store_true", help="an embedded SASL_SSL broker (TLS and SCRAM)")
     args = parser.parse_args()
     posts = list(synthetic_posts(args.posts, 10))
-    with broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+    with broker(secure=args.secure) as kafka, tempfile.TemporaryDirectory() as tmp:
         prefix = f"benchi{int(time.time())}."
-        asyncio.run(
-            ensure_topics(CommonSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=3))
-        )
-        asyncio.run(create_topic(bootstrap, prefix + "bench.raw", 3))
-        raw = asyncio.run(_raw(bootstrap, prefix + "bench.raw", [json.dumps(p) for p in posts]))
+        asyncio.run(ensure_topics(kafka.settings(topic_prefix=prefix, partitions=3)))
+        asyncio.run(create_topic(kafka, prefix + "bench.raw", 3))
+        raw = asyncio.run(_raw(kafka, prefix + "bench.raw", [json.dumps(p) for p in posts]))
         port = free_port()
         env = {
             **os.environ,
-            "YUQING_KAFKA_BOOTSTRAP": bootstrap,
+            **kafka.env,
             "YUQING_TOPIC_PREFIX": prefix,
             "YUQING_PARTITIONS": "3",
             "YUQING_API_PORT": str(port),
@@ -122,7 +123,10 @@ def main() -> None:
             capture_output=True,
         )
         replay = len(posts) / (time.perf_counter() - t0)
-    print(f"posts: {len(posts):,}; HTTP batches of {args.batch} from {args.clients} concurrent clients\n")
+    print(
+        f"posts: {len(posts):,}; HTTP batches of {args.batch} from {args.clients} concurrent clients; "
+        f"Kafka {'SASL_SSL (SCRAM-SHA-512)' if args.secure else 'plaintext'}\n"
+    )
     print("| path | posts/s |\n|---|---:|")
     print(f"| raw aiokafka produce, acks=all (ceiling) | {raw:,.0f} |")
     print(f"| HTTP POST /v1/posts (one API process) | {http:,.0f} |")

@@ -1,6 +1,6 @@
 """Notifier benchmark: keyword hit -> alert delivered, per hit, under sustained load on the embedded Kafka.
 
-    .venv/bin/python bench/notifier.py [--rate 100] [--seconds 60] [--groups 20]
+    .venv/bin/python bench/notifier.py [--rate 100] [--seconds 60] [--groups 20] [--secure]
 
 Scoring and the notifier run as real workers with the default grouping (group_wait 10 s, group_interval
 30 s, max wait 300 s) and deliver to a local HMAC-checking webhook. New matching posts are produced to
@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._util import broker, free_port
+from bench._util import Kafka, broker, free_port
 from services.common import json
 from services.common.demo import WebhookReceiver
 from services.common.runner import Stack
@@ -52,8 +52,8 @@ def _config(path: Path, groups: int, url: str) -> Path:
     return path
 
 
-async def _load(bootstrap: str, topic: str, rate: float, seconds: float, groups: int) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+async def _load(kafka: Kafka, topic: str, rate: float, seconds: float, groups: int) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=5, **kafka.client)
     await producer.start()
     rnd, sent, t0 = random.Random(5), 0, time.monotonic()
     try:
@@ -78,10 +78,14 @@ async def _load(bootstrap: str, topic: str, rate: float, seconds: float, groups:
     return sent
 
 
-async def _hits(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
+async def _hits(kafka: Kafka, topic: str) -> list[tuple[int, int, bytes]]:
     """(partition, offset, value) of every keyword hit, read until the topic is quiet for 5 s."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic,
+        bootstrap_servers=kafka.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **kafka.client,
     )
     await consumer.start()
     out: list[tuple[int, int, bytes]] = []
@@ -125,12 +129,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="new matching posts per second")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--groups", type=int, default=20)
+    parser.add_argument("--secure", action="store_true", help="an embedded SASL_SSL broker (TLS and SCRAM)")
     args = parser.parse_args()
-    with broker() as bootstrap, tempfile.TemporaryDirectory() as tmp, WebhookReceiver("s") as receiver:
+    with (
+        broker(secure=args.secure) as kafka,
+        tempfile.TemporaryDirectory() as tmp,
+        WebhookReceiver("s") as receiver,
+    ):
         prefix = f"benchn{int(time.time())}."
         config = _config(Path(tmp) / "c.yaml", args.groups, receiver.url)
         env = {
-            "YUQING_KAFKA_BOOTSTRAP": bootstrap,
+            **kafka.env,
             "YUQING_TOPIC_PREFIX": prefix,
             "YUQING_PARTITIONS": "3",
             "YUQING_CONFIG_FILE": str(config),
@@ -146,13 +155,13 @@ def main() -> None:
         stack.start(("scoring", "notifier"))
         try:
             time.sleep(8)  # consumer groups join
-            sent = asyncio.run(_load(bootstrap, prefix + "posts.raw", args.rate, args.seconds, args.groups))
+            sent = asyncio.run(_load(kafka, prefix + "posts.raw", args.rate, args.seconds, args.groups))
             # Wait for scoring to catch up and the last batches to go out (group_interval + delivery), however
             # loaded the machine is: a fixed sleep cut off the tail when scoring lagged.
             deadline = time.monotonic() + 300
             while True:
                 time.sleep(10)
-                hits = asyncio.run(_hits(bootstrap, prefix + "keyword-hits"))
+                hits = asyncio.run(_hits(kafka, prefix + "keyword-hits"))
                 _, _, left = _match(hits, receiver.alerts)
                 if (len(hits) >= sent and left == 0) or time.monotonic() > deadline:
                     break

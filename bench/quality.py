@@ -28,6 +28,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.forecast import BEGIN as FORECAST_SECTION
 from services.common import json
 from services.common.config import RulesConfig
 from services.scoring.matcher import RuleMatcher
@@ -508,7 +509,10 @@ def main(argv: list[str] | None = None) -> None:
     text = report(sets, command)
     print(text)
     if args.write:
-        args.write.write_text(text, encoding="utf-8")
+        # bench/forecast.py owns a section at the end of the same file: keep it.
+        old = args.write.read_text(encoding="utf-8") if args.write.exists() else ""
+        kept = old[old.index(FORECAST_SECTION) :] if FORECAST_SECTION in old else ""
+        args.write.write_text(text.rstrip("\n") + "\n\n" + kept if kept else text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Scoring benchmark: posts/s with 10, 1,000 and 10,000 rule terms; state memory per tracked post.
 
     .venv/bin/python bench/scoring.py [--posts 20000] [--kafka-posts 20000] [--terms 10 1000 10000] [--runs 1]
-        [--parts core memory worker] [--baseline DIR]
+        [--parts core memory worker] [--baseline DIR] [--secure]
 
 1. core: HitStage + TierStage in-process, no Kafka (what the matcher and state machine cost);
 2. worker: one `yuqing worker scoring` process on the embedded Kafka, posts preloaded on posts.raw (keyed by
@@ -36,12 +36,11 @@ from aiokafka.errors import KafkaError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._util import broker, create_topic, free_port, rules, synthetic_posts
+from bench._util import Kafka, broker, create_topic, free_port, rules, synthetic_posts
 from schemas.events import Post
 from services.common import json
 from services.common.config import YuqingConfig
 from services.common.kafka import ensure_topics
-from services.common.settings import CommonSettings
 from services.common.stream import decode
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
@@ -99,8 +98,10 @@ def _score(raw: list[bytes], hits: HitStage, tiers: TierStage, state: ScoringSta
                 pass
 
 
-async def _preload(bootstrap: str, topic: str, posts: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
+async def _preload(kafka: Kafka, topic: str, posts: list[bytes]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20, **kafka.client
+    )
     await producer.start()
     try:
         for i in range(0, len(posts), 2000):
@@ -114,14 +115,14 @@ async def _preload(bootstrap: str, topic: str, posts: list[bytes]) -> None:
         await producer.stop()
 
 
-async def _progress(bootstrap: str, prefix: str, n: int, within: float) -> tuple[float, int, int]:
+async def _progress(kafka: Kafka, prefix: str, n: int, within: float) -> tuple[float, int, int]:
     """Follow the worker's committed offsets: (seconds, posts, hits) from its first commit on posts.raw to
     the moment every post and every keyword hit it produced is processed and committed.
 
     Timing from the first commit leaves out start-up (jieba, the matcher, joining the group) and the first
     batch; what is left is the steady rate of the whole worker, windows stage included."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.client)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, **kafka.client)
     await admin.start()
     await consumer.start()
     posts, hits = TopicPartition(prefix + "posts.raw", 0), TopicPartition(prefix + "keyword-hits", 0)
@@ -150,16 +151,19 @@ async def _progress(bootstrap: str, prefix: str, n: int, within: float) -> tuple
     raise RuntimeError(f"the worker did not finish {n} posts within {within:.0f} s")
 
 
-async def _raw_loop(bootstrap: str, source: str, sink: str, n: int) -> float:
+async def _raw_loop(kafka: Kafka, source: str, sink: str, n: int) -> float:
     """The ceiling: decode nothing, consume and produce each message with aiokafka."""
     consumer = AIOKafkaConsumer(
         source,
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=kafka.bootstrap,
         auto_offset_reset="earliest",
         group_id="bench-raw",
         max_partition_fetch_bytes=4 << 20,
+        **kafka.client,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap, linger_ms=5, max_batch_size=1 << 20, **kafka.client
+    )
     await consumer.start()
     await producer.start()
     done, t0 = 0, 0.0
@@ -178,24 +182,24 @@ async def _raw_loop(bootstrap: str, source: str, sink: str, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-async def _prepare(bootstrap: str, prefix: str, posts: list[dict[str, object]]) -> None:
-    await ensure_topics(CommonSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=1))
-    await create_topic(bootstrap, prefix + "bench.sink")
-    await _preload(bootstrap, prefix + "posts.raw", [json.dumps(p) for p in posts])
+async def _prepare(kafka: Kafka, prefix: str, posts: list[dict[str, object]]) -> None:
+    await ensure_topics(kafka.settings(topic_prefix=prefix, partitions=1))
+    await create_topic(kafka, prefix + "bench.sink")
+    await _preload(kafka, prefix + "posts.raw", [json.dumps(p) for p in posts])
 
 
-def worker_rate(bootstrap: str, terms: int, n: int, code: Path | None = None) -> tuple[float, float, int]:
+def worker_rate(kafka: Kafka, terms: int, n: int, code: Path | None = None) -> tuple[float, float, int]:
     """(posts/s of one scoring worker, raw aiokafka msg/s in the same run, keyword hits); the worker runs the
     code in `code` (default: this checkout)."""
     prefix = f"bench{terms}-{time.time_ns()}."
     posts = list(synthetic_posts(n, terms))
-    asyncio.run(_prepare(bootstrap, prefix, posts))
+    asyncio.run(_prepare(kafka, prefix, posts))
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "rules.yaml"
         config.write_text(yaml.safe_dump({"rules": rules(terms)}, allow_unicode=True))
         env = {
             **os.environ,
-            "YUQING_KAFKA_BOOTSTRAP": bootstrap,
+            **kafka.env,
             "YUQING_TOPIC_PREFIX": prefix,
             "YUQING_PARTITIONS": "1",
             "YUQING_CONFIG_FILE": str(config),
@@ -212,17 +216,17 @@ def worker_rate(bootstrap: str, terms: int, n: int, code: Path | None = None) ->
                 stderr=subprocess.STDOUT,
             )
             try:
-                raw, (seconds, counted, hits) = asyncio.run(_measure(bootstrap, prefix, n))
+                raw, (seconds, counted, hits) = asyncio.run(_measure(kafka, prefix, n))
             finally:
                 proc.terminate()
                 proc.wait(30)
     return counted / seconds, raw, hits
 
 
-async def _measure(bootstrap: str, prefix: str, n: int) -> tuple[float, tuple[float, int, int]]:
+async def _measure(kafka: Kafka, prefix: str, n: int) -> tuple[float, tuple[float, int, int]]:
     return await asyncio.gather(
-        _raw_loop(bootstrap, prefix + "posts.raw", prefix + "bench.sink", n),
-        _progress(bootstrap, prefix, n, within=600),
+        _raw_loop(kafka, prefix + "posts.raw", prefix + "bench.sink", n),
+        _progress(kafka, prefix, n, within=600),
     )
 
 
@@ -239,6 +243,7 @@ def main() -> None:
         "--parts", nargs="+", choices=["core", "memory", "worker"], default=["core", "memory", "worker"]
     )
     parser.add_argument("--baseline", type=Path, help="a checkout whose worker runs paired with this one's")
+    parser.add_argument("--secure", action="store_true", help="an embedded SASL_SSL broker (TLS and SCRAM)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     if "core" in args.parts:
@@ -256,10 +261,10 @@ def main() -> None:
             flush=True,
         )
     if "worker" in args.parts:
-        _workers(args.terms, args.kafka_posts, args.runs, args.baseline)
+        _workers(args.terms, args.kafka_posts, args.runs, args.baseline, args.secure)
 
 
-def _workers(sizes: list[int], n: int, runs: int, baseline: Path | None) -> None:
+def _workers(sizes: list[int], n: int, runs: int, baseline: Path | None, secure: bool) -> None:
     codes: list[tuple[str, Path | None]] = [("this checkout", None)]
     if baseline is not None:
         codes.append((f"baseline {baseline}", baseline))
@@ -268,12 +273,12 @@ def _workers(sizes: list[int], n: int, runs: int, baseline: Path | None) -> None
         "| raw aiokafka consume->produce msg/s (median) |"
     )
     print("|---:|---|---:|---|---:|---:|")
-    with broker() as bootstrap:
+    with broker(secure=secure) as kafka:
         for terms in sizes:
             results: dict[str, list[tuple[float, float, int]]] = {label: [] for label, _ in codes}
             for run in range(runs):
                 for label, code in codes if run % 2 == 0 else codes[::-1]:
-                    results[label].append(worker_rate(bootstrap, terms, n, code))
+                    results[label].append(worker_rate(kafka, terms, n, code))
             for label, _ in codes:
                 rows = results[label]
                 every = ", ".join(f"{r[0]:,.0f}" for r in rows)

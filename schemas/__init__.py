@@ -10,6 +10,7 @@ from schemas.events import (
     KeywordHit,
     Post,
     TierChange,
+    TierForecast,
     TierOverride,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "KeywordHit",
     "Post",
     "TierChange",
+    "TierForecast",
     "TierOverride",
 ]
 
@@ -32,6 +34,7 @@ EVENT_MODELS = (
     KeywordHit,
     TierChange,
     TierOverride,
+    TierForecast,
     IncidentEvent,
     IncidentAction,
     Alert,

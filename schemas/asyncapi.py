@@ -17,6 +17,7 @@ _PRODUCERS = {
     "keyword_hits": "scoring",
     "tier_changes": "scoring",
     "tier_overrides": "ingest (operator API)",
+    "tier_forecasts": "scoring (once the forecast is wired into its worker: see docs/forecast.md)",
     "incidents": "escalation",
     "incident_actions": "ingest (operator API and one-click links)",
     "alerts": "escalation (incident alerts) and ingest (the 09:00/14:00/20:00 briefings)",

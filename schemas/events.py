@@ -54,6 +54,8 @@ __all__ = [
     "TermMatch",
     "Tier",
     "TierChange",
+    "TierForecast",
+    "TierForecastInputs",
     "event_id",
 ]
 
@@ -295,6 +297,64 @@ class TierChange(Event):
     detected_at: UtcDatetime
 
     _id_fields = ("group", "previous", "tier", "reason", "window_end")
+
+
+class TierForecastInputs(BaseModel):
+    """What a forecast was computed from, so that a reader can check it by hand (docs/forecast.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    threshold: int = Field(gt=0, description="The tier's threshold: spread must be more than this …")
+    window_minutes: int = Field(gt=0, le=24 * 60, description="… within this many minutes.")
+    current: int = Field(ge=0, description="Spread in that window at event_time.")
+    counts: dict[str, int] = Field(description="Spread per window at event_time, keyed '2h', '4h', '8h'.")
+    fit_start: UtcDatetime = Field(description="Start of the first minute of the fit window.")
+    fit_minutes: int = Field(gt=0, description="Complete minutes fitted, ending at event_time.")
+    active_minutes: int = Field(ge=0, description="Minutes of the fit window with any spread.")
+    rate: float = Field(ge=0, description="Projected spread per minute now.")
+    rate_low: float = Field(ge=0, description="Low edge of that rate at the forecast's confidence.")
+    rate_high: float = Field(ge=0, description="High edge of that rate at the forecast's confidence.")
+    trend: float = Field(
+        le=0,
+        description="Projected change of the rate, spread per minute per minute (a rise is not projected).",
+    )
+    outflow: int = Field(
+        ge=0, description="Spread of the minutes that leave the window by expected_at (known, not projected)."
+    )
+
+
+class TierForecast(Event):
+    """A group's spread is expected to cross a tier's threshold within the lead time if its trend holds: a
+    warning only, as a tier changes when its threshold is crossed (TierChange), never on a forecast."""
+
+    group: str
+    tier: Tier = Field(description="The tier whose threshold is expected to be crossed.")
+    current_tier: Tier = Field(description="The group's tier when the forecast was made (less severe).")
+    event_time: UtcDatetime = Field(description="End of the last complete minute the forecast uses.")
+    expected_at: UtcDatetime = Field(description="When the threshold is expected to be crossed.")
+    earliest_at: UtcDatetime = Field(description="Early edge of the band.")
+    latest_at: UtcDatetime = Field(description="Late edge of the band (within the lead time).")
+    confidence: float = Field(
+        ge=0,
+        le=1,
+        description="Estimated chance of the crossing within the lead time (at least the setting).",
+    )
+    lead_minutes: int = Field(gt=0, description="The configured lead time the crossing falls within.")
+    inputs: TierForecastInputs
+    method: str = Field(description="Estimator and its version (docs/forecast.md).")
+    detected_at: UtcDatetime
+
+    _id_fields = ("group", "tier", "event_time", "expected_at")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.tier == Tier.none or self.tier.severity <= self.current_tier.severity:
+            raise ValueError(
+                f"tier {int(self.tier)} must be a tier more severe than current_tier {int(self.current_tier)}"
+            )
+        if not self.event_time <= self.earliest_at <= self.expected_at <= self.latest_at:
+            raise ValueError("expected event_time <= earliest_at <= expected_at <= latest_at")
+        return self
 
 
 class TierOverride(Event):

@@ -1,10 +1,13 @@
-"""One real Kafka broker per test session, and factories for topics, stacks and consumers."""
+"""One real Kafka broker per test session (and, for the tests that need them, one secured broker and one
+three-node cluster), and factories for topics, stacks and consumers."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,12 +19,13 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from services.common.broker import EmbeddedBroker, free_port
+from services.common.broker import EmbeddedBroker, free_port, free_ports
 from services.common.config import bundled_config_path
 from services.common.runner import Stack
 from services.common.topics import Topics
 
 _counter = itertools.count()
+YUQING = (sys.executable, "-m", "services.common.cli")  # the `yuqing` command of this checkout
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +40,46 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka_started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedBroker, str]]:
+    """A broker with a SASL_SSL listener (SCRAM users, certificates from an in-memory CA; a client
+    certificate is checked when offered), started once per session through the CLI as an operator would,
+    with what the CLI printed."""
+    home = tmp_path_factory.mktemp("secure-kafka")
+    port = free_port()
+    started = subprocess.run(
+        [*YUQING, "broker", "start", "--tls", "--sasl", "scram", "--port", str(port), "--dir", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    broker = EmbeddedBroker(port=port, home=home)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield broker, started.stdout
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(secure_kafka_started: tuple[EmbeddedBroker, str]) -> EmbeddedBroker:
+    """The session's SASL_SSL broker; `client_env()` are the settings of its clients."""
+    return secure_kafka_started[0]
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """Three combined broker+controller nodes, shared by the tests that need replication; a test that
+    stops a node starts it again before it ends."""
+    cluster = EmbeddedBroker(port=free_ports(3), home=tmp_path_factory.mktemp("cluster"), nodes=3)
+    cluster.start(timeout=240)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
@@ -105,10 +149,12 @@ async def collect(
     topic: str,
     until: Callable[[list[bytes]], bool],
     within: float = 60.0,
+    **client: Any,
 ) -> list[bytes]:
-    """Read `topic` from the beginning until `until(values)` holds or `within` seconds pass."""
+    """Read `topic` from the beginning until `until(values)` holds or `within` seconds pass. `client`:
+    security arguments (EmbeddedBroker.client_kwargs)."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, **client
     )
     await consumer.start()
     values: list[bytes] = []
@@ -123,8 +169,8 @@ async def collect(
     return values
 
 
-async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]], **client: Any) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client)
     await producer.start()
     try:
         await asyncio.gather(*[await producer.send(topic, key=k, value=v) for k, v in items])

@@ -19,24 +19,75 @@ _PLATFORMS = ("weibo", "wechat", "douyin", "xiaohongshu", "zhihu", "bilibili", "
 
 
 def _broker(args: argparse.Namespace) -> int:
-    broker = EmbeddedBroker(port=args.port, version=args.kafka_version)
+    from services.common.broker import BrokerSecurity
+
+    security = None
+    if args.action == "start" and (args.tls or args.mtls or args.sasl):
+        security = BrokerSecurity(
+            tls=args.tls or args.mtls,
+            sasl=args.sasl,
+            # "requested": a client certificate, when offered, must be from the broker's CA.
+            client_auth="required" if args.mtls else "requested" if args.tls else "none",
+        )
+    broker = EmbeddedBroker(
+        port=args.port,
+        home=Path(args.dir) if args.dir else None,
+        version=args.kafka_version,
+        nodes=args.nodes,
+        security=security,
+    )
     if args.action == "start":
-        started = broker.start()
-        print(f"Kafka {broker.version} running on {broker.bootstrap} (pid {started}); log: {broker.log_file}")
+        broker.start()
+        pids = ", ".join(str(n.status()) for n in broker.node_list)
+        nodes = f"{len(broker.node_list)} nodes, " if len(broker.node_list) > 1 else ""
+        print(
+            f"Kafka {broker.version} running on {broker.bootstrap} ({nodes}pid {pids}); "
+            f"log: {broker.log_file}"
+        )
+        _print_client_settings(broker)
     elif args.action == "stop":
         print("stopped" if broker.stop() else "not running")
     else:
-        pid = broker.status()
-        print(f"running on {broker.bootstrap} (pid {pid})" if pid else "not running")
-        return 0 if pid else 3
+        running = [(n.node_id, n.status()) for n in broker.node_list]
+        if all(pid for _, pid in running):
+            print(f"running on {broker.bootstrap} (pid {', '.join(str(pid) for _, pid in running)})")
+            return 0
+        if any(pid for _, pid in running):
+            down = ", ".join(str(node) for node, pid in running if not pid)
+            print(f"partly running on {broker.bootstrap}: node(s) {down} down")
+            return 1
+        print("not running")
+        return 3
     return 0
 
 
+def _print_client_settings(broker: EmbeddedBroker) -> None:
+    """What a client sets to reach this broker; passwords stay in the 0600 file, never on the terminal."""
+    env = broker.client_env()
+    if len(env) == 1:
+        return
+    print("clients connect with these settings:")
+    for key, value in env.items():
+        secret = "PASSWORD" in key
+        print(f"  {key}={'(in ' + str(broker.client_env_file) + ')' if secret else value}")
+    if broker.security is not None and broker.security.client_auth == "requested":
+        print(
+            f"  mutual TLS is optional: a client certificate and its key are in {broker.tls_files.ca.parent}"
+        )
+    if broker.client_env_file.exists():
+        print(f"load them with: set -a; . {broker.client_env_file}; set +a")
+
+
 def _topics(args: argparse.Namespace) -> int:
+    import asyncio
+
     from services.common.kafka import ensure_topics_sync
+    from services.common.kafka_security import check_connection
     from services.common.settings import CommonSettings, load_settings
 
-    created = ensure_topics_sync(load_settings(CommonSettings))
+    settings = load_settings(CommonSettings)
+    asyncio.run(check_connection(settings))
+    created = ensure_topics_sync(settings)
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
     return 0
 
@@ -66,7 +117,7 @@ def _schemas(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from services.common.runner import RestartPolicy, Stack, supervise
 
-    stack = Stack.from_env()
+    stack = Stack.from_env(api_port=args.api_port, kafka_port=args.kafka_port)
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -91,6 +142,16 @@ def _dev(args: argparse.Namespace) -> int:
         stack.stop()
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number, got {text!r}") from None
+    if not 0 < port < 65533:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number (1-65532), got {text!r}")
+    return port
+
+
 def _positive_speed(text: str) -> float:
     try:
         speed = float(text)
@@ -111,6 +172,7 @@ def _replay(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
     from services.common.kafka import ensure_topics_sync
+    from services.common.kafka_security import check_connection, client_kwargs
     from services.common.settings import CommonSettings, load_settings
     from services.common.topics import Topics
     from services.ingest.replay import replay
@@ -138,6 +200,7 @@ def _replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
+        asyncio.run(check_connection(settings))
         ensure_topics_sync(settings)
         result = asyncio.run(
             replay(
@@ -149,6 +212,7 @@ def _replay(args: argparse.Namespace) -> int:
                 report=Path(args.report) if args.report else None,
                 progress=not args.quiet,
                 event_time=args.event_time,
+                kafka_client=client_kwargs(settings),
             )
         )
     except (OSError, KafkaError) as exc:
@@ -198,10 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="yuqing", description="Early warning for online opinion crises.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("broker", help="manage the embedded single-node Kafka (KRaft)")
+    p = sub.add_parser("broker", help="manage the embedded Kafka (KRaft): one node, or a local cluster")
     p.add_argument("action", choices=["start", "stop", "status"])
-    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--port", type=_port, default=9092, help="client port (a cluster's node i: port + i - 1)")
     p.add_argument("--kafka-version", default=DEFAULT_KAFKA_VERSION)
+    p.add_argument(
+        "--nodes", type=int, default=None, help="start a cluster of N combined broker+controller nodes"
+    )
+    p.add_argument("--tls", action="store_true", help="a TLS listener, certificates from an in-memory CA")
+    p.add_argument("--sasl", choices=["scram", "plain"], default=None, help="SASL users (SCRAM or PLAIN)")
+    p.add_argument("--mtls", action="store_true", help="require a client certificate (implies --tls)")
+    p.add_argument("--dir", default=None, help="the broker's home (default ~/.cache/yuqing/broker/PORT)")
     p.set_defaults(func=_broker)
 
     p = sub.add_parser("topics", help="create every yuqing topic (idempotent)")
@@ -221,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser(
         "dev", help="run the whole stack locally (embedded Kafka unless YUQING_KAFKA_BOOTSTRAP)"
+    )
+    p.add_argument("--kafka-port", type=_port, default=None, help="port of the embedded Kafka (default 9092)")
+    p.add_argument(
+        "--api-port", type=_port, default=None, help="port of the API (default YUQING_API_PORT or 8000)"
     )
     p.set_defaults(func=_dev)
 

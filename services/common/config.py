@@ -38,6 +38,7 @@ __all__ = [
     "EscalationConfig",
     "EscalationPolicy",
     "FeedConfig",
+    "ForecastConfig",
     "IngestConfig",
     "LadderStep",
     "NotifierConfig",
@@ -94,6 +95,54 @@ class TiersConfig(_Frozen):
         if tiers != [1, 2, 3]:
             raise ValueError(f"need exactly one rule for each of tiers 1, 2, 3; got tiers {tiers}")
         return tuple(sorted(rules, key=lambda r: -r.tier))
+
+
+class ForecastConfig(_Frozen):
+    """Warn before a tier's threshold is crossed if the recent trend holds (docs/forecast.md).
+
+    A forecast never changes a tier: tiers stay exactly the thresholds above.
+    """
+
+    enabled: bool = Field(default=True, description="Compute forecasts and emit TierForecast events.")
+    lead_minutes: int = Field(
+        default=30, ge=1, le=240, description="Warn when the crossing is expected within this many minutes."
+    )
+    fit_minutes: int = Field(
+        default=15, ge=6, le=120, description="The trend is fitted on this many recent complete minutes."
+    )
+    min_confidence: float = Field(
+        default=0.75,
+        ge=0.5,
+        lt=1,
+        description="A warning needs this chance of the crossing within the lead time: the band's late edge "
+        "(the crossing at this confidence) must be within it. The band is the central range at this level.",
+    )
+    min_active_minutes: int = Field(
+        default=8, ge=2, description="Minutes with spread the fit window needs before any estimate."
+    )
+    max_minute_share: float = Field(
+        default=0.4,
+        gt=0,
+        le=1,
+        description="No estimate while one minute holds more than this share of the fit window's spread: "
+        "a spike is not a trend (it still counts in the window sums and tiers).",
+    )
+    reemit_minutes: int = Field(
+        default=10,
+        ge=1,
+        le=240,
+        description="While a warning stands, a new forecast is emitted only when the expected crossing moves "
+        "by more than this.",
+    )
+
+    @model_validator(mode="after")
+    def _fits(self) -> ForecastConfig:
+        if self.min_active_minutes > self.fit_minutes:
+            raise ValueError(
+                f"min_active_minutes ({self.min_active_minutes}) must not exceed fit_minutes "
+                f"({self.fit_minutes})"
+            )
+        return self
 
 
 def _check_terms(terms: tuple[str, ...], field: str) -> tuple[str, ...]:
@@ -462,6 +511,7 @@ class IngestConfig(_Frozen):
 class YuqingConfig(_Frozen):
     rules: RulesConfig
     tiers: TiersConfig = TiersConfig()
+    forecast: ForecastConfig = ForecastConfig()
     escalation: EscalationConfig = EscalationConfig()
     notifier: NotifierConfig = NotifierConfig()
     ingest: IngestConfig = IngestConfig()

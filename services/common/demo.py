@@ -23,6 +23,7 @@ from services.common import json
 from services.common.broker import EmbeddedBroker, free_port
 from services.common.config import bundled_config_path
 from services.common.exceptions import DemoFailed, YuqingError
+from services.common.kafka_security import client_kwargs
 from services.common.runner import Stack
 from services.common.topics import Topics
 from services.notifier.channels import sign
@@ -98,9 +99,10 @@ def write_config(path: Path, webhook_url: str, data_dir: Path) -> Path:
 
 
 class _Collector:
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
+    def __init__(self, bootstrap: str, topics: Topics, client: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
+        self.client = client or {}  # security arguments, as the stack's services have them
         self.tier_changes: list[TierChange] = []
         self.incidents: list[IncidentEvent] = []
         self.alerts: list[Alert] = []
@@ -116,6 +118,7 @@ class _Collector:
             bootstrap_servers=self.bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            **self.client,
         )
         await consumer.start()
         kinds = {
@@ -151,7 +154,7 @@ def _stack_for_demo(workdir: Path, config: Path, prefix: str) -> Stack:
     if not os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
         running = EmbeddedBroker()
         if running.status():  # a `yuqing dev` broker is up: share it (our topics have their own prefix)
-            stack.env["YUQING_KAFKA_BOOTSTRAP"] = running.bootstrap
+            stack.env.update(running.client_env())  # its address, and its TLS/SASL settings if it has them
         else:
             stack.broker = EmbeddedBroker(port=free_port(), home=workdir / "broker")
     return stack
@@ -246,7 +249,9 @@ async def _run(budget: float, speed: float) -> int:
         try:
             # Starting the broker and creating topics block: keep them off the event loop.
             await asyncio.to_thread(stack.start)
-            collector = _Collector(stack.bootstrap_addr, Topics.with_prefix(prefix))
+            collector = _Collector(
+                stack.bootstrap_addr, Topics.with_prefix(prefix), client_kwargs(stack.settings)
+            )
             task = asyncio.create_task(collector.run(stop))
             api = f"http://127.0.0.1:{stack.api_port}"
             await _feed(api, posts, stack, deadline, speed)

@@ -11,29 +11,57 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from services.common.exceptions import KafkaSetupError
+from services.common.kafka_security import client_kwargs
 from services.common.settings import CommonSettings
 from services.common.topics import Topics
 
-__all__ = ["cluster_reachable", "ensure_changelogs", "ensure_topics", "ensure_topics_sync"]
+__all__ = [
+    "cluster_brokers",
+    "cluster_reachable",
+    "ensure_changelogs",
+    "ensure_topics",
+    "ensure_topics_sync",
+    "topic_configs",
+]
 
 log = logging.getLogger(__name__)
 
 _METADATA_ATTEMPTS = 20
 
 
-def cluster_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
-    async def _probe() -> bool:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+def cluster_brokers(bootstrap: str, timeout: float = 2.0, **client: Any) -> int:
+    """How many brokers the cluster at `bootstrap` reports (0 if it does not answer). `client` are the
+    client's security arguments (kafka_security.client_kwargs)."""
+
+    async def _probe() -> int:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **client
+        )
         try:
             await asyncio.wait_for(admin.start(), timeout)
-            await asyncio.wait_for(admin.describe_cluster(), timeout)
-            return True
+            described = await asyncio.wait_for(admin.describe_cluster(), timeout)
+            return len(described["brokers"])
         except (KafkaError, OSError, TimeoutError):
-            return False
+            return 0
         finally:
             await admin.close()
 
     return asyncio.run(_probe())
+
+
+def cluster_reachable(bootstrap: str, timeout: float = 2.0, **client: Any) -> bool:
+    return cluster_brokers(bootstrap, timeout, **client) > 0
+
+
+def topic_configs(settings: CommonSettings, extra: dict[str, str]) -> dict[str, str]:
+    """A topic's configs at creation: with 3 or more replicas, writes (acks=all) need a majority of them in
+    sync (min.insync.replicas 2 of 3), so an acknowledged message survives the loss of any one broker and a
+    lone leader cannot accept what it alone holds. Below 3 the broker's default stays."""
+    rf = settings.replication_factor
+    configs = dict(extra)
+    if rf >= 3:
+        configs.setdefault("min.insync.replicas", str(rf // 2 + 1))
+    return configs
 
 
 def creation_errors(topic_errors: list[Any]) -> list[str]:
@@ -76,7 +104,12 @@ async def _create_missing(
     if missing:
         response = await admin.create_topics(
             [
-                NewTopic(t, settings.partitions, settings.replication_factor, topic_configs=configs(t))
+                NewTopic(
+                    t,
+                    settings.partitions,
+                    settings.replication_factor,
+                    topic_configs=topic_configs(settings, configs(t)),
+                )
                 for t in missing
             ]
         )
@@ -99,7 +132,7 @@ async def ensure_topics(settings: CommonSettings, retries: int = 30) -> list[str
     topics = Topics.with_prefix(settings.topic_prefix).all()
     last: Exception | None = None
     for attempt in range(retries):
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **client_kwargs(settings))
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -146,7 +179,7 @@ async def ensure_changelogs(
     refused every table write for minutes ("changelog topic ... has 0 partitions"): the escalation worker
     sent an incident's events, failed to save its row, and opened a new incident on the next tier change."""
     changelogs = list(changelogs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -17,6 +17,8 @@ from typing import IO
 from services.common.broker import EmbeddedBroker
 from services.common.exceptions import ConfigError
 from services.common.kafka import ensure_changelogs, ensure_topics_sync
+from services.common.kafka_logs import install_kafka_log_filter
+from services.common.kafka_security import check_connection
 from services.common.settings import CommonSettings, load_settings
 
 __all__ = ["SERVICES", "RestartPolicy", "Stack", "run_service", "supervise"]
@@ -29,19 +31,25 @@ def run_service(name: str) -> None:
     """Start one service in the foreground; topics are created first so subscriptions never miss one.
 
     The ingest API starts even while Kafka is down (it creates the topics once Kafka answers, and /readyz
-    says 503 until then); a stream worker cannot do anything without Kafka and exits with the reason."""
+    says 503 until then); a stream worker cannot do anything without Kafka and exits with the reason. A
+    cluster that refuses us for good (a wrong password, an untrusted certificate) stops every service at
+    once with one line naming the setting (kafka_security.check_connection), not a loop of retries."""
     _keep_urls_out_of_logs()
+    install_kafka_log_filter()
     if name == "ingest":
         from services.ingest.settings import IngestSettings
         from services.ingest.worker import run as run_ingest
 
-        run_ingest(load_settings(IngestSettings))
+        ingest = load_settings(IngestSettings)
+        asyncio.run(check_connection(ingest))
+        run_ingest(ingest)
         return
     if name == "scoring":
         from services.scoring.settings import ScoringSettings
         from services.scoring.worker import run as run_scoring
 
         scoring = load_settings(ScoringSettings)
+        asyncio.run(check_connection(scoring))
         ensure_topics_sync(scoring)
         run_scoring(scoring)
         return
@@ -54,6 +62,7 @@ def run_service(name: str) -> None:
     else:
         raise SystemExit(f"unknown service {name!r}; expected one of: {', '.join(SERVICES)}")
     settings = load_settings(S)
+    asyncio.run(check_connection(settings))
     ensure_topics_sync(settings)
     shell = build(settings)
     asyncio.run(ensure_changelogs(settings, shell.changelog_topics()))
@@ -83,6 +92,7 @@ class Stack:
     log_dir: Path = Path(".yuqing-data/logs")
     api_port: int = 8000
     base_web_port: int = 6066
+    kafka_port: int = 9092  # of the embedded broker, when the stack starts one
     web_ports: dict[str, int] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -90,32 +100,47 @@ class Stack:
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     @classmethod
-    def from_env(cls) -> Stack:
-        """The stack `yuqing dev` runs: ports from YUQING_API_PORT (API) and YUQING_WEB_PORT (the workers
-        take the next three), else 8000 and 6067-6069."""
+    def from_env(cls, api_port: int | None = None, kafka_port: int | None = None) -> Stack:
+        """The stack `yuqing dev` runs: the API on `api_port`, else YUQING_API_PORT, else 8000; the workers
+        on the three ports after YUQING_WEB_PORT (6067-6069); the embedded broker, if the stack starts one
+        (YUQING_KAFKA_BOOTSTRAP unset), on `kafka_port`, else 9092."""
+        if kafka_port is not None and os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
+            raise ConfigError(
+                "--kafka-port is the port of the embedded broker, but YUQING_KAFKA_BOOTSTRAP is set: "
+                "yuqing dev uses that cluster and starts no broker; unset one of them"
+            )
         ports = {}
         for name, default in (("YUQING_API_PORT", 8000), ("YUQING_WEB_PORT", 6066)):
-            raw = os.environ.get(name, str(default))
+            raw = str(api_port) if name == "YUQING_API_PORT" and api_port is not None else None
+            raw = raw or os.environ.get(name, str(default))
             try:
                 ports[name] = int(raw)
             except ValueError:
                 raise ConfigError(f"{name}: expected a TCP port number, got {raw!r}") from None
             if not 0 < ports[name] < 65533:
                 raise ConfigError(f"{name}: expected a TCP port number (1-65532), got {raw!r}")
-        return cls(api_port=ports["YUQING_API_PORT"], base_web_port=ports["YUQING_WEB_PORT"])
+        return cls(
+            api_port=ports["YUQING_API_PORT"],
+            base_web_port=ports["YUQING_WEB_PORT"],
+            kafka_port=kafka_port or 9092,
+        )
 
     def bootstrap(self) -> str:
         if "YUQING_KAFKA_BOOTSTRAP" in self.env:
             return self.env["YUQING_KAFKA_BOOTSTRAP"]
         if os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
             return os.environ["YUQING_KAFKA_BOOTSTRAP"]
-        self.broker = self.broker or EmbeddedBroker()
+        self.broker = self.broker or EmbeddedBroker(port=self.kafka_port)
         # A broker someone else started (`yuqing broker start`, another dev stack) is used and left running.
         running = self.broker.status() is not None
         verb = "using the embedded Kafka already running" if running else "starting embedded Kafka"
         print(f"{verb} on {self.broker.bootstrap} …", flush=True)
         self.broker.start()
         self.started_broker = not running
+        # A broker started with --tls, --sasl or --nodes: its clients' settings, unless the user set them.
+        for key, value in self.broker.client_env().items():
+            if key != "YUQING_KAFKA_BOOTSTRAP" and key not in os.environ:
+                self.env.setdefault(key, value)
         return self.broker.bootstrap
 
     def child_env(self, service: str, index: int) -> dict[str, str]:
@@ -133,6 +158,8 @@ class Stack:
         settings = load_settings(
             CommonSettings, kafka_bootstrap=self.bootstrap_addr, **self._common_overrides()
         )
+        self.settings = settings  # what the services connect with (kafka_security.client_kwargs)
+        asyncio.run(check_connection(settings))
         ensure_topics_sync(settings)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(SERVICES):
@@ -140,8 +167,10 @@ class Stack:
                 self.start_one(name, i)
 
     def _common_overrides(self) -> dict[str, str]:
-        keys = {"YUQING_TOPIC_PREFIX": "topic_prefix", "YUQING_PARTITIONS": "partitions"}
-        return {field_: self.env[k] for k, field_ in keys.items() if k in self.env}
+        """The stack's own YUQING_* settings (prefix, partitions, Kafka security …) over the environment's,
+        as its children get them."""
+        fields = {f"YUQING_{name.upper()}": name for name in CommonSettings.model_fields}
+        return {fields[k]: v for k, v in self.env.items() if k in fields and k != "YUQING_KAFKA_BOOTSTRAP"}
 
     def start_one(self, name: str, index: int | None = None) -> subprocess.Popen[bytes]:
         index = SERVICES.index(name) if index is None else index

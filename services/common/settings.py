@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from services.common.exceptions import ConfigError
@@ -23,6 +24,16 @@ __all__ = [
 S = TypeVar("S", bound="CommonSettings")
 # Tokens and HMAC keys shorter than this are refused at start-up: 16 random URL-safe characters are ~96 bits.
 MIN_SECRET_CHARS = 16
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+# Settings files read at start-up, by the env var that names them.
+_FILES = {
+    "kafka_ssl_ca_file": "YUQING_KAFKA_SSL_CA_FILE",
+    "kafka_ssl_cert_file": "YUQING_KAFKA_SSL_CERT_FILE",
+    "kafka_ssl_key_file": "YUQING_KAFKA_SSL_KEY_FILE",
+}
 
 
 class CommonSettings(BaseSettings):
@@ -46,6 +57,103 @@ class CommonSettings(BaseSettings):
         ge=0,
         description="/healthz answers 503 when input has waited this long with nothing processed (0: never).",
     )
+    # How every Kafka client of every service connects (services/common/kafka_security.py).
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, as the listener has."
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with SASL_*."
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle the brokers' certificates are checked against; system CAs if unset.",
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate (chain) for mutual TLS."
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        default=None, description="PEM private key of the client certificate, if not in the cert file."
+    )
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that a broker's certificate names the host connected to."
+    )
+
+    @field_validator(
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_ca_file",
+        "kafka_ssl_cert_file",
+        "kafka_ssl_key_file",
+        "kafka_ssl_key_password",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose and Helm pass an unset optional variable as an empty string.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("kafka_security_protocol", mode="before")
+    @classmethod
+    def _protocol_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _mechanism_case(cls, value: object) -> object:
+        return value.strip().upper().replace("_", "-") if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Self:
+        """Refuse a combination that cannot connect, or that silently ignores a setting, naming it."""
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        tls = protocol.endswith("SSL")
+        if sasl:
+            for name, value in (
+                ("YUQING_KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism),
+                ("YUQING_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                ("YUQING_KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+            ):
+                if value is None:
+                    raise ValueError(f"{name} is required with YUQING_KAFKA_SECURITY_PROTOCOL={protocol}")
+        else:
+            given = [
+                name
+                for name, value in (
+                    ("YUQING_KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism),
+                    ("YUQING_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                    ("YUQING_KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+                )
+                if value is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"{given[0]} is set but YUQING_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL; "
+                    "expected SASL_SSL or SASL_PLAINTEXT"
+                )
+        if not tls:
+            given = [env for field, env in _FILES.items() if getattr(self, field) is not None]
+            if self.kafka_ssl_key_password is not None:
+                given.append("YUQING_KAFKA_SSL_KEY_PASSWORD")
+            if given:
+                raise ValueError(
+                    f"{given[0]} is set but YUQING_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS; "
+                    "expected SSL or SASL_SSL"
+                )
+        if self.kafka_ssl_key_file is not None and self.kafka_ssl_cert_file is None:
+            raise ValueError(
+                "YUQING_KAFKA_SSL_KEY_FILE is set without YUQING_KAFKA_SSL_CERT_FILE, "
+                "the certificate it belongs to"
+            )
+        for field, env in _FILES.items():
+            path = getattr(self, field)
+            if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
+                raise ValueError(f"{env}: {path} is not a readable file")
+        return self
 
     def masked(self) -> dict[str, Any]:
         """Settings as safe to log (see `redacted`)."""
@@ -119,4 +227,10 @@ def _describe(exc: ValidationError, secret: frozenset[str], prefix: str = "") ->
             continue
         name = f"{prefix}{loc.upper()}" if prefix else loc
         lines.append(f"{name}: {err['msg']}{_got(str(err['loc'][0]), err.get('input'), secret)}")
+    if len(lines) == 1:  # one error, one line: a start-up refusal reads as a single log line
+        return f"invalid settings: {lines[0]}"
     return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def _secret(loc: str) -> bool:
+    return any(word in loc for word in ("password", "token", "secret"))

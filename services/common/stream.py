@@ -25,6 +25,7 @@ from schemas.events import DeadLetterRecord
 from services.common import json
 from services.common.exceptions import DeadLetter, RetryLater
 from services.common.journal import CrashJournal
+from services.common.kafka_security import client_kwargs, faust_credentials
 from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
@@ -283,6 +284,7 @@ class StreamShell:
         self.app = faust.App(
             f"{settings.topic_prefix}{service}",
             broker=brokers,
+            broker_credentials=faust_credentials(settings),
             store="memory://",  # durable through changelog topics; rebuilt on start
             topic_partitions=settings.partitions,
             topic_replication_factor=settings.replication_factor,
@@ -347,7 +349,9 @@ class StreamShell:
         if not tps:
             self._lag_rows = {}
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap, **client_kwargs(self.settings)
+        )
         try:
             await admin.start()
             answer = await admin.list_consumer_group_offsets(

@@ -12,6 +12,7 @@ TOPIC_DOCS: dict[str, tuple[str, str, str]] = {
     "keyword_hits": ("keyword-hits", "rule group", "KeywordHit"),
     "tier_changes": ("tier-changes", "rule group", "TierChange"),
     "tier_overrides": ("tier-overrides", "rule group", "TierOverride"),
+    "tier_forecasts": ("tier-forecasts", "rule group", "TierForecast"),
     "incidents": ("incidents", "rule group", "IncidentEvent"),
     "incident_actions": ("incident-actions", "rule group", "IncidentAction"),
     "alerts": ("alerts", "rule group (`*` for briefings)", "Alert"),
@@ -29,6 +30,7 @@ class Topics:
     keyword_hits: str
     tier_changes: str
     tier_overrides: str
+    tier_forecasts: str
     incidents: str
     incident_actions: str
     alerts: str

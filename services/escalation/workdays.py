@@ -62,15 +62,20 @@ class WorkCalendar:
             counted += working
         return datetime.combine(local, time(23, 59, 59), tzinfo=SHANGHAI), approximate
 
-    def warn_missing(self, today: date) -> list[int]:
-        """Log, once at start-up, each of this year and next that has no holiday data; return them."""
+    def warn_missing(self, today: date, config_file: str = "the config file") -> list[int]:
+        """Log, once at start-up, each of this year and next that has no holiday data, naming the config
+        keys that fill it in; return those years."""
         missing = [y for y in _years(today) if not self.knows(y)]
         for year in missing:
             log.warning(
-                "no Chinese holiday calendar for %d: post-mortem deadlines in %d are counted Monday "
-                "to Friday and marked approximate. Add the State Council's schedule to the config file "
-                "(escalation.calendar.holidays, extra_workdays) or upgrade chinese-calendar.",
+                "no Chinese holiday calendar for %d: post-mortem deadlines in %d are counted Monday to "
+                "Friday and marked approximate. From the State Council's schedule for %d, list its days "
+                "off under escalation.calendar.holidays and its make-up workdays (调休) under "
+                "escalation.calendar.extra_workdays in %s (dates as %d-01-01), or upgrade chinese-calendar.",
                 year,
+                year,
+                year,
+                config_file,
                 year,
             )
         return missing

@@ -40,7 +40,12 @@ def build(settings: EscalationSettings) -> StreamShell:
     shell = StreamShell("escalation", settings)
     config = load_config(settings.config_file)
     core = EscalationCore(config.escalation, ack_link=_link_maker(settings))
-    core.calendar.warn_missing(system_clock().astimezone(SHANGHAI).date())
+    core.calendar.warn_missing(
+        system_clock().astimezone(SHANGHAI).date(),
+        f"{settings.config_file} (YUQING_CONFIG_FILE)"
+        if settings.config_file
+        else "a config file of your own (YUQING_CONFIG_FILE; the bundled example is in use)",
+    )
     t = shell.topics
     incidents_topic = shell.raw_topic(t.incidents)
     alerts_topic = shell.raw_topic(t.alerts)

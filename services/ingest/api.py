@@ -30,6 +30,7 @@ from services.common import json
 from services.common.config import IngestConfig, load_config
 from services.common.exceptions import KafkaSetupError
 from services.common.kafka import ensure_topics
+from services.common.kafka_security import client_kwargs
 from services.common.topics import Topics
 from services.common.unreadable import install as read_unreadable_records
 from services.ingest.adapters import AdapterError
@@ -115,6 +116,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
                 enable_idempotence=True,
                 linger_ms=5,
                 request_timeout_ms=int(settings.produce_timeout_seconds * 1000),
+                **client_kwargs(settings),
             )
             try:
                 await ensure_topics(settings, retries=1)
@@ -434,6 +436,7 @@ async def _follow(settings: IngestSettings, topics: Topics, model: ReadModel) ->
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            **client_kwargs(settings),
         )
         try:
             await consumer.start()

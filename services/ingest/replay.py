@@ -60,6 +60,7 @@ async def replay(
     progress: bool,
     clock: Clock = system_clock,
     event_time: bool = False,
+    kafka_client: dict[str, Any] | None = None,
 ) -> ReplayResult:
     """Send every good line of `path` to `topic`, keyed platform:post_id.
 
@@ -67,6 +68,7 @@ async def replay(
     them ten times shorter. Native lines of `platform` are paced by their publish times and stamped with
     clock() when sent; other lines without an event_time get clock() and do not move the pace. With
     `event_time`, every line without an event_time takes its publish time instead, and paces by it.
+    `kafka_client` are the producer's security arguments (kafka_security.client_kwargs).
     """
     if speed is not None and not (math.isfinite(speed) and speed > 0):
         raise ReplayError(f"speed must be a positive number, or None for as fast as possible; got {speed!r}")
@@ -77,7 +79,11 @@ async def replay(
         source = stack.enter_context(await asyncio.to_thread(path.open, "rb"))
         sink = stack.enter_context(await asyncio.to_thread(report.open, "wb")) if report is not None else None
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            **(kafka_client or {}),
         )
         await producer.start()
         stack.push_async_callback(producer.stop)

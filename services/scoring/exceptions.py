@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from services.common.exceptions import YuqingError
 
-__all__ = ["LateEvent"]
+__all__ = ["BadSeries", "LateEvent"]
 
 
 class LateEvent(YuqingError):
@@ -24,3 +24,7 @@ class LateEvent(YuqingError):
 def _minutes(span: timedelta) -> str:
     minutes = int(span.total_seconds() // 60)
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+class BadSeries(YuqingError, ValueError):
+    """A per-minute spread handed to the forecast is not a count (negative, fractional, absurdly large)."""

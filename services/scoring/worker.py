@@ -13,7 +13,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -288,9 +288,20 @@ def run(settings: ScoringSettings) -> None:
         _tune_gc()
         await serve(scoring, stop)
 
+    _event_loop(settings)(main())
+
+
+def _event_loop(settings: ScoringSettings) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop, where it is installed and the Kafka listener is plaintext; asyncio's own loop otherwise.
+
+    Over TLS, aiokafka on uvloop now and then waited 30 s for a metadata update a new consumer asked for
+    (about one consumer start in fifteen, against a SASL_SSL broker; never on asyncio's loop, never in
+    plaintext): a partition restore took 30 s and the worker lost its place in the group. uvloop's gain
+    (about 4 %) is not worth that."""
+    if settings.kafka_security_protocol.endswith("SSL"):
+        return asyncio.run
     try:
         import uvloop
     except ImportError:  # not on this platform: asyncio's own loop does the same, a little slower
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+        return asyncio.run
+    return uvloop.run

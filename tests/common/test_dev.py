@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,12 +22,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from services.common.broker import free_port
+from services.common.broker import EmbeddedBroker, free_port
 from services.common.exceptions import ConfigError
 from services.common.runner import RestartPolicy, Stack, supervise
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
-from tests.conftest import write_config
+from tests.conftest import YUQING, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +49,9 @@ class _FakeBroker:
         self.stops += 1
         self.running = False
         return True
+
+    def client_env(self) -> dict[str, str]:
+        return {"YUQING_KAFKA_BOOTSTRAP": self.bootstrap}
 
 
 @pytest.mark.parametrize(("already_running", "stops"), [(True, 0), (False, 1)])
@@ -79,6 +83,25 @@ def test_dev_keeps_the_users_ports(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("YUQING_API_PORT", "eighty")
     with pytest.raises(ConfigError, match="YUQING_API_PORT: expected a TCP port number, got 'eighty'"):
         Stack.from_env()
+
+
+def test_dev_options_choose_the_api_and_kafka_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("YUQING_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.setenv("YUQING_API_PORT", "9100")
+    stack = Stack.from_env(api_port=9300, kafka_port=9400)
+    assert (stack.api_port, stack.kafka_port) == (9300, 9400)  # the option wins over YUQING_API_PORT
+    assert Stack.from_env().kafka_port == 9092
+    monkeypatch.setenv("YUQING_KAFKA_BOOTSTRAP", "kafka:9092")
+    with pytest.raises(ConfigError, match="--kafka-port is the port of the embedded broker"):
+        Stack.from_env(kafka_port=9400)
+    bad = subprocess.run(
+        [sys.executable, "-m", "services.common.cli", "dev", "--kafka-port", "ninety"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "--kafka-port: expected a TCP port number, got 'ninety'" in bad.stderr
 
 
 def _closed_port() -> int:
@@ -305,3 +328,65 @@ def test_dev_starts_an_exited_worker_again_and_gives_up_on_a_crash_loop() -> Non
     assert code == 1
     assert len(started) == 3
     assert said[-1] == "scoring exited (code 70) 4 times in 10 minutes; giving up"
+
+
+@pytest.mark.kafka
+def test_a_clean_dev_start_logs_no_error(tmp_path: Path) -> None:
+    """`yuqing dev --kafka-port --api-port` on a fresh embedded broker: every topic and the group coordinator
+    are new, which used to log aiokafka ERRORs (NotLeaderForPartitionError, GroupCoordinatorNotAvailable)
+    an operator reads as broken. Nothing at ERROR, and the services log at their default level (info)."""
+    kafka_port, api_port, web_base = free_port(), free_port(), _free_block(4)
+    cache = tmp_path / "cache"  # the broker's home under it; the jars are the machine's
+    cache.mkdir()
+    jars = EmbeddedBroker(port=kafka_port).fetch().parent  # resolved once per machine
+    (cache / jars.name).symlink_to(jars)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YUQING_")}
+    env |= {
+        "YUQING_CACHE_DIR": str(cache),
+        "YUQING_WEB_PORT": str(web_base),
+        "YUQING_CONFIG_FILE": str(write_config(tmp_path / "c.yaml")),
+        "YUQING_SESSION_TIMEOUT_SECONDS": "6",
+    }
+    proc = subprocess.Popen(
+        [*YUQING, "dev", "--kafka-port", str(kafka_port), "--api-port", str(api_port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        pending = {f"http://127.0.0.1:{api_port}/readyz"} | {
+            f"http://127.0.0.1:{web_base + i}/healthz" for i in (1, 2, 3)
+        }
+        while pending:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, f"never ready: {pending}"
+            for url in list(pending):
+                try:
+                    if httpx.get(url, timeout=2).status_code == 200:
+                        pending.discard(url)
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.5)
+        time.sleep(5)  # the workers' first rounds of fetches, commits and lag measurements
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert f"starting embedded Kafka on 127.0.0.1:{kafka_port}" in out
+    logs = {p.name: p.read_text(errors="replace") for p in (tmp_path / ".yuqing-data" / "logs").glob("*.log")}
+    assert set(logs) == {"ingest.log", "scoring.log", "escalation.log", "notifier.log"}
+    assert "Starting..." in logs["escalation.log"], "the workers log at info: the test would see an ERROR"
+    errors = [
+        f"{name}: {line}"
+        for name, text in [("dev", out), *logs.items()]
+        for line in text.splitlines()
+        if re.search(r"\bERROR\b|\bCRITICAL\b|Traceback", line)
+    ]
+    assert errors == []
+    assert _port_free(kafka_port), "the broker the stack started was not stopped with it"

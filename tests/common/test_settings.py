@@ -28,8 +28,14 @@ def test_the_secret_fields_are_known_by_their_type():
         "operator_tokens",
         "link_secret",
         "console_secret",
+        "kafka_sasl_password",
+        "kafka_ssl_key_password",
     }
-    assert secret_fields(EscalationSettings) == {"link_secret"}
+    assert secret_fields(EscalationSettings) == {
+        "link_secret",
+        "kafka_sasl_password",
+        "kafka_ssl_key_password",
+    }
 
 
 def test_a_rule_across_fields_does_not_print_the_settings_it_was_given():

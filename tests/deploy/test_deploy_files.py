@@ -21,8 +21,10 @@ from fastapi.testclient import TestClient
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.common.config import load_config
+from services.common.kafka import topic_configs
 from services.common.runner import SERVICES as APP_SERVICES
-from services.common.settings import load_settings
+from services.common.settings import CommonSettings, load_settings
+from services.common.topics import Topics
 from services.ingest.settings import IngestSettings
 from tests.console.test_console import TOKEN as CONSOLE_TOKEN
 from tests.console.test_console import Console
@@ -56,6 +58,11 @@ def compose() -> dict[str, Any]:
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:
+    """The environment as compose gives it when no variable is set: each ${NAME:-default} is its default."""
+    return {k: re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", v) for k, v in raw_env_of(service).items()}
+
+
+def raw_env_of(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment", {})
     if isinstance(env, list):  # KEY=VALUE form
         env = dict(item.split("=", 1) for item in env)
@@ -400,11 +407,11 @@ def test_deployment_gets_its_settings_and_config_file(name: str) -> None:
     assert all(ref in configmaps for ref in refs)
     settings = {k: v for ref in refs for k, v in configmaps[ref]["data"].items()}
     for env in container.get("env", []):
-        if "valueFrom" not in env:  # a literal, then never a secret
-            assert not re.search(r"TOKEN|SECRET|PASSWORD", env["name"]), env["name"]
-            continue
-        key = env["valueFrom"]["secretKeyRef"]
-        assert key["key"] in secrets[key["name"]]["stringData"], env["name"]
+        if re.search(r"TOKEN|SECRET|PASSWORD", env["name"]):
+            assert "value" not in env, f"{env['name']} is written inline; it belongs in a Secret"
+        if "valueFrom" in env:
+            key = env["valueFrom"]["secretKeyRef"]
+            assert key["key"] in secrets[key["name"]]["stringData"], env["name"]
     if name == "ingest":
         assert "YUQING_INGEST_TOKENS" in {env["name"] for env in container["env"]}
     assert settings["YUQING_WEB_HOST"] == ANY_HOST
@@ -598,8 +605,7 @@ def test_topics_job_creates_the_topics() -> None:
 
 @pytest.mark.filterwarnings("ignore:config file .* world-readable")
 def test_secret_holds_a_valid_config_and_the_configmap_no_secret(tmp_path: Path) -> None:
-    (secret,) = of_kind("Secret").values()
-    data = secret["stringData"]
+    data = of_kind("Secret")["yuqing-secrets"]["stringData"]
     assert data["YUQING_INGEST_TOKENS"]
     config_path = tmp_path / "yuqing.yaml"
     config_path.write_text(data["yuqing.yaml"], encoding="utf-8")
@@ -695,3 +701,248 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
         for source in sources:
             assert (ROOT / source).exists(), source
             assert source.rstrip("/") not in ignored, f"{source} is copied but .dockerignore drops it"
+
+
+# ---- Kafka security: compose, Kubernetes, Strimzi ----------------------------------------------------------
+
+KAFKA_SETTINGS = (
+    "YUQING_KAFKA_SECURITY_PROTOCOL",
+    "YUQING_KAFKA_SASL_MECHANISM",
+    "YUQING_KAFKA_SASL_USERNAME",
+    "YUQING_KAFKA_SASL_PASSWORD",
+    "YUQING_KAFKA_SSL_CA_FILE",
+    "YUQING_KAFKA_SSL_CERT_FILE",
+    "YUQING_KAFKA_SSL_KEY_FILE",
+    "YUQING_KAFKA_SSL_KEY_PASSWORD",
+)
+
+
+def _settings_from(env: dict[str, str], files: dict[str, Path]) -> CommonSettings:
+    """CommonSettings from a deploy file's YUQING_* values, each mounted file path replaced by a real one."""
+    fields: dict[str, Any] = {
+        k.removeprefix("YUQING_").lower(): v for k, v in env.items() if k.startswith("YUQING_")
+    }
+    for key, path in files.items():
+        fields[key.removeprefix("YUQING_").lower()] = path
+    return load_settings(CommonSettings, **fields)
+
+
+@pytest.mark.parametrize("name", [*SERVICES, "topics"])
+def test_compose_passes_every_kafka_security_setting_from_the_environment(
+    compose: dict[str, Any], name: str
+) -> None:
+    raw = raw_env_of(compose["services"][name])
+    for key in ("YUQING_KAFKA_BOOTSTRAP", *KAFKA_SETTINGS):
+        assert re.fullmatch(rf"\$\{{{key}:-[^}}]*\}}", raw[key]), f"{key}: {raw[key]!r}"
+    # No secret is ever written in the file: each is a ${VARIABLE} from the shell or .env.
+    for key, value in raw.items():
+        if re.search(r"TOKEN|SECRET|PASSWORD", key):
+            assert value.startswith("${"), key
+    # As shipped (nothing set), the settings are valid and plaintext, for the bundled broker.
+    settings = _settings_from(env_of(compose["services"][name]), {})
+    assert settings.kafka_security_protocol == "PLAINTEXT"
+    assert (DEPLOY / mount_sources(compose["services"][name])["/etc/yuqing/kafka-tls"]).is_dir()
+
+
+K8S_KAFKA_USERS = {**{f"yuqing-{name}": name for name in SERVICES}, "yuqing-topics": "topics"}
+
+
+def kafka_pod(user: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pod spec, container) of a service's Deployment, or of the topics Job."""
+    if user == "topics":
+        (job,) = of_kind("Job").values()
+        spec: dict[str, Any] = job["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        return spec, container
+    return pod_spec(user), container_of(user)
+
+
+@pytest.mark.parametrize("user", [*SERVICES, "topics"])
+def test_each_pod_logs_in_to_kafka_as_its_own_user_with_a_password_from_a_secret(
+    user: str, tmp_path: Path
+) -> None:
+    spec, container = kafka_pod(user)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["YUQING_KAFKA_SASL_USERNAME"]["value"] == f"yuqing-{user}"
+    ref = env["YUQING_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref["key"] in of_kind("Secret")[ref["name"]]["stringData"]
+    settings = {
+        k: v
+        for ref in container["envFrom"]
+        for k, v in of_kind("ConfigMap")[ref["configMapRef"]["name"]]["data"].items()
+    }
+    # The CA file the settings name is a Secret's key, mounted where they say.
+    ca = PurePosixPath(settings["YUQING_KAFKA_SSL_CA_FILE"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volume = {v["name"]: v for v in spec["volumes"]}[mounts[str(ca.parent)]]["secret"]
+    assert {"key": "ca.crt", "path": ca.name} in volume["items"]
+    assert "ca.crt" in of_kind("Secret")[volume["secretName"]]["stringData"]
+    # Together they are settings a service starts with.
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
+    pod_env = {**settings, "YUQING_KAFKA_SASL_USERNAME": f"yuqing-{user}", "YUQING_KAFKA_SASL_PASSWORD": "p"}
+    loaded = _settings_from(pod_env, {"YUQING_KAFKA_SSL_CA_FILE": ca_file})
+    assert (loaded.kafka_security_protocol, loaded.kafka_sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    # Strimzi's bootstrap Service of the cluster the KafkaTopics and KafkaUsers name.
+    (cluster,) = {doc["metadata"]["labels"]["strimzi.io/cluster"] for doc in STRIMZI}
+    assert settings["YUQING_KAFKA_BOOTSTRAP"].startswith(f"{cluster}-kafka-bootstrap.")
+
+
+STRIMZI_DIR = K8S / "strimzi"
+STRIMZI = [
+    doc
+    for path in sorted(STRIMZI_DIR.glob("*.yaml"))
+    if path.name != "kustomization.yaml"
+    for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+    if doc
+]
+STRIMZI_SCHEMA = Path(__file__).with_name("strimzi.schema.json")
+
+
+def validate_strimzi(doc: dict[str, Any]) -> None:
+    jsonschema.validate(doc, json.loads(STRIMZI_SCHEMA.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("doc", STRIMZI, ids=[f"{d['kind']}/{d['metadata']['name']}" for d in STRIMZI])
+def test_strimzi_resources_match_the_crd_fields_they_use(doc: dict[str, Any]) -> None:
+    validate_strimzi(doc)
+
+
+def test_the_strimzi_check_rejects_a_typo() -> None:
+    user = json.loads(json.dumps(next(d for d in STRIMZI if d["kind"] == "KafkaUser")))
+    user["spec"]["authorization"]["acls"][0]["resource"]["patternType"] = "prefixed"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_strimzi(user)
+    user["spec"]["authorization"]["acls"][0]["resource"]["patternType"] = "prefix"
+    user["spec"]["authorization"]["acls"][0]["operations"] = ["Reed"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate_strimzi(user)
+    topic = json.loads(json.dumps(next(d for d in STRIMZI if d["kind"] == "KafkaTopic")))
+    topic["spec"]["replica"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        validate_strimzi(topic)
+
+
+def test_strimzi_kustomization_lists_its_files_in_the_kafka_namespace() -> None:
+    kustomization = load_yaml(STRIMZI_DIR / "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in STRIMZI_DIR.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
+    assert {doc["metadata"]["namespace"] for doc in STRIMZI} == {kustomization["namespace"]}
+
+
+def test_strimzi_topics_are_every_shared_topic_with_the_configured_layout() -> None:
+    settings = of_kind("ConfigMap")["yuqing-env"]["data"]
+    topics = {d["spec"]["topicName"]: d["spec"] for d in STRIMZI if d["kind"] == "KafkaTopic"}
+    assert set(topics) == set(Topics.with_prefix(settings["YUQING_TOPIC_PREFIX"]).all())
+    for name, spec in topics.items():
+        assert spec["partitions"] == int(settings["YUQING_PARTITIONS"]), name
+        assert spec["replicas"] == int(settings["YUQING_REPLICATION_FACTOR"]), name
+        # What `yuqing topics create` sets for the same replication factor (services/common/kafka.py).
+        fake = CommonSettings(replication_factor=spec["replicas"])
+        assert spec["config"]["min.insync.replicas"] == topic_configs(fake, {})["min.insync.replicas"], name
+        if name.endswith(".ticks"):
+            assert spec["config"]["retention.ms"] == "3600000", name
+
+
+def _code_needs(data_dir: Path) -> dict[str, dict[str, set[str]]]:
+    """What each service's code reads, writes, creates and joins, with the default prefix: consumed topics,
+    groups and changelogs from the workers themselves (built offline); what faust workers send, from the
+    topics their build asks for that they do not consume; the rest from the code it names."""
+    from unittest import mock
+
+    from services.common import stream
+    from services.escalation import worker as escalation
+    from services.escalation.settings import EscalationSettings
+    from services.notifier import worker as notifier
+    from services.notifier.settings import NotifierSettings
+    from services.scoring import worker as scoring
+    from services.scoring.settings import ScoringSettings
+
+    t = Topics.with_prefix("yuqing.")
+    needs: dict[str, dict[str, set[str]]] = {}
+    for name, module, settings_class in (
+        ("escalation", escalation, EscalationSettings),
+        ("notifier", notifier, NotifierSettings),
+    ):
+        asked: list[str] = []
+        real = stream.StreamShell.raw_topic
+
+        def record(self: Any, *names: str, _asked: list[str] = asked, _real: Any = real) -> Any:
+            _asked.extend(names)
+            return _real(self, *names)
+
+        with mock.patch.object(stream.StreamShell, "raw_topic", record):
+            shell = module.build(load_settings(settings_class, data_dir=data_dir))
+        consumed = {topic for agent in shell.app.agents.values() for topic in agent.channel.topics}
+        internal = {*shell.changelog_topics(), f"{shell.app.conf.id}-__assignor-__leader"}
+        needs[name] = {
+            "read": consumed | internal,
+            "write": (set(asked) - (consumed - {shell.ticks_name})) | internal,
+            "create": internal,
+            "group": {shell.app.conf.id},
+        }
+    worker = scoring.build(load_settings(ScoringSettings, data_dir=data_dir)).worker
+    changelogs = set(worker.changelogs.values())
+    needs["scoring"] = {
+        "read": set(worker.handlers) | changelogs,  # changelogs: restored at start
+        # services/scoring/worker.py: batch.send(...) of threads, hits and tier changes.
+        "write": {t.scoring_threads, t.keyword_hits, t.tier_changes, worker.dead_letter_topic} | changelogs,
+        "create": changelogs,
+        "group": {worker.group_id},
+    }
+    # services/ingest/api.py: posts, overrides, operator actions and 简报 are produced; _follow reads three
+    # event topics for the read model with group_id=None (no group).
+    needs["ingest"] = {
+        "read": {t.keyword_hits, t.tier_changes, t.incidents},
+        "write": {t.posts_raw, t.tier_overrides, t.incident_actions, t.alerts},
+        "create": set(),
+        "group": set(),
+    }
+    needs["topics"] = {"read": set(), "write": set(), "create": set(t.all()), "group": set()}
+    return needs
+
+
+def _allowed(acls: list[dict[str, Any]], kind: str, name: str, operation: str) -> bool:
+    implied = {"Describe": {"Describe", "Read", "Write", "Delete", "Alter", "All"}}.get(
+        operation, {operation}
+    )
+    for acl in acls:
+        resource = acl["resource"]
+        matches = resource["name"] == name or (
+            resource.get("patternType") == "prefix" and name.startswith(resource["name"])
+        )
+        if resource["type"] == kind and matches and implied & set(acl["operations"]):
+            return True
+    return False
+
+
+def test_each_kafka_user_may_do_what_its_service_does_and_nothing_more(tmp_path: Path) -> None:
+    users = {d["metadata"]["name"]: d for d in STRIMZI if d["kind"] == "KafkaUser"}
+    assert set(users) == set(K8S_KAFKA_USERS)
+    needs = _code_needs(tmp_path)
+    every = Topics.with_prefix("yuqing.").all()
+    for user, service in K8S_KAFKA_USERS.items():
+        acls = users[user]["spec"]["authorization"]["acls"]
+        need = needs[service]
+        for operation, kind in (
+            ("read", "topic"),
+            ("write", "topic"),
+            ("create", "topic"),
+            ("group", "group"),
+        ):
+            for name in need[operation]:
+                op = {"group": "Read"}.get(operation, operation.capitalize())
+                assert _allowed(acls, kind, name, op), f"{user} may not {op} {kind} {name}"
+        for topic in every:  # every service checks at start-up that all topics exist (ensure_topics)
+            assert _allowed(acls, "topic", topic, "Describe"), f"{user} may not Describe {topic}"
+        # Nothing more: no literal grant beyond what the code does, and no deny rules to reason about.
+        for acl in acls:
+            resource = acl["resource"]
+            assert acl.get("type", "allow") == "allow"
+            if resource.get("patternType", "literal") != "literal":
+                continue
+            kind, name = resource["type"], resource["name"]
+            for op in acl["operations"]:
+                key = {("topic", "Read"): "read", ("topic", "Write"): "write", ("group", "Read"): "group"}
+                assert name in need[key[kind, op]], f"{user} is granted {op} on {kind} {name} it never uses"

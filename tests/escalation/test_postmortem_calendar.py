@@ -75,6 +75,15 @@ def test_start_up_warns_about_next_years_missing_calendar(caplog):
     assert "escalation.calendar.holidays" in caplog.records[0].getMessage()
 
 
+def test_the_warning_names_the_keys_and_the_file_to_fill_in(caplog):
+    with caplog.at_level(logging.WARNING, logger="services.escalation.workdays"):
+        CALENDAR.warn_missing(date(2026, 11, 20), "/etc/yuqing/yuqing.yaml (YUQING_CONFIG_FILE)")
+    message = caplog.records[0].getMessage()
+    assert "list its days off under escalation.calendar.holidays" in message
+    assert "make-up workdays (调休) under escalation.calendar.extra_workdays" in message
+    assert "in /etc/yuqing/yuqing.yaml (YUQING_CONFIG_FILE) (dates as 2027-01-01)" in message
+
+
 def test_days_are_counted_from_the_shanghai_date_not_utc():
     closed = datetime(2026, 11, 19, 17, 0, tzinfo=UTC)  # Fri Nov 20, 01:00 in Shanghai
     assert CALENDAR.add_working_days(closed, 3) == (end_of(2026, 11, 25), False)

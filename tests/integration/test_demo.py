@@ -12,8 +12,13 @@ import pytest
 pytestmark = pytest.mark.kafka
 
 
-def test_demo_shows_three_tiers_an_incident_and_delivered_alerts(kafka, tmp_path):
-    env = {**os.environ, "YUQING_KAFKA_BOOTSTRAP": kafka}
+@pytest.mark.parametrize("listener", ["plaintext", "SASL_SSL"])
+def test_demo_shows_three_tiers_an_incident_and_delivered_alerts(listener, request, tmp_path):
+    """Also against a SASL_SSL cluster: the demo's own consumer connects as the services do."""
+    if listener == "plaintext":
+        env = {**os.environ, "YUQING_KAFKA_BOOTSTRAP": request.getfixturevalue("kafka")}
+    else:
+        env = {**os.environ, **request.getfixturevalue("secure_kafka").client_env()}
     proc = subprocess.run(
         [sys.executable, "-m", "services.common.cli", "demo", "--timeout", "240"],
         env=env,

@@ -47,6 +47,13 @@ async def wait_ready(api: str, stack) -> None:
 
 
 async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory, tmp_path):
+    await check_pipeline(kafka, {}, topics, stack_factory, tmp_path)
+
+
+async def check_pipeline(kafka, kafka_client, topics, stack_factory, tmp_path, extra_env=None) -> None:
+    """Eleven posts in over HTTP, three tiers up, an override, an incident with its deadlines, alerts at a
+    signed webhook, a dead letter, and the metrics that show them. `kafka` and `kafka_client` (security
+    arguments of the test's own Kafka clients) say where the stack started with `extra_env` runs."""
     with WebhookReceiver("s3cret") as receiver:
         config = write_config(
             tmp_path / "config.yaml",
@@ -56,7 +63,7 @@ async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory
                 "group_interval_seconds": 5,
             },
         )
-        stack = stack_factory(config)
+        stack = stack_factory(config, extra_env=extra_env)
         api = f"http://127.0.0.1:{stack.api_port}"
         await wait_ready(api, stack)
         now = datetime.now(UTC)
@@ -64,9 +71,9 @@ async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory
             resp = await client.post(f"{api}/v1/posts", json=crisis_posts(now))
         assert resp.status_code == 202, resp.text
         # A poison message straight onto the input topic must not stop the flow.
-        await produce(kafka, topics.posts_raw, [(b"weibo:bad", b"{not json")])
+        await produce(kafka, topics.posts_raw, [(b"weibo:bad", b"{not json")], **kafka_client)
 
-        changes = await collect(kafka, topics.tier_changes, lambda v: len(v) >= 3)
+        changes = await collect(kafka, topics.tier_changes, lambda v: len(v) >= 3, **kafka_client)
         tiers = [TierChange.model_validate_json(v) for v in changes]
         assert [(int(t.previous), int(t.tier)) for t in tiers] == [(0, 3), (3, 2), (2, 1)]
         assert {(t.direction, t.group) for t in tiers} == {("up", "xinghe")}
@@ -77,7 +84,7 @@ async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory
         async with httpx.AsyncClient() as client:
             pin = await client.post(f"{api}/v1/tiers/xinghe/override", json={"tier": 2, "actor": "王组长"})
         assert pin.status_code == 202, pin.text
-        changes = await collect(kafka, topics.tier_changes, lambda v: len(v) >= 4)
+        changes = await collect(kafka, topics.tier_changes, lambda v: len(v) >= 4, **kafka_client)
         pinned = TierChange.model_validate_json(changes[3])
         assert (pinned.reason, int(pinned.previous), int(pinned.tier), pinned.operator) == (
             "override",
@@ -86,7 +93,7 @@ async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory
             "王组长",
         )
 
-        incidents = await collect(kafka, topics.incidents, lambda v: len(v) >= 1)
+        incidents = await collect(kafka, topics.incidents, lambda v: len(v) >= 1, **kafka_client)
         opened = IncidentEvent.model_validate_json(incidents[0])
         assert (opened.kind.value, int(opened.tier)) == ("opened", 3)
         deadlines = {d.name: d.due_at for d in opened.deadlines}
@@ -99,6 +106,7 @@ async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory
                 {Delivery.model_validate_json(x).dedup_key.split("|")[0] for x in v} >= {"hits"}
                 and any(b"incident_opened" in x for x in v)
             ),
+            **kafka_client,
         )
         delivered = [Delivery.model_validate_json(v) for v in deliveries]
         assert all(d.outcome.value == "delivered" for d in delivered)
@@ -109,7 +117,7 @@ async def test_posts_flow_through_all_four_services(kafka, topics, stack_factory
         assert hits_alert["group"] == "xinghe"
         assert len(hits_alert["hit_ids"]) >= 1
 
-        dead = await collect(kafka, topics.dead_letter, lambda v: len(v) >= 1)
+        dead = await collect(kafka, topics.dead_letter, lambda v: len(v) >= 1, **kafka_client)
         record = json.loads(dead[0])
         assert record["reason"] == "invalid_json"
         assert record["source_topic"] == topics.posts_raw

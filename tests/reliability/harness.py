@@ -85,6 +85,7 @@ class Feed:
     speed: float = SPEED
     accepted: set[str] = field(default_factory=set)
     statuses: Counter[int] = field(default_factory=Counter)
+    acked_at: list[float] = field(default_factory=list)  # time.monotonic() of each accepted batch
 
     async def run(self, posts: list[dict[str, Any]], during: Any = None) -> None:
         first = datetime.fromisoformat(posts[0]["event_time"])
@@ -109,6 +110,7 @@ class Feed:
             self.statuses[resp.status_code] += 1
             if resp.status_code == 202:
                 self.accepted.update(a["event_id"] for a in resp.json()["accepted"])
+                self.acked_at.append(time.monotonic())
                 return
             if resp.status_code in (429, 503):
                 await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
@@ -148,6 +150,7 @@ async def verify(
     config: Path,
     recovery: float | None = None,
     same_order: bool = True,
+    extra_notes: str = "",
 ) -> Report:
     """Acknowledged posts all on posts.raw; spread equal to the fault-free one; no page sent twice; no
     deadline fired twice; with one partition (`same_order`), the same tier changes as a fault-free run."""
@@ -212,7 +215,8 @@ async def verify(
             if got_changes == want_changes
             else "tiers reached in the fault-free order (ids differ: hits interleave across partitions); "
         )
-        + f"statuses {dict(feed.statuses)}",
+        + f"statuses {dict(feed.statuses)}"
+        + (f"; {extra_notes}" if extra_notes else ""),
     )
     assert lost_posts == 0, f"{lost_posts} acknowledged posts are not on {topics.posts_raw}"
     assert counted == spread, f"counted spread {counted:,}, fault-free {spread:,}"

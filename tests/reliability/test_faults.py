@@ -139,9 +139,11 @@ async def test_rebalance_second_scoring_worker_joins_and_leaves(
 
     async def join_then_leave() -> None:
         await asyncio.sleep(6)
-        extra = stack.start_one("scoring", index=len(stack.procs) + 4)
-        stack.procs["scoring-2"] = stack.procs.pop("scoring")
-        stack.procs["scoring"] = extra
+        # start_one files the new process under "scoring": put the first one back, or the stack forgets it
+        # and it outlives the test (it did, one leftover worker per run).
+        first = stack.procs["scoring"]
+        stack.procs["scoring-2"] = stack.start_one("scoring", index=len(stack.procs) + 4)
+        stack.procs["scoring"] = first
         await asyncio.sleep(12)
         second = stack.procs.pop("scoring-2")
         second.terminate()

@@ -23,7 +23,7 @@ from services.scoring.core import ScoringState
 from services.scoring.rows import TABLES, micros
 from services.scoring.settings import ScoringSettings
 from services.scoring.windows import minute_of
-from services.scoring.worker import Scoring
+from services.scoring.worker import Scoring, _event_loop
 from tests.conftest import produce
 from tests.scoring.factories import T0, make_post
 
@@ -63,6 +63,26 @@ def test_a_repost_keyed_by_its_own_id_goes_to_its_thread_first(scoring: Scoring)
 def test_a_post_without_its_identity_is_refused(scoring: Scoring) -> None:
     with pytest.raises(DeadLetter, match="platform"):
         scoring.on_raw_post(_record(b"x", b'{"text": "hi"}'), _batch())
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_over_tls_the_worker_runs_on_asyncios_loop_not_uvloop(tmp_path: Path, protocol: str) -> None:
+    """aiokafka on uvloop over TLS now and then stalled a consumer start for 30 s (see _event_loop)."""
+    import asyncio
+
+    uvloop = pytest.importorskip("uvloop")
+    sasl: dict[str, Any] = {
+        "kafka_sasl_mechanism": "PLAIN",
+        "kafka_sasl_username": "u",
+        "kafka_sasl_password": "p",
+    }
+    tls = ScoringSettings(
+        data_dir=tmp_path, kafka_security_protocol=protocol, **(sasl if protocol.startswith("SASL") else {})
+    )
+    assert _event_loop(tls) is asyncio.run
+    assert _event_loop(ScoringSettings(data_dir=tmp_path)) is uvloop.run
+    sasl_plaintext = ScoringSettings(data_dir=tmp_path, kafka_security_protocol="SASL_PLAINTEXT", **sasl)
+    assert _event_loop(sasl_plaintext) is uvloop.run
 
 
 def test_settings_refuse_a_horizon_shorter_than_the_windows(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from services.common import json
 from services.common.exceptions import DeadLetter, KafkaSetupError, StateRowError
 from services.common.journal import CrashJournal, PartitionJournal
 from services.common.kafka import ensure_changelogs
+from services.common.kafka_security import client_kwargs
 from services.common.metrics import CommonMetrics, observe_many
 from services.common.partitioned.checkpoint import Checkpoint, Checkpointer, Record
 from services.common.partitioned.tables import Table
@@ -179,6 +180,7 @@ class PartitionedWorker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 << 20,
+            **client_kwargs(self.settings),
         )
         await reader.start()
         rows_of: dict[int, dict[str, dict[str, bytes]]] = {
@@ -240,6 +242,7 @@ class PartitionedWorker:
             enable_idempotence=True,
             linger_ms=5,
             max_batch_size=256 * 1024,
+            **client_kwargs(s),
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap,
@@ -254,6 +257,7 @@ class PartitionedWorker:
             # One fetch per broker is in flight at a time. The default long poll (500 ms) on an input that is
             # momentarily empty (keyword-hits, fed by this very worker) held back posts.raw behind it.
             fetch_max_wait_ms=_FETCH_WAIT_MS,
+            **client_kwargs(s),
         )
         await self._producer.start()
         try:
