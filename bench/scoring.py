@@ -7,9 +7,10 @@
 2. worker: one `yuqing worker scoring` process on the embedded Kafka, posts preloaded on posts.raw (keyed by
    thread, as ingest keys them), timed from its first commit to the moment every post and every keyword hit
    is processed and committed, next to a raw aiokafka consume->produce loop over the same posts run at the
-   same time (the ceiling any Kafka consumer on this machine could reach). With `--baseline DIR` (a checkout
-   of other code, e.g. `git worktree add DIR main`) each run of this checkout's worker is paired with one of
-   DIR's on the same broker, in alternating order, so that both see the same machine load;
+   same time (the ceiling any Kafka consumer on this machine could reach), and the worker's CPU time over the
+   same span (Linux). With `--baseline DIR` (a checkout of other code, e.g. `git archive main | tar -x -C
+   DIR`) each run of this checkout's worker is paired with one of DIR's on the same broker, in alternating
+   order, so that both see the same machine load, and the ratio of each pair is reported;
 3. memory: tracemalloc over N distinct posts through both stages (the snapshot row on the post's thread
    partition, its count marker on its group's partition), decoded one at a time as the worker does: the
    bytes the scoring state holds (what dropping it frees) per tracked post.
@@ -28,6 +29,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -115,19 +117,28 @@ async def _preload(kafka: Kafka, topic: str, posts: list[bytes]) -> None:
         await producer.stop()
 
 
-async def _progress(kafka: Kafka, prefix: str, n: int, within: float) -> tuple[float, int, int]:
-    """Follow the worker's committed offsets: (seconds, posts, hits) from its first commit on posts.raw to
-    the moment every post and every keyword hit it produced is processed and committed.
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid` so far (Linux: /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _progress(
+    kafka: Kafka, prefix: str, n: int, pid: int, within: float
+) -> tuple[float, float, int, int]:
+    """Follow the worker's committed offsets: (seconds, the worker's CPU seconds, posts, hits) from its first
+    commit on posts.raw to the moment every post and every keyword hit it produced is processed and committed.
 
     Timing from the first commit leaves out start-up (jieba, the matcher, joining the group) and the first
-    batch; what is left is the steady rate of the whole worker, windows stage included."""
+    batch; what is left is the steady rate of the whole worker, windows stage included. Its CPU time over
+    the same span depends far less on what else the machine runs than the rate does."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.client)
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, **kafka.client)
     await admin.start()
     await consumer.start()
     posts, hits = TopicPartition(prefix + "posts.raw", 0), TopicPartition(prefix + "keyword-hits", 0)
     group = prefix + "scoring"
-    first: tuple[float, int] | None = None
+    first: tuple[float, float, int] | None = None
     deadline = time.monotonic() + within
     try:
         while time.monotonic() < deadline:
@@ -139,11 +150,11 @@ async def _progress(kafka: Kafka, prefix: str, n: int, within: float) -> tuple[f
             done = {tp: (meta.offset if meta.offset >= 0 else 0) for tp, meta in offsets.items()}
             now = time.perf_counter()
             if first is None and done.get(posts, 0) > 0:
-                first = (now, done[posts])
+                first = (now, _cpu_seconds(pid), done[posts])
             if first and done.get(posts) == n:
                 end = (await consumer.end_offsets([hits]))[hits]
                 if done.get(hits) == end:
-                    return now - first[0], n - first[1], end
+                    return now - first[0], _cpu_seconds(pid) - first[1], n - first[2], end
             await asyncio.sleep(0.05)
     finally:
         await consumer.stop()
@@ -188,9 +199,16 @@ async def _prepare(kafka: Kafka, prefix: str, posts: list[dict[str, object]]) ->
     await _preload(kafka, prefix + "posts.raw", [json.dumps(p) for p in posts])
 
 
-def worker_rate(kafka: Kafka, terms: int, n: int, code: Path | None = None) -> tuple[float, float, int]:
-    """(posts/s of one scoring worker, raw aiokafka msg/s in the same run, keyword hits); the worker runs the
-    code in `code` (default: this checkout)."""
+class _Run(NamedTuple):
+    rate: float  # posts/s of the scoring worker
+    per_cpu: float  # posts per CPU-second of the scoring worker
+    raw: float  # msg/s of the raw aiokafka loop in the same run
+    hits: int
+
+
+def worker_rate(kafka: Kafka, terms: int, n: int, code: Path | None = None) -> _Run:
+    """One scoring worker over `n` posts, next to the raw aiokafka loop; the worker runs the code in `code`
+    (default: this checkout)."""
     prefix = f"bench{terms}-{time.time_ns()}."
     posts = list(synthetic_posts(n, terms))
     asyncio.run(_prepare(kafka, prefix, posts))
@@ -216,17 +234,19 @@ def worker_rate(kafka: Kafka, terms: int, n: int, code: Path | None = None) -> t
                 stderr=subprocess.STDOUT,
             )
             try:
-                raw, (seconds, counted, hits) = asyncio.run(_measure(kafka, prefix, n))
+                raw, (seconds, cpu, counted, hits) = asyncio.run(_measure(kafka, prefix, n, proc.pid))
             finally:
                 proc.terminate()
                 proc.wait(30)
-    return counted / seconds, raw, hits
+    return _Run(counted / seconds, counted / cpu, raw, hits)
 
 
-async def _measure(kafka: Kafka, prefix: str, n: int) -> tuple[float, tuple[float, int, int]]:
+async def _measure(
+    kafka: Kafka, prefix: str, n: int, pid: int
+) -> tuple[float, tuple[float, float, int, int]]:
     return await asyncio.gather(
         _raw_loop(kafka, prefix + "posts.raw", prefix + "bench.sink", n),
-        _progress(kafka, prefix, n, within=600),
+        _progress(kafka, prefix, n, pid, within=600),
     )
 
 
@@ -269,23 +289,36 @@ def _workers(sizes: list[int], n: int, runs: int, baseline: Path | None, secure:
     if baseline is not None:
         codes.append((f"baseline {baseline}", baseline))
     print(
-        "\n| rule terms | code | scoring worker posts/s (median) | runs | keyword hits "
-        "| raw aiokafka consume->produce msg/s (median) |"
+        "\n| rule terms | code | scoring worker posts/s (median) | runs | posts per CPU-second (median) "
+        "| keyword hits | raw aiokafka consume->produce msg/s (median) |"
     )
-    print("|---:|---|---:|---|---:|---:|")
+    print("|---:|---|---:|---|---:|---:|---:|")
     with broker(secure=secure) as kafka:
         for terms in sizes:
-            results: dict[str, list[tuple[float, float, int]]] = {label: [] for label, _ in codes}
+            results: dict[str, list[_Run]] = {label: [] for label, _ in codes}
             for run in range(runs):
                 for label, code in codes if run % 2 == 0 else codes[::-1]:
                     results[label].append(worker_rate(kafka, terms, n, code))
             for label, _ in codes:
                 rows = results[label]
-                every = ", ".join(f"{r[0]:,.0f}" for r in rows)
-                rate = statistics.median(r[0] for r in rows)
-                raw = statistics.median(r[1] for r in rows)
+                every = ", ".join(f"{r.rate:,.0f}" for r in rows)
+                rate = statistics.median(r.rate for r in rows)
+                per_cpu = statistics.median(r.per_cpu for r in rows)
+                raw = statistics.median(r.raw for r in rows)
                 print(
-                    f"| {terms:,} | {label} | {rate:,.0f} | {every} | {rows[0][2]:,} | {raw:,.0f} |",
+                    f"| {terms:,} | {label} | {rate:,.0f} | {every} | {per_cpu:,.0f} | {rows[0].hits:,} "
+                    f"| {raw:,.0f} |",
+                    flush=True,
+                )
+            if baseline is not None:
+                mine, theirs = results[codes[0][0]], results[codes[1][0]]
+                ratios = [a.rate / b.rate for a, b in zip(mine, theirs, strict=True)]
+                cpu = [a.per_cpu / b.per_cpu for a, b in zip(mine, theirs, strict=True)]
+                print(
+                    f"\n{terms:,} terms, this checkout / baseline per pair: posts/s "
+                    f"{', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f}); "
+                    f"posts per CPU-second {', '.join(f'{r:.2f}' for r in cpu)} "
+                    f"(median {statistics.median(cpu):.2f})",
                     flush=True,
                 )
 

@@ -19,7 +19,6 @@ __all__ = [
     "RowError",
     "dumps",
     "dumps_row",
-    "dumps_row_into",
     "loads",
     "loads_unique",
     "row_reader",
@@ -34,7 +33,6 @@ _Row = TypeVar("_Row")
 
 _ROWS = msgspec.json.Encoder()
 dumps_row: Callable[[Any], bytes] = _ROWS.encode
-dumps_row_into: Callable[[Any, bytearray], None] = _ROWS.encode_into  # replaces the buffer's content
 
 
 def row_reader(kind: type[_Row]) -> Callable[[bytes], _Row]:

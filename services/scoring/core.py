@@ -69,7 +69,7 @@ class ScoringState:
     windows_meta: Table[WindowMeta]  # group -> running window sums
     tiers: Table[TierState]  # group -> its tier
     top: Table[TopPosts]  # group -> the posts that spread most
-    counted: Table[int]  # "group|platform:post_id" -> event time (epoch µs) of its newest hit counted
+    counted: Table[float]  # "group|platform:post_id" -> epoch µs (rows.py) of its newest hit counted
 
     @classmethod
     def of(cls, tables: Mapping[str, Table[Any]]) -> ScoringState:
@@ -271,7 +271,7 @@ class TierStage:
                 return []
         windows.add(hit.group, hit.event_time, platform, total, offset)
         if total > 0:
-            state.counted.set(key, at)
+            state.counted.set(key, float(at))  # exact: rows._CountedCodec
             self._remember_top(hit, state)
         # Hit-driven evaluation happens at event time, so a replay gives the same decisions and ids.
         late = minute_of(hit.event_time) if total > 0 else None

@@ -107,16 +107,17 @@ class _Counted(Struct, frozen=True, array_like=True, gc=False, tag="2"):
 
 class _CountedCodec:
     """ "counted" rows (keyed group|platform:post_id): the event time in epoch µs of the post's newest hit
-    counted in the group's windows, kept in memory as the bare integer (the row per post on this side)."""
+    counted in the group's windows. In memory it is a bare float (the row per post on this side): a float
+    holds every epoch µs exactly until the year 2255 and takes 24 bytes, the integer 32."""
 
     def __init__(self) -> None:
         self._codec = StructCodec(_Counted, lambda iso: _Counted(micros(datetime.fromisoformat(iso))))
 
-    def encode(self, at: int) -> bytes:
-        return json.dumps_row(_Counted(at))
+    def encode(self, at: float) -> bytes:
+        return json.dumps_row(_Counted(int(at)))
 
-    def decode(self, data: bytes) -> int:
-        return self._codec.decode(data).at
+    def decode(self, data: bytes) -> float:
+        return float(self._codec.decode(data).at)
 
 
 # -- version 1 ---------------------------------------------------------------------------------------------

@@ -91,11 +91,13 @@ def test_a_table_without_changelog_notes_nothing() -> None:
     assert table.take_changes() == []
 
 
-def test_a_compact_table_keeps_the_changelog_bytes_and_converts_older_rows_once() -> None:
+def test_a_compact_table_keeps_rows_packed_and_writes_them_as_json() -> None:
     table = CompactTable(POINTS)
-    table.restore({"old": json.dumps({"x": 3, "y": 4}), "new": b'["2",5,6]'})
+    table.restore({"old": json.dumps({"x": 3, "y": 4}), "new": b'["2",5,6]'})  # an older row converted once
     assert table["old"] == Point(3, 4)
-    assert table._rows == {"old": b'["2",3,4]', "new": b'["2",5,6]'}
+    assert table._rows == {"old": b"\x93\xa12\x03\x04", "new": b"\x93\xa12\x05\x06"}  # MessagePack ["2",x,y]
+    table.set("old", Point(7, 8))
+    assert table.take_changes() == [("old", b'["2",7,8]')]
 
 
 @pytest.mark.parametrize("data", [b'["3",1,2]', b'["2","1",2]', b"{}", b"not json", b'{"x": 1}'])
