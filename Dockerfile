@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # yuqing: one image for every service. The command picks the service:
-#   docker run IMAGE worker ingest|scoring|escalation|notifier    (default: worker ingest)
+#   docker run IMAGE worker ingest|desk|scoring|escalation|notifier    (default: worker ingest)
 #   docker run IMAGE topics create
 # Build from the repository root: docker build -t yuqing .
 
@@ -49,6 +49,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     YUQING_API_HOST=0.0.0.0 \
     YUQING_API_PORT=8000 \
+    YUQING_DESK_HOST=0.0.0.0 \
+    YUQING_DESK_PORT=8001 \
     YUQING_WEB_HOST=0.0.0.0 \
     YUQING_WEB_PORT=6066 \
     YUQING_DATA_DIR=/var/lib/yuqing
@@ -57,12 +59,13 @@ WORKDIR /var/lib/yuqing
 # Numeric, so that Kubernetes' runAsNonRoot can check it.
 USER 10001:10001
 
-# 8000: ingest API; 6066: a stream worker's /healthz and /metrics.
-EXPOSE 8000 6066
+# 8000: ingest API; 8001: the desk (console, operator API, ack links); 6066: a stream worker's /healthz and /metrics.
+EXPOSE 8000 8001 6066
 
-# Ingest answers on YUQING_API_PORT, a stream worker on YUQING_WEB_PORT: healthy when either says /healthz is OK.
+# Ingest answers on YUQING_API_PORT, the desk on YUQING_DESK_PORT, a stream worker on YUQING_WEB_PORT: healthy when
+# any of them says /healthz is OK.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request as u\nfor port in (os.environ.get('YUQING_API_PORT', '8000'), os.environ.get('YUQING_WEB_PORT', '6066')):\n    try:\n        u.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=3)\n        sys.exit(0)\n    except OSError:\n        pass\nsys.exit(1)"]
+    CMD ["python", "-c", "import os, sys, urllib.request as u\nfor port in (os.environ.get('YUQING_API_PORT', '8000'), os.environ.get('YUQING_DESK_PORT', '8001'), os.environ.get('YUQING_WEB_PORT', '6066')):\n    try:\n        u.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=3)\n        sys.exit(0)\n    except OSError:\n        pass\nsys.exit(1)"]
 
 ENTRYPOINT ["yuqing"]
 CMD ["worker", "ingest"]

@@ -102,7 +102,7 @@ def main() -> None:
         }
         with open(Path(tmp) / "api.log", "wb") as log:
             api = subprocess.Popen(
-                [sys.executable, "-m", "services.common.cli", "worker", "ingest"],
+                [sys.executable, "-m", "services.cli.main", "worker", "ingest"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -117,7 +117,7 @@ def main() -> None:
         source.write_bytes(b"".join(json.dumps(p) + b"\n" for p in posts))
         t0 = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "services.common.cli", "replay", str(source), "--quiet"],
+            [sys.executable, "-m", "services.cli.main", "replay", str(source), "--quiet"],
             env=env,
             check=True,
             capture_output=True,

@@ -28,9 +28,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._util import Kafka, broker, free_port
+from services.cli.demo import WebhookReceiver
+from services.cli.runner import Stack
 from services.common import json
-from services.common.demo import WebhookReceiver
-from services.common.runner import Stack
 
 
 def _config(path: Path, groups: int, url: str) -> Path:
@@ -145,6 +145,7 @@ def main() -> None:
             "YUQING_CONFIG_FILE": str(config),
             "YUQING_DATA_DIR": tmp,
             "YUQING_LOG_LEVEL": "warn",
+            "YUQING_BRIEFINGS": "false",  # a 简报 due during the run would be one more message to match
         }
         stack = Stack(
             env=env,

@@ -29,11 +29,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.forecast import BEGIN as FORECAST_SECTION
+from schemas.labels import DEMANDS, NEUTRAL_BAND
 from services.common import json
 from services.common.config import RulesConfig
 from services.scoring.matcher import RuleMatcher
 from services.scoring.normalize import normalize
-from services.scoring.sentiment import DEMANDS, NEUTRAL_BAND, analyse
+from services.scoring.sentiment import analyse
 
 __all__ = ["Evaluation", "Post", "evaluate", "is_traditional", "load_posts", "load_rules", "render", "report"]
 

@@ -227,7 +227,7 @@ def worker_rate(kafka: Kafka, terms: int, n: int, code: Path | None = None) -> _
         }
         with open(Path(tmp) / "worker.log", "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "services.common.cli", "worker", "scoring"],
+                [sys.executable, "-m", "services.cli.main", "worker", "scoring"],
                 cwd=code,  # `-m` finds `services` in the working directory first
                 env=env,
                 stdout=log,

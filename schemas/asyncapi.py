@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from schemas import EVENT_MODELS
-from services.common.topics import TOPIC_DOCS
+from schemas.topics import TOPIC_DOCS
 
 __all__ = ["render_asyncapi"]
 
@@ -16,11 +16,11 @@ _PRODUCERS = {
     "posts_raw": "ingest (HTTP API, feed pollers, `yuqing replay`)",
     "keyword_hits": "scoring",
     "tier_changes": "scoring",
-    "tier_overrides": "ingest (operator API)",
+    "tier_overrides": "desk (operator API)",
     "tier_forecasts": "scoring (once the forecast is wired into its worker: see docs/forecast.md)",
     "incidents": "escalation",
-    "incident_actions": "ingest (operator API and one-click links)",
-    "alerts": "escalation (incident alerts) and ingest (the 09:00/14:00/20:00 briefings)",
+    "incident_actions": "desk (operator API, console and one-click links)",
+    "alerts": "escalation (incident alerts) and notifier (the 09:00/14:00/20:00 briefings)",
     "deliveries": "notifier",
     "dead_letter": "every service",
 }

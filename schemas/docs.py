@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Any
 
 from schemas import EVENT_MODELS
-from services.common.topics import TOPIC_DOCS
+from schemas.topics import TOPIC_DOCS
 
 __all__ = ["render_contracts"]
 

@@ -19,13 +19,82 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from schemas.topics import Topics
+from services.cli.runner import Stack
 from services.common.broker import EmbeddedBroker, free_port, free_ports
 from services.common.config import bundled_config_path
-from services.common.runner import Stack
-from services.common.topics import Topics
+from tests.pg import PgCluster, find_bindir
 
+# tests.processes marks the processes a longer-lived fixture owns: its hook must see session fixtures, which a
+# conftest's hooks do not. pytester runs the leak checks on tests made to leak (tests/test_processes.py).
+pytest_plugins = ["pytester", "tests.processes"]
 _counter = itertools.count()
-YUQING = (sys.executable, "-m", "services.common.cli")  # the `yuqing` command of this checkout
+YUQING = (sys.executable, "-m", "services.cli.main")  # the `yuqing` command of this checkout
+
+# A teardown may signal a process and not wait for it: after this long it has leaked (a worker takes at most
+# 8 s to stop, services/common/shutdown.py). tests/test_processes.py shortens it for its leaking tests.
+_GRACE_SECONDS = float(os.environ.get("YUQING_TEST_LEAK_GRACE_SECONDS", "10"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_outlives_the_suite() -> Iterator[None]:
+    """Fails the suite when a process it started still runs once every fixture is torn down (this one
+    is set up first, so it is torn down last); the processes are killed, so that none outlives pytest."""
+    from tests import processes  # imported as a plugin first (pytest_plugins), so its asserts are rewritten
+
+    before = processes.running()
+    yield
+    left = processes.outliving(before, _GRACE_SECONDS)
+    if left:
+        processes.end(left)
+        pytest.fail(f"processes of this test session outlived it (now killed): {_listed(left)}")
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test whose processes still run after its teardown (a process a longer-lived fixture
+    started belongs to that fixture), and kills them."""
+    from tests import processes
+
+    before = processes.running()
+    yield
+    left = processes.outliving(before, _GRACE_SECONDS) - processes.OWNED
+    if left:
+        processes.end(left)
+        pytest.fail(f"{request.node.nodeid} left processes running (now killed): {_listed(left)}")
+
+
+def _listed(procs: set[Any]) -> str:
+    return "; ".join(f"pid {p.pid}: {p.command}" for p in sorted(procs))
+
+
+@pytest.fixture(autouse=True)
+def _own_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's desk gets its own SQLite store: the default one sits in YUQING_DATA_DIR."""
+    monkeypatch.setenv("YUQING_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the session (tests/pg.py); `pg_url` gives each test a database."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.fail(
+            "no PostgreSQL binaries on PATH nor in /usr/lib/postgresql/*/bin: apt-get install postgresql"
+        )
+    cluster = PgCluster(bindir)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(postgres: PgCluster) -> str:
+    """The URL of a fresh, empty PostgreSQL database."""
+    return postgres.new_database()
 
 
 @pytest.fixture(scope="session")
@@ -99,12 +168,13 @@ def write_config(path: Path, **sections: Any) -> Path:
 
 @pytest.fixture
 def stack_factory(kafka: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
-    """Start the services as child processes against the session broker."""
+    """Start the services as child processes against the session broker; `stack.api_port` is ingest's,
+    `stack.desk_port` the desk's."""
     stacks: list[Stack] = []
 
     def start(
         config: Path,
-        services: tuple[str, ...] = ("ingest", "scoring", "escalation", "notifier"),
+        services: tuple[str, ...] = ("ingest", "scoring", "escalation", "notifier", "desk"),
         partitions: int = 2,
         extra_env: dict[str, str] | None = None,
     ) -> Stack:
@@ -116,12 +186,16 @@ def stack_factory(kafka: str, prefix: str, tmp_path: Path) -> Iterator[Callable[
             "YUQING_PARTITIONS": str(partitions),
             "YUQING_LOG_LEVEL": "warn",
             "YUQING_SESSION_TIMEOUT_SECONDS": "6",
+            # A briefing at 09:00, 14:00 or 20:00 Shanghai would land among a test's alerts; a test of
+            # briefings turns them on.
+            "YUQING_BRIEFINGS": "false",
             **(extra_env or {}),
         }
         stack = Stack(
             env=env,
             log_dir=tmp_path / "logs",
             api_port=free_port(),
+            desk_port=free_port(),
             web_ports={s: free_port() for s in ("scoring", "escalation", "notifier")},
         )
         stacks.append(stack)

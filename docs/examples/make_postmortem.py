@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from schemas.events import IncidentAction, IncidentActionKind, IncidentEvent, Post, TierChange  # noqa: E402
+from services.cli.demo import load_sample  # noqa: E402
 from services.common.clock import FakeClock  # noqa: E402
 from services.common.config import load_config  # noqa: E402
-from services.common.demo import load_sample  # noqa: E402
 from services.escalation.core import EscalationCore, Outcome  # noqa: E402
 from services.escalation.report import render_html  # noqa: E402
 from services.scoring.core import HitStage, ScoringState, TierStage  # noqa: E402

@@ -2,12 +2,12 @@
 
     .venv/bin/python docs/screenshots/make_screenshots.py
 
-Starts an embedded broker (or uses YUQING_KAFKA_BOOTSTRAP), ingest, scoring and escalation with four rule
-groups, replays the sample crisis at 270x, acknowledges two incidents the way an on-call team would (a third
-is left to breach its short ack deadline), takes the main incident's statement through one return to a second
-version waiting for review and lists its 回访 items, then photographs the tier board, the incident list, an
-incident, its statement review (as an approver sees it), its 回访 list and the ledger at 1280x800 and 375x812
-in the system Chromium (apt-get install chromium fonts-noto-cjk).
+Starts an embedded broker (or uses YUQING_KAFKA_BOOTSTRAP), ingest, scoring, escalation and the desk
+with four rule groups, replays the sample crisis at 270x, acknowledges two incidents the way an on-call
+team would (a third is left to breach its short ack deadline), takes the main incident's statement
+through one return to a second version waiting for review and lists its 回访 items, then photographs the
+tier board, the incident list, an incident, its statement review (as an approver sees it), its 回访 list
+and the ledger at 1280x800 and 375x812 in the system Chromium (apt-get install chromium fonts-noto-cjk).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from services.cli.demo import load_sample  # noqa: E402
+from services.cli.runner import Stack  # noqa: E402
 from services.common import json  # noqa: E402
 from services.common.broker import EmbeddedBroker, free_port  # noqa: E402
 from services.common.config import bundled_config_path  # noqa: E402
-from services.common.demo import load_sample  # noqa: E402
-from services.common.runner import Stack  # noqa: E402
-from tests.console.browser import DESKTOP, PHONE, chromium  # noqa: E402
+from tests.desk.browser import DESKTOP, PHONE, chromium  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 TOKEN = "screenshot-token"  # noqa: S105 - a throwaway token for a throwaway stack
@@ -267,18 +267,20 @@ async def _run() -> None:
             env=env,
             log_dir=workdir / "logs",
             api_port=free_port(),
+            desk_port=free_port(),
             web_ports={s: free_port() for s in ("scoring", "escalation")},
         )
         if not os.environ.get("YUQING_KAFKA_BOOTSTRAP"):
             stack.broker = EmbeddedBroker(port=free_port(), home=workdir / "broker")
-        await asyncio.to_thread(stack.start, ("ingest", "scoring", "escalation"))
-        api = f"http://127.0.0.1:{stack.api_port}"
+        await asyncio.to_thread(stack.start, ("ingest", "scoring", "escalation", "desk"))
+        api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
         try:
             async with httpx.AsyncClient(timeout=30) as client:
                 await _until("the API", lambda: _ready(client, api), within=120)
+                await _until("the desk", lambda: _ready(client, desk), within=120)
                 await _replay(client, api, load_sample())
-                incident_id = await _respond(client, api)
-            for path in await _photograph(api, incident_id):
+                incident_id = await _respond(client, desk)
+            for path in await _photograph(desk, incident_id):
                 print(f"wrote {path.relative_to(ROOT)}")
         finally:
             await asyncio.to_thread(stack.stop)

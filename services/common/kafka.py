@@ -10,10 +10,10 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from schemas.topics import Topics
 from services.common.exceptions import KafkaSetupError
 from services.common.kafka_security import client_kwargs
 from services.common.settings import CommonSettings
-from services.common.topics import Topics
 
 __all__ = [
     "cluster_brokers",

@@ -1,7 +1,7 @@
 """Signed, expiring one-click links (acknowledge an incident from a phone).
 
 token = base64url(JSON payload) + "." + base64url(HMAC-SHA256(secret, payload)). The payload names the
-incident, its group, the action, an expiry and a nonce; the API refuses a token that is tampered with,
+incident, its group, the action, an expiry and a nonce; the desk refuses a token that is tampered with,
 expired or already used.
 """
 

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ValidationError
 
 from schemas.events import DeadLetterRecord
+from schemas.topics import Topics
 from services.common import json
 from services.common.exceptions import DeadLetter, RetryLater
 from services.common.journal import CrashJournal
@@ -29,7 +30,6 @@ from services.common.kafka_security import client_kwargs, faust_credentials
 from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
-from services.common.topics import Topics
 from services.common.unreadable import install as read_unreadable_records
 from services.common.unreadable import stand_in_detail
 

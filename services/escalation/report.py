@@ -2,7 +2,7 @@
 figures the plans' evaluation asks for. Plain functions over a `ReportInput`; Markdown first, HTML from it.
 
 The escalation worker renders it from the incident row when the incident closes (the report of record, on
-the closing IncidentEvent); the API renders a draft from the event topics while an incident is open.
+the closing IncidentEvent); the desk renders a draft from the event topics while an incident is open.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class ReportInput:
         tier_changes: Sequence[TierChange],
         posts: Sequence[dict[str, Any]],
     ) -> ReportInput:
-        """A draft from what the API's read model holds; tier changes and posts are cut to the incident."""
+        """A draft from what the desk's read model holds; tier changes and posts are cut to the incident."""
         start = events[0].event_time - LEAD_IN
         closed = next((e.event_time for e in events if e.state.value == "closed"), None)
         curve = [

@@ -11,7 +11,9 @@ class EscalationSettings(CommonSettings):
     tick_seconds: float = Field(
         default=5.0, gt=0, le=60, description="Deadline check period: the firing delay bound."
     )
-    public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of the API for ack links.")
+    public_url: str = Field(
+        default="http://127.0.0.1:8001", description="Base URL of the desk as people reach it, for ack links."
+    )
     link_secret: SecretStr | None = Field(
         default=None, description="HMAC key of ack links; no links when unset."
     )

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from services.common.settings import CommonSettings, strong_secret, strong_secrets
+from services.common.auth import is_loopback
+from services.common.settings import CommonSettings, strong_secrets
 from services.ingest.timeparse import TimeBounds
 
 __all__ = ["IngestSettings"]
@@ -23,31 +23,8 @@ class IngestSettings(CommonSettings):
         default=(), description="Bearer tokens for POST routes (comma separated); empty = no auth (dev only)."
     )
     produce_timeout_seconds: float = Field(default=10.0, gt=0)
-    operator_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
-        default=(),
-        description="Bearer tokens for operator routes (comma separated); empty = no auth (dev only).",
-    )
-    link_secret: SecretStr | None = Field(
-        default=None, description="HMAC key of ack links (same as escalation)."
-    )
-    console_secret: SecretStr | None = Field(
-        default=None,
-        description="HMAC key of console sessions, shared with nothing else; unset = a random key per "
-        "process (sessions end at a restart).",
-    )
-    read_model: bool = Field(
-        default=True, description="Follow the event topics to serve tiers, ledger, incidents."
-    )
-
-    briefings: bool = Field(
-        default=True, description="Publish 简报 at the configured times (needs read_model)."
-    )
-
     max_inflight_posts: int = Field(
         default=20_000, gt=0, description="Posts awaiting Kafka acks at once; beyond it requests get 429."
-    )
-    max_operator_body_bytes: int = Field(
-        default=64 * 1024, gt=0, description="Largest body of an operator POST (actions, overrides)."
     )
     earliest_published: datetime = Field(
         default=datetime(2000, 1, 1, tzinfo=UTC),
@@ -58,7 +35,7 @@ class IngestSettings(CommonSettings):
     )
     allow_no_auth: bool = Field(
         default=False,
-        description="Allow starting without ingest or operator tokens on a non-loopback api_host (not prod).",
+        description="Allow starting without ingest tokens on a non-loopback api_host (not prod).",
     )
 
     @property
@@ -74,49 +51,23 @@ class IngestSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _auth_on_beyond_loopback(self) -> Self:
-        """Refuse an API reachable from other hosts with a scope open to anyone, unless told to."""
-        if self.allow_no_auth or _loopback(self.api_host):
+        """Refuse an API reachable from other hosts with its post routes open to anyone, unless told to."""
+        if self.allow_no_auth or is_loopback(self.api_host) or self.ingest_tokens:
             return self
-        missing = [name for name in ("ingest_tokens", "operator_tokens") if not getattr(self, name)]
-        if missing:
-            raise ValueError(
-                f"api_host {self.api_host!r} is reachable from other hosts but {' and '.join(missing)} "
-                "is empty, which leaves those routes open to anyone; set YUQING_INGEST_TOKENS and "
-                "YUQING_OPERATOR_TOKENS, bind to 127.0.0.1, or set YUQING_ALLOW_NO_AUTH=true"
-            )
-        return self
+        raise ValueError(
+            f"api_host {self.api_host!r} is reachable from other hosts but ingest_tokens is empty, which "
+            "leaves POST /v1/posts open to anyone; set YUQING_INGEST_TOKENS, bind to 127.0.0.1, or set "
+            "YUQING_ALLOW_NO_AUTH=true"
+        )
 
-    @field_validator("ingest_tokens", "operator_tokens", mode="before")
+    @field_validator("ingest_tokens", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(t.strip() for t in value.split(",") if t.strip())
         return value
 
-    @field_validator("ingest_tokens", "operator_tokens")
+    @field_validator("ingest_tokens")
     @classmethod
     def _strong_tokens(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         return strong_secrets(value)
-
-    @field_validator("link_secret", "console_secret")
-    @classmethod
-    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
-        return strong_secret(value)
-
-    @model_validator(mode="after")
-    def _separate_keys(self) -> Self:
-        """One leaked key must not forge both an ack link and a console session."""
-        if self.console_secret and self.console_secret == self.link_secret:
-            raise ValueError(
-                "YUQING_CONSOLE_SECRET is the same as YUQING_LINK_SECRET; give the console its own key"
-            )
-        return self
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve anywhere

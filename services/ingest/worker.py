@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uvicorn
-
+from services.common.serve import serve_http
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
 
@@ -11,13 +10,4 @@ __all__ = ["run"]
 
 
 def run(settings: IngestSettings) -> None:
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level="warning",
-        access_log=False,
-        # uvloop is installed for scoring; uvicorn would pick it up here too. Ingest's figures and tests are
-        # on asyncio's loop: switch after measuring it (bench/ingest.py).
-        loop="asyncio",
-    )
+    serve_http(create_app(settings), settings.api_host, settings.api_port)

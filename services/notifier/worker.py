@@ -11,6 +11,7 @@ from services.common import json
 from services.common.clock import system_clock
 from services.common.config import load_config
 from services.common.stream import StreamShell, decode, expect_key
+from services.notifier.briefer import run_briefings
 from services.notifier.channels import build_channel
 from services.notifier.core import Dispatcher, send_batches
 from services.notifier.exceptions import DeliveryFailed
@@ -109,6 +110,16 @@ def build(settings: NotifierSettings) -> StreamShell:
     async def _notify(stream: Any) -> None:
         async for event in stream.events():
             await shell.guarded(event, handle)
+
+    if settings.briefings:
+        alerts_out = shell.raw_topic(t.alerts)
+
+        async def publish(alert: Alert) -> None:
+            await shell.send_model(alerts_out, alert.group, alert)
+
+        @shell.app.task
+        async def _briefings() -> None:
+            await run_briefings(settings, n, publish)
 
     shell.every(settings.tick_seconds)
     return shell

@@ -16,6 +16,7 @@ from typing import Any
 from msgspec.structs import replace
 
 from schemas.events import Engagement, KeywordHit, Post, Tier, TierChange
+from schemas.labels import window_label
 from services.common.clock import Clock, system_clock
 from services.common.config import TiersConfig, YuqingConfig
 from services.common.exceptions import ConfigError
@@ -33,7 +34,7 @@ from services.scoring.rows import (
     micros,
 )
 from services.scoring.sentiment import analyse
-from services.scoring.tiers import TierDecision, TierState, decide, held, highest, set_override, window_label
+from services.scoring.tiers import TierDecision, TierState, decide, held, highest, set_override
 from services.scoring.windows import Move, WindowCounter, minute_of
 
 __all__ = ["DEFAULT_TRACK", "HitStage", "ScoringState", "TierStage"]

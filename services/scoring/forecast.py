@@ -21,10 +21,10 @@ from statistics import NormalDist, median
 from typing import Any, Literal
 
 from schemas.events import Tier, TierForecast, TierForecastInputs
+from schemas.labels import window_label
 from services.common.clock import Clock, system_clock, utc
 from services.common.config import ForecastConfig, TierRule, TiersConfig
 from services.scoring.exceptions import BadSeries
-from services.scoring.tiers import window_label
 
 __all__ = ["METHOD", "Estimate", "ForecastStage", "ForecastTrack", "estimate"]
 

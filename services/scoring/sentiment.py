@@ -16,22 +16,19 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from schemas.labels import NEUTRAL_BAND
 from services.scoring.automaton import Automaton
 from services.scoring.markup import inside, nicks
 from services.scoring.normalize import normalize, normalize_marked
 
-__all__ = ["DEMANDS", "NEUTRAL_BAND", "Cue", "analyse", "read", "score_of", "stance"]
+__all__ = ["NEUTRAL_BAND", "Cue", "analyse", "read", "score_of", "stance"]
 
-DEMANDS = ("refund", "quality", "service", "safety", "privacy", "false_advertising", "other")
 # Ties go to the graver demand; service words come with almost any complaint, so they weigh less than the
 # defect or the money they are about (坏了…售后说要自费维修 is a quality complaint).
 _DEMAND_ORDER = ("safety", "privacy", "false_advertising", "refund", "quality", "service")
 _DEMAND_WEIGHT = {"service": 0.45, "verdict": 0.3}
 _ASKED = re.compile(r"(?:要求|申请|我要|必须|强烈要求)$")
 _ASKED_WEIGHT = 2.0
-# Scores below this are negative and above its opposite positive (bench/quality.py uses the same band).
-NEUTRAL_BAND = 0.1
-
 _CLAUSE_END = re.compile(r"[^\w]")
 _NEGATOR = re.compile(
     r"(?:不|没|没有|别|未|无|非|从不|从没|从没有|从来没有?|毫无|并不|并没有?|绝不|决不|不太|不怎么|不够|没什么|"

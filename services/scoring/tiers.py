@@ -11,11 +11,7 @@ from msgspec import Struct
 from schemas.events import Tier
 from services.common.config import TiersConfig
 
-__all__ = ["TierDecision", "TierState", "decide", "held", "highest", "window_label"]
-
-
-def window_label(minutes: int) -> str:
-    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
+__all__ = ["TierDecision", "TierState", "decide", "held", "highest"]
 
 
 class TierState(Struct, frozen=True, array_like=True, gc=False, tag="2"):

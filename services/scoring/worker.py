@@ -24,13 +24,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import GaugeMetricFamily
 
 from schemas.events import KeywordHit, Platform, Post, TierOverride
+from schemas.topics import Topics
 from services.common import json
 from services.common.config import load_config
 from services.common.exceptions import DeadLetter
 from services.common.metrics import CommonMetrics, health, lag_family
 from services.common.partitioned import Batch, PartitionedWorker
+from services.common.shutdown import exit_after
 from services.common.stream import ORIGIN_HEADER, decode, expect_key, home_partition
-from services.common.topics import Topics
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from services.scoring.rows import TABLES
@@ -272,6 +273,11 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 10)
 
 
+def _stopping(stop: asyncio.Event) -> None:
+    exit_after()  # a flush or a group leave waiting on an unreachable broker must not hold the exit
+    stop.set()
+
+
 def run(settings: ScoringSettings) -> None:
     level = settings.log_level.upper()
     logging.getLogger().setLevel({"WARN": "WARNING", "CRIT": "CRITICAL"}.get(level, level))
@@ -280,7 +286,7 @@ def run(settings: ScoringSettings) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _stopping, stop)
         scoring = build(settings)
         log.info(
             "scoring: windows follow %s time", "event" if settings.window_clock == "event" else "wall-clock"

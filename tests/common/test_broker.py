@@ -13,10 +13,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from schemas.topics import Topics
 from services.common.broker import BrokerError, BrokerSecurity, EmbeddedBroker
 from services.common.kafka import ensure_changelogs, ensure_topics
 from services.common.settings import CommonSettings
-from services.common.topics import Topics
 from tests.conftest import YUQING
 
 pytestmark = pytest.mark.kafka

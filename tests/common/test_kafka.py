@@ -9,10 +9,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from schemas.topics import Topics
 from services.common.exceptions import KafkaSetupError
 from services.common.kafka import creation_errors, ensure_changelogs, ensure_topics, short_topics
 from services.common.settings import CommonSettings
-from services.common.topics import Topics
 from services.escalation.settings import EscalationSettings
 from services.escalation.worker import build
 from tests.conftest import create_topic

@@ -30,7 +30,7 @@ from services.common.kafka_security import (
     ssl_context,
 )
 from services.common.settings import CommonSettings, load_settings
-from services.ingest.settings import IngestSettings
+from services.desk.settings import DeskSettings
 from tests.conftest import YUQING, collect, produce
 
 KEY_PASSWORD = "key-pass-5e1d"
@@ -93,9 +93,9 @@ def test_a_bad_security_setting_fails_at_start_up_in_one_line_naming_it(
 def test_settings_errors_never_echo_secrets() -> None:
     """A check across settings used to print every setting it was given, tokens and passwords included."""
     with pytest.raises(ConfigError) as raised:
-        load_settings(IngestSettings, api_host="0.0.0.0", ingest_tokens="tok-93aa-5e1d0c7b9f2a", **SASL_SSL)  # noqa: S104
-    assert "api_host '0.0.0.0' is reachable" in str(raised.value)
-    assert "tok-93aa-5e1d0c7b9f2a" not in str(raised.value)
+        load_settings(DeskSettings, desk_host="0.0.0.0", link_secret="link-93aa-5e1d0c7b9f2a", **SASL_SSL)  # noqa: S104
+    assert "desk_host '0.0.0.0' is reachable" in str(raised.value)
+    assert "link-93aa-5e1d0c7b9f2a" not in str(raised.value)
     with pytest.raises(ConfigError) as raised:
         settings(kafka_sasl_password="pw-7c1a")
     assert "pw-7c1a" not in str(raised.value)

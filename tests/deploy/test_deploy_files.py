@@ -18,23 +18,27 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from schemas.topics import Topics
+from services.cli.runner import SERVICES as APP_SERVICES
 from services.common.config import load_config
 from services.common.kafka import topic_configs
-from services.common.runner import SERVICES as APP_SERVICES
 from services.common.settings import CommonSettings, load_settings
-from services.common.topics import Topics
+from services.desk.settings import DeskSettings
 from services.ingest.settings import IngestSettings
-from tests.console.test_console import TOKEN as CONSOLE_TOKEN
-from tests.console.test_console import Console
+from tests.desk.test_console import TOKEN as CONSOLE_TOKEN
+from tests.desk.test_console import Console
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-SERVICES = ("ingest", "scoring", "escalation", "notifier")
+SERVICES = ("ingest", "scoring", "escalation", "notifier", "desk")
 WORKERS = ("scoring", "escalation", "notifier")
-PORTS = {"ingest": 8000, "scoring": 6066, "escalation": 6066, "notifier": 6066}
+HTTP = ("ingest", "desk")  # an HTTP port of their own, /readyz, a host setting of their own
+PORTS = {"ingest": 8000, "desk": 8001, "scoring": 6066, "escalation": 6066, "notifier": 6066}
+HOSTS = {"ingest": "YUQING_API_HOST", "desk": "YUQING_DESK_HOST"}
 UID = 10001
 ANY_HOST = "0.0.0.0"  # noqa: S104  (what the containers must listen on)
 
@@ -87,7 +91,19 @@ def mount_sources(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"kafka", "topics", *SERVICES, "prometheus", "grafana"}
+    assert set(compose["services"]) == {"kafka", "topics", *SERVICES, "postgres", "prometheus", "grafana"}
+
+
+def test_the_desk_stores_into_the_compose_postgres(compose: dict[str, Any]) -> None:
+    postgres, desk = compose["services"]["postgres"], compose["services"]["desk"]
+    url = make_url(env_of(desk)["YUQING_DATABASE_URL"])
+    pg_env = env_of(postgres)
+    assert (url.host, url.port, url.database) == ("postgres", 5432, pg_env["POSTGRES_DB"])
+    assert (url.username, url.password) == (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"])
+    assert desk["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert desk["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert ("postgres-data", "/var/lib/postgresql/data") in mounts_of(postgres)
 
 
 @pytest.mark.parametrize("name", [*SERVICES, "topics"])
@@ -182,10 +198,23 @@ def test_yuqing_services_reach_kafka_and_their_config(compose: dict[str, Any], n
     assert (DEPLOY / mounts[env["YUQING_CONFIG_FILE"]]).resolve() == DEPLOY / "config" / "yuqing.yaml"
     # Reachable from Prometheus and the port mapping, not only from inside the container.
     assert env["YUQING_WEB_HOST"] == ANY_HOST
-    if name == "ingest":
-        assert env["YUQING_API_HOST"] == ANY_HOST
-        assert env["YUQING_INGEST_TOKENS"]
-        assert any(str(p).endswith(":8000") for p in services[name]["ports"])
+    if name in HTTP:
+        assert env[HOSTS[name]] == ANY_HOST
+        assert env["YUQING_INGEST_TOKENS" if name == "ingest" else "YUQING_OPERATOR_TOKENS"]
+        assert any(str(p).endswith(f":{PORTS[name]}") for p in services[name]["ports"])
+
+
+def test_compose_ack_links_lead_to_the_desk(compose: dict[str, Any]) -> None:
+    """The escalation worker signs the links; people open them on the desk's published port."""
+    services = compose["services"]
+    public = raw_env_of(services["escalation"])["YUQING_PUBLIC_URL"]
+    default = re.fullmatch(r"\$\{YUQING_PUBLIC_URL:-(.*)\}", public)
+    assert default is not None, public
+    published = {str(p).split(":")[0] for p in services["desk"]["ports"]}
+    assert default.group(1).rsplit(":", 1)[1] in published
+    assert (
+        env_of(services["escalation"])["YUQING_LINK_SECRET"] == env_of(services["desk"])["YUQING_LINK_SECRET"]
+    )
 
 
 def test_compose_volumes_exist(compose: dict[str, Any]) -> None:
@@ -382,7 +411,7 @@ def test_deployment_has_probes_resources_and_runs_as_non_root(name: str) -> None
         assert port_number(container, get["port"]) == PORTS[name], probe
     ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
     assert live["path"] == "/healthz"
-    assert ready["path"] == ("/readyz" if name == "ingest" else "/healthz")
+    assert ready["path"] == ("/readyz" if name in HTTP else "/healthz")
 
     resources = container["resources"]
     for bound in ("requests", "limits"):
@@ -412,10 +441,23 @@ def test_deployment_gets_its_settings_and_config_file(name: str) -> None:
         if "valueFrom" in env:
             key = env["valueFrom"]["secretKeyRef"]
             assert key["key"] in secrets[key["name"]]["stringData"], env["name"]
+    names = {env["name"] for env in container.get("env", [])}
     if name == "ingest":
-        assert "YUQING_INGEST_TOKENS" in {env["name"] for env in container["env"]}
+        assert "YUQING_INGEST_TOKENS" in names
+        assert not names & {"YUQING_OPERATOR_TOKENS", "YUQING_LINK_SECRET", "YUQING_CONSOLE_SECRET"}
+    if name == "desk":
+        assert {"YUQING_OPERATOR_TOKENS", "YUQING_LINK_SECRET", "YUQING_CONSOLE_SECRET"} <= names
+        # The store's URL holds its password: from the Secret, and accepted by the desk's settings.
+        url = secrets["yuqing-secrets"]["stringData"]["YUQING_DATABASE_URL"]
+        assert make_url(url).get_backend_name() == "postgresql"
+        assert DeskSettings(database_url=url).database_url is not None
+        assert "YUQING_INGEST_TOKENS" not in names
     assert settings["YUQING_WEB_HOST"] == ANY_HOST
     assert settings.get("YUQING_API_HOST", ANY_HOST) == ANY_HOST
+    assert settings.get("YUQING_DESK_HOST", ANY_HOST) == ANY_HOST
+    if name in HTTP:
+        port = "YUQING_API_PORT" if name == "ingest" else "YUQING_DESK_PORT"
+        assert int(settings[port]) == PORTS[name]
 
     # The config file is the Secret's yuqing.yaml, mounted where YUQING_CONFIG_FILE says, not world-readable.
     config_file = PurePosixPath(settings["YUQING_CONFIG_FILE"])
@@ -430,10 +472,10 @@ def test_deployment_gets_its_settings_and_config_file(name: str) -> None:
         assert {settings["YUQING_DATA_DIR"], "/tmp"} <= set(mounts)
 
 
-def test_ingest_trusts_proxy_headers_from_the_cluster_only_and_has_its_own_console_key() -> None:
+def test_the_desk_trusts_proxy_headers_from_the_cluster_only_and_has_its_own_console_key() -> None:
     """Behind an ingress, uvicorn needs FORWARDED_ALLOW_IPS to see https (the console cookie's Secure flag)
     and the client's address (login throttling); "*" would let a client name its own address."""
-    env = {e["name"]: e for e in container_of("ingest")["env"]}
+    env = {e["name"]: e for e in container_of("desk")["env"]}
     trusted = env["FORWARDED_ALLOW_IPS"]["value"].split(",")
     networks = [ipaddress.ip_network(t.strip()) for t in trusted]
     assert all(n.is_private for n in networks), networks
@@ -455,7 +497,7 @@ def test_with_the_manifests_trusted_proxies_a_login_via_https_ingress_gets_a_sec
 ) -> None:
     """uvicorn's proxy-header middleware with the Deployment's FORWARDED_ALLOW_IPS, in front of the console:
     an ingress pod's X-Forwarded-Proto makes the session cookie Secure; from outside the header is ignored."""
-    env = {e["name"]: e for e in container_of("ingest")["env"]}
+    env = {e["name"]: e for e in container_of("desk")["env"]}
     console = Console()
     # uvicorn's and Starlette's ASGI type aliases differ in spelling, not in meaning.
     app: Any = ProxyHeadersMiddleware(
@@ -471,18 +513,19 @@ def test_with_the_manifests_trusted_proxies_a_login_via_https_ingress_gets_a_sec
     assert ("Secure" in resp.headers["set-cookie"]) is secure
 
 
-def test_compose_ingest_settings_are_accepted(
-    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With every ${VAR:-default} at its default, the ingest settings pass yuqing's own checks (token length,
-    a console key apart from the link key), so that `docker compose up` starts."""
-    for name, value in env_of(compose["services"]["ingest"]).items():
-        default = re.fullmatch(r"\$\{\w+:-(.*)\}", value)
-        monkeypatch.setenv(name, default.group(1) if default else value)
-    settings = load_settings(IngestSettings)
-    assert settings.operator_tokens
-    assert settings.console_secret is not None
-    assert settings.console_secret != settings.link_secret
+def test_compose_http_settings_are_accepted(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every ${VAR:-default} at its default, the ingest and desk settings pass yuqing's own checks
+    (token length, a console key apart from the link key, tokens on 0.0.0.0), so that `docker compose up`
+    starts."""
+    for service in HTTP:
+        for name, value in env_of(compose["services"][service]).items():
+            default = re.fullmatch(r"\$\{\w+:-(.*)\}", value)
+            monkeypatch.setenv(name, default.group(1) if default else value)
+    assert load_settings(IngestSettings).ingest_tokens
+    desk = load_settings(DeskSettings)
+    assert desk.operator_tokens
+    assert desk.console_secret is not None
+    assert desk.console_secret != desk.link_secret
 
 
 @pytest.mark.parametrize("name", ["scoring", "escalation", "notifier"])
@@ -681,7 +724,7 @@ def test_dockerfile_entrypoint_and_ports() -> None:
     final = dict(dockerfile_stages()[-1]["instructions"])
     assert json.loads(final["ENTRYPOINT"]) == ["yuqing"]
     assert json.loads(final["CMD"]) == ["worker", "ingest"]
-    assert {"8000", "6066"} <= set(final["EXPOSE"].split())
+    assert {"8000", "8001", "6066"} <= set(final["EXPOSE"].split())
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
     assert "yuqing" in scripts
 
@@ -891,11 +934,16 @@ def _code_needs(data_dir: Path) -> dict[str, dict[str, set[str]]]:
         "create": changelogs,
         "group": {worker.group_id},
     }
-    # services/ingest/api.py: posts, overrides, operator actions and 简报 are produced; _follow reads three
-    # event topics for the read model with group_id=None (no group).
-    needs["ingest"] = {
+    # services/notifier/briefer.py: follows three event topics (no group) and publishes 简报 on alerts.
+    needs["notifier"]["read"] |= {t.keyword_hits, t.tier_changes, t.incidents}
+    needs["notifier"]["write"] |= {t.alerts}
+    # services/ingest/api.py: posts are produced, nothing is read.
+    needs["ingest"] = {"read": set(), "write": {t.posts_raw}, "create": set(), "group": set()}
+    # services/desk: overrides and operator actions are produced; its sink (desk/sink.py) stores three event
+    # topics with group_id=None (offsets in the store) and dead-letters what it cannot store.
+    needs["desk"] = {
         "read": {t.keyword_hits, t.tier_changes, t.incidents},
-        "write": {t.posts_raw, t.tier_overrides, t.incident_actions, t.alerts},
+        "write": {t.tier_overrides, t.incident_actions, t.dead_letter},
         "create": set(),
         "group": set(),
     }

@@ -114,9 +114,7 @@ async def test_overload_is_shed_with_429_not_timeouts(kafka, prefix):
 
     import httpx
 
-    settings = IngestSettings(
-        kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, max_inflight_posts=50, read_model=False
-    )
+    settings = IngestSettings(kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, max_inflight_posts=50)
     await ensure_topics(settings)
     app = create_app(settings)
     batch = [{**POST, "post_id": f"o{i}"} for i in range(40)]
@@ -240,9 +238,7 @@ def test_ndjson_with_a_bad_line_accepts_the_rest(client):
 def test_text_length_limit_is_configurable(kafka, prefix):
     import asyncio
 
-    s = IngestSettings(
-        kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, max_text_chars=10, read_model=False
-    )
+    s = IngestSettings(kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, max_text_chars=10)
     asyncio.run(ensure_topics(s))
     with TestClient(create_app(s)) as c:
         resp = c.post(
@@ -280,9 +276,7 @@ def test_configured_feeds_are_polled_into_posts(kafka, prefix, tmp_path):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/rss"
         config = write_config(tmp_path / "c.yaml", ingest={"feeds": [{"url": url, "platform": "news"}]})
-        s = IngestSettings(
-            kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, read_model=False, config_file=config
-        )
+        s = IngestSettings(kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, config_file=config)
         asyncio.run(ensure_topics(s))
         with TestClient(create_app(s)):
             values = asyncio.run(collect(kafka, f"{prefix}posts.raw", lambda v: len(v) >= 1, within=20))
@@ -316,7 +310,7 @@ def test_replay_command_streams_a_file(kafka, prefix, tmp_path):
         [
             sys.executable,
             "-m",
-            "services.common.cli",
+            "services.cli.main",
             "replay",
             str(source),
             "--report",

@@ -80,7 +80,7 @@ def client(kafka: str) -> Iterator[tuple[TestClient, IngestSettings]]:
     # A prefix of this run's own: on a reused broker (YUQING_TEST_BOOTSTRAP) an earlier run's posts would
     # otherwise be counted as duplicates.
     prefix = f"fuzz-api-{os.getpid()}-{int(time.time())}."
-    s = IngestSettings(kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, read_model=False)
+    s = IngestSettings(kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1)
     asyncio.run(ensure_topics(s))
     with TestClient(create_app(s)) as c:
         yield c, s

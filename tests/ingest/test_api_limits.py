@@ -14,10 +14,9 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from schemas.events import Post
-from services.common import json
+from services.common import json, producer
 from services.common.exceptions import ConfigError
 from services.common.settings import load_settings
-from services.ingest import api
 from services.ingest.api import create_app
 from services.ingest.batch import Body, normalised, to_posts
 from services.ingest.settings import IngestSettings
@@ -32,7 +31,6 @@ POST = {
     "engagement": {"reposts": 3, "comments": 4, "likes": 5},
 }
 AUTH = {"Authorization": "Bearer tok-i-0123456789ab"}
-OPERATOR = {"Authorization": "Bearer tok-o-0123456789ab"}
 
 
 class FakeProducer:
@@ -63,23 +61,21 @@ class FakeProducer:
 
 
 def fake_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The ingest app's Kafka, faked: a producer that acks (post ids starting 'fail' time out), and topic
-    creation that succeeds, so the API's background connect is done before the first request."""
+    """An HTTP service's Kafka (services/common/producer.py), faked: a producer that acks (post ids starting
+    'fail' time out), and topic creation that succeeds, so the background connect is done before the first
+    request."""
 
     async def topics_exist(*_: Any, **__: Any) -> list[str]:
         return []
 
-    monkeypatch.setattr(api, "AIOKafkaProducer", FakeProducer)
-    monkeypatch.setattr(api, "ensure_topics", topics_exist)
+    monkeypatch.setattr(producer, "AIOKafkaProducer", FakeProducer)
+    monkeypatch.setattr(producer, "ensure_topics", topics_exist)
 
 
 def settings(**overrides: Any) -> IngestSettings:
     return IngestSettings(
         ingest_tokens=("tok-i-0123456789ab",),
-        operator_tokens=("tok-o-0123456789ab",),
-        read_model=False,
         max_body_bytes=4000,
-        max_operator_body_bytes=500,
         **overrides,
     )
 
@@ -128,16 +124,6 @@ def test_a_chunked_body_without_length_is_cut_off_at_the_limit(client, registry)
 def test_a_malformed_content_length_is_a_400(client):
     resp = client.post("/v1/posts", content=b"{}", headers={**AUTH, "Content-Length": "12abc"})
     assert resp.status_code in (400, 413)  # the server may refuse it before the app sees it
-
-
-@pytest.mark.parametrize("path", ["/v1/tiers/g/override", "/v1/incidents/i/actions"])
-def test_operator_posts_have_their_own_limit(client, path):
-    big = {"actor": "老王", "comment": "x" * 600, "action": "ack", "tier": 1}
-    resp = client.post(path, json=big, headers=OPERATOR)
-    assert resp.status_code == 413
-    assert "the limit is 500" in resp.json()["detail"]
-    # Auth still comes first: no token learns nothing about the limit.
-    assert client.post(path, json=big).status_code == 401
 
 
 def test_too_many_items_count_one_rejection_per_item_and_platform(registry, monkeypatch):
@@ -252,17 +238,22 @@ def test_a_partial_ack_is_a_503_that_says_which_posts_kafka_has(client, registry
 def test_an_open_scope_is_a_loud_warning(caplog, monkeypatch):
     fake_kafka(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="services.ingest.api"):
-        create_app(IngestSettings(ingest_tokens=("t-0123456789abcdef",), read_model=False))
+        create_app(IngestSettings())
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1
-    assert messages[0].startswith("AUTH IS OFF for operator routes: YUQING_OPERATOR_TOKENS is empty")
+    assert messages[0].startswith("AUTH IS OFF for the post routes: YUQING_INGEST_TOKENS is empty")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="services.ingest.api"):
+        create_app(IngestSettings(ingest_tokens=("t-0123456789abcdef",)))
+    assert not caplog.records
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "api.example.cn", "::"])  # noqa: S104
 def test_a_reachable_api_without_tokens_refuses_to_start(host):
-    with pytest.raises(ConfigError, match="operator_tokens is empty") as caught:
-        load_settings(IngestSettings, api_host=host, ingest_tokens="t-0123456789abcdef")
+    with pytest.raises(ConfigError, match="ingest_tokens is empty") as caught:
+        load_settings(IngestSettings, api_host=host)
     assert "YUQING_ALLOW_NO_AUTH" in str(caught.value)
+    assert load_settings(IngestSettings, api_host=host, ingest_tokens="t-0123456789abcdef").api_host == host
     assert load_settings(IngestSettings, api_host=host, allow_no_auth=True).allow_no_auth
 
 

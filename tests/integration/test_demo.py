@@ -20,7 +20,7 @@ def test_demo_shows_three_tiers_an_incident_and_delivered_alerts(listener, reque
     else:
         env = {**os.environ, **request.getfixturevalue("secure_kafka").client_env()}
     proc = subprocess.run(
-        [sys.executable, "-m", "services.common.cli", "demo", "--timeout", "240"],
+        [sys.executable, "-m", "services.cli.main", "demo", "--timeout", "240"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

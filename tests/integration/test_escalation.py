@@ -117,12 +117,9 @@ async def test_breach_pages_the_group_lead_and_survives_sigkill(kafka, topics, s
 async def test_ack_through_signed_link_stops_paging(kafka, topics, stack_factory, tmp_path):
     config = write_config(tmp_path / "c.yaml", escalation=SHORT_LADDER)
     secret = {"YUQING_LINK_SECRET": "link-key-for-escalation", "YUQING_TICK_SECONDS": "1"}
-    stack = stack_factory(config, services=("ingest", "escalation"), extra_env=secret)
-    api = f"http://127.0.0.1:{stack.api_port}"
-    secret["YUQING_PUBLIC_URL"] = api
-    stack.kill("escalation")
-    stack.env.update(secret)
-    stack.start_one("escalation")
+    stack = stack_factory(config, services=("desk", "escalation"), extra_env=secret)
+    # No YUQING_PUBLIC_URL: the stack points the escalation worker's links at its desk.
+    api = f"http://127.0.0.1:{stack.desk_port}"
     await wait_ready(api, stack)
     await produce(kafka, topics.tier_changes, [(b"xinghe", json.dumps(level1_change()))])
     alerts = await collect(kafka, topics.alerts, lambda v: len(v) >= 1)
@@ -130,7 +127,7 @@ async def test_ack_through_signed_link_stops_paging(kafka, topics, stack_factory
     assert alert.ack_url is not None
     assert alert.ack_url.startswith(f"{api}/v1/ack/")
     async with httpx.AsyncClient() as client:
-        for _ in range(50):  # the API's read model must have seen the incident
+        for _ in range(50):  # the desk's read model must have seen the incident
             page = await client.get(alert.ack_url)
             if "opened" in page.text:
                 break

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from schemas.events import Post, TierChange
+from services.cli.demo import load_sample
 from services.common import json
 from services.common.config import load_config
-from services.common.demo import load_sample
 from services.scoring.backtest import Backtest
 from tests.conftest import collect, write_config
 
@@ -64,7 +64,7 @@ async def test_a_2025_crisis_replayed_with_event_time_reproduces_its_tier_timeli
 
     proc = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "services.common.cli", "replay", str(history), "--event-time", "--quiet"],
+        [sys.executable, "-m", "services.cli.main", "replay", str(history), "--event-time", "--quiet"],
         env={
             **os.environ,
             **env,

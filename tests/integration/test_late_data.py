@@ -30,12 +30,13 @@ async def test_a_shuffled_burst_on_three_partitions_ends_at_level_1_with_every_c
     windows, the tier board and the ledger agree on 100,001. An observation 9 h older is dead-lettered."""
     stack = stack_factory(
         bundled_config_path(),
-        services=("ingest", "scoring"),
+        services=("ingest", "scoring", "desk"),
         partitions=3,
         extra_env={"YUQING_TICK_SECONDS": "1"},
     )
-    api = f"http://127.0.0.1:{stack.api_port}"
+    api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
     await wait_ready(api, stack)
+    await wait_ready(desk, stack)
     start = datetime.now(UTC) - timedelta(minutes=95)
     posts = crisis_burst(start)
     random.Random(15).shuffle(posts)
@@ -57,14 +58,14 @@ async def test_a_shuffled_burst_on_three_partitions_ends_at_level_1_with_every_c
         assert [c.window_end for c in changes] == sorted(c.window_end for c in changes)
 
         board: dict[str, object] = {}
-        for _ in range(100):  # the API's read model follows tier-changes and keyword-hits
-            rows = (await client.get(f"{api}/v1/tiers")).json()["groups"]
+        for _ in range(100):  # the desk's read model follows tier-changes and keyword-hits
+            rows = (await client.get(f"{desk}/v1/tiers")).json()["groups"]
             board = next((r for r in rows if r["group"] == "xinghe"), {})
             if board.get("tier") == 1:
                 break
             await asyncio.sleep(0.2)
         assert (board.get("tier"), board.get("counts")) == (1, ALL)
-        ledger = (await client.get(f"{api}/v1/ledger", params={"group": "xinghe", "limit": 100})).json()
+        ledger = (await client.get(f"{desk}/v1/ledger", params={"group": "xinghe", "limit": 100})).json()
         assert ledger["total"] == len(posts)
         assert sum(row["spread"] for row in ledger["items"]) == 100_001
 

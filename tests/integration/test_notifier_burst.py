@@ -12,8 +12,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from schemas.events import Alert, AlertKind, Engagement, KeywordHit, Platform, Tier
+from services.cli.demo import WebhookReceiver
 from services.common import json
-from services.common.demo import WebhookReceiver
 from tests.conftest import produce, write_config
 
 pytestmark = pytest.mark.kafka

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas.events import Post, TierChange
+from schemas.topics import Topics
+from services.cli.demo import load_sample
 from services.common import json
 from services.common.config import bundled_config_path, load_config
-from services.common.demo import load_sample
-from services.common.topics import Topics
 from services.scoring.backtest import Backtest
 from tests.conftest import collect, produce
 

@@ -19,10 +19,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from schemas.events import Alert, AlertKind, Tier
+from services.cli.demo import WebhookReceiver
 from services.common.broker import free_port
 from services.common.clock import FakeClock
 from services.common.config import ChannelConfig
-from services.common.demo import WebhookReceiver
 from services.notifier.channels import Channel, Outcome, build_channel, retry_after
 from services.notifier.core import Dispatcher
 from tests.notifier.robots import (

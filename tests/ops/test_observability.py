@@ -200,7 +200,7 @@ async def test_real_prometheus_scrapes_a_running_stack(kafka, stack_factory, tmp
     api = f"http://127.0.0.1:{stack.api_port}"
     await wait_ready(api, stack)
     # The job names of deploy/prometheus/prometheus.yml, so the absence and target-down rules see them.
-    jobs = {"ingest": stack.api_port, **stack.web_ports}
+    jobs = {"ingest": stack.api_port, "desk": stack.desk_port, **stack.web_ports}
     targets = [f"127.0.0.1:{port}" for port in jobs.values()]
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -244,7 +244,7 @@ async def test_real_prometheus_scrapes_a_running_stack(kafka, stack_factory, tmp
                 raise AssertionError(f"{query} = {got}")
 
             up = await wait_for('count(up{job=~"yuqing-.+"} == 1)', lambda v: v == len(targets))
-            assert up == 4
+            assert up == 5
             # Ticks do not count, so an idle worker may have no processed series yet (-1 here).
             before = max(0.0, await value('sum(yuqing_messages_processed_total{service="scoring"})'))
             resp = await client.post(f"{api}/v1/posts", json=crisis_posts(datetime.now(UTC)))

@@ -28,6 +28,6 @@ def _dying_decode(model: Any, raw: bytes | None) -> Any:
 
 if __name__ == "__main__":
     stream.decode = _dying_decode
-    from services.common.cli import main
+    from services.cli.main import main
 
     sys.exit(main(["worker", sys.argv[1]]))

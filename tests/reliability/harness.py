@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 
 from schemas.events import Delivery, IncidentEvent, Post, TierChange
+from schemas.topics import Topics
+from services.cli.demo import load_sample
 from services.common import json
 from services.common.config import YuqingConfig, load_config
-from services.common.demo import load_sample
-from services.common.topics import Topics
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from tests.conftest import collect, write_config
@@ -142,7 +142,7 @@ class Report:
 async def verify(
     kafka: str,
     topics: Topics,
-    api: str,
+    desk: str,
     posts: list[dict[str, Any]],
     feed: Feed,
     scenario: str,
@@ -165,7 +165,7 @@ async def verify(
     tiers_raw: list[bytes] = []
     async with httpx.AsyncClient(timeout=30) as client:
         while time.monotonic() < deadline and counted != spread:
-            await client.post(f"{api}/v1/tiers/xinghe/override", json={"tier": None, "actor": "check"})
+            await client.post(f"{desk}/v1/tiers/xinghe/override", json={"tier": None, "actor": "check"})
             await asyncio.sleep(2)
             tiers_raw = await collect(kafka, topics.tier_changes, lambda v: False, within=1)
             overrides = [TierChange.model_validate_json(v) for v in tiers_raw]

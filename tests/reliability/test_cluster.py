@@ -16,11 +16,12 @@ from collections.abc import Iterator
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from schemas.topics import Topics
+from services.cli.demo import WebhookReceiver
 from services.common.broker import EmbeddedBroker
-from services.common.demo import WebhookReceiver
-from services.common.topics import Topics
 from tests.conftest import YUQING
 from tests.integration.test_pipeline import wait_ready
+from tests.processes import restarting_for_fixture
 from tests.reliability.harness import Feed, reliability_config, sample, verify
 
 pytestmark = pytest.mark.kafka
@@ -72,8 +73,9 @@ async def test_a_broker_killed_mid_crisis_loses_and_repeats_nothing(
     config = reliability_config(tmp_path / "c.yaml", receiver.url)
     env = {**kafka_cluster.client_env(), "YUQING_PRODUCE_TIMEOUT_SECONDS": "5"}
     stack = stack_factory(config, partitions=1, extra_env=env)
-    api = f"http://127.0.0.1:{stack.api_port}"
+    api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
     await wait_ready(api, stack)
+    await wait_ready(desk, stack)
     topics = Topics.with_prefix(prefix)
     assert {len(p["replicas"]) for p in await _partitions(kafka_cluster.bootstrap, prefix)} == {3}
     posts = sample()
@@ -105,7 +107,8 @@ async def test_a_broker_killed_mid_crisis_loses_and_repeats_nothing(
         assert f"node(s) {victim} down" in status.stdout
         await asyncio.sleep(8)
         fault["restarted"] = time.monotonic()
-        await asyncio.to_thread(kafka_cluster.start)
+        # The node is the session cluster's again: its fixture stops it, not this test.
+        await asyncio.to_thread(restarting_for_fixture, kafka_cluster.start)
         fault["rejoined"] = time.monotonic() - fault["restarted"]
         fault["recovered"] = await _until_fully_replicated(
             kafka_cluster.bootstrap, prefix, fault["restarted"]
@@ -118,10 +121,10 @@ async def test_a_broker_killed_mid_crisis_loses_and_repeats_nothing(
     report = await verify(
         kafka_cluster.bootstrap,
         topics,
-        api,
+        desk,
         posts,
         feed,
-        "broker loss, 3-node cluster (replication factor 3, min.insync.replicas 2, all four services)",
+        "broker loss, 3-node cluster (replication factor 3, min.insync.replicas 2, all five services)",
         fault=(
             f"SIGKILL the broker leading posts.raw (node {fault['victim']:.0f}) 8 s into the feed, "
             "restarted 8 s later"

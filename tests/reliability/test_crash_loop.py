@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from schemas.events import DeadLetterRecord, IncidentEvent, KeywordHit, Post, Tier
+from services.cli.runner import Stack
 from services.common import json
-from services.common.runner import Stack
 from tests.conftest import collect, produce, write_config
 from tests.factories import tier_change
 from tests.reliability.crashing_worker import CRASH_EXIT_CODE, CRASH_MARKER

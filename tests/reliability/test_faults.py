@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from schemas.topics import Topics
+from services.cli.demo import WebhookReceiver
 from services.common import json
 from services.common.broker import EmbeddedBroker
-from services.common.demo import WebhookReceiver
-from services.common.topics import Topics
 from tests.conftest import collect, free_port
 from tests.integration.test_pipeline import wait_ready
 from tests.reliability.harness import (
@@ -55,8 +55,9 @@ async def test_broker_restart_under_load(own_broker, stack_factory, prefix, tmp_
     config = reliability_config(tmp_path / "c.yaml", receiver.url)
     env = {"YUQING_KAFKA_BOOTSTRAP": own_broker.bootstrap, "YUQING_PRODUCE_TIMEOUT_SECONDS": "3"}
     stack = stack_factory(config, partitions=1, extra_env=env)
-    api = f"http://127.0.0.1:{stack.api_port}"
+    api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
     await wait_ready(api, stack)
+    await wait_ready(desk, stack)
     posts = sample()
     outage: dict[str, float] = {}
 
@@ -80,7 +81,7 @@ async def test_broker_restart_under_load(own_broker, stack_factory, prefix, tmp_
     report = await verify(
         own_broker.bootstrap,
         Topics.with_prefix(prefix),
-        api,
+        desk,
         posts,
         feed,
         "broker restart under load (all four services running)",
@@ -96,8 +97,9 @@ async def test_broker_restart_under_load(own_broker, stack_factory, prefix, tmp_
 async def test_worker_sigkill_and_restart(victim, kafka, stack_factory, prefix, tmp_path, receiver):
     config = reliability_config(tmp_path / "c.yaml", receiver.url)
     stack = stack_factory(config, partitions=1)
-    api = f"http://127.0.0.1:{stack.api_port}"
+    api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
     await wait_ready(api, stack)
+    await wait_ready(desk, stack)
     posts = sample()
     restarted: dict[str, float] = {}
 
@@ -117,7 +119,7 @@ async def test_worker_sigkill_and_restart(victim, kafka, stack_factory, prefix, 
     report = await verify(
         kafka,
         Topics.with_prefix(prefix),
-        api,
+        desk,
         posts,
         feed,
         f"worker crash: {victim}",
@@ -133,28 +135,26 @@ async def test_rebalance_second_scoring_worker_joins_and_leaves(
 ):
     config = reliability_config(tmp_path / "c.yaml", receiver.url)
     stack = stack_factory(config, partitions=3)
-    api = f"http://127.0.0.1:{stack.api_port}"
+    api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
     await wait_ready(api, stack)
+    await wait_ready(desk, stack)
     posts = sample()
 
     async def join_then_leave() -> None:
         await asyncio.sleep(6)
-        # start_one files the new process under "scoring": put the first one back, or the stack forgets it
-        # and it outlives the test (it did, one leftover worker per run).
-        first = stack.procs["scoring"]
-        stack.procs["scoring-2"] = stack.start_one("scoring", index=len(stack.procs) + 4)
-        stack.procs["scoring"] = first
+        # Under a key of its own: both workers stay in stack.procs, so the stack stops whichever is left.
+        second = stack.start_one("scoring", index=len(stack.procs) + 4, key="scoring-2")
         await asyncio.sleep(12)
-        second = stack.procs.pop("scoring-2")
         second.terminate()
         await asyncio.to_thread(second.wait, 30)
+        del stack.procs["scoring-2"]  # only once it is gone
 
     feed = Feed(api)
     await feed.run(posts, during=join_then_leave)
     await verify(
         kafka,
         Topics.with_prefix(prefix),
-        api,
+        desk,
         posts,
         feed,
         "rebalance, 3 partitions",

@@ -39,9 +39,9 @@ from schemas.events import (
     Tier,
     TierOverride,
 )
+from schemas.topics import Topics
 from services.common import json
 from services.common.stream import MAX_VALUE_BYTES, ORIGIN_HEADER
-from services.common.topics import Topics
 from services.common.unreadable import install as read_unreadable_records
 from tests.common.test_unreadable import RawHeaderKey
 from tests.conftest import collect, write_config
@@ -201,7 +201,7 @@ async def test_poison_on_every_input_of_every_worker_is_dead_lettered_and_the_ne
     )
     stack = stack_factory(
         config,
-        services=("ingest", "scoring", "escalation", "notifier"),  # ingest: its read model reads Kafka too
+        services=("scoring", "escalation", "notifier", "desk"),  # the desk: its read model reads Kafka too
         partitions=1,
         extra_env={"YUQING_TICK_SECONDS": "1"},
     )
@@ -354,11 +354,11 @@ async def test_poison_on_every_input_of_every_worker_is_dead_lettered_and_the_ne
     events = await collect(kafka, t.incidents, lambda v: any(b'"acknowledged"' in x for x in v), within=30)
     assert any(IncidentEvent.model_validate_json(v).state.value == "acknowledged" for v in events)
 
-    # The ingest API's read model follows keyword-hits too: it went past the unreadable record.
+    # The desk's read model follows keyword-hits too: it went past the unreadable record.
     ledger: set[str] = set()
     async with httpx.AsyncClient(timeout=10) as client:
         for _ in range(100):
-            resp = await client.get(f"http://127.0.0.1:{stack.api_port}/v1/ledger", params={"limit": 10_000})
+            resp = await client.get(f"http://127.0.0.1:{stack.desk_port}/v1/ledger", params={"limit": 10_000})
             ledger = {row["post_id"] for row in resp.json()["items"]} if resp.status_code == 200 else set()
             if "ok-bad-header" in ledger:
                 break

@@ -30,59 +30,86 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from schemas.events import IncidentState
+from schemas.events import IncidentAction, IncidentState, TierOverride
+from services.cli.demo import WebhookReceiver
 from services.common.broker import free_port
+from services.common.config import load_config
 from services.common.csvfile import safe_cell
-from services.common.demo import WebhookReceiver
 from services.common.kafka import ensure_topics
 from services.common.links import sign_link
+from services.desk.app import create_app as create_desk
+from services.desk.console import Sessions
+from services.desk.settings import DeskSettings
 from services.ingest.api import create_app
-from services.ingest.console import Sessions
 from services.ingest.settings import IngestSettings
 from tests.conftest import write_config
+from tests.desk.test_operator import incident_event
+from tests.desk.world import desk_app
 from tests.factories import assert_csv_neutralised, formula_hits
 from tests.ingest.test_api_limits import fake_kafka
-from tests.ingest.test_operator import incident_event
 from tests.integration.test_pipeline import crisis_posts, wait_ready
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/ack/{token}"}
-INGEST = {("POST", "/v1/posts"), ("POST", "/v1/platforms/{platform}/posts")}
-TOKENS = {"ingest": "ingest-token-5b1f", "operator": "operator-token-9c2e"}
+TOKENS = {"ingest": "ingest-token-5b1f-0123", "operator": "operator-token-9c2e-0123"}
+# The scope each service's routes take, the other one's token, and the body limit the fake clients set.
+SCOPES = {"ingest": ("ingest", "operator", 2000), "desk": ("operator", "ingest", 300)}
 
 
 LINK_SECRET = b"link-secret-for-tests"
 
 
+class _Nowhere:
+    async def action(self, group: str, action: IncidentAction) -> None:
+        pass
+
+    async def override(self, group: str, command: TierOverride) -> None:
+        pass
+
+
 @pytest.fixture
-def fake_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    """The ingest app with a producer that acks everything: auth, links and limits need no broker."""
+def fake_ingest(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """The ingest app with a producer that acks everything: auth and limits need no broker."""
     fake_kafka(monkeypatch)
-    settings = IngestSettings(
-        read_model=False,
-        ingest_tokens=(TOKENS["ingest"],),
+    with TestClient(create_app(IngestSettings(ingest_tokens=(TOKENS["ingest"],), max_body_bytes=2000))) as c:
+        yield c
+
+
+@pytest.fixture
+def fake_desk() -> Iterator[TestClient]:
+    """The desk with a publisher that takes everything: auth, links and limits need no broker."""
+    app = desk_app(
+        load_config(),
+        _Nowhere(),
         operator_tokens=(TOKENS["operator"],),
         link_secret=LINK_SECRET.decode(),
-        max_body_bytes=2000,
         max_operator_body_bytes=300,
     )
-    app = create_app(settings)
-    app.state.read_model.apply(incident_event(1, IncidentState.opened))
+    app.state.desk.model.apply(incident_event(1, IncidentState.opened))
     with TestClient(app) as c:
         yield c
 
 
 @pytest.fixture
-async def client(kafka: str, prefix: str) -> AsyncIterator[TestClient]:
+async def real_ingest(kafka: str, prefix: str) -> AsyncIterator[TestClient]:
     settings = IngestSettings(
+        kafka_bootstrap=kafka, topic_prefix=prefix, partitions=1, ingest_tokens=(TOKENS["ingest"],)
+    )
+    await ensure_topics(settings)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture
+async def real_desk(kafka: str, prefix: str) -> AsyncIterator[TestClient]:
+    settings = DeskSettings(
         kafka_bootstrap=kafka,
         topic_prefix=prefix,
         partitions=1,
         read_model=False,
-        ingest_tokens=(TOKENS["ingest"],),
         operator_tokens=(TOKENS["operator"],),
     )
     await ensure_topics(settings)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_desk(settings)) as c:
         yield c
 
 
@@ -92,13 +119,12 @@ def _routes(app) -> list[tuple[str, str]]:
     return [(m.upper(), p) for p, ops in paths.items() if p not in PUBLIC for m in ops]
 
 
-def _check_every_route(client: TestClient) -> None:
+def _check_every_route(client: TestClient, service: str) -> None:
     routes = _routes(client.app)
-    assert len(routes) >= 8, routes
+    assert len(routes) >= (2 if service == "ingest" else 7), routes
+    scope, other, _ = SCOPES[service]
     for method, path in routes:
         url = re.sub(r"\{[^}]+\}", "x", path)
-        scope = "ingest" if (method, path) in INGEST else "operator"
-        other = "operator" if scope == "ingest" else "ingest"
         cases = {None: 401, "Bearer nope": 403, f"Bearer {TOKENS[other]}": 403, "Basic abc": 401}
         for header, expected in cases.items():
             headers = {"Authorization": header} if header else {}
@@ -108,31 +134,34 @@ def _check_every_route(client: TestClient) -> None:
         assert ok.status_code not in (401, 403), (method, path)
 
 
-def test_every_protected_route_refuses_missing_wrong_and_other_scope_tokens(fake_client):
-    _check_every_route(fake_client)
+@pytest.mark.parametrize("service", ["ingest", "desk"])
+def test_every_protected_route_refuses_missing_wrong_and_other_scope_tokens(request, service):
+    _check_every_route(request.getfixturevalue(f"fake_{service}"), service)
 
 
 @pytest.mark.kafka
-def test_every_protected_route_refuses_bad_tokens_over_real_kafka(client):
-    _check_every_route(client)
+@pytest.mark.parametrize("service", ["ingest", "desk"])
+def test_every_protected_route_refuses_bad_tokens_over_real_kafka(request, service):
+    _check_every_route(request.getfixturevalue(f"real_{service}"), service)
 
 
-def test_every_post_route_refuses_a_body_over_its_limit(fake_client):
-    posts = [(m, p) for m, p in _routes(fake_client.app) if m == "POST"]
-    assert len(posts) >= 4, posts
+@pytest.mark.parametrize("service", ["ingest", "desk"])
+def test_every_post_route_refuses_a_body_over_its_limit(request, service):
+    client = request.getfixturevalue(f"fake_{service}")
+    posts = [(m, p) for m, p in _routes(client.app) if m == "POST"]
+    assert len(posts) >= 2, posts
+    scope, _, limit = SCOPES[service]
     for method, path in posts:
-        scope = "ingest" if (method, path) in INGEST else "operator"
-        url = re.sub(r"\{[^}]+\}", "weibo" if scope == "ingest" else "x", path)
+        url = re.sub(r"\{[^}]+\}", "weibo" if service == "ingest" else "x", path)
         headers = {"Authorization": f"Bearer {TOKENS[scope]}"}
-        limit = 2000 if scope == "ingest" else 300
 
         def chunks(n: int = limit) -> Iterator[bytes]:
             yield b'{"text": "'
             yield b"x" * n
             yield b'"}'
 
-        declared = fake_client.request(method, url, headers=headers, content=b"x" * (limit + 1))
-        streamed = fake_client.request(method, url, headers=headers, content=chunks())
+        declared = client.request(method, url, headers=headers, content=b"x" * (limit + 1))
+        streamed = client.request(method, url, headers=headers, content=chunks())
         assert (declared.status_code, streamed.status_code) == (413, 413), (path, declared.text)
         assert f"the limit is {limit}" in declared.json()["detail"]
 
@@ -141,62 +170,62 @@ def _link(now: datetime, ttl: timedelta = timedelta(hours=1), incident: str = "i
     return sign_link(LINK_SECRET, incident, "xinghe", "ack", now, ttl)
 
 
-def test_an_ack_link_works_once_and_a_replay_is_refused(fake_client):
+def test_an_ack_link_works_once_and_a_replay_is_refused(fake_desk):
     token = _link(datetime.now(UTC))
-    assert fake_client.get(f"/v1/ack/{token}").status_code == 200
-    first = fake_client.post(f"/v1/ack/{token}")
+    assert fake_desk.get(f"/v1/ack/{token}").status_code == 200
+    first = fake_desk.post(f"/v1/ack/{token}")
     assert first.status_code == 200, first.text
     assert "已确认" in first.text
-    again = fake_client.post(f"/v1/ack/{token}")
+    again = fake_desk.post(f"/v1/ack/{token}")
     assert again.status_code == 409
     assert "链接已使用" in again.text
 
 
-def test_an_ack_link_does_only_the_action_it_was_signed_for(fake_client):
+def test_an_ack_link_does_only_the_action_it_was_signed_for(fake_desk):
     """A link signed for another action (resolve, say) is refused, not taken as an ack."""
     now = datetime.now(UTC)
     for action in ("resolve", "meeting_convened", "", "ACK"):
         token = sign_link(LINK_SECRET, "inc1", "xinghe", action, now, timedelta(hours=1))
         for method in ("GET", "POST"):
-            resp = fake_client.request(method, f"/v1/ack/{token}")
+            resp = fake_desk.request(method, f"/v1/ack/{token}")
             assert resp.status_code == 403, (action, method, resp.status_code)
             assert f"this link was signed for {action!r}" in html.unescape(resp.text)
-    assert fake_client.post(f"/v1/ack/{_link(now)}").status_code == 200  # the ack it was signed for works
+    assert fake_desk.post(f"/v1/ack/{_link(now)}").status_code == 200  # the ack it was signed for works
 
 
-def test_the_link_secret_cannot_forge_a_console_session(fake_client):
+def test_the_link_secret_cannot_forge_a_console_session(fake_desk):
     """The console once signed sessions with a key derived from YUQING_LINK_SECRET: whoever held the link
     secret and the key id of any old cookie could make a session for any name. Its key is its own now."""
     derived = hmac.new(LINK_SECRET, b"yuqing console sessions", hashlib.sha256).digest()
     forged = Sessions([TOKENS["operator"]], derived).issue(TOKENS["operator"], "mallory", datetime.now(UTC))
-    resp = fake_client.get(
+    resp = fake_desk.get(
         "/console/board", headers={"Cookie": f"yuqing-console={forged}"}, follow_redirects=False
     )
     assert resp.status_code == 303
     assert resp.headers["location"].startswith("/console/login")
-    real = fake_client.post(
+    real = fake_desk.post(
         "/console/login", data={"actor": "值班", "token": TOKENS["operator"]}, follow_redirects=False
     )
     assert real.status_code == 303
-    assert fake_client.get("/console/board").status_code == 200
+    assert fake_desk.get("/console/board").status_code == 200
 
 
-def test_expired_and_tampered_ack_links_are_refused(fake_client):
+def test_expired_and_tampered_ack_links_are_refused(fake_desk):
     expired = _link(datetime.now(UTC) - timedelta(days=2))
     body, mac = _link(datetime.now(UTC)).split(".")
     other_body = _link(datetime.now(UTC), incident="inc2").split(".")[0]
     forged = sign_link(b"not-the-secret", "inc1", "xinghe", "ack", datetime.now(UTC), timedelta(hours=1))
     for token in (expired, f"{other_body}.{mac}", f"{body}.{mac[:-2]}AA", forged, "garbage", f"{body}."):
         for method in ("GET", "POST"):
-            resp = fake_client.request(method, f"/v1/ack/{token}")
+            resp = fake_desk.request(method, f"/v1/ack/{token}")
             assert resp.status_code == 403, (token, method, resp.status_code)
-    assert "expired" in fake_client.get(f"/v1/ack/{expired}").text
+    assert "expired" in fake_desk.get(f"/v1/ack/{expired}").text
 
 
-def test_the_ledger_csv_export_neutralises_formulas_from_post_text(fake_client):
+def test_the_ledger_csv_export_neutralises_formulas_from_post_text(fake_desk):
     for h in formula_hits():
-        fake_client.app.state.read_model.apply(h)
-    resp = fake_client.get(
+        fake_desk.app.state.desk.model.apply(h)
+    resp = fake_desk.get(
         "/v1/ledger", params={"format": "csv"}, headers={"Authorization": f"Bearer {TOKENS['operator']}"}
     )
     assert resp.status_code == 200
@@ -206,11 +235,11 @@ def test_the_ledger_csv_export_neutralises_formulas_from_post_text(fake_client):
     assert [safe_cell(v) for v in ("星河 =1", "", None, -5, 3)] == ["星河 =1", "", None, -5, 3]
 
 
-def test_public_routes_are_only_health_metrics_and_signed_links(fake_client):
-    client = fake_client
-    public = {p for p in client.app.openapi()["paths"] if p in PUBLIC}
+def test_public_routes_are_only_health_metrics_and_signed_links(fake_ingest, fake_desk):
+    public = {p for p in fake_desk.app.openapi()["paths"] if p in PUBLIC}
     assert public == PUBLIC
-    assert client.get("/v1/ack/not-a-token").status_code in (403, 404)
+    assert fake_desk.get("/v1/ack/not-a-token").status_code in (403, 404)
+    assert {p for p in fake_ingest.app.openapi()["paths"] if p in PUBLIC} == PUBLIC - {"/v1/ack/{token}"}
 
 
 @pytest.mark.kafka
@@ -263,6 +292,7 @@ async def test_secrets_never_appear_in_logs_or_metrics(secure_kafka, stack_facto
                 await asyncio.sleep(0.2)
             assert receiver.alerts, "no alert was delivered"
             pages = [(await c.get(f"{api}/metrics")).text]
+            pages.append((await c.get(f"http://127.0.0.1:{stack.desk_port}/metrics")).text)
             for service in ("scoring", "escalation", "notifier"):
                 pages.append((await c.get(f"http://127.0.0.1:{stack.web_ports[service]}/metrics")).text)
     stack.stop()
@@ -288,7 +318,7 @@ def _refusal(service: str, env: dict[str, str]) -> str:
     """Run `yuqing worker <service>` with `env` over the secrets; it must refuse to start. Its output."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("YUQING_")}
     done = subprocess.run(
-        [sys.executable, "-m", "services.common.cli", "worker", service],
+        [sys.executable, "-m", "services.cli.main", "worker", service],
         env={**base, "YUQING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", **_STARTUP_SECRETS, **env},
         capture_output=True,
         text=True,
@@ -308,22 +338,28 @@ def test_secrets_never_appear_in_start_up_errors(tmp_path):
     broken.chmod(0o600)
     cases = [
         (
-            "ingest",
-            {"YUQING_API_HOST": "0.0.0.0", "YUQING_OPERATOR_TOKENS": ""},  # noqa: S104
+            "desk",
+            {"YUQING_DESK_HOST": "0.0.0.0", "YUQING_OPERATOR_TOKENS": ""},  # noqa: S104
             "operator_tokens is empty",
+        ),
+        (
+            "ingest",
+            {"YUQING_API_HOST": "0.0.0.0", "YUQING_INGEST_TOKENS": ""},  # noqa: S104
+            "ingest_tokens is empty",
         ),
         ("ingest", {"YUQING_API_PORT": "eighty"}, "YUQING_API_PORT"),
         (
-            "ingest",
+            "desk",
             {"YUQING_OPERATOR_TOKENS": f"{_STARTUP_SECRETS['YUQING_OPERATOR_TOKENS']},short"},
             "token 2",
         ),
         (
-            "ingest",
+            "desk",
             {"YUQING_CONSOLE_SECRET": _STARTUP_SECRETS["YUQING_LINK_SECRET"]},
             "YUQING_CONSOLE_SECRET",
         ),
         ("ingest", {"YUQING_CONFIG_FILE": str(broken)}, "not valid YAML"),
+        ("desk", {"YUQING_CONFIG_FILE": str(broken)}, "not valid YAML"),
         (
             "escalation",
             {"YUQING_TICK_SECONDS": "-1", "YUQING_LINK_SECRET": "short-link"},
@@ -345,33 +381,36 @@ _RSS_BOUND = 300 * _MB  # the acceptance bound: generous next to the ~110 MB an 
 _POST_BYTES = 300 * _MB
 
 
-def _api_env(port: int, **extra: str) -> dict[str, str]:
-    """The environment of a real `yuqing worker ingest` that needs no broker: its Kafka never answers."""
+# Each HTTP service: the variable of its port, and a POST route that reads the body (no tokens are set here).
+_HTTP = {"ingest": ("YUQING_API_PORT", "/v1/posts"), "desk": ("YUQING_DESK_PORT", "/console/login")}
+
+
+def _http_env(service: str, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a real `yuqing worker <service>` that needs no broker: its Kafka never answers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("YUQING_")}
     return {
         **env,
         "PYTHONUNBUFFERED": "1",
-        "YUQING_API_PORT": str(port),
+        _HTTP[service][0]: str(port),
         "YUQING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
         "YUQING_READ_MODEL": "false",
-        "YUQING_BRIEFINGS": "false",
         "YUQING_PRODUCE_TIMEOUT_SECONDS": "1",
         **extra,
     }
 
 
 @contextlib.contextmanager
-def _api_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _http_process(service: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.common.cli", "worker", "ingest"],
+            [sys.executable, "-m", "services.cli.main", "worker", service],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         try:
-            base = f"http://127.0.0.1:{env['YUQING_API_PORT']}"
+            base = f"http://127.0.0.1:{env[_HTTP[service][0]]}"
             for _ in range(150):
                 assert proc.poll() is None, log.read_text(errors="replace")
                 try:
@@ -380,7 +419,7 @@ def _api_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[by
                 except httpx.HTTPError:
                     time.sleep(0.2)
             else:
-                raise AssertionError("the API never answered /healthz")
+                raise AssertionError(f"{service} never answered /healthz")
             yield proc
         finally:
             proc.terminate()
@@ -436,12 +475,13 @@ def _stream_post(port: int, path: str, chunked: bool, stop: threading.Event) -> 
             return "reset", sent
 
 
-def test_parallel_oversized_posts_keep_the_api_memory_bounded(tmp_path):
-    """Four parallel 300 MB login forms, two with a Content-Length and two chunked, streamed from a 64 KB
-    buffer: the real API process stays under 300 MB resident (it went to 1.6 GB when the console buffered
-    every body before checking its size) and still answers afterwards."""
+@pytest.mark.parametrize("service", ["desk", "ingest"])
+def test_parallel_oversized_posts_keep_the_api_memory_bounded(tmp_path, service):
+    """Four parallel 300 MB bodies (login forms on the desk, posts on ingest), two with a Content-Length and
+    two chunked, streamed from a 64 KB buffer: the real process stays under 300 MB resident (it went to
+    1.6 GB when the console buffered every body before checking its size) and still answers afterwards."""
     port = free_port()
-    with _api_process(_api_env(port), tmp_path / "api.log") as proc:
+    with _http_process(service, _http_env(service, port), tmp_path / f"{service}.log") as proc:
         stop = threading.Event()
         peak = {"rss": 0}
 
@@ -457,7 +497,7 @@ def test_parallel_oversized_posts_keep_the_api_memory_bounded(tmp_path):
         watcher.start()
         with ThreadPoolExecutor(4) as pool:
             streams = [
-                pool.submit(_stream_post, port, "/console/login", chunked, stop)
+                pool.submit(_stream_post, port, _HTTP[service][1], chunked, stop)
                 for chunked in (False, True, False, True)
             ]
             results = [s.result() for s in streams]
@@ -465,7 +505,7 @@ def test_parallel_oversized_posts_keep_the_api_memory_bounded(tmp_path):
         watcher.join()
         _, high_water = _memory(proc.pid)
         assert max(peak["rss"], high_water) < _RSS_BOUND, (
-            f"API peaked at {max(peak['rss'], high_water) / _MB:.0f} MB resident; results {results}"
+            f"{service} peaked at {max(peak['rss'], high_water) / _MB:.0f} MB resident; results {results}"
         )
         for status, _sent in results:
             assert status.startswith("HTTP/1.1 413") or status == "reset", results

@@ -205,7 +205,7 @@ def test_asyncapi_document_follows_the_specification():
     import yaml
 
     from schemas.asyncapi import render_asyncapi
-    from services.common.topics import TOPIC_DOCS
+    from schemas.topics import TOPIC_DOCS
 
     doc = yaml.safe_load(render_asyncapi())
     jsonschema.validate(doc, ASYNCAPI_3)
@@ -229,14 +229,14 @@ def test_asyncapi_document_follows_the_specification():
         jsonschema.validate(broken, ASYNCAPI_3)
 
 
-def test_alerts_are_documented_as_produced_by_escalation_and_ingest_briefings():
+def test_alerts_are_documented_as_produced_by_escalation_and_the_notifiers_briefings():
     import yaml
 
     from schemas.asyncapi import render_asyncapi
 
     doc = yaml.safe_load(render_asyncapi())
     description = doc["channels"]["alerts"]["description"]
-    assert "escalation" in description
-    assert "ingest" in description
-    assert "briefing" in description
-    assert "notifier" not in description
+    assert "escalation (incident alerts) and notifier (the 09:00/14:00/20:00 briefings)" in description
+    assert "ingest" not in description
+    for channel in ("tier-overrides", "incident-actions"):
+        assert "Produced by desk" in doc["channels"][channel]["description"]

@@ -12,8 +12,8 @@ import opencc
 import pytest
 
 from bench.quality import HOLDOUT, POSTS, Evaluation, evaluate, is_traditional, load_rules
+from schemas.labels import DEMANDS
 from services.scoring.matcher import RuleMatcher
-from services.scoring.sentiment import DEMANDS
 
 # (set, hit precision, hit recall, negative-sentiment recall, sentiment accuracy, demand accuracy)
 # Measured last (docs/quality.md): development 0.981 0.988 0.988 0.957 0.864;

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.scoring.sentiment import DEMANDS, Cue, analyse, read
+from schemas.labels import DEMANDS
+from services.scoring.sentiment import Cue, analyse, read
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.labels import DEMANDS
 from services.common.config import RulesConfig
 from services.scoring.matcher import RuleMatcher
 from services.scoring.normalize import normalize
-from services.scoring.sentiment import DEMANDS, analyse
+from services.scoring.sentiment import analyse
 
 MATCHER = RuleMatcher(
     RulesConfig.model_validate({"groups": [{"name": "g", "brands": ["星河电器", "Apple"]}]})

@@ -8,7 +8,7 @@ from schemas.events import Tier
 from services.common import json
 from services.common.config import TiersConfig
 from services.scoring.rows import TABLES
-from services.scoring.tiers import TierState, decide, set_override, window_label
+from services.scoring.tiers import TierState, decide, set_override
 from tests.scoring.factories import T0
 
 CFG = TiersConfig()
@@ -20,12 +20,6 @@ def totals(h8: int = 0, h4: int = 0, h2: int = 0) -> dict[int, int]:
 
 def flat(n: int) -> dict[int, int]:
     return totals(n, n, n)
-
-
-def test_window_label() -> None:
-    assert window_label(120) == "2h"
-    assert window_label(480) == "8h"
-    assert window_label(90) == "90m"
 
 
 @pytest.mark.parametrize(
