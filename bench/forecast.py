@@ -116,7 +116,7 @@ def run_hits(
     forecast = forecast or config.forecast
     clock = FakeClock(T0)
     tiers, stage = TierStage(config, clock=clock), ForecastStage(forecast, clock=clock)
-    state, fstate = ScoringState.in_memory(), {}  # type: ignore[var-annotated]
+    state = ScoringState.in_memory()
     cfg = tiers.tiers_for(GROUP)
     run = Run(name, lead_minutes=forecast.lead_minutes)
     boundary: datetime | None = None
@@ -128,7 +128,7 @@ def run_hits(
             clock.set(boundary)
             current = (state.tiers.get(hit.group) or TierState()).tier
             series = _series(state, hit.group)
-            run.warnings += stage.evaluate(hit.group, series, boundary, cfg, current, fstate)
+            run.warnings += stage.evaluate(hit.group, series, boundary, cfg, current, state.forecasts)
             last = int(boundary.timestamp() // 60) - 1
             for rule in cfg.rules:
                 share = (

@@ -49,6 +49,8 @@ __all__ = [
     "KeywordHit",
     "Platform",
     "Post",
+    "SpreadPost",
+    "SpreadSnapshot",
     "StatementStatus",
     "StatementVersion",
     "TermMatch",
@@ -357,6 +359,40 @@ class TierForecast(Event):
         return self
 
 
+class SpreadPost(BaseModel):
+    """A post driving a group's spread (the keyword-hits it came in on are in the ledger, by `post`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    post: str = Field(max_length=300, description="platform:post_id, the ledger's key for the post.")
+    platform: Platform
+    spread: Count = Field(description="Spread this post added to the group since it was first hit.")
+    excerpt: str = Field(default="", max_length=80, description="Post text, hostile: escape it to show it.")
+    url: str | None = Field(default=None, max_length=2000)
+
+
+class SpreadSnapshot(Event):
+    """A rule group's live window counts between tier changes: what the tiers count now, a per-minute series
+    for a sparkline, and the posts driving it. Published at most every few seconds and only on a change;
+    the latest one per group (the topic is compacted) is the state, earlier ones are history."""
+
+    group: str
+    event_time: UtcDatetime = Field(description="The scoring clock when the counts were read.")
+    tier: Tier = Field(description="The group's tier at event_time.")
+    counts: dict[str, Count] = Field(
+        description="Spread per tier window, keyed '2h', '4h', '8h': the running sums tiers are decided on."
+    )
+    series_start: UtcDatetime = Field(description="Start of the first minute of `series`.")
+    series: tuple[Count, ...] = Field(
+        max_length=24 * 60,
+        description="Spread per minute from series_start, oldest first; the last minute may still fill.",
+    )
+    top_posts: tuple[SpreadPost, ...] = Field(default=(), max_length=20)
+    detected_at: UtcDatetime
+
+    _id_fields = ("group", "event_time", "tier", "counts", "series_start", "series")
+
+
 class TierOverride(Event):
     """An operator pins a rule group's tier by hand (tier), or releases the pin (tier null)."""
 
@@ -613,6 +649,7 @@ class AlertKind(StrEnum):
     sla_breached = "sla_breached"
     escalation = "escalation"
     statement_review = "statement_review"  # a statement version waits for the approvers
+    forecast = "forecast"  # a tier's threshold is expected to be crossed soon (TierForecast)
     briefing = "briefing"
 
 

@@ -13,6 +13,7 @@ TOPIC_DOCS: dict[str, tuple[str, str, str]] = {
     "tier_changes": ("tier-changes", "rule group", "TierChange"),
     "tier_overrides": ("tier-overrides", "rule group", "TierOverride"),
     "tier_forecasts": ("tier-forecasts", "rule group", "TierForecast"),
+    "spread_snapshots": ("spread-snapshots", "rule group", "SpreadSnapshot"),
     "incidents": ("incidents", "rule group", "IncidentEvent"),
     "incident_actions": ("incident-actions", "rule group", "IncidentAction"),
     "alerts": ("alerts", "rule group (`*` for briefings)", "Alert"),
@@ -31,6 +32,7 @@ class Topics:
     tier_changes: str
     tier_overrides: str
     tier_forecasts: str
+    spread_snapshots: str
     incidents: str
     incident_actions: str
     alerts: str

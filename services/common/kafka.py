@@ -16,6 +16,7 @@ from services.common.kafka_security import client_kwargs
 from services.common.settings import CommonSettings
 
 __all__ = [
+    "SPREAD_SNAPSHOT_CONFIG",
     "cluster_brokers",
     "cluster_reachable",
     "ensure_changelogs",
@@ -62,6 +63,20 @@ def topic_configs(settings: CommonSettings, extra: dict[str, str]) -> dict[str, 
     if rf >= 3:
         configs.setdefault("min.insync.replicas", str(rf // 2 + 1))
     return configs
+
+
+def _shared_config(topic: str) -> dict[str, str]:
+    """Ticks are kept an hour; spread snapshots are compacted to the latest per rule group (a reader wants
+    each group's live counts, not every reading)."""
+    if topic.endswith(".ticks"):
+        return {"retention.ms": "3600000"}
+    if topic.endswith("spread-snapshots"):
+        return dict(SPREAD_SNAPSHOT_CONFIG)
+    return {}
+
+
+# Compacted, with segments rolled hourly so that compaction keeps up with a reading every 15 s per group.
+SPREAD_SNAPSHOT_CONFIG = {"cleanup.policy": "compact", "segment.ms": "3600000"}
 
 
 def creation_errors(topic_errors: list[Any]) -> list[str]:
@@ -141,7 +156,7 @@ async def ensure_topics(settings: CommonSettings, retries: int = 30) -> list[str
                 settings,
                 topics,
                 existing,
-                lambda t: {"retention.ms": "3600000"} if t.endswith(".ticks") else {},
+                _shared_config,
             )
             present = [t for t in topics if t in existing]
             for topic, count in short_topics(

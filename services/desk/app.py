@@ -16,15 +16,20 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 
+from schemas.events import SpreadSnapshot, TierForecast
+from schemas.labels import window_label
 from schemas.topics import Topics
 from services.common.auth import TokenCheck
 from services.common.config import YuqingConfig, load_config
+from services.common.follow import follow_topics
 from services.common.guard import install_guards
 from services.common.producer import Producer
 from services.desk import ack, console, operator, workflow_views
 from services.desk.exceptions import StoreUnavailable
+from services.desk.metrics import SpreadCollector
 from services.desk.readmodel import ReadModel
 from services.desk.settings import DeskSettings
 from services.desk.sink import Sink, SinkMetrics
@@ -97,6 +102,11 @@ def create_app(
         ["table"],
         registry=registry,
     )
+    windows = {
+        g.name: {window_label(r.window_minutes) for r in config.tiers_for(g.name).rules}
+        for g in config.rules.groups
+    }
+    registry.register(SpreadCollector(desk.model, windows))
     app.state.process = _Process(settings, registry, kafka, asyncio.Event(), store, sink, stored, purged)
     install_guards(app, settings.max_operator_body_bytes)
     for router in (_health, operator.router, ack.router, console.router, workflow_views.router):
@@ -146,6 +156,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if process.sink is not None:
         process.sink.stored = process.stored.set
         tasks.append(asyncio.create_task(process.sink.run(process.caught_up)))
+        # Live spread and forecasts: each replica follows them itself (state, not record: nothing is stored).
+        topics = Topics.with_prefix(settings.topic_prefix)
+        live: dict[str, type[BaseModel]] = {
+            topics.spread_snapshots: SpreadSnapshot,
+            topics.tier_forecasts: TierForecast,
+        }
+        tasks.append(asyncio.create_task(follow_topics(settings, live, desk.model.apply_live)))
     else:
         process.caught_up.set()
     tasks.append(asyncio.create_task(_refresh(desk.model, process.stored)))

@@ -235,6 +235,29 @@ def _sparkline(history: list[tuple[str, int, dict[str, int]]], key: str) -> dict
     }
 
 
+def _minute_sparkline(series: list[int]) -> dict[str, Any]:
+    """Points of an inline SVG of the spread per minute, oldest left; the last minute may still fill."""
+    width, height, pad = 120.0, 32.0, 3.0
+    top = max(series, default=0) or 1
+    step = (width - 2 * pad) / max(len(series) - 1, 1)
+    points = " ".join(
+        f"{round(pad + i * step, 1)},{round(height - pad - (height - 2 * pad) * v / top, 1)}"
+        for i, v in enumerate(series)
+    )
+    return {
+        "points": points,
+        "width": width,
+        "height": height,
+        "minutes": len(series),
+        "peak": max(series, default=0),
+        "last": series[-1] if series else 0,
+    }
+
+
+def _ledger_link(group: str, post: str) -> str:
+    return "/console/ledger?" + urlencode({"group": group, "post": post})
+
+
 def _safe_next(target: str | None) -> str:
     """Only a console path: a login link must not be able to send the operator elsewhere."""
     if target and target.startswith("/console/") and "//" not in target and "\\" not in target:
@@ -324,6 +347,7 @@ class Console:
             longest = window_label(rules[-1].window_minutes)
             incident_id = self.model.current_incident.get(name)
             events = self.model.incident(incident_id) if incident_id else None
+            live = row["live"] if row else None
             out.append(
                 {
                     "group": name,
@@ -331,8 +355,15 @@ class Console:
                     "severity": Tier(row["tier"]).severity if row else 0,
                     "since": row["since"] if row else None,
                     "reason": row["reason"] if row else None,
+                    "counts_at": row["counts_at"] if row else None,
                     "windows": windows,
                     "spark": _sparkline(row["history"] if row else [], longest),
+                    "minutes": _minute_sparkline(live["series"]) if live else None,
+                    "top_posts": [
+                        {**p, "ledger": _ledger_link(name, p["post"])}
+                        for p in (live["top_posts"] if live else [])
+                    ],
+                    "forecast": row["forecast"] if row else None,
                     "incident": {"id": incident_id, "state": events[-1].state.value} if events else None,
                 }
             )
@@ -705,7 +736,7 @@ async def report_html(request: Request, incident_id: str, c: ConsoleDep) -> Resp
 def _ledger_filters(c: Console, request: Request) -> tuple[LedgerQuery, dict[str, str], list[str]]:
     """(the store's query, the form's values, errors) from the query string."""
     q = request.query_params
-    names = ("since", "until", "platform", "group", "sentiment", "demand", "q", "sort")
+    names = ("since", "until", "platform", "group", "sentiment", "demand", "q", "sort", "post")
     form = {k: q.get(k, "").strip() for k in names}
     args: dict[str, Any] = {}
     errors = []
@@ -730,6 +761,8 @@ def _ledger_filters(c: Console, request: Request) -> tuple[LedgerQuery, dict[str
             args[name] = form[name]
     if form["group"]:
         args["group"] = form["group"][:128]
+    if form["post"]:
+        args["post"] = form["post"][:256]  # platform:post_id, from a board card's top posts
     if len(form["q"]) > 100:
         errors.append(f"q: 关键词最多 100 个字符 (got {len(form['q'])})")
     elif form["q"]:

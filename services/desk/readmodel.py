@@ -2,7 +2,9 @@
 
 The ledger is queried in the store; the tier board and the incidents, a few hundred rows that every console
 page and action check reads, are also kept here in memory, loaded from the store at start-up and refreshed
-from it (by write sequence) as the sink, in this replica or another, stores more.
+from it (by write sequence) as the sink, in this replica or another, stores more. The live spread and the
+standing forecasts are state, not record: each replica keeps the newest per group from their topics
+(`apply_live`), which are short (spread-snapshots is compacted), and stores none of it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.events import IncidentEvent, KeywordHit, Tier, TierChange
+from schemas.events import IncidentEvent, KeywordHit, SpreadSnapshot, Tier, TierChange, TierForecast
 from services.desk.store import LedgerQuery, Store
 
 __all__ = ["Fetched", "ReadModel"]
@@ -44,6 +46,8 @@ class ReadModel:
         self.tiers: dict[str, _TierView] = {}
         self.incidents: dict[str, list[IncidentEvent]] = {}
         self.current_incident: dict[str, str] = {}
+        self.live: dict[str, SpreadSnapshot] = {}  # group -> its newest spread snapshot
+        self.forecasts: dict[str, dict[Tier, TierForecast]] = {}  # group -> tier -> its newest forecast
         self._tier_seq = 0
         self._incident_seq = 0
         self._lock = threading.Lock()
@@ -82,12 +86,28 @@ class ReadModel:
         self.store.write([event])
         self.refresh()
 
+    def apply_live(self, event: SpreadSnapshot | TierForecast) -> None:
+        """Keep the newest snapshot per group and forecast per group and tier (a restarted scoring worker
+        may send one again, or late)."""
+        with self._lock:
+            if isinstance(event, SpreadSnapshot):
+                known = self.live.get(event.group)
+                if known is None or event.event_time >= known.event_time:
+                    self.live[event.group] = event
+                return
+            standing = self.forecasts.setdefault(event.group, {})
+            known_fc = standing.get(event.tier)
+            if known_fc is None or event.event_time >= known_fc.event_time:
+                standing[event.tier] = event
+
     def _tier(self, event: TierChange) -> None:
         view = self.tiers.get(event.group)
         if view is None:
             view = self.tiers[event.group] = _TierView(event)
         view.change = event
         view.changes.append(event)
+        for tier in [t for t in self.forecasts.get(event.group, {}) if t.severity <= event.tier.severity]:
+            del self.forecasts[event.group][tier]  # reached: the warning is over
         view.history.append((event.window_end.isoformat(), int(event.tier), dict(event.counts)))
 
     def _incident(self, event: IncidentEvent) -> None:
@@ -102,17 +122,63 @@ class ReadModel:
         return int(view.change.tier) if view else int(Tier.none)
 
     def tier_board(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "group": g,
-                "tier": int(v.change.tier),
-                "counts": v.change.counts,
-                "since": v.change.event_time,
-                "reason": v.change.reason,
-                "history": list(v.history),
-            }
-            for g, v in sorted(self.tiers.items())
-        ]
+        """Each group's tier, its counts (live from the newest spread snapshot when that is newer than the
+        last tier change), the tier-change history, the live series and the standing forecast."""
+        out = []
+        for g in sorted(set(self.tiers) | set(self.live)):
+            v = self.tiers.get(g)
+            snap = self.live.get(g)
+            # Which scoring produced later (detected_at, its wall clock): a change's window_end is the end of
+            # its minute, so a snapshot read within that minute, after the change, is newer all the same.
+            fresh = snap is not None and (v is None or snap.detected_at >= v.change.detected_at)
+            out.append(
+                {
+                    "group": g,
+                    "tier": int(v.change.tier) if v else int(snap.tier) if snap else 0,
+                    "counts": dict(snap.counts) if fresh and snap else v.change.counts if v else {},
+                    "counts_at": snap.event_time if fresh and snap else v.change.window_end if v else None,
+                    "since": v.change.event_time if v else None,
+                    "reason": v.change.reason if v else None,
+                    "history": list(v.history) if v else [],
+                    "live": _live(snap),
+                    "forecast": self.forecast_of(g),
+                }
+            )
+        return out
+
+    def clock_of(self, group: str) -> datetime | None:
+        """The scoring clock as the group's events last told it (event time on a replay)."""
+        times = [e.event_time for e in self.forecasts.get(group, {}).values()]
+        if group in self.live:
+            times.append(self.live[group].event_time)
+        if group in self.tiers:
+            times.append(self.tiers[group].change.window_end)
+        return max(times, default=None)
+
+    def forecast_of(self, group: str) -> dict[str, Any] | None:
+        """The most severe standing forecast of the group: made within its lead time of the group's clock,
+        for a tier not reached, its crossing not yet due."""
+        now = self.clock_of(group)
+        held = Tier(self.tier_of(group)).severity
+        best = None
+        for tier, fc in self.forecasts.get(group, {}).items():
+            if now is None or tier.severity <= held or fc.expected_at < now:
+                continue
+            if now - fc.event_time > timedelta(minutes=fc.lead_minutes):
+                continue
+            if best is None or tier.severity > best.tier.severity:
+                best = fc
+        if best is None or now is None:
+            return None
+        return {
+            "tier": int(best.tier),
+            "minutes": max(1, round((best.expected_at - now).total_seconds() / 60)),
+            "expected_at": best.expected_at,
+            "earliest_at": best.earliest_at,
+            "latest_at": best.latest_at,
+            "confidence": best.confidence,
+            "made_at": best.event_time,
+        }
 
     def tier_map(self) -> dict[str, int]:
         return {g: int(v.change.tier) for g, v in self.tiers.items()}
@@ -177,3 +243,15 @@ class ReadModel:
 
 
 _CLOSED = ("closed", "postmortem_filed")
+
+
+def _live(snap: SpreadSnapshot | None) -> dict[str, Any] | None:
+    if snap is None:
+        return None
+    return {
+        "at": snap.event_time,
+        "counts": dict(snap.counts),
+        "series_start": snap.series_start,
+        "series": list(snap.series),
+        "top_posts": [p.model_dump(mode="json") for p in snap.top_posts],
+    }

@@ -97,6 +97,7 @@ class LedgerQuery:
     sentiment: str | None = None  # negative / neutral / positive
     demand: str | None = None
     text: str | None = None  # keyword search over the excerpt (services/desk/search.py)
+    post: str | None = None  # one post, "platform:post_id" (the board's top posts link here)
     sort: Literal["time", "spread"] = "time"  # newest first seen first, or largest spread first
 
 
@@ -816,6 +817,9 @@ def _ledger_where(q: LedgerQuery, tiers: Mapping[str, int]) -> list[ColumnElemen
     for column, value in ((c.platform, q.platform), (c.rule_group, q.group), (c.demand, q.demand)):
         if value:
             where.append(column == value)
+    if q.post:
+        platform, _, post_id = q.post.partition(":")
+        where.extend((c.platform == platform, c.post_id == post_id))
     if q.sentiment == "negative":
         where.append(c.sentiment < -NEUTRAL_BAND)
     elif q.sentiment == "positive":

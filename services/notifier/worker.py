@@ -1,4 +1,5 @@
-"""Notifier worker: keyword-hits are grouped, alerts are sent once per dedup key, deliveries recorded."""
+"""Notifier worker: keyword-hits are grouped, forecasts become warnings, alerts are sent once per dedup key,
+deliveries recorded."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from schemas.events import Alert, AlertKind, DeliveryOutcome, KeywordHit, TierChange
+from schemas.events import Alert, AlertKind, DeliveryOutcome, KeywordHit, TierChange, TierForecast
 from services.common import json
 from services.common.clock import system_clock
 from services.common.config import load_config
@@ -15,6 +16,7 @@ from services.notifier.briefer import run_briefings
 from services.notifier.channels import build_channel
 from services.notifier.core import Dispatcher, send_batches
 from services.notifier.exceptions import DeliveryFailed
+from services.notifier.forecasts import ForecastWarnings
 from services.notifier.grouping import HitGrouper
 from services.notifier.routing import Router
 from services.notifier.settings import NotifierSettings
@@ -26,6 +28,7 @@ def build(settings: NotifierSettings) -> StreamShell:
     shell = StreamShell("notifier", settings)
     n = load_config(settings.config_file).notifier
     grouper = HitGrouper(n)
+    warnings = ForecastWarnings()
     channels = {c.name: build_channel(c) for c in n.channels}
     events = Counter(
         "yuqing_notifier_events_total",
@@ -45,6 +48,7 @@ def build(settings: NotifierSettings) -> StreamShell:
     deliveries_topic = shell.raw_topic(t.deliveries)
     pending = shell.table("pending-hits")
     delivery_log = shell.table("delivery-log")
+    forecast_warnings = shell.table("forecast-warnings")
     latency = Histogram(
         "yuqing_alert_latency_seconds",
         "From the earliest keyword hit behind an alert (its detection) to the alert's first delivery.",
@@ -84,6 +88,13 @@ def build(settings: NotifierSettings) -> StreamShell:
                 tc = decode(TierChange, event.value)
                 expect_key(event.key, tc.group, "rule group")
                 grouper.set_tier(tc.group, tc.tier, pending)  # down as well as up
+                warnings.tier_changed(tc, forecast_warnings)
+            elif topic == t.tier_forecasts:
+                fc = decode(TierForecast, event.value)
+                expect_key(event.key, fc.group, "rule group")
+                warning = warnings.add(fc, forecast_warnings)
+                if warning is not None:
+                    await deliver(warning)
             else:
                 alert = decode(Alert, event.value)
                 expect_key(event.key, alert.group, "rule group")
@@ -105,7 +116,8 @@ def build(settings: NotifierSettings) -> StreamShell:
         )
 
     @shell.app.agent(
-        shell.raw_topic(t.alerts, t.keyword_hits, t.tier_changes, shell.ticks_name), name="notifier"
+        shell.raw_topic(t.alerts, t.keyword_hits, t.tier_changes, t.tier_forecasts, shell.ticks_name),
+        name="notifier",
     )
     async def _notify(stream: Any) -> None:
         async for event in stream.events():

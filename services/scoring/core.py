@@ -22,6 +22,7 @@ from services.common.config import TiersConfig, YuqingConfig
 from services.common.exceptions import ConfigError
 from services.common.partitioned import Table
 from services.scoring.engagement import Snapshot, apply_snapshot, cumulative_of
+from services.scoring.forecast import ForecastTrack
 from services.scoring.matcher import RuleMatcher
 from services.scoring.rows import (
     TABLES,
@@ -71,6 +72,7 @@ class ScoringState:
     tiers: Table[TierState]  # group -> its tier
     top: Table[TopPosts]  # group -> the posts that spread most
     counted: Table[float]  # "group|platform:post_id" -> epoch µs (rows.py) of its newest hit counted
+    forecasts: Table[ForecastTrack]  # "group|tier" -> the forecast's dedup state while a warning stands
 
     @classmethod
     def of(cls, tables: Mapping[str, Table[Any]]) -> ScoringState:
@@ -82,6 +84,7 @@ class ScoringState:
             tiers=tables["tiers"],
             top=tables["top-posts"],
             counted=tables["counted"],
+            forecasts=tables["forecasts"],
         )
 
     @classmethod
@@ -480,6 +483,21 @@ class TierStage:
             operator=operator,
             detected_at=self.clock(),
         )
+
+    # -- read only, for the live spread and the forecast (services/scoring/live.py) ------------------
+
+    def windows(self, state: ScoringState, group: str) -> WindowCounter:
+        return self._windows(state, group)
+
+    @staticmethod
+    def tier_of(group: str, state: ScoringState) -> Tier:
+        return (state.tiers.get(group) or _NO_TIER).tier
+
+    def top_posts(
+        self, group: str, state: ScoringState, since_minute: int, until_minute: int
+    ) -> list[dict[str, Any]]:
+        """The posts that spread most with a hit in minutes (since, until], most first."""
+        return self._top_posts(group, state, since_minute, until_minute)
 
     @staticmethod
     def _remember_top(hit: KeywordHit, state: ScoringState) -> None:

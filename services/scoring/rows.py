@@ -19,6 +19,7 @@ from msgspec import Struct
 from schemas.events import Tier
 from services.common import json
 from services.common.partitioned import CompactTable, StructCodec, Table
+from services.scoring.forecast import ForecastTrack
 from services.scoring.tiers import TierState
 
 __all__ = [
@@ -174,6 +175,12 @@ def _top_posts_v1(row: list[list[Any]]) -> TopPosts:
     return TopPosts(tuple(TopPost(int(e[0]), e[1], e[2], int(e[3]), e[4], e[5]) for e in row))
 
 
+def _forecast_track_v1(row: list[Any]) -> ForecastTrack:
+    """[last, expected, quiet_since]."""
+    last, expected, quiet = row[:3]
+    return ForecastTrack(int(last), float(expected), None if quiet is None else int(quiet))
+
+
 # name -> a function making an empty table of a partition (changelog=False: one that lives only in memory)
 TABLES: dict[str, Callable[..., Table[Any]]] = {
     # A row per tracked post: kept as its JSON bytes (docs/benchmarks.md).
@@ -183,4 +190,5 @@ TABLES: dict[str, Callable[..., Table[Any]]] = {
     "tiers": partial(Table, StructCodec(TierState, _tier_state_v1)),
     "top-posts": partial(Table, StructCodec(TopPosts, _top_posts_v1)),
     "counted": partial(Table, _CountedCodec()),
+    "forecasts": partial(Table, StructCodec(ForecastTrack, _forecast_track_v1)),
 }

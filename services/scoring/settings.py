@@ -19,6 +19,16 @@ class ScoringSettings(CommonSettings):
         "Must exceed the longest window plus grace. A post first seen later than this after publication "
         "counts from its first snapshot on.",
     )
+    spread_snapshot_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="A rule group's live spread (SpreadSnapshot) goes out at most this often, and only when "
+        "it changed. The worker ticks at least this often.",
+    )
+    spread_series_minutes: int = Field(
+        default=120, ge=10, le=24 * 60, description="Minutes of per-minute spread a snapshot carries."
+    )
     window_clock: Literal["wall", "event"] = Field(
         default="wall",
         description="What time ticks move the windows to: 'wall', the wall clock (live), so that tiers come "

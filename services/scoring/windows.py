@@ -246,3 +246,12 @@ class WindowCounter:
                 for platform, n in bucket.spread:
                     out[platform] = out.get(platform, 0) + n
         return out
+
+    def series(self, group: str, lo: int, hi: int) -> dict[int, int]:
+        """Spread per minute lo … hi (epoch minutes, inclusive); minutes without spread are left out."""
+        out = {}
+        for minute in range(lo, hi + 1):
+            total = self._total(group, minute)
+            if total:
+                out[minute] = total
+        return out

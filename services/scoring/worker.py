@@ -33,6 +33,8 @@ from services.common.partitioned import Batch, PartitionedWorker
 from services.common.shutdown import exit_after
 from services.common.stream import ORIGIN_HEADER, decode, expect_key, home_partition
 from services.scoring.core import HitStage, ScoringState, TierStage
+from services.scoring.forecast import ForecastStage
+from services.scoring.live import LiveStage
 from services.scoring.matcher import RuleMatcher
 from services.scoring.rows import TABLES
 from services.scoring.settings import ScoringSettings
@@ -100,6 +102,7 @@ class Scoring:
         self.tier_stage = TierStage(
             config, rule_version=matcher.version, track=track, event_clock=settings.window_clock == "event"
         )
+        self.forecast_stage = ForecastStage(config.forecast)
         self._expired_at: dict[int, float] = {}
         self.worker = PartitionedWorker(
             "scoring",
@@ -114,10 +117,12 @@ class Scoring:
             metrics=self.metrics,
             dead_letter_topic=t.dead_letter,
             tick=self.on_tick,
-            tick_seconds=settings.tick_seconds,
+            # Tier decisions do not depend on when ticks come; snapshots need a tick at least as often.
+            tick_seconds=min(settings.tick_seconds, settings.spread_snapshot_seconds),
             forwarded=[t.scoring_threads],
         )
         self._states: dict[int, tuple[dict[str, Any], ScoringState]] = {}  # partition -> (its tables, view)
+        self._live: dict[int, tuple[dict[str, Any], LiveStage]] = {}  # partition -> (its tables, stage)
         self.hits_total = Counter(
             "yuqing_keyword_hits_total",
             "Keyword hits emitted, per platform.",
@@ -148,6 +153,17 @@ class Scoring:
         # By identity, holding the dict: a restored partition brings new tables, and an id() could be reused.
         if cached is None or cached[0] is not batch.tables:
             cached = self._states[batch.partition] = (batch.tables, ScoringState.of(batch.tables))
+        return cached[1]
+
+    def _live_stage(self, batch: Batch) -> LiveStage:
+        """The partition's live stage; a restored partition starts afresh (its first tick sends snapshots)."""
+        cached = self._live.get(batch.partition)
+        if cached is None or cached[0] is not batch.tables:
+            s = self.settings
+            stage = LiveStage(
+                self.tier_stage, self.forecast_stage, s.spread_snapshot_seconds, s.spread_series_minutes
+            )
+            cached = self._live[batch.partition] = (batch.tables, stage)
         return cached[1]
 
     def on_raw_post(self, record: Any, batch: Batch) -> None:
@@ -190,6 +206,11 @@ class Scoring:
     def on_tick(self, batch: Batch) -> None:
         state = self._state(batch)
         self._emit(self.tier_stage.tick(state), batch)
+        forecasts, snapshots = self._live_stage(batch).tick(state, self.tier_stage.now(state))
+        for forecast in forecasts:
+            batch.send(self.topics.tier_forecasts, forecast.group.encode(), json.dumps(forecast))
+        for snapshot in snapshots:
+            batch.send(self.topics.spread_snapshots, snapshot.group.encode(), json.dumps(snapshot))
         # Forgetting old posts walks every row: every ten minutes is plenty for a horizon of days.
         if time.monotonic() - self._expired_at.get(batch.partition, 0.0) >= _EXPIRE_EVERY_SECONDS:
             self._expired_at[batch.partition] = time.monotonic()

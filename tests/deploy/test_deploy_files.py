@@ -24,7 +24,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from schemas.topics import Topics
 from services.cli.runner import SERVICES as APP_SERVICES
 from services.common.config import load_config
-from services.common.kafka import topic_configs
+from services.common.kafka import SPREAD_SNAPSHOT_CONFIG, topic_configs
 from services.common.settings import CommonSettings, load_settings
 from services.desk.settings import DeskSettings
 from services.ingest.settings import IngestSettings
@@ -886,6 +886,9 @@ def test_strimzi_topics_are_every_shared_topic_with_the_configured_layout() -> N
         assert spec["config"]["min.insync.replicas"] == topic_configs(fake, {})["min.insync.replicas"], name
         if name.endswith(".ticks"):
             assert spec["config"]["retention.ms"] == "3600000", name
+        if name.endswith("spread-snapshots"):
+            for key, value in SPREAD_SNAPSHOT_CONFIG.items():
+                assert spec["config"][key] == value, name
 
 
 def _code_needs(data_dir: Path) -> dict[str, dict[str, set[str]]]:
@@ -929,8 +932,16 @@ def _code_needs(data_dir: Path) -> dict[str, dict[str, set[str]]]:
     changelogs = set(worker.changelogs.values())
     needs["scoring"] = {
         "read": set(worker.handlers) | changelogs,  # changelogs: restored at start
-        # services/scoring/worker.py: batch.send(...) of threads, hits and tier changes.
-        "write": {t.scoring_threads, t.keyword_hits, t.tier_changes, worker.dead_letter_topic} | changelogs,
+        # services/scoring/worker.py: batch.send(...) of threads, hits, tier changes, forecasts and snapshots.
+        "write": {
+            t.scoring_threads,
+            t.keyword_hits,
+            t.tier_changes,
+            t.tier_forecasts,
+            t.spread_snapshots,
+            worker.dead_letter_topic,
+        }
+        | changelogs,
         "create": changelogs,
         "group": {worker.group_id},
     }
@@ -940,9 +951,10 @@ def _code_needs(data_dir: Path) -> dict[str, dict[str, set[str]]]:
     # services/ingest/api.py: posts are produced, nothing is read.
     needs["ingest"] = {"read": set(), "write": {t.posts_raw}, "create": set(), "group": set()}
     # services/desk: overrides and operator actions are produced; its sink (desk/sink.py) stores three event
-    # topics with group_id=None (offsets in the store) and dead-letters what it cannot store.
+    # topics with group_id=None (offsets in the store) and dead-letters what it cannot store; the live spread
+    # and the forecasts are followed with group_id=None (services/common/follow.py).
     needs["desk"] = {
-        "read": {t.keyword_hits, t.tier_changes, t.incidents},
+        "read": {t.keyword_hits, t.tier_changes, t.incidents, t.spread_snapshots, t.tier_forecasts},
         "write": {t.tier_overrides, t.incident_actions, t.dead_letter},
         "create": set(),
         "group": set(),

@@ -37,6 +37,10 @@ def require_chromium() -> None:
 async def chromium() -> AsyncIterator[Browser]:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        # Chromium starts its GPU and network helpers with the first page: start them here, so that they are
+        # the fixture's processes and not taken for ones the first test left running.
+        warm = await browser.new_page()
+        await warm.close()
         try:
             yield browser
         finally:

@@ -16,6 +16,7 @@ from schemas.events import Tier, TierChange
 from services.common import json
 from tests.conftest import produce, write_config
 from tests.desk.browser import DESKTOP, PHONE, chromium, require_chromium
+from tests.integration.test_live_spread import FAST, XINGHE, _post
 from tests.integration.test_pipeline import crisis_posts, wait_ready
 
 pytestmark = pytest.mark.kafka
@@ -231,3 +232,36 @@ def level2_change() -> TierChange:
         counts={"4h": 60_000},
         detected_at=now,
     )
+
+
+async def test_the_live_board_moves_between_tier_changes(browser, stack_factory, kafka, topics, tmp_path):
+    config = write_config(tmp_path / "c.yaml", rules=XINGHE)
+    stack = stack_factory(
+        config,
+        services=("scoring", "desk"),
+        partitions=1,
+        extra_env={"YUQING_OPERATOR_TOKENS": TOKEN, **FAST},
+    )
+    desk = f"http://127.0.0.1:{stack.desk_port}"
+    await wait_ready(desk, stack)
+    page = await _login(browser, desk, "值班员 王芳")
+    card = page.locator(".card", has=page.get_by_role("heading", name="xinghe"))
+    await page.evaluate("window.sameDocument = true")
+    now = datetime.now(UTC)
+    await produce(kafka, topics.posts_raw, [_post("p1", 11_000, now)])
+    await expect(card.locator(".badge")).to_have_text("三级 一般", timeout=60_000)
+    await expect(card.locator('[data-window="2h"]')).to_have_text("11,000")
+
+    # More spread, no tier change: the counts, the minute sparkline and the top posts move on their own.
+    await produce(kafka, topics.posts_raw, [_post("p2", 7_000, now)])
+    await expect(card.locator('[data-window="2h"]')).to_have_text("18,000", timeout=30_000)
+    await expect(card.locator(".badge")).to_have_text("三级 一般")
+    assert await page.evaluate("window.sameDocument === true")
+    await expect(card.locator('svg[data-spark="minutes"]')).to_be_visible()
+    await expect(card.locator("svg.spark circle")).to_have_count(1)  # one tier change so far
+    top = card.locator(".top-posts a").first
+    await expect(top).to_have_attribute("data-post", "weibo:p1")
+    await top.click()
+    await expect(page).to_have_url(f"{desk}/console/ledger?group=xinghe&post=weibo%3Ap1")
+    await expect(page.locator("[data-total]")).to_have_text("1")
+    await page.context.close()

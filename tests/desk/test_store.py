@@ -144,6 +144,9 @@ def test_ledger_filters_sorts_and_pages(store):
     assert ids(sentiment="negative") == ["c", "b", "a"]
     assert ids(since=T0 + timedelta(minutes=2)) == ["d", "c"]
     assert ids(until=T0 + timedelta(minutes=1)) == ["b", "a"]
+    assert ids(post="douyin:b") == ["b"]  # a board card's top post links to its row
+    assert ids(post="weibo:b") == []
+    assert ids(post="b") == []
     assert store.ledger_page(LedgerQuery(group="other"), tiers, 10, 0)[0] == 1
 
 

@@ -11,6 +11,7 @@ import pytest
 from services.common.clock import FakeClock
 from services.common.partitioned import Table
 from services.scoring.core import HitStage, ScoringState, TierStage
+from services.scoring.forecast import ForecastTrack
 from services.scoring.matcher import RuleMatcher
 from services.scoring.rows import TABLES, TrackedPost, from_micros, micros
 from tests.scoring.factories import T0, XINGHE_CONFIG, make_post
@@ -111,3 +112,19 @@ def test_times_are_exact_to_the_microsecond() -> None:
     assert counted.decode(b'["2",1714550400000001]') == micros(at)
     late = micros(datetime(2255, 1, 1, tzinfo=UTC)) + 1  # still exact
     assert counted.decode(counted.encode(float(late))) == late
+
+
+def test_forecast_rows_of_the_previous_version_are_read_and_each_row_round_trips() -> None:
+    table = TABLES["forecasts"]()
+    table.restore({"xinghe|1": b"[29000074,29000110.5,null]", "xinghe|2": b"[29000080,29000090.25,29000085]"})
+    assert dict(table.items()) == {
+        "xinghe|1": ForecastTrack(29000074, 29000110.5),
+        "xinghe|2": ForecastTrack(29000080, 29000090.25, 29000085),
+    }
+    for key, row in list(table.items()):
+        table.set(key, row)
+    changes = dict(table.take_changes())
+    assert changes["xinghe|1"] == b'["2",29000074,29000110.5,null]'
+    again = TABLES["forecasts"]()
+    again.restore({k: v for k, v in changes.items() if v is not None})
+    assert dict(again.items()) == dict(table.items())
