@@ -664,7 +664,8 @@ class HitSpan(BaseModel):
 
 
 class Alert(Event):
-    """A message for people. The notifier sends each dedup_key at most once."""
+    """A message for people. The notifier delivers each dedup_key once per channel; a crash while a request
+    is out sends it again, under the same event_id (a webhook's idempotency key, X-Yuqing-Event-Id)."""
 
     dedup_key: str
     kind: AlertKind

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -17,7 +18,8 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import murmur2
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from faust.exceptions import ConsumerNotStarted
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ValidationError
 
@@ -25,9 +27,11 @@ from schemas.events import DeadLetterRecord
 from schemas.topics import Topics
 from services.common import json
 from services.common.exceptions import DeadLetter, RetryLater
+from services.common.gapread import Replayed, log_starts, read_between
 from services.common.journal import CrashJournal
 from services.common.kafka_security import client_kwargs, faust_credentials
 from services.common.metrics import CommonMetrics, health, lag_family
+from services.common.sequence import Arrival, InputSequence
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
 from services.common.unreadable import install as read_unreadable_records
@@ -36,12 +40,14 @@ from services.common.unreadable import stand_in_detail
 __all__ = [
     "MAX_VALUE_BYTES",
     "ORIGIN_HEADER",
+    "SettledTable",
     "StreamShell",
     "dead_letter_record",
     "decode",
     "envelope",
     "expect_key",
     "home_partition",
+    "is_transient",
     "lag_rows",
     "origin_of",
     "retry_transient",
@@ -49,6 +55,7 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 TICK = b"__tick__"
@@ -89,7 +96,7 @@ def lag_rows(
     return rows
 
 
-def _transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     """Errors that the same message may not meet again: Kafka unreachable or slow, leaders moving."""
     if isinstance(exc, RetryLater | TimeoutError | KafkaTimeoutError):
         return True
@@ -97,19 +104,19 @@ def _transient(exc: BaseException) -> bool:
 
 
 async def retry_transient(
-    action: Callable[[], Awaitable[None]],
+    action: Callable[[], Awaitable[R]],
     retrying: Callable[[int, float, BaseException], None],
     sleep: Callable[[float], Awaitable[None]],
-) -> None:
-    """Run `action` until it succeeds. A transient failure (_transient) is retried after a capped
-    exponential backoff, with `retrying(attempt, delay, exc)` told first; any other error propagates."""
+) -> R:
+    """Run `action` until it succeeds and return its result. A transient failure (is_transient) is retried
+    after a capped exponential backoff, with `retrying(attempt, delay, exc)` told first; any other error
+    propagates."""
     attempt = 0
     while True:
         try:
-            await action()
-            return
+            return await action()
         except Exception as exc:
-            if not _transient(exc):
+            if not is_transient(exc):
                 raise
             attempt += 1
             delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
@@ -230,6 +237,11 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
         raise DeadLetter("invalid_schema", f"{model.__name__}: {errs}") from None
 
 
+def _where(event: Any) -> str:
+    msg = event.message
+    return f"{msg.topic}[{msg.partition}]@{msg.offset}"
+
+
 def dead_letter_record(
     service: str,
     topic: str,
@@ -263,6 +275,60 @@ class _Collector:
         self.collect = fn
 
 
+_SETTLE_TIMEOUT_SECONDS = 30.0
+_KEEP_UNSETTLED = 1024  # done writes are dropped past this, for a worker that never settles
+
+
+class SettledTable(faust.Table):
+    """A faust table whose changelog writes can be awaited.
+
+    faust sends a table's changelog records through a buffer and flushes it before committing offsets, but
+    that flush (`ProducerBuffer.flush`) returns as soon as the buffer makes no progress for 0.1 s: offsets
+    can then be committed while the writes they depend on are still in memory, and a crash loses both. The
+    records written since the last `take_unsettled()` are kept here so that a worker can wait for the broker's
+    acknowledgement itself: before an irreversible action (an alert sent), and before it acks an input."""
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        fut = super().send_changelog(*args, **kwargs)
+        pending: list[asyncio.Future[Any]] = self.__dict__.setdefault("_yuqing_unsettled", [])
+        pending.append(fut)
+        if len(pending) > _KEEP_UNSETTLED:
+            # exception() marks a failure as seen; failed writes stay so that whoever settles raises them.
+            pending[:] = [f for f in pending if not f.done() or f.cancelled() or f.exception() is not None]
+        return fut
+
+    def take_unsettled(self) -> list[asyncio.Future[Any]]:
+        pending: list[asyncio.Future[Any]] = self.__dict__.setdefault("_yuqing_unsettled", [])
+        taken = list(pending)
+        pending.clear()
+        return taken
+
+
+async def _settled(writes: list[asyncio.Future[Any]], seconds: float = _SETTLE_TIMEOUT_SECONDS) -> None:
+    """Wait until the broker acknowledged every write; RetryLater if it failed one or took over `seconds`."""
+    if not writes:
+        return
+    try:
+        await asyncio.wait_for(asyncio.gather(*writes), seconds)
+    except TimeoutError:
+        raise RetryLater(f"table writes not acknowledged by Kafka within {seconds:.0f} s") from None
+    except KafkaError as exc:
+        raise RetryLater(f"a table write failed: {type(exc).__name__}: {exc}") from exc
+
+
+async def _in_turn(acks: list[Callable[[], Awaitable[Any]]]) -> None:
+    for ack in acks:
+        await ack()
+
+
+async def _nothing_to_ack() -> None:
+    """A hold that only carries the acks owed to it."""
+
+
+_GAP_READ_SECONDS = 30.0  # a read that gets nothing for this long is retried (RetryLater)
+_GAP_READ_RECORDS = 1000  # records read and processed per round
+
+
 class StreamShell:
     """One Faust app per service with the settings, registry and helpers its agents need."""
 
@@ -275,6 +341,7 @@ class StreamShell:
         self.registry = registry or CollectorRegistry()
         self.metrics = CommonMetrics(self.registry, service)
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests replace it: no real waits
+        self.monotonic: Callable[[], float] = time.monotonic  # and this
         self.registry.register(_Collector(self._lag))
         (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
         self.journal = CrashJournal(settings.data_dir / service / "journal")
@@ -306,6 +373,7 @@ class StreamShell:
             topic_allow_declare=True,
             key_serializer="json",  # table keys and values; our topics are raw bytes we decode ourselves
             value_serializer="json",
+            Table=SettledTable,
         )
         self.dead_letter_topic = self.raw_topic(self.topics.dead_letter)
         # Created with the other topics (ensure_topics), co-partitioned with the service's inputs.
@@ -316,6 +384,35 @@ class StreamShell:
         self._install_pages()
 
         self._lag_measured: tuple[float, frozenset[Any]] = (0.0, frozenset())
+        # (ack, writes, where): acked in order, each once the writes of its processing are acknowledged.
+        self._held: asyncio.Queue[tuple[Callable[[], Awaitable[Any]], list[asyncio.Future[Any]], str]] = (
+            asyncio.Queue()
+        )
+        self.sequence = InputSequence()
+        self.gaps = Counter(
+            "yuqing_input_gap_records_total",
+            "Input records faust dropped as the worker was assigned its partitions: read directly from Kafka "
+            "and processed in their turn (read), or deleted by retention before that (expired).",
+            ["service", "outcome"],
+            registry=self.registry,
+        )
+        self._patience = 5.0  # see every()
+        # Acks of records read around faust (_catch_up), owed until the hold that follows them.
+        self._owed: list[Callable[[], Awaitable[Any]]] = []
+
+        @self.app.task
+        async def _ack_settled() -> None:
+            # One task, in order: an input is acked once the writes its processing made are acknowledged.
+            while True:
+                ack, writes, where = await self._held.get()
+                try:
+                    await _settled(writes, seconds=_SETTLE_TIMEOUT_SECONDS * 10)
+                except RetryLater as exc:
+                    # Never acked: the offset is not committed and a replacement processes the input again.
+                    log.error("table writes of %s were not acknowledged, stopping: %s", where, exc)
+                    await self.app.crash(exc)
+                    return
+                await ack()
 
         # A task, not a timer, so the first measurement comes as soon as the worker is ready; then every
         # 10 s, or at once when the assignment changed (the restart tests wait for a worker's lag).
@@ -403,6 +500,7 @@ class StreamShell:
 
     def every(self, seconds: float) -> None:
         """Send a tick to every partition of the ticks topic, so table work runs inside a stream event."""
+        self._patience = seconds  # an input partition behind its end for a tick period is stalled
 
         @self.app.timer(seconds)
         async def _tick() -> None:
@@ -442,18 +540,7 @@ class StreamShell:
         tick = self.is_tick(event)
         journal = None if tick else self.journal.partition(topic, msg.partition, msg.offset)
 
-        def retrying(attempt: int, delay: float, exc: BaseException) -> None:
-            self.metrics.retries.labels(self.service).inc()
-            log.warning(
-                "transient failure on %s[%s]@%s (attempt %d), retrying in %.1fs: %s: %s",
-                topic,
-                msg.partition,
-                msg.offset,
-                attempt,
-                delay,
-                type(exc).__name__,
-                exc,
-            )
+        retrying = self._retrying(_where(event))
 
         async def attempt() -> None:
             if journal is None:
@@ -475,6 +562,222 @@ class StreamShell:
         if not tick:
             self.metrics.messages.labels(self.service, topic).inc()
             self.stall.progressed()
+
+    def _retrying(self, where: str) -> Callable[[int, float, BaseException], None]:
+        def retrying(attempt: int, delay: float, exc: BaseException) -> None:
+            self.metrics.retries.labels(self.service).inc()
+            log.warning(
+                "transient failure on %s (attempt %d), retrying in %.1fs: %s: %s",
+                where,
+                attempt,
+                delay,
+                type(exc).__name__,
+                exc,
+            )
+
+        return retrying
+
+    async def consume(self, stream: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
+        """A worker's agent loop: every input record processed in order, each once (`in_order`), and acked
+        only once the table writes its processing made are acknowledged (`ack_when_settled`)."""
+        manual = stream.noack()
+        async for event in manual.events():
+            if await self.in_order(event, handler):
+                self.ack_when_settled(manual, event)
+
+    async def in_order(self, event: Any, handler: Callable[[Any], Awaitable[None]]) -> bool:
+        """Process `event` (guarded) after any record of its partition that faust skipped, which is read
+        directly from Kafka; skip a record processed before in this assignment (services/common/sequence.py).
+        A tick first catches up the input partitions it stands for whose records stopped arriving.
+
+        False when the event must not be acked: it belongs to an assignment that has ended (fetched before
+        a rebalance, or one came while records before it were being read). Its offset then stays
+        uncommitted, and whoever owns the partition now reads it again."""
+        msg = event.message
+        generation = self.app.consumer_generation_id
+        current = getattr(msg, "generation_id", None) in (None, generation)
+        if self.is_tick(event):
+            if current and self._on_time(msg):
+                await self._catch_up_stalled(msg.partition, handler, generation)
+            await self.guarded(event, handler)
+            return True
+        if not current:
+            return False
+        topic, partition, offset = msg.topic, msg.partition, msg.offset
+        if not await self._started(topic, partition, generation, _where(event)):
+            return False
+        arrival = self.sequence.place(topic, partition, offset)
+        if arrival is Arrival.again:
+            log.debug("%s processed before in this assignment: skipped", _where(event))
+            return True
+        if arrival is Arrival.gap:
+            log.warning(
+                "%s[%d]: offsets %s-%d never reached %s (dropped by faust as it was assigned the partition); "
+                "reading them from Kafka",
+                topic,
+                partition,
+                self.sequence.expects(topic, partition),
+                offset - 1,
+                self.service,
+            )
+            if not await self._catch_up(topic, partition, offset, handler, generation):
+                return False
+        await self.guarded(event, handler)
+        self.sequence.done(topic, partition, offset, generation)
+        return True
+
+    async def _started(self, topic: str, partition: int, generation: int, where: str) -> bool:
+        """The partition has a position in this assignment (see _begin); False if the assignment ended."""
+        self.sequence.adopt(generation)
+        if self.sequence.expects(topic, partition) is None:
+            tp = TopicPartition(topic, partition)
+            await retry_transient(lambda: self._begin([tp]), self._retrying(where), self.sleep)
+        return (
+            self.app.consumer_generation_id == generation
+            and self.sequence.expects(topic, partition) is not None
+        )
+
+    def _on_time(self, tick: Any) -> bool:
+        """A tick handled within a tick period of being sent: the worker keeps up with its inputs, so records
+        fetched before the tick have reached it. A late tick (the worker blocked on a slow channel, or
+        ticks that piled up while it was down) says nothing about what faust delivers."""
+        sent = getattr(tick, "timestamp", None)
+        return not isinstance(sent, int | float) or time.time() - sent <= self._patience
+
+    async def _catch_up_stalled(
+        self, partition: int, handler: Callable[[Any], Awaitable[None]], generation: int
+    ) -> None:
+        """On a tick: an input partition of the tick's partition whose position has not moved for a tick
+        period while Kafka holds records past it is caught up to the end Kafka reported.
+
+        These are records faust dropped with nothing after them to show the gap (the last tier change or
+        operator action of its partition), which would otherwise wait for the next restart. A partition
+        that is merely slow costs records read twice at most: faust's copies come later and are skipped."""
+        consumer = self.app.consumer
+        try:
+            ends = {
+                (tp.topic, tp.partition): consumer.highwater(tp)
+                for tp in consumer.assignment()
+                if tp.partition == partition and _is_input(tp.topic)
+            }
+        except (ConsumerNotStarted, AssertionError):  # not started, or aiokafka's "Partition is not assigned"
+            return
+        for (topic, _), end in sorted(ends.items()):
+            if end is None:  # never fetched: faust cannot have dropped any of it
+                continue
+            if not await self._started(topic, partition, generation, f"{topic}[{partition}]"):
+                return
+            if not self.sequence.stalled(topic, partition, end, self.monotonic(), self._patience):
+                continue
+            log.warning(
+                "%s[%d]: offsets %s-%d not delivered to %s by faust; reading them from Kafka",
+                topic,
+                partition,
+                self.sequence.expects(topic, partition),
+                end - 1,
+                self.service,
+            )
+            if not await self._catch_up(topic, partition, end, handler, generation):
+                return
+            self._hold(_nothing_to_ack, f"{topic}[{partition}] (read around faust)")
+
+    async def _catch_up(
+        self,
+        topic: str,
+        partition: int,
+        end: int,
+        handler: Callable[[Any], Awaitable[None]],
+        generation: int,
+    ) -> bool:
+        """Read the records of `topic`[`partition`] from the next one expected up to `end` (exclusive) from
+        Kafka and process each, in order, as if faust had delivered it. False if the assignment ended.
+
+        Their acks are owed to the next hold (see _hold), not held one by one: faust may count offsets it
+        dropped as a gap it commits past as soon as any offset after them is acked, so none of them is
+        acked before the writes of all of them are acknowledged."""
+        retrying = self._retrying(f"{topic}[{partition}] (reading records faust dropped)")
+        while True:
+            start = self.sequence.expects(topic, partition)
+            if self.app.consumer_generation_id != generation or start is None:
+                self._owed.clear()
+                return False
+            if start >= end:
+                return True
+            read = functools.partial(
+                read_between,
+                self.settings,
+                topic,
+                partition,
+                start,
+                end,
+                limit=_GAP_READ_RECORDS,
+                seconds=_GAP_READ_SECONDS,
+            )
+            stretch = await retry_transient(read, retrying, self.sleep)
+            if stretch.expired:
+                log.error(
+                    "%s[%d]: offsets %d-%d were deleted by retention before %s read them: lost",
+                    topic,
+                    partition,
+                    start,
+                    start + stretch.expired - 1,
+                    self.service,
+                )
+                self.gaps.labels(self.service, "expired").inc(stretch.expired)
+            for record in stretch.records:
+                if self.app.consumer_generation_id != generation:
+                    self._owed.clear()
+                    return False
+                replayed = Replayed.of(record)
+                await self.guarded(replayed, handler)
+                self.sequence.done(topic, partition, record.offset, generation)
+                self.gaps.labels(self.service, "read").inc()
+                self._owed.append(functools.partial(self._ack_replayed, replayed.message))
+            self.sequence.advance(topic, partition, stretch.next_offset, generation)
+
+    async def _ack_replayed(self, message: Any) -> None:
+        """faust never delivered this record, and commits past it only once it is acked."""
+        self.app.consumer.ack(message)
+
+    async def _begin(self, tps: list[TopicPartition]) -> None:
+        """Start the position of `tps` (and of every other input partition assigned) where the group
+        resumes them: its committed offset, else the log start (auto_offset_reset=earliest)."""
+        with contextlib.suppress(Exception):  # the consumer thread is not running yet
+            tps = tps + [
+                TopicPartition(tp.topic, tp.partition)
+                for tp in self.app.consumer.assignment()
+                if _is_input(tp.topic)
+            ]
+        missing = list({tp for tp in tps if self.sequence.expects(tp.topic, tp.partition) is None})
+        if not missing:
+            return
+        generation = self.sequence.generation
+        starts = await self._resume_offsets(missing)
+        if self.sequence.generation == generation:
+            for (topic, partition), offset in starts.items():
+                self.sequence.begin(topic, partition, offset)
+
+    async def _resume_offsets(self, tps: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap, **client_kwargs(self.settings)
+        )
+        try:
+            await admin.start()
+            answer = await admin.list_consumer_group_offsets(self.app.conf.id, partitions=tps)
+        finally:
+            await admin.close()
+        out: dict[tuple[str, int], int] = {}
+        fresh = []
+        for tp in tps:
+            meta = answer.get(tp)
+            if meta is not None and meta.offset >= 0:
+                out[tp.topic, tp.partition] = int(meta.offset)
+            else:
+                fresh.append(tp)
+        if fresh:
+            for tp, start in (await log_starts(self.settings, fresh)).items():
+                out[tp.topic, tp.partition] = start
+        return out
 
     def handled(self, event: Any) -> None:
         """The part of handling that belongs to this record is over (the notifier then sends alerts that
@@ -504,7 +807,7 @@ class StreamShell:
         except DeadLetter as exc:
             reason, detail = exc.reason, exc.detail
         except Exception as exc:
-            if _transient(exc):
+            if is_transient(exc):
                 raise
             log.exception(
                 "processing failed for %s[%s]@%s",
@@ -519,6 +822,27 @@ class StreamShell:
 
     def home_partition(self, key: str) -> int:
         return home_partition(key, self.settings.partitions)
+
+    def _take_unsettled(self) -> list[asyncio.Future[Any]]:
+        tables = [t for t in self.app.tables.values() if isinstance(t, SettledTable)]
+        return [w for t in tables for w in t.take_unsettled()]
+
+    async def settle(self) -> None:
+        """Return once Kafka has acknowledged every table write made so far (RetryLater if it does not)."""
+        await _settled(self._take_unsettled())
+
+    def ack_when_settled(self, stream: Any, event: Any) -> None:
+        """Ack `event` (read from a `stream.noack()` stream) once the table writes made while processing it
+        are acknowledged, without waiting here: faust commits acked offsets only, so an offset is never
+        committed before the state that covers it is durable, however faust's own flush behaves."""
+        self._hold(lambda: stream.ack(event), _where(event))
+
+    def _hold(self, ack: Callable[[], Awaitable[Any]], where: str) -> None:
+        owed, self._owed = self._owed, []
+        if owed:
+            owed.append(ack)
+            ack = functools.partial(_in_turn, owed)
+        self._held.put_nowait((ack, self._take_unsettled(), where))
 
     def tick_keys(self, event: Any, table: Any) -> list[str]:
         """The keys of `table` a tick may touch: those whose home partition is the tick's partition.

@@ -37,6 +37,7 @@ from schemas.events import (
     TierChange,
     event_id,
 )
+from services.common.alerttext import inert, post_ref
 from services.common.config import Audience, EscalationConfig, EscalationPolicy
 from services.escalation.exceptions import InvalidTransition
 from services.escalation.report import CurvePoint, Entry, ReportInput, render_markdown
@@ -541,7 +542,7 @@ class EscalationCore:
                 + (" · 已逾期 overdue" if overdue else ""),
             ]
             tier_name = _TIER_NAME[int(inc.tier)]
-            title = f"[{tier_name}] 回访{'逾期' if overdue else '提醒'}: {inc.group}"
+            title = f"[{tier_name}] 回访{'逾期' if overdue else '提醒'}: {inert(inc.group, 64)}"
             out.alerts.append(
                 self._alert(
                     inc,
@@ -566,7 +567,7 @@ class EscalationCore:
             f"提交 submitted by {plain(waiting.submitted_by, 64)}",
             f"审核人 approvers: {approvers}",
         ]
-        title = f"[{_TIER_NAME[int(inc.tier)]}] 声明待审核 v{waiting.version}: {inc.group}"
+        title = f"[{_TIER_NAME[int(inc.tier)]}] 声明待审核 v{waiting.version}: {inert(inc.group, 64)}"
         return self._alert(
             inc,
             AlertKind.statement_review,
@@ -587,16 +588,29 @@ class EscalationCore:
                 labels.append(("closing review: has spread stopped? close or keep monitoring", "review"))
         else:
             total = (d.due_at - d.started_at).total_seconds()
-            for fraction in self.config.sla.reminder_fractions:
-                if fraction not in d.reminded and now >= d.started_at + timedelta(seconds=total * fraction):
-                    d.reminded.append(fraction)
-                    labels.append((f"{fraction:.0%} of the time used", str(fraction)))
+            passed = [
+                f
+                for f in self.config.sla.reminder_fractions
+                if f not in d.reminded and now >= d.started_at + timedelta(seconds=total * f)
+            ]
+            if passed:
+                # After an outage several moments may have passed at once: the latest says all there is to
+                # say, and the earlier ones are recorded as skipped rather than sent late, one after another.
+                d.reminded.extend(passed)
+                latest = max(passed)
+                skipped = sorted(f for f in passed if f != latest)
+                note = (
+                    f" ({', '.join(f'{f:.0%}' for f in skipped)} skipped: came due unseen)" if skipped else ""
+                )
+                labels.append((f"{latest:.0%} of the time used{note}", str(latest)))
         waiting = d.name == "statement_published" and awaiting_review(inc.statement) is not None
         audience: Audience = "approvers" if waiting else self._audience(inc)
         for detail, suffix in labels:
             self._emit(out, inc, IncidentEventKind.reminder, now, detail=f"{d.name}: {detail}")
+            # Which deadline and how far along: two reminders of one incident must not read the same.
+            what = [f"提醒 Reminder: 时限 {d.name} deadline, {detail}"]
             out.alerts.append(
-                self._alert(inc, AlertKind.reminder, audience, now, suffix=f"{d.name}|{suffix}")
+                self._alert(inc, AlertKind.reminder, audience, now, suffix=f"{d.name}|{suffix}", extra=what)
             )
         return bool(labels)
 
@@ -743,26 +757,32 @@ class EscalationCore:
         title: str | None = None,
     ) -> Alert:
         tier_name = _TIER_NAME[int(inc.tier)]
+        group = inert(inc.group, 64)
         lines = [
-            f"**舆情{tier_name}预警** 规则组 `{inc.group}`",
+            f"**舆情{tier_name}预警** 规则组 `{group}`",
             f"事件 {inc.incident_id} 状态 {inc.state.value}",
             *extra,
         ]
         if tc is not None:
-            lines.append("传播量: " + ", ".join(f"{k}: {v:,}" for k, v in tc.counts.items()))
+            lines.append("传播量: " + ", ".join(f"{inert(k, 16)}: {v:,}" for k, v in tc.counts.items()))
+            # Excerpts are the public's words: inert in every robot's markdown (services/common/alerttext.py).
             for p in tc.top_posts[:3]:
-                lines.append(f"- [{p.get('platform')}] {p.get('excerpt', '')} ({p.get('spread', 0):,})")
+                ref = post_ref(p.get("url"))
+                lines.append(
+                    f"- [{p.get('platform')}] {inert(p.get('excerpt', ''), 80)} "
+                    f"({int(p.get('spread', 0)):,})" + (f" {ref}" if ref else "")
+                )
         for d in inc.deadlines.values():
             if d.pending:
                 lines.append(
                     f"时限 {d.name}: {d.due_at.isoformat()}" + (" (约 approximate)" if d.approximate else "")
                 )
         titles = {
-            AlertKind.incident_opened: f"[{tier_name}] 新舆情事件: {inc.group}",
-            AlertKind.tier_change: f"[{tier_name}] 舆情升级: {inc.group}",
-            AlertKind.reminder: f"[{tier_name}] 时限提醒: {inc.group}",
-            AlertKind.sla_breached: f"[{tier_name}] 超时未处理，已升级: {inc.group}",
-            AlertKind.escalation: f"[{tier_name}] 无人确认，升级呼叫: {inc.group}",
+            AlertKind.incident_opened: f"[{tier_name}] 新舆情事件: {group}",
+            AlertKind.tier_change: f"[{tier_name}] 舆情升级: {group}",
+            AlertKind.reminder: f"[{tier_name}] 时限提醒: {group}",
+            AlertKind.sla_breached: f"[{tier_name}] 超时未处理，已升级: {group}",
+            AlertKind.escalation: f"[{tier_name}] 无人确认，升级呼叫: {group}",
         }
         # The reopen count keeps a reopened incident's pages distinct from the first round's.
         round_ = sum(d.name == "ack" for d in inc.past_deadlines)
@@ -780,7 +800,7 @@ class EscalationCore:
             kind=kind,
             group=inc.group,
             tier=inc.tier,
-            title=title or titles.get(kind, f"[{tier_name}] {inc.group}"),
+            title=title or titles.get(kind, f"[{tier_name}] {group}"),
             body="\n".join(lines),
             incident_id=inc.incident_id,
             audience=audience,

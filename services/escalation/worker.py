@@ -1,4 +1,10 @@
-"""Escalation worker: tier-changes and incident-actions -> incidents and alerts; ticks fire deadlines."""
+"""Escalation worker: tier-changes and incident-actions -> incidents and alerts; ticks fire deadlines.
+
+Inputs are processed in order, each once, and acked only once the incident row their processing wrote is
+acknowledged (StreamShell.consume): a tier change or an operator's action that faust dropped as the worker
+was assigned its partitions is read from Kafka and processed in its turn, instead of waiting for the next
+restart (services/common/sequence.py).
+"""
 
 from __future__ import annotations
 
@@ -98,8 +104,7 @@ def build(settings: EscalationSettings) -> StreamShell:
 
     @shell.app.agent(shell.raw_topic(t.tier_changes, t.incident_actions, shell.ticks_name), name="escalation")
     async def _escalate(stream: Any) -> None:
-        async for event in stream.events():
-            await shell.guarded(event, handle)
+        await shell.consume(stream, handle)
 
     shell.every(settings.tick_seconds)
     return shell

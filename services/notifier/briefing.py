@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from schemas.events import Alert, AlertKind, Tier
+from services.common.alerttext import inert, post_ref
 
 __all__ = ["build_briefing", "due_slots", "previous_slot"]
 
@@ -79,19 +80,26 @@ def build_briefing(
     by_group: dict[str, int] = {}
     for r in new_items:
         by_group[r["group"]] = by_group.get(r["group"], 0) + 1
-    lines += [f"  - {g}: {n}" for g, n in sorted(by_group.items(), key=lambda kv: -kv[1])]
+    # Excerpts are the public's words and group names the operator's: both made inert for the robots'
+    # markdown (services/common/alerttext.py). Ids, states and deadline names are yuqing's own.
+    lines += [f"  - {inert(g, 64)}: {n}" for g, n in sorted(by_group.items(), key=lambda kv: -kv[1])]
     lines.append(
         "- 当前等级 Current tiers: "
-        + (", ".join(f"{t['group']} {_TIER[int(t['tier'])]}" for t in tiers) or "—")
+        + (", ".join(f"{inert(t['group'], 64)} {_TIER[int(t['tier'])]}" for t in tiers) or "—")
     )
     lines.append(f"- 未结事件 Open incidents: {len(open_incidents)}")
     lines += [
-        f"  - {i['incident_id']} {i['group']} {i['state']} ({_TIER[int(i['tier'])]})" for i in open_incidents
+        f"  - {i['incident_id']} {inert(i['group'], 64)} {i['state']} ({_TIER[int(i['tier'])]})"
+        for i in open_incidents
     ]
     lines.append(f"- 超时 Missed SLAs: {len(missed)}")
     lines += [f"  - {iid}: {name}" for iid, name in missed]
     top = sorted(new_items, key=lambda r: -int(r["spread"]))[:3]
-    lines += [f"- [{r['platform']}] {r['excerpt'][:60]} ({int(r['spread']):,})" for r in top]
+    lines += [
+        f"- [{r['platform']}] {inert(r['excerpt'], 60)} ({int(r['spread']):,})"
+        + (f" {ref}" if (ref := post_ref(r.get("url"))) else "")
+        for r in top
+    ]
     return Alert(
         event_time=slot,
         dedup_key=f"briefing|{slot.isoformat()}",

@@ -44,8 +44,12 @@ _OK = Outcome(False, None)
 
 class Channel(Protocol):
     name: str
+    # True when the receiving end drops a second copy of an alert by its id (X-Yuqing-Event-Id for a
+    # webhook): an alert that may have arrived before a crash is then sent again as it was. Otherwise
+    # (people read the channel) it is sent again with `repeat`, which marks it as a possible repeat.
+    dedups_by_id: bool
 
-    async def send(self, alert: Alert) -> Outcome: ...
+    async def send(self, alert: Alert, repeat: bool = False) -> Outcome: ...
 
     async def close(self) -> None: ...
 
@@ -85,6 +89,8 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
 
 class _Http:
     """Shared transport: POST JSON, classify HTTP failures, scrub secrets out of error text."""
+
+    dedups_by_id = False
 
     def __init__(self, cfg: ChannelConfig) -> None:
         self.name = cfg.name
@@ -126,7 +132,12 @@ class _Http:
 
 
 class _Webhook(_Http):
-    async def send(self, alert: Alert) -> Outcome:
+    """The Alert as JSON. X-Yuqing-Event-Id is its idempotency key: the same for every copy of one alert, so
+    a receiver that keeps the keys it has seen drops a copy sent again after a crash."""
+
+    dedups_by_id = True
+
+    async def send(self, alert: Alert, repeat: bool = False) -> Outcome:
         body = json.dumps(alert)
         ts = str(int(time.time()))
         headers = {"X-Yuqing-Timestamp": ts, "X-Yuqing-Event-Id": alert.event_id}
@@ -150,8 +161,9 @@ class _Robot(_Http):
     def target(self) -> str:
         return self._url
 
-    async def send(self, alert: Alert) -> Outcome:
-        resp = await self.post(self.target(), json.dumps(self.payload(alert)), {})
+    async def send(self, alert: Alert, repeat: bool = False) -> Outcome:
+        shown = render.possible_repeat(alert) if repeat else alert
+        resp = await self.post(self.target(), json.dumps(self.payload(shown)), {})
         if isinstance(resp, Outcome):
             return resp
         try:
@@ -214,6 +226,8 @@ class _Feishu(_Robot):
 class _Email:
     """SMTP with STARTTLS and AUTH. A 4xx reply is temporary (retry), a 5xx one permanent (bad login)."""
 
+    dedups_by_id = False
+
     def __init__(self, cfg: ChannelConfig) -> None:
         if not (cfg.smtp_host and cfg.sender):
             raise ConfigError(f"channel {cfg.name!r}: an email channel needs 'smtp_host' and 'sender'")
@@ -222,9 +236,9 @@ class _Email:
         self._host, self._sender = cfg.smtp_host, cfg.sender
         self._tls = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
 
-    async def send(self, alert: Alert) -> Outcome:
+    async def send(self, alert: Alert, repeat: bool = False) -> Outcome:
         cfg = self._cfg
-        msg = render.email(alert, self._sender, cfg.recipients)
+        msg = render.email(render.possible_repeat(alert) if repeat else alert, self._sender, cfg.recipients)
         try:
             await aiosmtplib.send(
                 msg,
@@ -250,13 +264,15 @@ class _Email:
 
 
 class _File:
-    """Appends alerts as JSON lines: the local 'webhook' of `yuqing dev`."""
+    """Appends alerts as JSON lines: the local 'webhook' of `yuqing dev`. A reader keys on event_id."""
+
+    dedups_by_id = True
 
     def __init__(self, cfg: ChannelConfig) -> None:
         self.name = cfg.name
         self._path = Path(cfg.path or "alerts.jsonl")
 
-    async def send(self, alert: Alert) -> Outcome:
+    async def send(self, alert: Alert, repeat: bool = False) -> Outcome:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             with self._path.open("ab") as f:
@@ -270,11 +286,13 @@ class _File:
 
 
 class _Console:
+    dedups_by_id = False
+
     def __init__(self, cfg: ChannelConfig) -> None:
         self.name = cfg.name
 
-    async def send(self, alert: Alert) -> Outcome:
-        log.warning("ALERT %s", render.plain(alert))
+    async def send(self, alert: Alert, repeat: bool = False) -> Outcome:
+        log.warning("ALERT %s", render.plain(render.possible_repeat(alert) if repeat else alert))
         return _OK
 
     async def close(self) -> None:

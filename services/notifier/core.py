@@ -1,6 +1,12 @@
 """The notifier pipeline as stages: route -> dedup -> rate-limit -> send with retry -> fallback -> record.
 
-No Kafka here; time, sleeping and randomness are injected.
+No Kafka here; time, sleeping, randomness and the wait for durable state are injected.
+
+Every send is recorded as an attempt in the delivery log, and `settle` waits until that record is durable,
+before the request leaves: after a crash the log tells which alerts may already have reached a channel. Such
+an alert is sent again, because a lost alert is worse than a repeat, but never silently twice: a channel that
+drops a second copy by the alert's id (a webhook receiver keyed on `X-Yuqing-Event-Id`) gets the same
+request, and a channel people read (robots, email, the console) gets it marked as a possible repeat.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 
 from schemas.events import Alert, Delivery, DeliveryOutcome
 from services.common.clock import Clock, system_clock
-from services.common.exceptions import DeadLetter
+from services.common.exceptions import DeadLetter, RetryLater
 from services.notifier.channels import Channel
 from services.notifier.exceptions import NotifierError
 from services.notifier.ratelimit import TokenBucket
@@ -25,6 +31,11 @@ __all__ = ["Dispatcher", "send_batches"]
 log = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER = 30.0  # a channel asking for longer is failed over instead of stalling the partition
+_ATTEMPTED = "attempted"
+
+
+async def _nothing_to_settle() -> None:
+    """A plain dict as the delivery log is durable at once."""
 
 
 class Dispatcher:
@@ -41,6 +52,7 @@ class Dispatcher:
         oncall: OnCall | None = None,
         rate_per_minute: Mapping[str, float | None] | None = None,
         observe: Callable[[str, str], None] = lambda event, channel: None,
+        settle: Callable[[], Awaitable[None]] = _nothing_to_settle,
     ) -> None:
         self.channels = channels if isinstance(channels, Mapping) else {c.name: c for c in channels}
         self.max_attempts = max_attempts
@@ -53,6 +65,7 @@ class Dispatcher:
             name: TokenBucket(rate, clock()) for name, rate in (rate_per_minute or {}).items() if rate
         }
         self.observe = observe
+        self.settle = settle
 
     async def dispatch(self, alert: Alert, log: MutableMapping[str, dict[str, Any]]) -> list[Delivery]:
         now = self.clock()
@@ -84,11 +97,19 @@ class Dispatcher:
                 f"channel {name!r} is routed to but not configured; have {sorted(self.channels)}"
             )
         key = f"{alert.dedup_key}|{name}"
-        if log.get(key, {}).get("outcome") == DeliveryOutcome.delivered.value:
+        before = log.get(key) or {}
+        if before.get("outcome") == DeliveryOutcome.delivered.value:
             return True  # sent before a restart or rebalance: never page twice
+        # Any other record is an earlier attempt whose outcome never reached the log (a crash while the
+        # request was out) or a failure that may have come after the channel had the message.
+        again = bool(before)
+        if again:
+            self.observe("resent" if channel.dedups_by_id else "possible_repeat", name)
+        log[key] = {"outcome": _ATTEMPTED, "at": self.clock().isoformat()}
+        await self.settle()  # on record before anything leaves
         for attempt in range(1, self.max_attempts + 1):
             await self._respect_rate_limit(name)
-            retryable, error, wait = await channel.send(alert)
+            retryable, error, wait = await channel.send(alert, again and not channel.dedups_by_id)
             now = self.clock()
             if error is None:
                 out.append(self._record(alert, name, DeliveryOutcome.delivered, attempt, "", now))
@@ -159,10 +180,15 @@ async def send_batches(
     done: Callable[[Alert], None],
 ) -> None:
     """Deliver each batch on its own: one that fails is dead-lettered (as the alert, not the tick that
-    released it) and the others still go. A batch is `done` only once its outcome is recorded."""
+    released it) and the others still go. A batch is `done` only once its outcome is recorded.
+
+    RetryLater (Kafka did not acknowledge the attempt's record) is not a failure of the batch: it propagates,
+    the event is processed again (StreamShell.guarded), and the batch, still frozen, is sent then."""
     for batch in batches:
         try:
             await deliver(batch)
+        except RetryLater:
+            raise
         except DeadLetter as exc:
             await dead_letter(batch, exc.reason, exc.detail)
         except Exception as exc:

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from schemas.events import Alert, AlertKind, HitSpan, KeywordHit, Tier
+from services.common.alerttext import inert, post_ref
 from services.common.config import NotifierConfig
 
 __all__ = ["HitGrouper"]
@@ -155,12 +156,18 @@ class HitGrouper:
         first = datetime.fromisoformat(b["hit_time"])
         last = datetime.fromisoformat(b["last_hit"])
         mix = ", ".join(f"{p} {c}" for p, c in sorted(b["platforms"].items(), key=lambda kv: -kv[1]))
+        name = inert(group, 64)
         lines = [
-            f"规则组 `{group}` 新增 {n} 条负面内容命中 ({n:,} new hits)",
+            f"规则组 `{name}` 新增 {n} 条负面内容命中 ({n:,} new hits)",
             f"传播量 Spread added: {int(b['spread']):,}; 平台 Platforms: {mix}",
             f"命中时间 Hits between {first:%H:%M:%S} and {last:%H:%M:%S} UTC",
         ]
-        lines += [f"- [{s['platform']}] {s['excerpt']} (传播量 {int(s['spread']):,})" for s in b["samples"]]
+        # Excerpts are the public's words: inert in every robot's markdown (services/common/alerttext.py).
+        lines += [
+            f"- [{s['platform']}] {inert(s['excerpt'], 80)} (传播量 {int(s['spread']):,})"
+            + (f" {ref}" if (ref := post_ref(s.get("url"))) else "")
+            for s in b["samples"]
+        ]
         return Alert(
             event_time=datetime.fromisoformat(b["frozen_at"]),
             # Offsets, not a hash of the ids: a batch re-formed after a crash gets the same key.
@@ -168,7 +175,7 @@ class HitGrouper:
             kind=AlertKind.keyword_hits,
             group=group,
             tier=Tier(int(b["tier"])),
-            title=f"舆情命中: {group} 新增 {n} 条",
+            title=f"舆情命中: {name} 新增 {n} 条",
             body="\n".join(lines),
             hit_time=first,
             hit_ids=tuple(s["id"] for s in b["samples"]),

@@ -1,17 +1,23 @@
 """One Alert in each platform's documented message format: tier, rule group, counts, top posts, ack link.
 
-Pure functions from an Alert to a payload; the channels add signing and transport.
+Pure functions from an Alert to a payload; the channels add signing and transport. The body is markdown in
+which text from outside is already inert (services/common/alerttext.py); the fields shown beside it (the
+group) are made inert here, and the only links are the ack link and fixed-label post links built by yuqing.
 """
 
 from __future__ import annotations
 
 import html
+import urllib.parse
 from email.message import EmailMessage
 from typing import Any
 
 from schemas.events import Alert
+from services.common.alerttext import inert
 
-__all__ = ["dingtalk", "email", "feishu", "plain", "tier_label", "wecom"]
+__all__ = ["REPEAT", "dingtalk", "email", "feishu", "plain", "possible_repeat", "tier_label", "wecom"]
+
+REPEAT = "可能重复 (possible repeat)"
 
 _TIER = {0: "无等级", 1: "一级 Level 1", 2: "二级 Level 2", 3: "三级 Level 3"}
 # Feishu card header templates: red for a major crisis down to blue for no tier.
@@ -26,8 +32,35 @@ def tier_label(alert: Alert) -> str:
     return _TIER[int(alert.tier)]
 
 
+def possible_repeat(alert: Alert) -> Alert:
+    """The alert as people see it when it is sent again after a crash that may have come after its first
+    copy reached them: marked in the title and at the top, so that nobody acts on it twice."""
+    note = (
+        f"**{REPEAT}**: 通知服务在发送时重启，这条消息可能已经收到过，请勿重复处理。"
+        "The notifier restarted while sending; this message may have arrived before."
+    )
+    return alert.model_copy(update={"title": f"[{REPEAT}] {alert.title}", "body": f"{note}\n{alert.body}"})
+
+
+def _line(text: str) -> str:
+    """A title on one line: a line break in it would start markdown of its own."""
+    return " ".join(text.split())
+
+
+def _link(url: str | None) -> str | None:
+    """The ack link for markdown `[label](url)`: http(s) only, and percent-encoded wherever a character could
+    end the link or open a tag."""
+    if not url or urllib.parse.urlsplit(url).scheme not in ("https", "http"):
+        return None
+    return urllib.parse.quote(url, safe="/:?#%=&+,;-._~")
+
+
 def _facts(alert: Alert) -> list[tuple[str, str]]:
-    facts = [("等级 Tier", tier_label(alert)), ("规则组 Group", alert.group), ("类型 Kind", alert.kind.value)]
+    facts = [
+        ("等级 Tier", tier_label(alert)),
+        ("规则组 Group", inert(alert.group, 64)),
+        ("类型 Kind", alert.kind.value),
+    ]
     if alert.hit_count:
         facts.append(("命中 Hits", f"{alert.hit_count:,}"))
     if alert.incident_id:
@@ -44,8 +77,9 @@ def _cut(text: str, limit: int) -> str:
 
 def markdown(alert: Alert, limit: int = _MAX_BYTES) -> str:
     """The common markdown: title, facts, the alert's body (counts and top posts), then the ack link."""
-    head = [f"### {alert.title}", *(f"> **{k}**: {v}" for k, v in _facts(alert)), ""]
-    tail = ["", f"[{_ACK}]({alert.ack_url})"] if alert.ack_url else []
+    head = [f"### {_line(alert.title)}", *(f"> **{k}**: {v}" for k, v in _facts(alert)), ""]
+    ack = _link(alert.ack_url)
+    tail = ["", f"[{_ACK}]({ack})"] if ack else []
     room = limit - len("\n".join([*head, *tail]).encode()) - 2
     return "\n".join([*head, _cut(alert.body, room), *tail])
 
@@ -65,18 +99,19 @@ def wecom(alert: Alert) -> dict[str, Any]:
 def dingtalk(alert: Alert) -> dict[str, Any]:
     """钉钉机器人: an actionCard whose button is the ack link, or markdown when there is nothing to ack."""
     text = markdown(alert.model_copy(update={"ack_url": None}))
-    if alert.ack_url:
+    ack = _link(alert.ack_url)
+    if ack:
         return {
             "msgtype": "actionCard",
             "actionCard": {
-                "title": alert.title,
+                "title": _line(alert.title),
                 "text": text,
                 "btnOrientation": "0",
                 "singleTitle": _ACK,
-                "singleURL": alert.ack_url,
+                "singleURL": ack,
             },
         }
-    return {"msgtype": "markdown", "markdown": {"title": alert.title, "text": text}}
+    return {"msgtype": "markdown", "markdown": {"title": _line(alert.title), "text": text}}
 
 
 def feishu(alert: Alert) -> dict[str, Any]:
@@ -92,7 +127,8 @@ def feishu(alert: Alert) -> dict[str, Any]:
         {"tag": "hr"},
         {"tag": "div", "text": {"tag": "lark_md", "content": _cut(alert.body, _MAX_BYTES)}},
     ]
-    if alert.ack_url:
+    ack = _link(alert.ack_url)
+    if ack:
         elements.append(
             {
                 "tag": "action",
@@ -101,7 +137,7 @@ def feishu(alert: Alert) -> dict[str, Any]:
                         "tag": "button",
                         "text": {"tag": "plain_text", "content": _ACK},
                         "type": "danger" if int(alert.tier) == 1 else "primary",
-                        "url": alert.ack_url,
+                        "url": ack,
                     }
                 ],
             }
@@ -112,7 +148,7 @@ def feishu(alert: Alert) -> dict[str, Any]:
             "config": {"wide_screen_mode": True},
             "header": {
                 "template": _COLOUR[int(alert.tier)],
-                "title": {"tag": "plain_text", "content": alert.title},
+                "title": {"tag": "plain_text", "content": _line(alert.title)},
             },
             "elements": elements,
         },
@@ -122,7 +158,7 @@ def feishu(alert: Alert) -> dict[str, Any]:
 def email(alert: Alert, sender: str, recipients: tuple[str, ...]) -> EmailMessage:
     """Text and HTML parts; EmailMessage encodes the Chinese subject (RFC 2047) and bodies as UTF-8."""
     msg = EmailMessage()
-    msg["Subject"] = f"[{tier_label(alert)}] {alert.title}"
+    msg["Subject"] = f"[{tier_label(alert)}] {_line(alert.title)}"
     msg["From"] = sender
     msg["To"] = ", ".join(recipients)
     msg["X-Yuqing-Dedup-Key"] = alert.dedup_key
@@ -130,7 +166,8 @@ def email(alert: Alert, sender: str, recipients: tuple[str, ...]) -> EmailMessag
     rows = "".join(
         f"<tr><th align=left>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _facts(alert)
     )
-    ack = f'<p><a href="{html.escape(alert.ack_url, quote=True)}">{_ACK}</a></p>' if alert.ack_url else ""
+    link = _link(alert.ack_url)
+    ack = f'<p><a href="{html.escape(link, quote=True)}">{_ACK}</a></p>' if link else ""
     msg.add_alternative(
         f"<html><body><h3>{html.escape(alert.title)}</h3><table>{rows}</table>"
         f"<pre>{html.escape(alert.body)}</pre>{ack}</body></html>",

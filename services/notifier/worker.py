@@ -1,5 +1,13 @@
 """Notifier worker: keyword-hits are grouped, forecasts become warnings, alerts are sent once per dedup key,
-deliveries recorded."""
+deliveries recorded.
+
+Crash safety (docs/reliability.md): a due batch is frozen in its row and every send recorded as an attempt,
+and both are acknowledged by Kafka before the request leaves, so a crash re-sends the same alert with the same
+id (never a re-formed batch under a new key). An input is acked only once the table writes its processing
+made are acknowledged, so a committed offset never runs ahead of the coverage it depends on; and inputs are
+processed in order, each once (StreamShell.consume), so covered_to never passes a hit faust dropped
+at start-up (services/common/sequence.py).
+"""
 
 from __future__ import annotations
 
@@ -43,6 +51,7 @@ def build(settings: NotifierSettings) -> StreamShell:
         oncall=n.oncall,
         rate_per_minute={c.name: c.rate for c in n.channels},
         observe=lambda event, channel: events.labels(event, channel).inc(),
+        settle=shell.settle,
     )
     t = shell.topics
     deliveries_topic = shell.raw_topic(t.deliveries)
@@ -108,8 +117,12 @@ def build(settings: NotifierSettings) -> StreamShell:
             await shell.dead_letter(event, reason, detail, value=json.dumps(batch))
 
         # Only the groups of this event's partition: see StreamShell.tick_keys.
+        batches = grouper.due(pending, now, shell.tick_keys(event, pending))
+        if batches:
+            # Frozen before anything is sent: a crash then re-sends these very batches, with the same keys.
+            await shell.settle()
         await send_batches(
-            grouper.due(pending, now, shell.tick_keys(event, pending)),
+            batches,
             deliver,
             dead_letter,
             lambda batch: grouper.delivered(batch, pending, system_clock()),
@@ -120,8 +133,7 @@ def build(settings: NotifierSettings) -> StreamShell:
         name="notifier",
     )
     async def _notify(stream: Any) -> None:
-        async for event in stream.events():
-            await shell.guarded(event, handle)
+        await shell.consume(stream, handle)
 
     if settings.briefings:
         alerts_out = shell.raw_topic(t.alerts)

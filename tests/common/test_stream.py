@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from schemas.events import DeadLetterRecord
@@ -19,13 +23,15 @@ from services.common.settings import CommonSettings
 from services.common.stream import (
     MAX_VALUE_BYTES,
     ORIGIN_HEADER,
+    SettledTable,
     StreamShell,
+    _settled,
     dead_letter_record,
     expect_key,
     lag_rows,
     origin_of,
 )
-from tests.conftest import create_topic
+from tests.conftest import create_topic, produce
 
 GROUPS = [f"group-{i}" for i in range(40)] + ["小米", "华为", "*"]
 
@@ -42,6 +48,29 @@ def test_tick_keys_partition_the_table(tmp_path: Path) -> None:
     assert sorted(k for keys in owned for k in keys) == sorted(GROUPS)  # every row has exactly one owner
     assert all(owned)  # 43 keys over 3 partitions: each partition owns some
     assert not set(owned[0]) & set(owned[1])
+
+
+async def test_settled_waits_for_every_write_and_turns_a_lost_one_into_retry_later() -> None:
+    loop = asyncio.get_running_loop()
+    acked: list[asyncio.Future[Any]] = [loop.create_future() for _ in range(3)]
+    waiting = asyncio.ensure_future(_settled(acked))
+    for f in acked[:2]:
+        f.set_result(None)
+    await asyncio.sleep(0)
+    assert not waiting.done()  # one write is still out: not settled
+    acked[2].set_result(None)
+    await waiting
+    failed: asyncio.Future[Any] = loop.create_future()
+    failed.set_exception(KafkaTimeoutError())
+    with pytest.raises(RetryLater, match="a table write failed: KafkaTimeoutError"):
+        await _settled([failed])
+    with pytest.raises(RetryLater, match="not acknowledged by Kafka within 0 s"):
+        await _settled([loop.create_future()], seconds=0.01)
+
+
+def test_every_table_of_a_shell_can_be_settled(tmp_path: Path) -> None:
+    shell = _shell(tmp_path, partitions=1)
+    assert isinstance(shell.table("rows"), SettledTable)
 
 
 @pytest.mark.kafka
@@ -102,6 +131,183 @@ def _guarded_shell(tmp_path: Path) -> tuple[StreamShell, _Sent, list[float]]:
 def _sample(shell: StreamShell, name: str, **labels: str) -> float:
     value = shell.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+async def _commit(kafka: str, group: str, topic: str, offset: int) -> None:
+    """Where `group` resumes `topic`[0]: what a worker's consumer group had committed before it started."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        await consumer.commit({TopicPartition(topic, 0): offset})
+    finally:
+        await consumer.stop()
+
+
+class _Consumer:
+    """faust's consumer as in_order sees it: the assignment, the end offsets it fetched, and acks."""
+
+    def __init__(self, ends: dict[str, int | None]) -> None:
+        self.ends = ends
+        self.acked: list[tuple[str, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(t, 0) for t in self.ends}
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.ends[tp.topic]
+
+    def ack(self, message: Any) -> bool:
+        self.acked.append((message.topic, message.offset))
+        return True
+
+
+class _Stream:
+    """The agent's noack stream: acks of the records faust delivered."""
+
+    def __init__(self, consumer: _Consumer) -> None:
+        self.consumer = consumer
+
+    async def ack(self, event: Any) -> bool:
+        return self.consumer.ack(event.message)
+
+
+def _at(topic: str, offset: int, value: bytes = b"x", generation: int | None = None) -> SimpleNamespace:
+    message = SimpleNamespace(
+        topic=topic, partition=0, offset=offset, headers=[], key=b"g", value=value, generation_id=generation
+    )
+    return SimpleNamespace(key=b"g", value=value, message=message)
+
+
+async def _run_held(shell: StreamShell) -> None:
+    while not shell._held.empty():
+        ack, _, _ = shell._held.get_nowait()
+        await ack()
+
+
+@pytest.mark.kafka
+async def test_records_faust_dropped_are_read_from_kafka_first_and_each_is_processed_once(
+    kafka: str, prefix: str, tmp_path: Path
+) -> None:
+    """faust's drop at assignment: the agent is handed offset 5 while its group resumes at 2. Offsets 2-4 are
+    read from Kafka and processed first, in order (a poison record among them is dead-lettered as any other),
+    and acked together with 5, once their writes are acknowledged; faust's later copy of 3 is skipped; an
+    event fetched in an assignment that has ended is neither processed nor acked."""
+    topic = f"{prefix}hits"
+    await create_topic(kafka, topic)
+    values = [b"v0", b"v1", b"v2", b"garbage", b"v4", b"v5", b"v6", b"v7"]
+    await produce(kafka, topic, [(b"g", v) for v in values])
+    shell = _shell(tmp_path, partitions=1, bootstrap=kafka)
+    consumer = _Consumer({topic: len(values)})
+    shell.app.consumer = consumer  # type: ignore[assignment]
+    stream = _Stream(consumer)
+    sent = _Sent()
+    shell.dead_letter_topic = sent
+    await _commit(kafka, shell.app.conf.id, topic, 2)
+    seen: list[tuple[int, bytes]] = []
+
+    async def handler(event: Any) -> None:
+        if event.value == b"garbage":
+            raise DeadLetter("invalid_json", "not JSON")
+        seen.append((event.message.offset, event.value))
+
+    async def deliver(event: SimpleNamespace) -> bool:
+        processed = await shell.in_order(event, handler)
+        if processed:
+            shell.ack_when_settled(stream, event)
+        return processed
+
+    five = _at(topic, 5, b"v5")
+    assert await deliver(five)
+    assert seen == [(2, b"v2"), (4, b"v4"), (5, b"v5")]
+    (dead,) = [DeadLetterRecord.model_validate_json(v) for _, v in sent.records]
+    assert (dead.reason, dead.source_topic, dead.offset, base64.b64decode(dead.value_base64)) == (
+        "invalid_json",
+        topic,
+        3,
+        b"garbage",
+    )
+    assert shell._held.qsize() == 1  # 2-4 owed to 5's ack: none acked before the writes of all are settled
+    await _run_held(shell)
+    assert consumer.acked == [(topic, 2), (topic, 3), (topic, 4), (topic, 5)]
+    assert _sample(shell, "yuqing_input_gap_records_total", service="test", outcome="read") == 3
+    assert _sample(shell, "yuqing_messages_processed_total", service="test", topic=topic) == 4
+
+    assert await deliver(_at(topic, 3, b"garbage"))  # faust's own copy: acked, not processed again
+    assert await deliver(_at(topic, 6, b"v6"))
+    assert not await deliver(_at(topic, 7, b"v7", generation=41))  # fetched before this assignment
+    assert [o for o, _ in seen] == [2, 4, 5, 6]
+    assert len(sent.records) == 1
+    assert shell.sequence.expects(topic, 0) == 7
+
+
+@pytest.mark.kafka
+async def test_records_faust_dropped_with_nothing_after_them_are_read_on_a_tick(
+    kafka: str, prefix: str, tmp_path: Path
+) -> None:
+    """A tier change that was the last record of its partition, dropped by faust, shows no gap: the partition
+    stops short of its end. A tick that finds it there for a tick period reads the rest from Kafka (from the
+    committed offset, or the log start for a group that never committed); a partition faust never fetched is
+    left alone, one whose records are arriving is not read twice, and a tick handled late judges nothing."""
+    changes, alerts, quiet = f"{prefix}tier-changes", f"{prefix}alerts", f"{prefix}incident-actions"
+    for topic in (changes, alerts, quiet):
+        await create_topic(kafka, topic)
+    await produce(kafka, changes, [(b"g", f"c{i}".encode()) for i in range(3)])
+    await produce(kafka, alerts, [(b"g", f"a{i}".encode()) for i in range(6)])
+    await produce(kafka, quiet, [(b"g", b"q0")])
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:  # the log of tier changes starts at 1: a group that never committed begins there, not at 0
+        await admin.delete_records({TopicPartition(changes, 0): RecordsToDelete(before_offset=1)})
+    finally:
+        await admin.close()
+    shell = _shell(tmp_path, partitions=1, bootstrap=kafka)
+    await _commit(kafka, shell.app.conf.id, alerts, 2)
+    consumer = _Consumer({changes: 3, alerts: 6, quiet: None, shell.ticks_name: 9})
+    clock = [0.0]
+    shell.monotonic = lambda: clock[0]
+    shell.every(2.0)  # a partition behind its end for 2 s is stalled
+    shell.app.consumer = consumer  # type: ignore[assignment]
+    stream = _Stream(consumer)
+    seen: list[tuple[str, int]] = []
+
+    async def handler(event: Any) -> None:
+        if not shell.is_tick(event):
+            seen.append((event.message.topic, event.message.offset))
+
+    async def deliver(event: SimpleNamespace) -> None:
+        if await shell.in_order(event, handler):
+            shell.ack_when_settled(stream, event)
+
+    def a_tick(sent: float | None = None) -> SimpleNamespace:
+        message = SimpleNamespace(
+            topic=shell.ticks_name, partition=0, offset=0, headers=[], generation_id=None, timestamp=sent
+        )
+        return SimpleNamespace(key=b"__tick__", value=b"now", message=message)
+
+    tick = a_tick()
+    await deliver(tick)
+    await deliver(_at(alerts, 2))  # alerts are arriving
+    assert seen == [(alerts, 2)]
+    clock[0] = 1.0
+    await deliver(tick)  # ticks that piled up while the worker was down come in a rush
+    assert seen == [(alerts, 2)]
+    clock[0] = 2.0
+    await deliver(a_tick(sent=time.time() - 3))  # sent a tick period ago: the worker is behind, not faust
+    assert seen == [(alerts, 2)]
+    await deliver(tick)
+    await deliver(_at(alerts, 3))
+    assert seen == [(alerts, 2), (changes, 1), (changes, 2), (alerts, 3)]  # tier changes stood still
+    await deliver(_at(changes, 2))  # faust's copy, had it come after all: not processed twice
+    await deliver(tick)
+    clock[0] = 4.0
+    await deliver(tick)
+    assert seen[-1] == (alerts, 5)  # now alerts stood still
+    assert seen.count((changes, 2)) == 1
+    assert (quiet, 0) not in seen  # never fetched: nothing of it dropped
+    await _run_held(shell)
+    # Each processed record acked (faust itself ignores the second ack of (changes, 2)).
+    assert {(t, o) for t, o in consumer.acked if t != shell.ticks_name} == set(seen)
 
 
 @pytest.mark.parametrize(

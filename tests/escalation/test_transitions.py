@@ -216,15 +216,43 @@ def test_tier_up_tightens_pending_deadlines_and_supersedes_fact_checking(w):
 
 def test_reminders_fire_once_each_and_breaches_once(w):
     assert kinds(w.tick(14)) == []
-    assert kinds(w.tick(15)) == ["reminder:ack"]  # 50 % of 30 min
+    half = w.tick(15)
+    assert kinds(half) == ["reminder:ack"]  # 50 % of 30 min
     assert kinds(w.tick(15.5)) == []
-    assert kinds(w.tick(24)) == ["reminder:ack"]  # 80 %
+    most = w.tick(24)
+    assert kinds(most) == ["reminder:ack"]  # 80 %
+    # Each says which deadline and how far along: on a robot two reminders must not read the same.
+    (first,), (second,) = half.alerts, most.alerts
+    assert "时限 ack deadline, 50% of the time used" in first.body
+    assert "时限 ack deadline, 80% of the time used" in second.body
     assert "sla_breached:ack" in kinds(w.tick(30))
     assert "sla_breached:ack" not in kinds(w.tick(31))
     w.act(A.verified, 35)
     assert all("facts_verified" not in k for k in kinds(w.tick(61)))  # met before due: no breach
     assert w.deadline("ack").status == "met_late"  # met by the verification after it was breached
     assert w.incident.deadlines["ack"].met_at == at(35)
+
+
+def test_after_an_outage_only_the_latest_reminder_still_ahead_of_its_deadline_is_sent(w):
+    """Escalation down from minute 14 to 26: the ack deadline's 50 % (15) and 80 % (24) moments passed unseen
+    and the deadline (30) is still ahead. One reminder, the latest, says so; the other is not sent late."""
+    assert kinds(w.tick(14)) == []
+    out = w.tick(26)
+    assert kinds(out) == ["reminder:ack"]
+    assert out.events[0].detail == "ack: 80% of the time used (50% skipped: came due unseen)"
+    assert [a.dedup_key.rsplit("|", 2)[-2:] for a in out.alerts] == [["ack", "0.8"]]
+    assert kinds(w.tick(29)) == []  # and neither comes back
+
+
+def test_after_an_outage_past_the_deadline_the_breach_is_sent_and_its_reminders_never(w):
+    """Down from minute 14 to 40: the ack deadline (30) passed, so its reminders are dropped and the breach
+    pages; the fact check (due 60) had its 50 % moment (30) pass unseen and gets that one reminder."""
+    assert kinds(w.tick(14)) == []
+    out = kinds(w.tick(40))
+    assert "sla_breached:ack" in out
+    assert "reminder:ack" not in out
+    assert out.count("reminder:facts_verified") == 1
+    assert "reminder:ack" not in kinds(w.tick(41))
 
 
 @pytest.mark.parametrize(

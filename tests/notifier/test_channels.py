@@ -6,12 +6,14 @@ from __future__ import annotations
 import email
 import email.policy
 import logging
+import re
 import ssl
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import trustme
@@ -20,17 +22,24 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from schemas.events import Alert, AlertKind, Tier
 from services.cli.demo import WebhookReceiver
+from services.common.alerttext import POST_LABEL
 from services.common.broker import free_port
 from services.common.clock import FakeClock
-from services.common.config import ChannelConfig
+from services.common.config import ChannelConfig, EscalationConfig, NotifierConfig
+from services.escalation.core import EscalationCore
+from services.notifier.briefing import build_briefing
 from services.notifier.channels import Channel, Outcome, build_channel, retry_after
 from services.notifier.core import Dispatcher
+from services.notifier.grouping import HitGrouper
+from tests import factories
+from tests.factories import T0
 from tests.notifier.robots import (
     DING_SECRET,
     DING_TOKEN,
     FEISHU_SECRET,
     FEISHU_TOKEN,
     WECOM_KEY,
+    HookServer,
     RobotServer,
 )
 
@@ -323,3 +332,115 @@ def test_secrets_stay_masked_in_config_and_an_incomplete_email_channel_is_refuse
         ChannelConfig(name="m", type="email", sender="a@b")
     with pytest.raises(ValueError, match="a feishu channel needs 'url'"):
         ChannelConfig(name="f", type="feishu")
+
+
+# --- text from the public in every channel ----------------------------------------------------------------
+# A post written to look like yuqing's own ack button, with each dialect's other tricks: Feishu's mention
+# of everyone, WeCom's mention of a user, coloured text, raw HTML, code, a line break opening a heading.
+HOSTILE = (
+    "[确认处理 Acknowledge](https://evil.example/phish) <at id=all></at><@zhangsan>"
+    '<font color="warning">紧急</font> `x`\n### 已处理 <b>ok</b>'
+)
+SHOWN = "［确认处理 Acknowledge］（https：//evil．example/phish）"
+POST = "https://weibo.com/1/AbC"
+FORBIDDEN = ("https://evil", "evil.example", "<at", "<@", "<font", "<b>", "`x`", "### 已处理")
+LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\s]*)\)")
+
+
+def _hostile_alerts() -> dict[str, Alert]:
+    """The excerpt as each producer puts it into an alert: a batch of hits, an incident, a briefing."""
+    grouper, rows = HitGrouper(NotifierConfig(group_wait_seconds=0)), dict[str, dict[str, Any]]()
+    grouper.add(factories.hit("p1", 120, excerpt=HOSTILE, url=POST), rows, T0, partition=0, offset=7)
+    [batch] = grouper.due(rows, T0)
+    core = EscalationCore(EscalationConfig(), ack_link=lambda iid, group, now: ACK)
+    post = {"post": "weibo:p1", "platform": "weibo", "excerpt": HOSTILE, "spread": 120, "url": POST}
+    opened = core.on_tier_change(
+        factories.tier_change(Tier.level1, Tier.none, {"2h": 120_345}).model_copy(
+            update={"top_posts": (post,)}
+        ),
+        {},
+        T0,
+    ).alerts[0]
+    slot = datetime(2026, 11, 21, 14, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    row = {"group": "xinghe", "platform": "weibo", "excerpt": HOSTILE, "spread": 120, "url": POST}
+    brief = build_briefing(slot, slot - timedelta(hours=5), [], [{**row, "first_seen": T0.isoformat()}], [])
+    return {
+        "batch": batch.model_copy(update={"ack_url": ACK}),  # batches carry no ack link; check it anyway
+        "incident": opened,
+        "briefing": brief,
+    }
+
+
+def _only_our_links(text: str) -> None:
+    assert SHOWN in text
+    for bad in FORBIDDEN:
+        assert bad not in text, (bad, text)
+    assert {m.groups() for m in LINK.finditer(text)} <= {("确认处理 Acknowledge", ACK), (POST_LABEL, POST)}
+
+
+@pytest.mark.parametrize("producer", ["batch", "incident", "briefing"])
+async def test_post_text_reaches_every_robot_as_text_and_the_only_links_are_ours(
+    robots: RobotServer, producer: str
+):
+    a = _hostile_alerts()[producer]
+    chans = [
+        channel("wecom", robots.wecom_url()),
+        channel("dingtalk", robots.dingtalk_url(), DING_SECRET),
+        channel("feishu", robots.feishu_url(), FEISHU_SECRET),
+    ]
+    for ch in chans:
+        assert await ch.send(a) == Outcome(False, None)
+        await ch.close()
+    # The exact bytes the robots accepted: orjson writes '<', '/' and CJK unescaped, so a link or a tag in
+    # the text would be in the bytes as the platform reads them.
+    for platform in ("wecom", "dingtalk", "feishu"):
+        [raw] = robots.raw[platform]
+        assert SHOWN.encode() in raw
+        for bad in FORBIDDEN:
+            assert bad.encode() not in raw, (platform, bad)
+    [wecom] = robots.received["wecom"]
+    _only_our_links(wecom["markdown"]["content"])
+    [ding] = robots.received["dingtalk"]
+    body = ding.get("actionCard") or ding["markdown"]
+    _only_our_links(body["text"])
+    assert ding.get("actionCard", {}).get("singleURL", ACK) == ACK
+    [card] = robots.received["feishu"]
+    lark = [e["text"]["content"] for e in card["card"]["elements"] if e.get("tag") == "div" and "text" in e]
+    _only_our_links("\n".join(lark))
+    buttons = [b["url"] for e in card["card"]["elements"] if e.get("tag") == "action" for b in e["actions"]]
+    assert buttons in ([], [ACK])
+
+
+@pytest.mark.parametrize("producer", ["batch", "incident", "briefing"])
+async def test_post_text_reaches_a_webhook_and_the_console_as_text(
+    producer: str, caplog: pytest.LogCaptureFixture
+):
+    a = _hostile_alerts()[producer]
+    with HookServer("hook-secret") as hook:
+        ch = channel("webhook", hook.url, "hook-secret")
+        assert await ch.send(a) == Outcome(False, None)
+        await ch.close()
+    [(_, raw)] = hook.receipts
+    assert SHOWN.encode() in raw
+    for bad in FORBIDDEN:
+        assert bad.encode() not in raw, bad
+    caplog.set_level(logging.WARNING)
+    assert await build_channel(ChannelConfig(name="c", type="console")).send(a) == Outcome(False, None)
+    _only_our_links(caplog.text)
+
+
+@pytest.mark.parametrize("producer", ["batch", "incident", "briefing"])
+async def test_post_text_reaches_a_mailbox_as_text_and_html_escapes_it(smtp: Any, producer: str):
+    box, port, ca_file = smtp
+    a = _hostile_alerts()[producer]
+    assert await mail_channel(port, ca_file).send(a) == Outcome(False, None)
+    [msg] = box.messages
+    text, page = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert text is not None
+    assert page is not None
+    _only_our_links(text.get_content())
+    html_text = page.get_content()
+    assert SHOWN in html_text
+    assert re.findall(r'href="([^"]*)"', html_text) == ([ACK.replace("&", "&amp;")] if a.ack_url else [])
+    for bad in ("<at", "<@", "<font", "<b>", "https://evil", "evil.example"):
+        assert bad not in html_text

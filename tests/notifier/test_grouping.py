@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from schemas.events import Alert, Engagement, KeywordHit, Platform, Tier
 from services.common import json
 from services.common.config import NotifierConfig
-from services.common.exceptions import DeadLetter
+from services.common.exceptions import DeadLetter, RetryLater
 from services.notifier.core import send_batches
 from services.notifier.grouping import HitGrouper
 
@@ -139,3 +141,21 @@ async def test_one_failing_batch_is_dead_lettered_as_the_alert_and_the_others_st
     # All three outcomes are recorded, so none comes back; nothing is pending any more.
     assert g.due(state, T0 + timedelta(minutes=10)) == []
     assert all(state[x]["sending"] is None and state[x]["open"] is None for x in "abc")
+
+
+async def test_a_batch_whose_attempt_kafka_did_not_record_stays_frozen_for_the_retry():
+    g, state = HitGrouper(CONFIG), _state()
+    g.add(hit(0), state, T0, 0, 0)
+    [batch] = g.due(state, T0 + timedelta(seconds=10))
+    dead: list[str] = []
+
+    async def deliver(alert: Alert) -> None:
+        raise RetryLater("table writes not acknowledged by Kafka within 30 s")
+
+    async def dead_letter(alert: Alert, reason: str, detail: str) -> None:
+        dead.append(reason)
+
+    with pytest.raises(RetryLater):
+        await send_batches([batch], deliver, dead_letter, lambda a: g.delivered(a, state, T0))
+    assert dead == []
+    assert g.due(state, T0 + timedelta(seconds=11)) == [batch]  # the same batch, the same key, next time

@@ -39,13 +39,16 @@ def alert(
 
 
 class FakeChannel:
-    def __init__(self, name: str, results: list[Outcome] | None = None) -> None:
+    def __init__(self, name: str, results: list[Outcome] | None = None, dedups_by_id: bool = False) -> None:
         self.name = name
         self.results = list(results or [])
+        self.dedups_by_id = dedups_by_id
         self.sent: list[Alert] = []
+        self.repeats: list[bool] = []
 
-    async def send(self, a: Alert) -> Outcome:
+    async def send(self, a: Alert, repeat: bool = False) -> Outcome:
         self.sent.append(a)
+        self.repeats.append(repeat)
         return self.results.pop(0) if self.results else Outcome(False, None)
 
     async def close(self) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.events import Delivery, IncidentEvent, Post, TierChange
 from schemas.topics import Topics
@@ -21,11 +22,14 @@ from services.common.config import YuqingConfig, load_config
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from tests.conftest import collect, write_config
+from tests.notifier.robots import HookServer, RobotServer
 
 __all__ = [
+    "HOOK_SECRET",
     "LONG",
     "NOMINAL_POSTS_PER_SECOND",
     "Feed",
+    "Receivers",
     "Report",
     "expected_spread",
     "expected_tier_changes",
@@ -35,13 +39,23 @@ __all__ = [
 ]
 
 LONG = os.environ.get("YUQING_RELIABILITY_LONG") == "1"
+HOOK_SECRET = "hook-secret"
 SPEED = 90.0 if LONG else 360.0
 # The nominal ingest rate of these scenarios: the sample crisis (418 snapshots over three hours) fed at
 # SPEED x real time. The overload scenario must offer at least 20 times this.
 NOMINAL_POSTS_PER_SECOND = 418 / (3 * 3600) * SPEED
 
 
-def reliability_config(path: Path, webhook_url: str) -> Path:
+@dataclass
+class Receivers:
+    """Where a run's alerts land, counted there: a webhook receiver that drops a copy by its idempotency key
+    (X-Yuqing-Event-Id), as docs/contracts.md asks, and a WeCom robot, whose messages people read."""
+
+    hook: HookServer
+    robots: RobotServer
+
+
+def reliability_config(path: Path, receivers: Receivers) -> Path:
     # Faults pause processing for seconds; at a replay speed of 360x that is tens of minutes of event time.
     # The figures in docs/reliability.md were measured with this grace, from when a hit more than the grace
     # behind was dead-lettered; late hits now count up to the longest window plus grace, so it is kept only
@@ -53,7 +67,15 @@ def reliability_config(path: Path, webhook_url: str) -> Path:
         # "no deadline fired twice" then means something.
         escalation={"sla": {f"level{n}": {"ack_minutes": 0.3, "response_minutes": 0.6} for n in (1, 2, 3)}},
         notifier={
-            "channels": [{"name": "hook", "type": "webhook", "url": webhook_url, "secret": "hook-secret"}],
+            "channels": [
+                {"name": "hook", "type": "webhook", "url": receivers.hook.url, "secret": HOOK_SECRET},
+                {
+                    "name": "wecom",
+                    "type": "wecom",
+                    "url": receivers.robots.wecom_url(),
+                    "rate_per_minute": 600,
+                },
+            ],
             "group_wait_seconds": 1,
             "group_interval_seconds": 5,
         },
@@ -148,12 +170,17 @@ async def verify(
     scenario: str,
     fault: str,
     config: Path,
+    receivers: Receivers,
     recovery: float | None = None,
     same_order: bool = True,
     extra_notes: str = "",
 ) -> Report:
     """Acknowledged posts all on posts.raw; spread equal to the fault-free one; no page sent twice; no
-    deadline fired twice; with one partition (`same_order`), the same tier changes as a fault-free run."""
+    deadline fired twice; with one partition (`same_order`), the same tier changes as a fault-free run.
+
+    Pages are counted where people see them, as well as on the deliveries topic: every first hit covered by
+    an alert the webhook receiver accepted, no alert there under two idempotency keys or with two bodies,
+    and no robot message shown twice without its possible-repeat mark."""
     on_topic = await collect(kafka, topics.posts_raw, lambda v: len(v) >= len(feed.accepted), within=60)
     ids = {Post.model_validate_json(v).event_id for v in on_topic}
     lost_posts = len(feed.accepted - ids)
@@ -197,6 +224,11 @@ async def verify(
     want = expected_tier_changes(posts, load_config(config))
     want_changes = [c.event_id for c in want]
     double_pages = sum(n - 1 for n in delivered.values() if n > 1)
+    hook, robots = receivers.hook, receivers.robots
+    first_hits = await _first_hits(kafka, topics.keyword_hits)
+    uncovered = await _uncovered(hook, first_hits)
+    shown_twice = hook.keys_under_several_ids() + hook.keys_with_different_bodies()
+    silent = robots.silent_repeats()
     over = max(0, counted - spread)
     under = max(0, spread - counted) if counted >= 0 else spread
     report = Report(
@@ -205,11 +237,20 @@ async def verify(
         fault=fault,
         posts_in=len(feed.accepted),
         posts_scored=len(hit_ids),
-        duplicates=over + double_pages + max(0, opened - 1) + len(fired_twice),
-        lost=lost_posts + (1 if under else 0),
+        duplicates=over
+        + double_pages
+        + max(0, opened - 1)
+        + len(fired_twice)
+        + len(shown_twice)
+        + len(silent),
+        lost=lost_posts + (1 if under else 0) + len(uncovered),
         recovery_seconds=recovery,
         notes=f"spread {counted:,} of {spread:,}; {len(hits) - len(hit_ids)} replayed hits deduplicated; "
         f"{sum(delivered.values())} pages, {sum(fired.values())} deadline steps fired once each; "
+        f"{len(first_hits) - len(uncovered)} of {len(first_hits)} first hits in a webhook alert; webhook: "
+        f"{len(hook.receipts)} requests for {len(hook.alerts)} alerts, {hook.repeats()} copies dropped by "
+        f"X-Yuqing-Event-Id; robot: {len(robots.contents())} messages, {len(robots.marked())} marked "
+        f"可能重复; "
         + (
             "tier changes identical to the fault-free run; "
             if got_changes == want_changes
@@ -222,6 +263,10 @@ async def verify(
     assert counted == spread, f"counted spread {counted:,}, fault-free {spread:,}"
     assert len(hit_ids) == matched, f"{len(hit_ids)} distinct hits, expected {matched}"
     assert double_pages == 0, f"pages delivered twice: {[k for k, n in delivered.items() if n > 1]}"
+    assert not uncovered, f"{len(uncovered)} first hits never reached the webhook receiver"
+    assert not shown_twice, f"alerts the webhook receiver shows twice: {shown_twice}"
+    assert not silent, f"robot messages shown twice without the possible-repeat mark: {silent}"
+    assert robots.rejected == {}, robots.rejected
     assert opened == 1, f"{opened} incidents opened"
     assert not fired_twice, f"deadline steps fired twice: {fired_twice}"
     assert want_changes, "the fault-free run raises no tier: the scenario proves nothing"
@@ -243,6 +288,60 @@ async def verify(
         assert got_tiers == [(c.previous, c.tier) for c in want], f"tiers reached {got_tiers}"
     _record(report)
     return report
+
+
+async def _first_hits(kafka: str, topic: str) -> dict[str, set[tuple[str, int, int]]]:
+    """event id -> (group, partition, offset) of each record of every first-seen keyword hit; a hit scoring
+    produced again after a crash has the same id at a later offset."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    out: dict[str, set[tuple[str, int, int]]] = defaultdict(set)
+    ends: dict[TopicPartition, int] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    h = json.loads(r.value)
+                    if h["first_seen"]:
+                        out[h["event_id"]].add((h["group"], r.partition, r.offset))
+            if not ends and consumer.assignment():
+                ends = await consumer.end_offsets(list(consumer.assignment()))
+            if ends and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
+                break
+    finally:
+        await consumer.stop()
+    return dict(out)
+
+
+async def _uncovered(hook: HookServer, first_hits: dict[str, set[tuple[str, int, int]]]) -> list[str]:
+    """First hits no keyword-hits alert at the receiver covers (by its span), once the last batch is out."""
+
+    def missing() -> list[str]:
+        spans = [
+            (
+                a["group"],
+                a["hit_span"]["partition"],
+                a["hit_span"]["first_offset"],
+                a["hit_span"]["last_offset"],
+            )
+            for a in list(hook.alerts)
+            if a["kind"] == "keyword_hits"
+        ]
+        return [
+            h
+            for h, places in first_hits.items()
+            if not any(
+                g == sg and p == sp and lo <= o <= hi for g, p, o in places for sg, sp, lo, hi in spans
+            )
+        ]
+
+    deadline = time.monotonic() + 60
+    while (left := missing()) and time.monotonic() < deadline:  # noqa: ASYNC110  (the receiver is a thread)
+        await asyncio.sleep(1)
+    return left
 
 
 def _record(report: Report) -> None:

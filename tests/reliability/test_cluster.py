@@ -17,20 +17,20 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.topics import Topics
-from services.cli.demo import WebhookReceiver
 from services.common.broker import EmbeddedBroker
 from tests.conftest import YUQING
 from tests.integration.test_pipeline import wait_ready
+from tests.notifier.robots import HookServer, RobotServer
 from tests.processes import restarting_for_fixture
-from tests.reliability.harness import Feed, reliability_config, sample, verify
+from tests.reliability.harness import HOOK_SECRET, Feed, Receivers, reliability_config, sample, verify
 
 pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver("hook-secret") as r:
-        yield r
+def receivers() -> Iterator[Receivers]:
+    with HookServer(HOOK_SECRET) as hook, RobotServer() as robots:
+        yield Receivers(hook, robots)
 
 
 async def _partitions(bootstrap: str, prefix: str) -> list[dict]:
@@ -68,9 +68,9 @@ async def _until_fully_replicated(bootstrap: str, prefix: str, since: float) -> 
 
 
 async def test_a_broker_killed_mid_crisis_loses_and_repeats_nothing(
-    kafka_cluster: EmbeddedBroker, stack_factory, prefix, tmp_path, receiver
+    kafka_cluster: EmbeddedBroker, stack_factory, prefix, tmp_path, receivers
 ):
-    config = reliability_config(tmp_path / "c.yaml", receiver.url)
+    config = reliability_config(tmp_path / "c.yaml", receivers)
     env = {**kafka_cluster.client_env(), "YUQING_PRODUCE_TIMEOUT_SECONDS": "5"}
     stack = stack_factory(config, partitions=1, extra_env=env)
     api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
@@ -130,6 +130,7 @@ async def test_a_broker_killed_mid_crisis_loses_and_repeats_nothing(
             "restarted 8 s later"
         ),
         config=config,
+        receivers=receivers,
         recovery=fault["recovered"],
         extra_notes=(
             f"longest wait between acknowledged batches after the kill {paused:.1f} s; the node rejoined "

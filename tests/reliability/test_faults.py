@@ -16,15 +16,17 @@ import httpx
 import pytest
 
 from schemas.topics import Topics
-from services.cli.demo import WebhookReceiver
 from services.common import json
 from services.common.broker import EmbeddedBroker
 from tests.conftest import collect, free_port
 from tests.integration.test_pipeline import wait_ready
+from tests.notifier.robots import HookServer, RobotServer
 from tests.reliability.harness import (
+    HOOK_SECRET,
     LONG,
     NOMINAL_POSTS_PER_SECOND,
     Feed,
+    Receivers,
     record_row,
     reliability_config,
     sample,
@@ -35,9 +37,9 @@ pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver("hook-secret") as r:
-        yield r
+def receivers() -> Iterator[Receivers]:
+    with HookServer(HOOK_SECRET) as hook, RobotServer() as robots:
+        yield Receivers(hook, robots)
 
 
 @pytest.fixture
@@ -51,8 +53,8 @@ def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
         broker.stop()
 
 
-async def test_broker_restart_under_load(own_broker, stack_factory, prefix, tmp_path, receiver):
-    config = reliability_config(tmp_path / "c.yaml", receiver.url)
+async def test_broker_restart_under_load(own_broker, stack_factory, prefix, tmp_path, receivers):
+    config = reliability_config(tmp_path / "c.yaml", receivers)
     env = {"YUQING_KAFKA_BOOTSTRAP": own_broker.bootstrap, "YUQING_PRODUCE_TIMEOUT_SECONDS": "3"}
     stack = stack_factory(config, partitions=1, extra_env=env)
     api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
@@ -87,6 +89,7 @@ async def test_broker_restart_under_load(own_broker, stack_factory, prefix, tmp_
         "broker restart under load (all four services running)",
         fault="Kafka stopped 8 s into the feed, restarted 8 s later",
         config=config,
+        receivers=receivers,
         recovery=outage["took"],
     )
     assert stack.check() == [], f"services died with the broker: {stack.check()}"
@@ -94,8 +97,8 @@ async def test_broker_restart_under_load(own_broker, stack_factory, prefix, tmp_
 
 
 @pytest.mark.parametrize("victim", ["ingest", "scoring", "escalation", "notifier"])
-async def test_worker_sigkill_and_restart(victim, kafka, stack_factory, prefix, tmp_path, receiver):
-    config = reliability_config(tmp_path / "c.yaml", receiver.url)
+async def test_worker_sigkill_and_restart(victim, kafka, stack_factory, prefix, tmp_path, receivers):
+    config = reliability_config(tmp_path / "c.yaml", receivers)
     stack = stack_factory(config, partitions=1)
     api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
     await wait_ready(api, stack)
@@ -125,15 +128,16 @@ async def test_worker_sigkill_and_restart(victim, kafka, stack_factory, prefix, 
         f"worker crash: {victim}",
         fault=f"SIGKILL {victim} 12 s into the feed, restarted 1 s later",
         config=config,
+        receivers=receivers,
         recovery=restarted["took"],
     )
     assert report.duplicates == 0
 
 
 async def test_rebalance_second_scoring_worker_joins_and_leaves(
-    kafka, stack_factory, prefix, tmp_path, receiver
+    kafka, stack_factory, prefix, tmp_path, receivers
 ):
-    config = reliability_config(tmp_path / "c.yaml", receiver.url)
+    config = reliability_config(tmp_path / "c.yaml", receivers)
     stack = stack_factory(config, partitions=3)
     api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
     await wait_ready(api, stack)
@@ -160,15 +164,16 @@ async def test_rebalance_second_scoring_worker_joins_and_leaves(
         "rebalance, 3 partitions",
         fault="a second scoring worker joins at 6 s and leaves (SIGTERM) 12 s later",
         config=config,
+        receivers=receivers,
         same_order=False,
     )
 
 
 async def test_overload_20x_is_shed_and_nothing_accepted_is_lost(
-    kafka, topics, stack_factory, tmp_path, receiver
+    kafka, topics, stack_factory, tmp_path, receivers
 ):
     """Nominal: the sample's peak rate. 20x that, from 40 concurrent clients, for a bounded time."""
-    config = reliability_config(tmp_path / "c.yaml", receiver.url)
+    config = reliability_config(tmp_path / "c.yaml", receivers)
     stack = stack_factory(
         config, services=("ingest",), partitions=1, extra_env={"YUQING_MAX_INFLIGHT_POSTS": "400"}
     )
