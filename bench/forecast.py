@@ -103,7 +103,7 @@ class Run:
 def _series(state: ScoringState, group: str) -> dict[int, int]:
     prefix = f"{group}|"
     return {
-        int(key[len(prefix) :]): sum(v for k, v in bucket.items() if not k.startswith("_"))
+        int(key[len(prefix) :]): bucket.total
         for key, bucket in state.buckets.items()
         if key.startswith(prefix)
     }
@@ -116,7 +116,7 @@ def run_hits(
     forecast = forecast or config.forecast
     clock = FakeClock(T0)
     tiers, stage = TierStage(config, clock=clock), ForecastStage(forecast, clock=clock)
-    state, fstate = ScoringState.in_memory(), {}  # type: ignore[var-annotated]
+    state = ScoringState.in_memory()
     cfg = tiers.tiers_for(GROUP)
     run = Run(name, lead_minutes=forecast.lead_minutes)
     boundary: datetime | None = None
@@ -126,9 +126,9 @@ def run_hits(
             boundary = minute_start
         while boundary <= hit.event_time:
             clock.set(boundary)
-            current = TierState.from_row(state.tiers.get(hit.group)).tier
+            current = (state.tiers.get(hit.group) or TierState()).tier
             series = _series(state, hit.group)
-            run.warnings += stage.evaluate(hit.group, series, boundary, cfg, current, fstate)
+            run.warnings += stage.evaluate(hit.group, series, boundary, cfg, current, state.forecasts)
             last = int(boundary.timestamp() // 60) - 1
             for rule in cfg.rules:
                 share = (

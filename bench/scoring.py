@@ -1,20 +1,26 @@
-"""Scoring benchmark: posts/s with 10, 1,000 and 10,000 rule terms; memory per million tracked posts.
+"""Scoring benchmark: posts/s with 10, 1,000 and 10,000 rule terms; state memory per tracked post.
 
     .venv/bin/python bench/scoring.py [--posts 20000] [--kafka-posts 20000] [--terms 10 1000 10000] [--runs 1]
-        [--secure]
+        [--parts core memory worker] [--baseline DIR] [--secure]
 
 1. core: HitStage + TierStage in-process, no Kafka (what the matcher and state machine cost);
 2. worker: one `yuqing worker scoring` process on the embedded Kafka, posts preloaded on posts.raw (keyed by
    thread, as ingest keys them), timed from its first commit to the moment every post and every keyword hit
    is processed and committed, next to a raw aiokafka consume->produce loop over the same posts run at the
-   same time (the ceiling any Kafka consumer on this machine could reach);
-3. memory: tracemalloc over the scoring state after N distinct posts, scaled to 1,000,000.
+   same time (the ceiling any Kafka consumer on this machine could reach), and the worker's CPU time over the
+   same span (Linux). With `--baseline DIR` (a checkout of other code, e.g. `git archive main | tar -x -C
+   DIR`) each run of this checkout's worker is paired with one of DIR's on the same broker, in alternating
+   order, so that both see the same machine load, and the ratio of each pair is reported;
+3. memory: tracemalloc over N distinct posts through both stages (the snapshot row on the post's thread
+   partition, its count marker on its group's partition), decoded one at a time as the worker does: the
+   bytes the scoring state holds (what dropping it frees) per tracked post.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import subprocess
@@ -23,6 +29,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -36,6 +43,7 @@ from schemas.events import Post
 from services.common import json
 from services.common.config import YuqingConfig
 from services.common.kafka import ensure_topics
+from services.common.stream import decode
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
 from services.scoring.windows import LateEvent
@@ -61,18 +69,35 @@ def core_rate(terms: int, n: int) -> tuple[float, float, int]:
     return n / (time.perf_counter() - t0), build, count
 
 
-def memory_per_million(n: int) -> float:
+def memory_per_post(n: int) -> tuple[float, float, int]:
+    """(bytes the scoring state holds per tracked post, bytes the process grew by per tracked post, posts
+    tracked). The growth also counts what the libraries keep meanwhile (pydantic's string cache)."""
     config = YuqingConfig.model_validate({"rules": rules(10)})
-    hits, state = HitStage(config, RuleMatcher(config.rules)), ScoringState.in_memory()
-    posts = [Post.model_validate(p) for p in synthetic_posts(n, 10)]
+    hits, tiers = HitStage(config, RuleMatcher(config.rules)), TierStage(config)
+    state: ScoringState | None = ScoringState.in_memory()
+    assert state is not None
+    raw = [json.dumps(p) for p in synthetic_posts(n, 10)]
+    gc.collect()
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    for post in posts:
-        hits.process(post, state)
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
+    start = tracemalloc.get_traced_memory()[0]
+    _score(raw, hits, tiers, state)
+    gc.collect()
+    filled = tracemalloc.get_traced_memory()[0]
     tracked = len(state.snapshots)
-    return (after - before) / tracked * 1_000_000
+    state = None
+    gc.collect()
+    held = filled - tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return held / tracked, (filled - start) / tracked, tracked
+
+
+def _score(raw: list[bytes], hits: HitStage, tiers: TierStage, state: ScoringState) -> None:
+    for data in raw:
+        for hit in hits.process(decode(Post, data), state):
+            try:
+                tiers.process(hit, state)
+            except LateEvent:
+                pass
 
 
 async def _preload(kafka: Kafka, topic: str, posts: list[bytes]) -> None:
@@ -92,19 +117,28 @@ async def _preload(kafka: Kafka, topic: str, posts: list[bytes]) -> None:
         await producer.stop()
 
 
-async def _progress(kafka: Kafka, prefix: str, n: int, within: float) -> tuple[float, int, int]:
-    """Follow the worker's committed offsets: (seconds, posts, hits) from its first commit on posts.raw to
-    the moment every post and every keyword hit it produced is processed and committed.
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid` so far (Linux: /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _progress(
+    kafka: Kafka, prefix: str, n: int, pid: int, within: float
+) -> tuple[float, float, int, int]:
+    """Follow the worker's committed offsets: (seconds, the worker's CPU seconds, posts, hits) from its first
+    commit on posts.raw to the moment every post and every keyword hit it produced is processed and committed.
 
     Timing from the first commit leaves out start-up (jieba, the matcher, joining the group) and the first
-    batch; what is left is the steady rate of the whole worker, windows stage included."""
+    batch; what is left is the steady rate of the whole worker, windows stage included. Its CPU time over
+    the same span depends far less on what else the machine runs than the rate does."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.client)
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, **kafka.client)
     await admin.start()
     await consumer.start()
     posts, hits = TopicPartition(prefix + "posts.raw", 0), TopicPartition(prefix + "keyword-hits", 0)
     group = prefix + "scoring"
-    first: tuple[float, int] | None = None
+    first: tuple[float, float, int] | None = None
     deadline = time.monotonic() + within
     try:
         while time.monotonic() < deadline:
@@ -116,11 +150,11 @@ async def _progress(kafka: Kafka, prefix: str, n: int, within: float) -> tuple[f
             done = {tp: (meta.offset if meta.offset >= 0 else 0) for tp, meta in offsets.items()}
             now = time.perf_counter()
             if first is None and done.get(posts, 0) > 0:
-                first = (now, done[posts])
+                first = (now, _cpu_seconds(pid), done[posts])
             if first and done.get(posts) == n:
                 end = (await consumer.end_offsets([hits]))[hits]
                 if done.get(hits) == end:
-                    return now - first[0], n - first[1], end
+                    return now - first[0], _cpu_seconds(pid) - first[1], n - first[2], end
             await asyncio.sleep(0.05)
     finally:
         await consumer.stop()
@@ -165,9 +199,17 @@ async def _prepare(kafka: Kafka, prefix: str, posts: list[dict[str, object]]) ->
     await _preload(kafka, prefix + "posts.raw", [json.dumps(p) for p in posts])
 
 
-def worker_rate(kafka: Kafka, terms: int, n: int) -> tuple[float, float, int]:
-    """(posts/s of one scoring worker, raw aiokafka msg/s in the same run, keyword hits)."""
-    prefix = f"bench{terms}-{int(time.time())}."
+class _Run(NamedTuple):
+    rate: float  # posts/s of the scoring worker
+    per_cpu: float  # posts per CPU-second of the scoring worker
+    raw: float  # msg/s of the raw aiokafka loop in the same run
+    hits: int
+
+
+def worker_rate(kafka: Kafka, terms: int, n: int, code: Path | None = None) -> _Run:
+    """One scoring worker over `n` posts, next to the raw aiokafka loop; the worker runs the code in `code`
+    (default: this checkout)."""
+    prefix = f"bench{terms}-{time.time_ns()}."
     posts = list(synthetic_posts(n, terms))
     asyncio.run(_prepare(kafka, prefix, posts))
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,22 +228,25 @@ def worker_rate(kafka: Kafka, terms: int, n: int) -> tuple[float, float, int]:
         with open(Path(tmp) / "worker.log", "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "services.cli.main", "worker", "scoring"],
+                cwd=code,  # `-m` finds `services` in the working directory first
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
             try:
-                raw, (seconds, counted, hits) = asyncio.run(_measure(kafka, prefix, n))
+                raw, (seconds, cpu, counted, hits) = asyncio.run(_measure(kafka, prefix, n, proc.pid))
             finally:
                 proc.terminate()
                 proc.wait(30)
-    return counted / seconds, raw, hits
+    return _Run(counted / seconds, counted / cpu, raw, hits)
 
 
-async def _measure(kafka: Kafka, prefix: str, n: int) -> tuple[float, tuple[float, int, int]]:
+async def _measure(
+    kafka: Kafka, prefix: str, n: int, pid: int
+) -> tuple[float, tuple[float, float, int, int]]:
     return await asyncio.gather(
         _raw_loop(kafka, prefix + "posts.raw", prefix + "bench.sink", n),
-        _progress(kafka, prefix, n, within=600),
+        _progress(kafka, prefix, n, pid, within=600),
     )
 
 
@@ -214,34 +259,68 @@ def main() -> None:
     parser.add_argument(
         "--runs", type=int, default=1, help="worker runs per rule size: the median and the range are reported"
     )
+    parser.add_argument(
+        "--parts", nargs="+", choices=["core", "memory", "worker"], default=["core", "memory", "worker"]
+    )
+    parser.add_argument("--baseline", type=Path, help="a checkout whose worker runs paired with this one's")
     parser.add_argument("--secure", action="store_true", help="an embedded SASL_SSL broker (TLS and SCRAM)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    print("\n| rule terms | matcher build (s) | core posts/s | hits |")
-    print("|---:|---:|---:|---:|")
-    for terms in args.terms:
-        rate, build, hits = core_rate(terms, args.posts)
-        print(f"| {terms:,} | {build:.2f} | {rate:,.0f} | {hits:,} |", flush=True)
-    print(
-        f"\nmemory per 1,000,000 tracked posts: {memory_per_million(args.memory_posts) / 2**20:,.0f} MiB "
-        f"(measured over {args.memory_posts:,})",
-        flush=True,
-    )
-    print(
-        "\n| rule terms | scoring worker posts/s (median) | runs | keyword hits "
-        "| raw aiokafka consume->produce msg/s (median) |"
-    )
-    print("|---:|---:|---|---:|---:|")
-    with broker(secure=args.secure) as kafka:
+    if "core" in args.parts:
+        print("\n| rule terms | matcher build (s) | core posts/s | hits |")
+        print("|---:|---:|---:|---:|")
         for terms in args.terms:
-            runs = [worker_rate(kafka, terms, args.kafka_posts) for _ in range(args.runs)]
-            rates = sorted(r[0] for r in runs)
-            every = ", ".join(f"{r[0]:,.0f}" for r in runs)
-            raw = statistics.median(r[1] for r in runs)
-            print(
-                f"| {terms:,} | {statistics.median(rates):,.0f} | {every} | {runs[0][2]:,} | {raw:,.0f} |",
-                flush=True,
-            )
+            rate, build, hits = core_rate(terms, args.posts)
+            print(f"| {terms:,} | {build:.2f} | {rate:,.0f} | {hits:,} |", flush=True)
+    if "memory" in args.parts:
+        held, grown, tracked = memory_per_post(args.memory_posts)
+        print(
+            f"\nscoring state per tracked post (both stages): {held:,.0f} B held, {grown:,.0f} B process "
+            f"growth; {held * 1e6 / 2**20:,.0f} MiB per 1,000,000 ({tracked:,} of {args.memory_posts:,} "
+            "posts tracked)",
+            flush=True,
+        )
+    if "worker" in args.parts:
+        _workers(args.terms, args.kafka_posts, args.runs, args.baseline, args.secure)
+
+
+def _workers(sizes: list[int], n: int, runs: int, baseline: Path | None, secure: bool) -> None:
+    codes: list[tuple[str, Path | None]] = [("this checkout", None)]
+    if baseline is not None:
+        codes.append((f"baseline {baseline}", baseline))
+    print(
+        "\n| rule terms | code | scoring worker posts/s (median) | runs | posts per CPU-second (median) "
+        "| keyword hits | raw aiokafka consume->produce msg/s (median) |"
+    )
+    print("|---:|---|---:|---|---:|---:|---:|")
+    with broker(secure=secure) as kafka:
+        for terms in sizes:
+            results: dict[str, list[_Run]] = {label: [] for label, _ in codes}
+            for run in range(runs):
+                for label, code in codes if run % 2 == 0 else codes[::-1]:
+                    results[label].append(worker_rate(kafka, terms, n, code))
+            for label, _ in codes:
+                rows = results[label]
+                every = ", ".join(f"{r.rate:,.0f}" for r in rows)
+                rate = statistics.median(r.rate for r in rows)
+                per_cpu = statistics.median(r.per_cpu for r in rows)
+                raw = statistics.median(r.raw for r in rows)
+                print(
+                    f"| {terms:,} | {label} | {rate:,.0f} | {every} | {per_cpu:,.0f} | {rows[0].hits:,} "
+                    f"| {raw:,.0f} |",
+                    flush=True,
+                )
+            if baseline is not None:
+                mine, theirs = results[codes[0][0]], results[codes[1][0]]
+                ratios = [a.rate / b.rate for a, b in zip(mine, theirs, strict=True)]
+                cpu = [a.per_cpu / b.per_cpu for a, b in zip(mine, theirs, strict=True)]
+                print(
+                    f"\n{terms:,} terms, this checkout / baseline per pair: posts/s "
+                    f"{', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f}); "
+                    f"posts per CPU-second {', '.join(f'{r:.2f}' for r in cpu)} "
+                    f"(median {statistics.median(cpu):.2f})",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

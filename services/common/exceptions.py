@@ -5,11 +5,17 @@ from __future__ import annotations
 __all__ = [
     "BadLink",
     "BrokerError",
+    "CheckpointError",
     "ConfigError",
     "DeadLetter",
     "DemoFailed",
     "KafkaSetupError",
+    "OffsetsNotCommitted",
+    "OutputsNotFlushed",
+    "OutputsNotProduced",
     "RetryLater",
+    "StateNotWritten",
+    "StateRowError",
     "YuqingError",
 ]
 
@@ -50,3 +56,29 @@ class DeadLetter(YuqingError):
 class RetryLater(YuqingError):
     """A transient failure (Kafka unavailable, a send timed out): process the same message again later;
     never dead-letter it, or at-least-once becomes at-most-once."""
+
+
+class StateRowError(YuqingError):
+    """A state table's changelog holds a row its codec cannot read: corrupt, or of a newer release."""
+
+
+class CheckpointError(YuqingError):
+    """A step of a batch's checkpoint failed for good (transient Kafka errors are retried first). The worker
+    stops; its successor replays the batch from the last committed offsets against the state written so far,
+    which never runs ahead of the output it follows from."""
+
+
+class OutputsNotProduced(CheckpointError):
+    """Step 1: the batch's output records could not be handed to the producer."""
+
+
+class OutputsNotFlushed(CheckpointError):
+    """Step 2: the broker did not acknowledge every output record."""
+
+
+class StateNotWritten(CheckpointError):
+    """Step 3: the changed table rows were not written to (and acknowledged on) their changelogs."""
+
+
+class OffsetsNotCommitted(CheckpointError):
+    """Step 4: the input offsets could not be committed (other than the group having moved on)."""

@@ -1,16 +1,44 @@
-"""The project's one JSON module: orjson underneath, bytes out, bytes or str in."""
+"""The project's one JSON module: orjson underneath, bytes out, bytes or str in.
+
+State rows are msgspec Structs, which msgspec writes and reads as JSON itself (`dumps_row`, `row_reader`):
+it checks every field's type while it parses, in one step, several times faster than orjson plus a check.
+"""
 
 from __future__ import annotations
 
 import json as _stdlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import msgspec
 import orjson
 from pydantic import BaseModel
 
-__all__ = ["JSONDecodeError", "dumps", "loads", "loads_unique"]
+__all__ = [
+    "JSONDecodeError",
+    "RowError",
+    "dumps",
+    "dumps_row",
+    "loads",
+    "loads_unique",
+    "row_reader",
+]
 
 JSONDecodeError = orjson.JSONDecodeError
+
+# A row that is not JSON, or not of the expected shape and types; the message names the field.
+RowError = (msgspec.DecodeError, msgspec.ValidationError)
+
+_Row = TypeVar("_Row")
+
+_ROWS = msgspec.json.Encoder()
+dumps_row: Callable[[Any], bytes] = _ROWS.encode
+
+
+def row_reader(kind: type[_Row]) -> Callable[[bytes], _Row]:
+    """A function reading JSON straight into `kind` (a msgspec Struct), raising one of RowError."""
+    return msgspec.json.Decoder(kind).decode
+
 
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 

@@ -47,6 +47,7 @@ __all__ = [
     "envelope",
     "expect_key",
     "home_partition",
+    "is_transient",
     "lag_rows",
     "origin_of",
     "retry_transient",
@@ -95,7 +96,7 @@ def lag_rows(
     return rows
 
 
-def _transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     """Errors that the same message may not meet again: Kafka unreachable or slow, leaders moving."""
     if isinstance(exc, RetryLater | TimeoutError | KafkaTimeoutError):
         return True
@@ -107,7 +108,7 @@ async def retry_transient(
     retrying: Callable[[int, float, BaseException], None],
     sleep: Callable[[float], Awaitable[None]],
 ) -> R:
-    """Run `action` until it succeeds and return its result. A transient failure (_transient) is retried
+    """Run `action` until it succeeds and return its result. A transient failure (is_transient) is retried
     after a capped exponential backoff, with `retrying(attempt, delay, exc)` told first; any other error
     propagates."""
     attempt = 0
@@ -115,7 +116,7 @@ async def retry_transient(
         try:
             return await action()
         except Exception as exc:
-            if not _transient(exc):
+            if not is_transient(exc):
                 raise
             attempt += 1
             delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
@@ -813,7 +814,7 @@ class StreamShell:
         except DeadLetter as exc:
             reason, detail = exc.reason, exc.detail
         except Exception as exc:
-            if _transient(exc):
+            if is_transient(exc):
                 raise
             log.exception(
                 "processing failed for %s[%s]@%s",

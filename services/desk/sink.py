@@ -268,7 +268,10 @@ class Sink:
         value = dead_letter_record(
             _SERVICE, record.topic, record.partition, record.offset, record.key, record.value, reason, detail
         )
-        await producer.send_and_wait(self.dead_letter_topic, record.topic.encode(), json.dumps(value))
+        # Keyed by the source topic, as the faust workers key theirs (services/common/stream.py).
+        await producer.send_and_wait(
+            self.dead_letter_topic, key=record.topic.encode(), value=json.dumps(value)
+        )
         self.metrics.common.dead_letters.labels(_SERVICE, reason).inc()
         log.warning(
             "dead letter from %s[%s]@%s: %s %s",

@@ -7,7 +7,9 @@ at YUQING_DATABASE_URL. The engine is synchronous on purpose: one driver per bac
 matters (bench/desk.py), and the console's view models stay plain synchronous code.
 
 Every write of the sink is one transaction holding the rows and the Kafka offsets they came from, so a crash
-or a replay never duplicates nor loses a row. Rows are upserted by event id.
+or a replay never duplicates nor loses a row. Rows are upserted by event id. The one place the back ends part
+is the ledger's rows of a sink batch: on PostgreSQL they go by COPY through psycopg on the same transaction's
+connection (`_PgLedgerRows`), which made the sink about twice as fast (bench/desk.py).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+import psycopg
+from psycopg.rows import namedtuple_row
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -83,6 +87,8 @@ _WRITER_LOCK = 0x79757169_6E670001
 _MIGRATION_LOCK = 0x79757169_6E670002
 _CLOSED = ("closed", "postmortem_filed")
 _LOGIN_MEMORY = timedelta(days=1)
+# A ledger query matching at most this many entries is sorted by the desk, not by an index walk (ledger_page).
+_SORTED_HERE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +312,11 @@ class Store:
             if exc.connection_invalidated:
                 raise StoreUnavailable(_reason(exc)) from exc
             raise StoreRejected(_reason(exc)) from exc
+        # The ledger's rows on PostgreSQL go through psycopg itself (_PgLedgerRows): its errors, unwrapped.
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(_reason(exc)) from exc
+        except psycopg.Error as exc:  # a value the server, or psycopg itself (a NUL in text), refuses
+            raise StoreRejected(_reason(exc)) from exc
 
     def _write(self, conn: Connection, events: Sequence[Event], offsets: Offsets) -> int:
         hits: dict[str, KeywordHit] = {}
@@ -341,33 +352,15 @@ class Store:
         return found
 
     def _write_hits(self, conn: Connection, hits: dict[str, KeywordHit]) -> int:
-        seen = self._existing(conn, ledger_hits.c.event_id, hits)
+        rows: _LedgerRows = _PgLedgerRows(conn) if self.dialect == "postgresql" else _CoreLedgerRows(conn)
+        seen = rows.stored_hits(list(hits))
         fresh = sorted((h for i, h in hits.items() if i not in seen), key=lambda h: h.event_time)
         if not fresh:
             return 0
         by_key: dict[str, list[KeywordHit]] = {}
         for h in fresh:
-            by_key.setdefault(f"{h.platform.value}:{h.post_id}|{h.group}", []).append(h)
-        c = ledger_entries.c
-        existing = {
-            row.entry_key: row
-            for chunk in _chunks(list(by_key), 1000)
-            for row in conn.execute(
-                select(
-                    c.id,
-                    c.entry_key,
-                    c.first_seen,
-                    c.last_seen,
-                    c.matched_terms,
-                    c.hits,
-                    c.reposts,
-                    c.comments,
-                    c.likes,
-                    c.spread,
-                    c.rule_version,
-                ).where(c.entry_key.in_(chunk))
-            )
-        }
+            by_key.setdefault(_entry_key(h), []).append(h)
+        existing = rows.entries(list(by_key))
         new_rows: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         for key, group_hits in by_key.items():
@@ -376,53 +369,19 @@ class Store:
                 new_rows.append(_new_entry(key, group_hits))
             else:
                 updates.append(_updated_entry(row, group_hits))
-        ids = {r.entry_key: r.id for r in existing.values()}
+        ids = {key: row.id for key, row in existing.items()}
         if new_rows:
-            returned = conn.execute(
-                insert(ledger_entries).returning(c.id, c.entry_key, sort_by_parameter_order=True), new_rows
+            ids.update(rows.insert_entries(new_rows))
+            rows.insert_terms(
+                [
+                    (term, ids[values["entry_key"]])
+                    for values in new_rows
+                    for term in search.terms(values["excerpt_norm"], json.loads(values["matched_terms"]))
+                ]
             )
-            terms: list[dict[str, Any]] = []
-            for (entry_id, key), values in zip(returned, new_rows, strict=True):
-                ids[key] = entry_id
-                matched = json.loads(values["matched_terms"])
-                terms.extend(
-                    {"term": t, "entry_id": entry_id} for t in search.terms(values["excerpt_norm"], matched)
-                )
-            if terms:
-                conn.execute(insert(ledger_terms), terms)
         if updates:
-            conn.execute(
-                update(ledger_entries)
-                .where(c.id == bindparam("b_id"))
-                .values(
-                    {
-                        name: bindparam(f"b_{name}")
-                        for name in (
-                            "reposts",
-                            "comments",
-                            "likes",
-                            "spread",
-                            "first_seen",
-                            "last_seen",
-                            "matched_terms",
-                            "rule_version",
-                            "hits",
-                        )
-                    }
-                ),
-                [{f"b_{k}": v for k, v in u.items()} for u in updates],
-            )
-        conn.execute(
-            insert(ledger_hits),
-            [
-                {
-                    "event_id": h.event_id,
-                    "entry_id": ids[f"{h.platform.value}:{h.post_id}|{h.group}"],
-                    "event_time": h.event_time,
-                }
-                for h in fresh
-            ],
-        )
+            rows.update_entries(updates)
+        rows.insert_hits([(h.event_id, ids[_entry_key(h)], h.event_time) for h in fresh])
         return len(fresh)
 
     def _write_tier_changes(self, conn: Connection, changes: dict[str, TierChange]) -> int:
@@ -590,13 +549,28 @@ class Store:
         """(how many entries match, the page of them), newest first seen first or largest spread first."""
         where = _ledger_where(q, tiers)
         c = ledger_entries.c
-        order = (c.spread.desc(), c.id.desc()) if q.sort == "spread" else (c.first_seen.desc(), c.id.desc())
+        key_col = c.spread if q.sort == "spread" else c.first_seen
         with self._read() as conn:
             total = conn.execute(select(func.count()).select_from(ledger_entries).where(*where)).scalar_one()
-            rows = conn.execute(
-                select(ledger_entries).where(*where).order_by(*order).limit(limit).offset(offset)
-            )
-            return total, [_ledger_row(r, tiers) for r in rows]
+            if offset >= total:
+                return total, []
+            if total > _SORTED_HERE:
+                query = (
+                    select(ledger_entries)
+                    .where(*where)
+                    .order_by(key_col.desc(), c.id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                )
+                return total, [_ledger_row(r, tiers) for r in conn.execute(query)]
+            # Few matches: sorted here rather than by walking the sort's index, which the planner would
+            # choose and which reads every row when the matches are rare or sit at the far end (a group on a
+            # platform it is seldom on: seconds at a million rows, bench/desk.py).
+            keys = conn.execute(select(c.id, key_col).where(*where)).all()
+            keys.sort(key=lambda r: (r[1], r[0]), reverse=True)
+            ids = [r[0] for r in keys[offset : offset + limit]]
+            by_id = {r.id: r for r in conn.execute(select(ledger_entries).where(c.id.in_(ids)))}
+            return total, [_ledger_row(by_id[i], tiers) for i in ids if i in by_id]  # not purged meanwhile
 
     def ledger_chunks(
         self, q: LedgerQuery, tiers: Mapping[str, int], chunk: int = 1000
@@ -737,6 +711,167 @@ class Store:
 
     def _read(self, conn: Connection | None = None) -> Any:
         return nullcontext(conn) if conn is not None else self.engine.connect()
+
+
+def _entry_key(h: KeywordHit) -> str:
+    return f"{h.platform.value}:{h.post_id}|{h.group}"
+
+
+# What `_updated_entry` reads of a stored entry, and what it may change.
+_ENTRY_READ = (
+    "id",
+    "entry_key",
+    "first_seen",
+    "last_seen",
+    "matched_terms",
+    "hits",
+    "reposts",
+    "comments",
+    "likes",
+    "spread",
+    "rule_version",
+)
+_ENTRY_UPDATED = (
+    "reposts",
+    "comments",
+    "likes",
+    "spread",
+    "first_seen",
+    "last_seen",
+    "matched_terms",
+    "rule_version",
+    "hits",
+)
+_ENTRY_WRITTEN = (
+    "entry_key",
+    "platform",
+    "post_id",
+    "rule_group",
+    "url",
+    "excerpt",
+    "excerpt_norm",
+    "reposts",
+    "comments",
+    "likes",
+    "spread",
+    "sentiment",
+    "demand",
+    "matched_terms",
+    "rule_version",
+    "first_seen",
+    "last_seen",
+    "hits",
+)
+
+
+class _LedgerRows(Protocol):
+    """How one sink transaction reads and writes the ledger's rows (`Store._write_hits` decides which)."""
+
+    def stored_hits(self, event_ids: list[str]) -> set[str]: ...
+    def entries(self, keys: list[str]) -> dict[str, Any]: ...
+    def insert_entries(self, rows: list[dict[str, Any]]) -> dict[str, int]: ...
+    def insert_terms(self, rows: list[tuple[str, int]]) -> None: ...
+    def update_entries(self, rows: list[dict[str, Any]]) -> None: ...
+    def insert_hits(self, rows: list[tuple[str, int, datetime]]) -> None: ...
+
+
+class _CoreLedgerRows:
+    """SQLAlchemy Core statements (SQLite): parameter lists in chunks under SQLite's limit."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def stored_hits(self, event_ids: list[str]) -> set[str]:
+        column = ledger_hits.c.event_id
+        return {
+            i
+            for chunk in _chunks(event_ids, 1000)
+            for i in self.conn.execute(select(column).where(column.in_(chunk))).scalars()
+        }
+
+    def entries(self, keys: list[str]) -> dict[str, Any]:
+        c = ledger_entries.c
+        columns = [c[name] for name in _ENTRY_READ]
+        return {
+            row.entry_key: row
+            for chunk in _chunks(keys, 1000)
+            for row in self.conn.execute(select(*columns).where(c.entry_key.in_(chunk)))
+        }
+
+    def insert_entries(self, rows: list[dict[str, Any]]) -> dict[str, int]:
+        c = ledger_entries.c
+        returned = self.conn.execute(
+            insert(ledger_entries).returning(c.id, c.entry_key, sort_by_parameter_order=True), rows
+        )
+        return {key: entry_id for entry_id, key in returned}
+
+    def insert_terms(self, rows: list[tuple[str, int]]) -> None:
+        if rows:
+            self.conn.execute(insert(ledger_terms), [{"term": t, "entry_id": i} for t, i in rows])
+
+    def update_entries(self, rows: list[dict[str, Any]]) -> None:
+        self.conn.execute(
+            update(ledger_entries)
+            .where(ledger_entries.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in _ENTRY_UPDATED}),
+            [{f"b_{k}": v for k, v in u.items()} for u in rows],
+        )
+
+    def insert_hits(self, rows: list[tuple[str, int, datetime]]) -> None:
+        self.conn.execute(
+            insert(ledger_hits), [{"event_id": e, "entry_id": i, "event_time": t} for e, i, t in rows]
+        )
+
+
+class _PgLedgerRows:
+    """psycopg on the transaction's own connection (PostgreSQL): one array parameter per lookup, the new
+    entries' ids drawn from their sequence in one statement, and COPY for the new rows. Multi-row INSERTs of
+    thousands of parameters cost more in building and parsing the statement than in storing the rows
+    (bench/desk.py: about half of a batch's time). COPY into the tables themselves, not through a staging
+    table and ON CONFLICT: the rows were looked up in this same transaction, and the writer lease (one
+    writer at a time) keeps anyone else from adding them meanwhile."""
+
+    def __init__(self, conn: Connection) -> None:
+        driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+        self.cursor = driver.cursor(row_factory=namedtuple_row)
+
+    def stored_hits(self, event_ids: list[str]) -> set[str]:
+        self.cursor.execute("SELECT event_id FROM ledger_hits WHERE event_id = ANY(%s)", (event_ids,))
+        return {row[0] for row in self.cursor}
+
+    def entries(self, keys: list[str]) -> dict[str, Any]:
+        self.cursor.execute(
+            f"SELECT {', '.join(_ENTRY_READ)} FROM ledger_entries WHERE entry_key = ANY(%s)",  # noqa: S608
+            (keys,),
+        )
+        return {row[1]: row for row in self.cursor}  # entry_key
+
+    def insert_entries(self, rows: list[dict[str, Any]]) -> dict[str, int]:
+        self.cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('ledger_entries', 'id')) AS id "
+            "FROM generate_series(1, %s)",
+            (len(rows),),
+        )
+        ids = [row[0] for row in self.cursor]
+        with self.cursor.copy(f"COPY ledger_entries (id, {', '.join(_ENTRY_WRITTEN)}) FROM STDIN") as copy:
+            for entry_id, values in zip(ids, rows, strict=True):
+                copy.write_row((entry_id, *(values[name] for name in _ENTRY_WRITTEN)))
+        return {values["entry_key"]: entry_id for entry_id, values in zip(ids, rows, strict=True)}
+
+    def insert_terms(self, rows: list[tuple[str, int]]) -> None:
+        with self.cursor.copy("COPY ledger_terms (term, entry_id) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def update_entries(self, rows: list[dict[str, Any]]) -> None:
+        # executemany: psycopg pipelines the statements, one round trip for the lot.
+        assignments = ", ".join(f"{name} = %({name})s" for name in _ENTRY_UPDATED)
+        self.cursor.executemany(f"UPDATE ledger_entries SET {assignments} WHERE id = %(id)s", rows)  # noqa: S608
+
+    def insert_hits(self, rows: list[tuple[str, int, datetime]]) -> None:
+        with self.cursor.copy("COPY ledger_hits (event_id, entry_id, event_time) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

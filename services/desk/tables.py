@@ -95,6 +95,9 @@ ledger_entries = Table(
     Index("ix_ledger_group_first_seen", "rule_group", "first_seen"),
     Index("ix_ledger_platform_first_seen", "platform", "first_seen"),
     Index("ix_ledger_spread", "spread", "id"),
+    Index("ix_ledger_group_spread", "rule_group", "spread", "id"),
+    Index("ix_ledger_platform_spread", "platform", "spread", "id"),
+    Index("ix_ledger_post", "platform", "post_id"),  # the `post` filter
 )
 
 # Every KeywordHit that fed an entry, by its event id: what makes the sink idempotent.

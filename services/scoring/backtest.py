@@ -96,7 +96,7 @@ class Backtest:
 
     def tiers(self) -> dict[str, int]:
         """The tier of every group that has one, as the backtest ends."""
-        return {group: int(row["tier"]) for group, row in sorted(self.state.tiers.items())}
+        return {group: int(row.tier) for group, row in sorted(self.state.tiers.items())}
 
 
 def timeline_row(change: TierChange, top: int = 3) -> dict[str, Any]:

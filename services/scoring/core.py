@@ -1,29 +1,48 @@
 """The scoring core: posts to keyword hits, hits to windows, windows to tier changes. No Kafka here.
 
-State lives in MutableMappings handed in by the caller (dicts in tests, changelog-backed views in the worker).
+State lives in tables handed in by the caller (services/scoring/rows.py): changelog-backed in the worker,
+in memory only in tests and the backtest.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from dataclasses import dataclass, field, replace
+from array import array
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from operator import itemgetter
+from operator import attrgetter
 from typing import Any
 
+from msgspec.structs import replace
+
 from schemas.events import Engagement, KeywordHit, Post, Tier, TierChange
+from schemas.labels import window_label
 from services.common.clock import Clock, system_clock
 from services.common.config import TiersConfig, YuqingConfig
 from services.common.exceptions import ConfigError
+from services.common.partitioned import Table
 from services.scoring.engagement import Snapshot, apply_snapshot, cumulative_of
+from services.scoring.forecast import ForecastTrack
 from services.scoring.matcher import RuleMatcher
+from services.scoring.rows import (
+    TABLES,
+    Bucket,
+    TopPost,
+    TopPosts,
+    TrackedPost,
+    WindowMeta,
+    from_micros,
+    micros,
+)
 from services.scoring.sentiment import analyse
-from services.scoring.tiers import TierDecision, TierState, decide, held, highest, set_override, window_label
+from services.scoring.tiers import TierDecision, TierState, decide, held, highest, set_override
 from services.scoring.windows import Move, WindowCounter, minute_of
 
 __all__ = ["DEFAULT_TRACK", "HitStage", "ScoringState", "TierStage"]
 
 _TOP_N = 10
+_SPREAD = attrgetter("spread")
+_NO_TIER = TierState()
 
 # How long a post is remembered after its last snapshot (its high-water counts and hit markers).
 DEFAULT_TRACK = timedelta(hours=72)
@@ -45,23 +64,33 @@ def _lengths(tiers: TiersConfig) -> tuple[int, ...]:
 
 @dataclass
 class ScoringState:
-    """Every piece of scoring state, each a mapping the caller controls."""
+    """Every piece of scoring state: one partition's tables, their rows in services/scoring/rows.py."""
 
-    # post key -> Snapshot row + [the groups it was hit for]: one row, one changelog record per snapshot
-    snapshots: MutableMapping[str, list[Any]]
-    thread_groups: MutableMapping[str, list[str]]  # thread key -> groups the root post matched
-    # "post key|group" -> a hit was emitted already. Written by workers before the marks moved into the
-    # snapshot row (its fifth item); still read until those posts expire, so an upgrade repeats no hit.
-    seen: MutableMapping[str, bool]
-    buckets: MutableMapping[str, dict[str, int]]  # "group|minute" -> {platform: spread}
-    windows_meta: MutableMapping[str, dict[str, Any]]
-    tiers: MutableMapping[str, dict[str, Any]]  # group -> TierState row
-    top: MutableMapping[str, list[list[Any]]]  # group -> [[minute, post key, platform, delta, excerpt, url]]
-    counted: MutableMapping[str, str] = field(default_factory=dict)  # "group|post key" -> last counted time
+    snapshots: Table[TrackedPost]  # platform:post_id -> its high-water counts and the groups it was hit for
+    buckets: Table[Bucket]  # "group|minute" -> spread per platform
+    windows_meta: Table[WindowMeta]  # group -> running window sums
+    tiers: Table[TierState]  # group -> its tier
+    top: Table[TopPosts]  # group -> the posts that spread most
+    counted: Table[float]  # "group|platform:post_id" -> epoch µs (rows.py) of its newest hit counted
+    forecasts: Table[ForecastTrack]  # "group|tier" -> the forecast's dedup state while a warning stands
+
+    @classmethod
+    def of(cls, tables: Mapping[str, Table[Any]]) -> ScoringState:
+        """The core's view of a partition's tables, by their names in rows.TABLES."""
+        return cls(
+            snapshots=tables["snapshots"],
+            buckets=tables["buckets"],
+            windows_meta=tables["windows-meta"],
+            tiers=tables["tiers"],
+            top=tables["top-posts"],
+            counted=tables["counted"],
+            forecasts=tables["forecasts"],
+        )
 
     @classmethod
     def in_memory(cls) -> ScoringState:
-        return cls({}, {}, {}, {}, {}, {}, {}, {})
+        """State without changelogs: for tests, benchmarks and the backtest."""
+        return cls.of({name: make(changelog=False) for name, make in TABLES.items()})
 
 
 class HitStage:
@@ -78,27 +107,26 @@ class HitStage:
         self.matcher = matcher
         self.clock = clock
         self.track = _checked_track(track, config)
+        self._track_us = track // timedelta(microseconds=1)
 
     def expire(self, state: ScoringState) -> int:
         """Forget posts not re-crawled within `track` of the newest snapshot held (event time, so that a
-        replay forgets the same posts): their snapshot rows, which hold their hit marks, and any marks of
-        theirs left in `seen` by an older worker. Returns how many posts.
+        replay forgets the same posts), with the groups they were hit for. Returns how many posts.
 
         A forgotten post that comes back was published more than `track` before that new snapshot, and
-        `process` takes such a first sighting as a baseline: its counts are not added again.
+        `process` takes such a first sighting as a baseline: its counts are not added again. A repost of a
+        forgotten root counts for its own groups only.
         """
-        if not state.snapshots:
+        posts = state.snapshots
+        if not len(posts):
             return 0
-        # observed_at is UTC isoformat: the strings order like the times.
-        cutoff = (
-            datetime.fromisoformat(max(r[3] for r in state.snapshots.values())) - self.track
-        ).isoformat()
-        gone = {key for key, row in state.snapshots.items() if row[3] < cutoff}
+        # One pass decoding the rows (the costly part), their times kept in an array of 8 bytes a post.
+        keys = posts.keys()
+        seen = array("q", (row.observed_at for row in posts.values()))
+        cutoff = max(seen) - self._track_us
+        gone = [key for key, at in zip(keys, seen, strict=True) if at < cutoff]
         for key in gone:
-            del state.snapshots[key]
-        if gone:
-            for marker in [m for m in state.seen if m.rsplit("|", 1)[0] in gone]:
-                del state.seen[marker]
+            posts.delete(key)
         return len(gone)
 
     def process(self, post: Post, state: ScoringState) -> list[KeywordHit]:
@@ -107,22 +135,24 @@ class HitStage:
         as a zero delta."""
 
         groups = {m.group: m.matches for m in self.matcher.match(post.text)}
-        is_repost = post.root_post_id is not None and post.root_post_id != post.post_id
         thread_key = post.thread_key  # a property: built once here
-        if not is_repost and groups:
-            known = state.thread_groups.get(thread_key) or []
-            merged = sorted(set(known) | set(groups))
-            if merged != known:
-                state.thread_groups[thread_key] = merged
-        # A repost spreads its root: it counts for the groups the root matched, and for its own.
-        inherited = state.thread_groups.get(thread_key, []) if is_repost else []
+        inherited: tuple[str, ...] = ()
+        if post.root_post_id is not None and post.root_post_id != post.post_id:
+            # A repost spreads its root: it counts for the groups the root was hit for (the root's row, on
+            # this partition too, as posts are keyed by thread), and for its own.
+            root = state.snapshots.get(thread_key)
+            if root is not None:
+                inherited = root.groups
         targets = sorted(set(groups) | set(inherited))
         if not targets:
             return []
         post_key = post.key
-        prev_row = state.snapshots.get(post_key)
-        prev = None if prev_row is None else Snapshot.from_row(prev_row)  # parsed once, used twice
-        marked: list[str] = prev_row[4] if prev_row is not None and len(prev_row) > 4 else []
+        row = state.snapshots.get(post_key)
+        prev = None
+        marked: tuple[str, ...] = ()
+        if row is not None:
+            prev = Snapshot(row.reposts, row.comments, row.likes, from_micros(row.observed_at))
+            marked = row.groups
         delta, snap = apply_snapshot(prev, post)
         if prev is None and post.event_time - post.published_at > self.track:
             # First seen (or seen again after `expire`) long after publication: what it gathered until now
@@ -134,7 +164,7 @@ class HitStage:
         hits = []
         firsts = []
         for group in targets:
-            first = group not in marked and not (state.seen and state.seen.get(f"{post_key}|{group}"))
+            first = group not in marked
             if not first and delta.total == 0:
                 continue
             if first:
@@ -160,7 +190,16 @@ class HitStage:
                 )
             )
         if firsts or prev is None or snap.observed_at != prev.observed_at:
-            state.snapshots[post_key] = [*snap.to_row(), sorted({*marked, *firsts})]
+            state.snapshots.set(
+                post_key,
+                TrackedPost(
+                    snap.reposts,
+                    snap.comments,
+                    snap.likes,
+                    micros(snap.observed_at),
+                    tuple(sorted({*marked, *firsts})),
+                ),
+            )
         return hits
 
 
@@ -189,6 +228,7 @@ class TierStage:
         self.rule_version = rule_version
         self.clock = clock
         self.track = _checked_track(track, config)
+        self._track_us = track // timedelta(microseconds=1)
         self.event_clock = event_clock
         # Looked up on every hit: resolve per-group overrides once, not by scanning the groups each time.
         self._retention = config.window()
@@ -229,13 +269,13 @@ class TierStage:
         key = f"{hit.group}|{platform}:{hit.post_id}"
         total = hit.delta.total  # a property summing three counts: read once
         if total > 0:
-            at = hit.event_time.isoformat()
+            at = micros(hit.event_time)
             last = state.counted.get(key)
             if last is not None and at <= last:
                 return []
         windows.add(hit.group, hit.event_time, platform, total, offset)
         if total > 0:
-            state.counted[key] = at
+            state.counted.set(key, float(at))  # exact: rows._CountedCodec
             self._remember_top(hit, state)
         # Hit-driven evaluation happens at event time, so a replay gives the same decisions and ids.
         late = minute_of(hit.event_time) if total > 0 else None
@@ -248,25 +288,30 @@ class TierStage:
         emitted."""
         now = self.now(state) - timedelta(minutes=1)
         out: list[TierChange] = []
-        for group in groups if groups is not None else list(state.windows_meta.keys()):
+        for group in groups if groups is not None else state.windows_meta.keys():
             out.extend(self._evaluate(group, self._windows(state, group), state, now))
         return out
 
     def expire(self, state: ScoringState) -> int:
         """Forget per-post count markers older than `track` before the newest one (event time)."""
-        if not state.counted:
+        counted = state.counted
+        if not len(counted):
             return 0
-        cutoff = (datetime.fromisoformat(max(state.counted.values())) - self.track).isoformat()
-        gone = [key for key, last in state.counted.items() if last < cutoff]
+        cutoff = max(counted.values()) - self._track_us
+        gone = [key for key, at in counted.items() if at < cutoff]
         for key in gone:
-            del state.counted[key]
+            counted.delete(key)
         return len(gone)
+
+    def drop_stale_buckets(self, state: ScoringState) -> int:
+        """Delete buckets behind their group's oldest minute (WindowCounter.drop_stale)."""
+        return WindowCounter(state.buckets, state.windows_meta, self._retention, self._grace).drop_stale()
 
     def override(self, group: str, tier: Tier | None, operator: str, state: ScoringState) -> list[TierChange]:
         """Pin (tier) or release (None) the group's tier now (see `now`): the cooldowns the minutes since
         its last evaluation brought, if any, then the override itself."""
         windows = self._windows(state, group)
-        current = TierState.from_row(state.tiers.get(group))
+        current = state.tiers.get(group) or _NO_TIER
         move = windows.move(group, self.now(state))
         out: list[TierChange] = []
         if current.override is None and move.before is not None and current.tier is not Tier.none:
@@ -283,7 +328,7 @@ class TierStage:
         self, group: str, windows: WindowCounter, state: ScoringState, at: datetime, late: int | None = None
     ) -> list[TierChange]:
         move = windows.move(group, at)
-        stored = current = TierState.from_row(state.tiers.get(group))
+        stored = current = state.tiers.get(group) or _NO_TIER
         out: list[TierChange] = []
         if current.override is None:
             if move.before is not None and current.tier is not Tier.none:
@@ -402,9 +447,8 @@ class TierStage:
 
     @staticmethod
     def _save(group: str, tier: TierState, state: ScoringState) -> None:
-        row = tier.to_row()
-        if state.tiers.get(group) != row:
-            state.tiers[group] = row
+        if state.tiers.get(group) != tier:
+            state.tiers.set(group, tier)
 
     def _change(
         self,
@@ -447,7 +491,7 @@ class TierStage:
 
     @staticmethod
     def tier_of(group: str, state: ScoringState) -> Tier:
-        return TierState.from_row(state.tiers.get(group)).tier
+        return (state.tiers.get(group) or _NO_TIER).tier
 
     def top_posts(
         self, group: str, state: ScoringState, since_minute: int, until_minute: int
@@ -457,25 +501,30 @@ class TierStage:
 
     @staticmethod
     def _remember_top(hit: KeywordHit, state: ScoringState) -> None:
-        entries = list(state.top.get(hit.group) or [])
+        row = state.top.get(hit.group)
+        entries = list(row.posts) if row is not None else []
         minute = minute_of(hit.event_time)
         key = f"{hit.platform.value}:{hit.post_id}"
-        for e in entries:
-            if e[1] == key:
-                e[0], e[3] = max(e[0], minute), e[3] + hit.delta.total
+        spread = hit.delta.total
+        for i, e in enumerate(entries):
+            if e.post == key:
+                entries[i] = replace(e, minute=max(e.minute, minute), spread=e.spread + spread)
                 break
         else:
-            entries.append([minute, key, hit.platform.value, hit.delta.total, hit.excerpt[:80], hit.url])
-        entries.sort(key=itemgetter(3), reverse=True)  # stable: equal spreads keep their order
-        state.top[hit.group] = entries[: _TOP_N * 2]
+            if len(entries) >= _TOP_N * 2 and spread <= entries[-1].spread:
+                return  # it would sort after every entry kept (equal spreads keep their order): no change
+            entries.append(TopPost(minute, key, hit.platform.value, spread, hit.excerpt[:80], hit.url))
+        entries.sort(key=_SPREAD, reverse=True)  # stable: equal spreads keep their order
+        state.top.set(hit.group, TopPosts(tuple(entries[: _TOP_N * 2])))
 
     @staticmethod
     def _top_posts(
         group: str, state: ScoringState, since_minute: int, until_minute: int
     ) -> list[dict[str, Any]]:
-        entries = [e for e in state.top.get(group) or [] if since_minute < e[0] <= until_minute]
+        row = state.top.get(group)
+        entries = [e for e in row.posts if since_minute < e.minute <= until_minute] if row is not None else []
         return [
-            {"post": e[1], "platform": e[2], "spread": e[3], "excerpt": e[4], "url": e[5]}
+            {"post": e.post, "platform": e.platform, "spread": e.spread, "excerpt": e.excerpt, "url": e.url}
             for e in entries[:_TOP_N]
         ]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
 
 from schemas.events import Engagement, Post
 
@@ -19,15 +18,6 @@ class Snapshot:
     comments: int
     likes: int
     observed_at: datetime
-
-    def to_row(self) -> list[object]:
-        return [self.reposts, self.comments, self.likes, self.observed_at.isoformat()]
-
-    @classmethod
-    def from_row(cls, row: list[object]) -> Snapshot:
-        # As to_row writes it, read on every hit; the scoring core keeps more after these four.
-        r, c, lk, t = cast(tuple[int, int, int, str], row[:4])
-        return cls(r, c, lk, datetime.fromisoformat(t))
 
 
 def cumulative_of(snap: Snapshot, reported: Engagement) -> Engagement:

@@ -8,23 +8,26 @@ rate's error and the noise of the minutes to come) gives the earliest and latest
 `min_confidence`. A warning needs the latest crossing within the lead time.
 
 A forecast never changes a tier. Dedup state (one small row per group and tier while a warning stands) lives
-in a MutableMapping the caller controls, as the rest of the scoring state does.
+in a table the caller hands in ("forecasts", services/scoring/rows.py), as the rest of the scoring state does.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from statistics import NormalDist, median
-from typing import Any, Literal
+from typing import Literal
+
+from msgspec import Struct
 
 from schemas.events import Tier, TierForecast, TierForecastInputs
+from schemas.labels import window_label
 from services.common.clock import Clock, system_clock, utc
 from services.common.config import ForecastConfig, TierRule, TiersConfig
+from services.common.partitioned import Table
 from services.scoring.exceptions import BadSeries
-from services.scoring.tiers import window_label
 
 __all__ = ["METHOD", "Estimate", "ForecastStage", "ForecastTrack", "estimate"]
 
@@ -162,23 +165,13 @@ def estimate(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ForecastTrack:
-    """Dedup state of one group and tier while a warning stands."""
+class ForecastTrack(Struct, frozen=True, array_like=True, gc=False, tag="2"):
+    """Dedup state of one group and tier while a warning stands; also its row in the "forecasts" table
+    (keyed group|tier, services/scoring/rows.py)."""
 
     last: int  # the last minute evaluated (as_of)
     expected: float  # expected crossing of the warning emitted last, epoch minutes
     quiet_since: int | None = None  # first minute evaluated since then that did not qualify
-
-    def to_row(self) -> list[Any]:
-        return [self.last, self.expected, self.quiet_since]
-
-    @classmethod
-    def from_row(cls, row: list[Any] | None) -> ForecastTrack | None:
-        if not row:
-            return None
-        last, expected, quiet = row[:3]
-        return cls(int(last), float(expected), None if quiet is None else int(quiet))
 
 
 class ForecastStage:
@@ -213,7 +206,7 @@ class ForecastStage:
         now: datetime,
         tiers: TiersConfig,
         current: Tier,
-        state: MutableMapping[str, list[Any]],
+        state: Table[ForecastTrack],
     ) -> list[TierForecast]:
         """The forecasts due at `now` for `group`, whose tier is `current`. The caller produces them before
         it saves `state` (as with every scoring output), so that a crash repeats a forecast, never loses it.
@@ -225,19 +218,19 @@ class ForecastStage:
         for rule in tiers.rules:
             tier = Tier(rule.tier)
             key = f"{group}|{rule.tier}"
-            track = ForecastTrack.from_row(state.get(key))
+            track = state.get(key)
             if tier.severity <= current.severity:
                 if track is not None:
-                    del state[key]  # reached (or pinned at or above it): the warning is over
+                    state.delete(key)  # reached (or pinned at or above it): the warning is over
                 continue
             if track is not None and as_of <= track.last:
                 continue
             est = estimate(series, as_of, tier, rule, self.config)
-            track, due = self._step(track, est)
+            stored, (track, due) = track, self._step(track, est)
             if track is None:
-                state.pop(key, None)
-            elif state.get(key) != track.to_row():
-                state[key] = track.to_row()
+                state.delete(key)
+            elif track != stored:
+                state.set(key, track)
             if due:
                 out.append(self._event(group, est, tiers, series, current))
         return out

@@ -12,7 +12,6 @@ sends each group's snapshot again, which a reader keeping the newest per group t
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,10 +19,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.events import Platform, SpreadPost, SpreadSnapshot, TierForecast
+from schemas.labels import window_label
 from services.common.clock import Clock, system_clock, utc
 from services.scoring.core import ScoringState, TierStage
 from services.scoring.forecast import ForecastStage
-from services.scoring.tiers import window_label
 from services.scoring.windows import minute_of
 
 __all__ = ["LiveStage"]
@@ -43,8 +42,8 @@ class _Sent:
 
 @dataclass
 class LiveStage:
-    """One partition's live spread and forecasts. `forecasts` is the forecast's dedup table (one row per
-    group and tier while a warning stands), saved by the caller with the rest of the partition's state."""
+    """One partition's live spread and forecasts. The forecast's dedup rows (one per group and tier while a
+    warning stands) are the state's "forecasts" table, saved by the caller with the rest of it."""
 
     tiers: TierStage
     forecast: ForecastStage
@@ -54,17 +53,15 @@ class LiveStage:
     _sent: dict[str, _Sent] = field(default_factory=dict)
     _forecast_minute: dict[str, int] = field(default_factory=dict)  # the last as_of asked, per group
 
-    def tick(
-        self, state: ScoringState, forecasts: MutableMapping[str, list[Any]], now: datetime
-    ) -> tuple[list[TierForecast], list[SpreadSnapshot]]:
+    def tick(self, state: ScoringState, now: datetime) -> tuple[list[TierForecast], list[SpreadSnapshot]]:
         """Forecasts due and snapshots due at `now` (the scoring clock: wall or newest event time), for every
-        group with windows in `state`. The caller produces them before it saves `forecasts`."""
+        group with windows in `state`. The caller produces them before it saves the forecasts table."""
         now = utc(now)
         out: list[TierForecast] = []
         snaps: list[SpreadSnapshot] = []
         wall = self.clock()
         for group in list(state.windows_meta.keys()):
-            out.extend(self._forecasts(group, state, forecasts, now))
+            out.extend(self._forecasts(group, state, now))
             last = self._sent.get(group)
             if last is not None and (wall - last.at).total_seconds() < self.interval_seconds:
                 continue
@@ -76,9 +73,7 @@ class LiveStage:
             snaps.append(snap)
         return out, snaps
 
-    def _forecasts(
-        self, group: str, state: ScoringState, table: MutableMapping[str, list[Any]], now: datetime
-    ) -> list[TierForecast]:
+    def _forecasts(self, group: str, state: ScoringState, now: datetime) -> list[TierForecast]:
         if not self.forecast.config.enabled:
             return []
         as_of = minute_of(now) - 1  # the last complete minute
@@ -96,7 +91,7 @@ class LiveStage:
         out: list[TierForecast] = []
         for minute in range(first, as_of + 1):
             at = _minute_start(minute + 1)
-            out.extend(self.forecast.evaluate(group, series, at, rules, current, table))
+            out.extend(self.forecast.evaluate(group, series, at, rules, current, state.forecasts))
         return out
 
     def _snapshot(self, group: str, state: ScoringState, now: datetime) -> SpreadSnapshot:

@@ -283,10 +283,6 @@ class RuleMatcher:
             if freq.get(word) and word not in compounds:
                 self._tokenizer.del_word(word)
 
-    @property
-    def term_count(self) -> int:
-        return len(self._automaton)
-
     def negatives_of(self, group: str) -> frozenset[str]:
         """The normalised negative tags a group matches: bundled and its own."""
         return next(c.negatives for c in self._groups if c.rule.name == group)

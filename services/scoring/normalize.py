@@ -132,6 +132,14 @@ def normalize_marked(text: str) -> tuple[str, frozenset[int], frozenset[int]]:
             cuts.add(at)
         elif part == _END:
             ends.add(at)
+        elif parts and part and unicodedata.combining(part[0]):
+            # A mark kept a combining character ('O' + '¨' after a nick) from composing with its letter:
+            # no boundary falls inside a character, and composing here keeps normalising twice a no-op.
+            cuts.discard(at)
+            ends.discard(at)
+            joined = unicodedata.normalize("NFKC", parts[-1] + part)
+            at += len(joined) - len(parts[-1])
+            parts[-1] = joined
         else:
             parts.append(part)
             at += len(part)

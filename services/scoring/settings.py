@@ -15,7 +15,7 @@ class ScoringSettings(CommonSettings):
         default=72.0,
         gt=0,
         le=24 * 30,
-        description="How long a post's counts are remembered after its last snapshot (~0.7 KB a post). "
+        description="How long a post's counts are remembered after its last snapshot (~0.3 KB a post). "
         "Must exceed the longest window plus grace. A post first seen later than this after publication "
         "counts from its first snapshot on.",
     )

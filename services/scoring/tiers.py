@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
+
+from msgspec import Struct
 
 from schemas.events import Tier
 from services.common.config import TiersConfig
 
-__all__ = ["TierDecision", "TierState", "decide", "held", "highest", "window_label"]
+__all__ = ["TierDecision", "TierState", "decide", "held", "highest"]
 
 
-def window_label(minutes: int) -> str:
-    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
+class TierState(Struct, frozen=True, array_like=True, gc=False, tag="2"):
+    """A rule group's tier and what its next decisions need; also its row in the "tiers" table
+    (services/scoring/rows.py)."""
 
-
-@dataclass(frozen=True)
-class TierState:
     tier: Tier = Tier.none
     below_since: datetime | None = None  # when spread first fell under the hysteresis band
     override: Tier | None = None
@@ -25,27 +25,6 @@ class TierState:
     # The minute (event time) this tier was decided: the tier timeline before it is emitted and final, so a
     # late observation re-decides only from here on. None: never changed, or a row written before it existed.
     since: datetime | None = None
-
-    def to_row(self) -> dict[str, Any]:
-        return {
-            "tier": int(self.tier),
-            "below_since": self.below_since.isoformat() if self.below_since else None,
-            "override": None if self.override is None else int(self.override),
-            "override_by": self.override_by,
-            "since": self.since.isoformat() if self.since else None,
-        }
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any] | None) -> TierState:
-        if not row:
-            return cls()
-        return cls(
-            tier=Tier(row["tier"]),
-            below_since=datetime.fromisoformat(row["below_since"]) if row.get("below_since") else None,
-            override=None if row.get("override") is None else Tier(row["override"]),
-            override_by=row.get("override_by"),
-            since=datetime.fromisoformat(row["since"]) if row.get("since") else None,
-        )
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.forecast import ForecastStage
 from services.scoring.live import LiveStage
 from services.scoring.matcher import RuleMatcher
+from services.scoring.rows import TABLES
 from services.scoring.settings import ScoringSettings
+from services.scoring.tiers import TierState
 from services.scoring.windows import LateEvent
 
 __all__ = ["Scoring", "build", "run", "tier_levels"]
@@ -45,21 +47,9 @@ log = logging.getLogger(__name__)
 
 _EXPIRE_EVERY_SECONDS = 600.0
 
-TABLES = [
-    "snapshots",
-    "thread-groups",
-    "seen",
-    "buckets",
-    "windows-meta",
-    "tiers",
-    "top-posts",
-    "counted",
-    "forecasts",
-]
-
 
 def tier_levels(
-    groups: Iterable[str], tiers: Mapping[str, Any], owned: set[int] | None, home: Callable[[str], int]
+    groups: Iterable[str], tiers: Mapping[str, TierState], owned: set[int] | None, home: Callable[[str], int]
 ) -> dict[str, int]:
     """The tier of each rule group this worker owns, read from the tiers table (0 when it has no row).
 
@@ -72,15 +62,15 @@ def tier_levels(
     out: dict[str, int] = {}
     for group in groups:
         if home(group) in owned:
-            row = tiers[group] if group in tiers else None
-            out[group] = int(row["tier"]) if row else 0
+            row = tiers.get(group)
+            out[group] = 0 if row is None else int(row.tier)
     return out
 
 
 class _TierCollector:
     """`tiers` returns the tiers table as it is at scrape time (a worker's owned partitions merged)."""
 
-    def __init__(self, groups: list[str], tiers: Callable[[], Mapping[str, Any]], shell: Any) -> None:
+    def __init__(self, groups: list[str], tiers: Callable[[], Mapping[str, TierState]], shell: Any) -> None:
         self._groups, self._tiers, self._shell = groups, tiers, shell
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -131,8 +121,8 @@ class Scoring:
             tick_seconds=min(settings.tick_seconds, settings.spread_snapshot_seconds),
             forwarded=[t.scoring_threads],
         )
-        self._states: dict[int, tuple[dict[str, Any], ScoringState]] = {}
-        self._live: dict[int, tuple[dict[str, Any], LiveStage]] = {}
+        self._states: dict[int, tuple[dict[str, Any], ScoringState]] = {}  # partition -> (its tables, view)
+        self._live: dict[int, tuple[dict[str, Any], LiveStage]] = {}  # partition -> (its tables, stage)
         self.hits_total = Counter(
             "yuqing_keyword_hits_total",
             "Keyword hits emitted, per platform.",
@@ -162,18 +152,7 @@ class Scoring:
         cached = self._states.get(batch.partition)
         # By identity, holding the dict: a restored partition brings new tables, and an id() could be reused.
         if cached is None or cached[0] is not batch.tables:
-            tb = batch.tables
-            state = ScoringState(
-                snapshots=tb["snapshots"],
-                thread_groups=tb["thread-groups"],
-                seen=tb["seen"],
-                buckets=tb["buckets"],
-                windows_meta=tb["windows-meta"],
-                tiers=tb["tiers"],
-                top=tb["top-posts"],
-                counted=tb["counted"],
-            )
-            cached = self._states[batch.partition] = (batch.tables, state)
+            cached = self._states[batch.partition] = (batch.tables, ScoringState.of(batch.tables))
         return cached[1]
 
     def _live_stage(self, batch: Batch) -> LiveStage:
@@ -227,9 +206,7 @@ class Scoring:
     def on_tick(self, batch: Batch) -> None:
         state = self._state(batch)
         self._emit(self.tier_stage.tick(state), batch)
-        forecasts, snapshots = self._live_stage(batch).tick(
-            state, batch.tables["forecasts"], self.tier_stage.now(state)
-        )
+        forecasts, snapshots = self._live_stage(batch).tick(state, self.tier_stage.now(state))
         for forecast in forecasts:
             batch.send(self.topics.tier_forecasts, forecast.group.encode(), json.dumps(forecast))
         for snapshot in snapshots:
@@ -239,9 +216,14 @@ class Scoring:
             self._expired_at[batch.partition] = time.monotonic()
             posts = self.hits_stage.expire(state)
             markers = self.tier_stage.expire(state)
-            if posts or markers:
+            buckets = self.tier_stage.drop_stale_buckets(state)
+            if posts or markers or buckets:
                 log.info(
-                    "partition %d: forgot %d posts and %d count markers", batch.partition, posts, markers
+                    "partition %d: forgot %d posts, %d count markers and %d stale buckets",
+                    batch.partition,
+                    posts,
+                    markers,
+                    buckets,
                 )
 
     def _emit(self, changes: list[Any], batch: Batch) -> None:

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from schemas.events import IncidentAction, IncidentState, KeywordHit, TierOverride
+from schemas.events import IncidentAction, IncidentState, KeywordHit, Tier, TierOverride
 from schemas.topics import Topics
 from services.common import json
 from services.common.broker import free_port
@@ -30,10 +30,10 @@ from services.common.kafka import ensure_topics
 from services.common.links import sign_link
 from services.desk.app import create_app
 from services.desk.settings import DeskSettings
-from services.desk.store import open_store
+from services.desk.store import LedgerQuery, open_store
 from services.desk.tables import ledger_entries, ledger_hits
-from tests.conftest import produce
-from tests.factories import hit, incident_event
+from tests.conftest import collect, produce
+from tests.factories import hit, incident_event, tier_change
 from tests.pg import PgCluster
 
 pytestmark = pytest.mark.kafka
@@ -254,3 +254,71 @@ def test_an_ack_link_works_once_across_two_replicas(replicas):
     assert "已使用" in again.text
     assert one.post(f"/v1/ack/{token}").status_code == 409
     assert len(publisher.actions) == 1  # one ack published, whichever replica was asked
+
+
+async def test_poison_records_go_to_the_dead_letter_topic_and_the_next_ones_are_stored(settings, kafka):
+    """On each input topic a record that does not decode, and on keyword-hits one PostgreSQL refuses (a NUL in
+    its text) sent in the same batch as a valid one: each poison record is dead-lettered with its reason and
+    counted, and the valid record after it is stored."""
+    topics = Topics.with_prefix(settings.topic_prefix)
+    url = settings.database_url.get_secret_value()
+    refused = hit("nul-post", 10, excerpt="星河空调\x00漏水")
+    good = hit("good-post", 300, excerpt="星河空调漏水")
+    change = tier_change(Tier.level3, Tier.none, {"8h": 11_000})
+    opened = incident_event(1, IncidentState.opened)
+    await produce(
+        kafka,
+        topics.keyword_hits,
+        [(b"xinghe", b"{not json"), (b"xinghe", json.dumps(refused)), (b"xinghe", json.dumps(good))],
+    )
+    await produce(
+        kafka, topics.tier_changes, [(b"xinghe", b'{"group": "xinghe"}'), (b"xinghe", json.dumps(change))]
+    )
+    await produce(
+        kafka, topics.incidents, [(b"xinghe", b"\xff\xfe not utf-8"), (b"xinghe", json.dumps(opened))]
+    )
+
+    def stored() -> bool:
+        store = open_store(DeskSettings(database_url=url))
+        try:
+            posts = [r["post_id"] for r in store.ledger_page(LedgerQuery(), {}, 10, 0)[1]]
+            return (
+                posts == ["good-post"]
+                and bool(store.tier_changes_after(0))
+                and bool(store.incident_events_after(0))
+            )
+        finally:
+            store.close()
+
+    app = create_app(settings, publisher=_Collect())
+    async with running(app) as client:
+        assert await wait_for(stored, within=60)
+        metrics = (await client.get("/metrics")).text
+    letters = [
+        json.loads(v)
+        for v in await collect(kafka, topics.dead_letter, until=lambda values: len(values) >= 4, within=30)
+    ]
+    by_source = sorted((d["source_topic"], d["reason"], d["service"]) for d in letters)
+    assert by_source == [
+        (topics.incidents, "invalid_json", "desk"),
+        (topics.keyword_hits, "invalid_json", "desk"),
+        (topics.keyword_hits, "processing_error", "desk"),
+        (topics.tier_changes, "invalid_schema", "desk"),
+    ]
+    refused_letter = next(d for d in letters if d["reason"] == "processing_error")
+    assert refused_letter["offset"] == 1
+    assert "NUL" in refused_letter["detail"]
+    assert 'yuqing_dead_letters_total{reason="invalid_json",service="desk"} 2.0' in metrics
+    assert 'yuqing_dead_letters_total{reason="invalid_schema",service="desk"} 1.0' in metrics
+    assert 'yuqing_dead_letters_total{reason="processing_error",service="desk"} 1.0' in metrics
+    # Every record read, the poison ones included: a restart does not read them again.
+    assert store_offsets(url) == {topics.keyword_hits: 3, topics.tier_changes: 2, topics.incidents: 2}
+
+
+def store_offsets(url: str) -> dict[str, int]:
+    """The stored next offset per topic, of the partition its records went to (one key, one partition)."""
+    store = open_store(DeskSettings(database_url=url))
+    try:
+        return {topic: o for (topic, _), o in store.stored_offsets().items() if o}
+    finally:
+        store.close()

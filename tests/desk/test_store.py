@@ -40,12 +40,12 @@ def test_the_migrated_schema_is_the_tables_module(store):
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), METADATA)
     assert diff == []
-    assert store.revision() == "0001"
+    assert store.revision() == "0002"
 
 
 def test_migrating_again_changes_nothing(url, store):
     again = open_store(DeskSettings(database_url=url))
-    assert again.revision() == "0001"
+    assert again.revision() == "0002"
     again.close()
 
 
@@ -100,6 +100,21 @@ def test_a_value_postgresql_cannot_hold_is_rejected_not_retried(pg_url):
     store.close()
 
 
+def test_a_hit_postgresql_cannot_hold_is_rejected_and_the_writer_goes_on(pg_url):
+    """The ledger's rows go to PostgreSQL by COPY: a refused value is StoreRejected (the sink dead-letters
+    it), not StoreUnavailable (which would retry it for ever), and the writer's connection stays usable."""
+    store = open_store(DeskSettings(database_url=pg_url))
+    lease = store.acquire_writer()
+    assert lease is not None
+    with pytest.raises(StoreRejected, match="NUL"):
+        store.write([hit("a", 1), hit("b", 2, excerpt="坏\x00字")], {("t.keyword-hits", 0): 2}, lease)
+    assert store.stored_offsets() == {}
+    assert store.write([hit("a", 1)], {("t.keyword-hits", 0): 2}, lease) == 1
+    assert store.stored_offsets() == {("t.keyword-hits", 0): 2}
+    lease.close()
+    store.close()
+
+
 def test_unknown_counts_stay_unknown(store):
     counts = Engagement.model_validate({"reposts": None, "comments": 3, "likes": 4})
     store.write([hit("a", 100).model_copy(update={"cumulative": counts})])
@@ -125,7 +140,10 @@ def _ledger(store: Store) -> None:
     )
 
 
-def test_ledger_filters_sorts_and_pages(store):
+@pytest.mark.parametrize("sorted_here", [10_000, 0], ids=["sorted-by-the-desk", "sorted-by-the-database"])
+def test_ledger_filters_sorts_and_pages(store, sorted_here, monkeypatch):
+    """The same pages whether the few matching entries are sorted by the desk or by the database."""
+    monkeypatch.setattr("services.desk.store._SORTED_HERE", sorted_here)
     _ledger(store)
     tiers = {"xinghe": 2, "other": 0}
 
@@ -144,10 +162,12 @@ def test_ledger_filters_sorts_and_pages(store):
     assert ids(sentiment="negative") == ["c", "b", "a"]
     assert ids(since=T0 + timedelta(minutes=2)) == ["d", "c"]
     assert ids(until=T0 + timedelta(minutes=1)) == ["b", "a"]
+    assert ids(limit=2, offset=2, sort="spread") == ["d", "c"]
     assert ids(post="douyin:b") == ["b"]  # a board card's top post links to its row
     assert ids(post="weibo:b") == []
     assert ids(post="b") == []
     assert store.ledger_page(LedgerQuery(group="other"), tiers, 10, 0)[0] == 1
+    assert store.ledger_page(LedgerQuery(), tiers, 10, 4) == (4, [])  # past the end: the total, no rows
 
 
 def test_keyword_search_finds_words_in_excerpts(store):

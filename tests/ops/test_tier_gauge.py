@@ -15,12 +15,9 @@ GROUPS = ["xinghe", "mingyue", "qinghe"]
 HOME = {"xinghe": 0, "mingyue": 1, "qinghe": 0}.__getitem__
 
 
-def _table() -> dict[str, dict[str, object]]:
+def _table() -> dict[str, TierState]:
     """The tiers table as a restarted worker finds it after recovering the changelog."""
-    return {
-        "xinghe": TierState(tier=Tier.level1).to_row(),
-        "mingyue": TierState(tier=Tier.level3).to_row(),
-    }
+    return {"xinghe": TierState(tier=Tier.level1), "mingyue": TierState(tier=Tier.level3)}
 
 
 def test_a_restarted_worker_reports_the_recovered_tier_not_none() -> None:
@@ -51,5 +48,5 @@ def test_the_collector_exports_the_table_through_the_registry() -> None:
     assert 'yuqing_tier_level{group="xinghe"} 1.0' in text
     assert 'yuqing_tier_level{group="qinghe"} 0.0' in text
     assert "mingyue" not in text
-    table["xinghe"] = TierState(tier=Tier.level2).to_row()  # a tier change: no gauge to forget to update
+    table["xinghe"] = TierState(tier=Tier.level2)  # a tier change: no gauge to forget to update
     assert 'yuqing_tier_level{group="xinghe"} 2.0' in generate_latest(registry).decode()

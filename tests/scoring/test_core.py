@@ -2,16 +2,19 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Engagement, KeywordHit, Platform, Post, Tier, TierChange
+from services.common import json
 from services.common.clock import FakeClock
 from services.common.exceptions import ConfigError
 from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.matcher import RuleMatcher
+from services.scoring.rows import TrackedPost, micros
 from services.scoring.windows import LateEvent
 from tests.factories import crisis_burst
 from tests.scoring.factories import T0, XINGHE_CONFIG, make_post
@@ -66,14 +69,13 @@ def test_matching_post_yields_one_first_seen_hit(
     assert hit.sentiment < 0
     assert hit.demand in {"refund", "safety"}
     assert {m.term for m in hit.matches} >= {"星河电器", "起火"}
-    assert state.thread_groups == {"weibo:p1": ["xinghe"]}
+    assert state.snapshots["weibo:p1"].groups == ("xinghe",)  # what a repost of it counts for
 
 
 def test_non_matching_post_yields_nothing(hits: HitStage, state: ScoringState) -> None:
     assert hits.process(make_post(text="今天天气真好", reposts=1000), state) == []
     assert hits.process(make_post(post_id="p2", text="星河电器发布新品", reposts=1000), state) == []
-    assert state.snapshots == {}
-    assert state.seen == {}
+    assert len(state.snapshots) == 0
 
 
 def test_same_snapshot_again_yields_no_hit(hits: HitStage, state: ScoringState) -> None:
@@ -171,7 +173,7 @@ def test_tier_changes_up_in_order(hits: HitStage, tiers: TierStage, state: Scori
     assert changes[-1].top_posts[0]["post"] == "weibo:root"
     assert changes[-1].top_posts[0]["spread"] == 100_001
     assert len({c.event_id for c in changes}) == 3
-    assert state.tiers["xinghe"]["tier"] == int(Tier.level1)
+    assert state.tiers["xinghe"].tier == Tier.level1
 
 
 def test_tier_change_ids_are_deterministic(matcher: RuleMatcher) -> None:
@@ -192,7 +194,7 @@ def test_tier_change_ids_are_deterministic(matcher: RuleMatcher) -> None:
 def test_hit_below_threshold_emits_nothing(tiers: TierStage, state: ScoringState, hits: HitStage) -> None:
     (hit,) = hits.process(make_post(reposts=10_000), state)
     assert tiers.process(hit, state) == []
-    assert state.tiers["xinghe"]["tier"] == int(Tier.none)
+    assert state.tiers["xinghe"].tier == Tier.none
 
 
 def test_tick_brings_tier_down_by_cooldown(
@@ -211,7 +213,7 @@ def test_tick_brings_tier_down_by_cooldown(
     assert all(c.reason == "cooldown" and c.direction == "down" for c in down)
     assert down[0].previous == Tier.level1
     assert down[-1].tier == Tier.none
-    assert state.tiers["xinghe"]["tier"] == int(Tier.none)
+    assert state.tiers["xinghe"].tier == Tier.none
     assert down[-1].counts == {"8h": 0, "4h": 0, "2h": 0}
     # Quiet and already at none: nothing more to report.
     clock.advance(hours=1)
@@ -227,8 +229,8 @@ def test_tick_within_hold_keeps_tier(
     assert tiers.tick(state) == []
     clock.set(T0 + timedelta(minutes=139))
     assert tiers.tick(state) == []
-    assert state.tiers["xinghe"]["tier"] == int(Tier.level1)
-    assert state.tiers["xinghe"]["below_since"] == (T0 + timedelta(minutes=125)).isoformat()
+    assert state.tiers["xinghe"].tier == Tier.level1
+    assert state.tiers["xinghe"].below_since == T0 + timedelta(minutes=125)
     clock.set(T0 + timedelta(minutes=140, seconds=59))
     assert tiers.tick(state) == []  # minute 140 is not over: its hits may still come
     clock.set(T0 + timedelta(minutes=141))
@@ -285,7 +287,7 @@ def test_override_pins_tier_in_stage(hits: HitStage, tiers: TierStage, state: Sc
     )
     (hit,) = hits.process(make_post(reposts=5), state)
     assert tiers.process(hit, state) == []
-    assert state.tiers["xinghe"]["override"] == int(Tier.level1)
+    assert state.tiers["xinghe"].override == Tier.level1
 
 
 def test_keyword_hit_id_depends_on_group_and_snapshot(hits: HitStage, state: ScoringState) -> None:
@@ -303,6 +305,39 @@ def test_replayed_hit_is_counted_once(hits: HitStage, tiers: TierStage, state: S
     assert tiers.process(hit, state) == []
     sums = tiers._windows(state, "xinghe").sums("xinghe")
     assert sums[480] == 10_001
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 500)), min_size=20, max_size=120))
+def test_the_top_posts_kept_are_those_a_full_sort_keeps(spreads: list[tuple[int, int]]) -> None:
+    """Each post's spread adds up, the list is ordered by spread (earlier first among equals) and cut at 20,
+    also when a hit that cannot make the list is left out without sorting."""
+    state, expected = ScoringState.in_memory(), list[tuple[str, int]]()
+    for n, (post, spread) in enumerate(spreads):
+        at = T0 + timedelta(minutes=n)
+        hit = KeywordHit(
+            group="g",
+            platform=Platform.weibo,
+            post_id=f"p{post}",
+            thread_key=f"weibo:p{post}",
+            snapshot_id=f"s{n}",
+            first_seen=False,
+            event_time=at,
+            delta=Engagement(likes=spread),
+            cumulative=Engagement(likes=spread),
+            detected_at=at,
+        )
+        TierStage._remember_top(hit, state)
+        key = f"weibo:p{post}"
+        known = [i for i, (k, _) in enumerate(expected) if k == key]
+        if known:
+            expected[known[0]] = (key, expected[known[0]][1] + spread)
+        else:
+            expected.append((key, spread))
+        expected.sort(key=itemgetter(1), reverse=True)
+        del expected[20:]
+    kept = state.top.get("g")
+    assert [(e.post, e.spread) for e in (kept.posts if kept else ())] == expected
 
 
 def test_group_grace_overrides_default(clock: FakeClock) -> None:
@@ -327,7 +362,7 @@ def test_group_grace_overrides_default(clock: FakeClock) -> None:
             tiers.process(hit, state)
     (late,) = hits.process(make_post(post_id="c", text="星河电器空调起火了", event_time=T0, reposts=7), state)
     tiers.process(late, state)
-    assert state.buckets[f"xinghe|{int(T0.timestamp() // 60)}"] == {"weibo": 7}
+    assert state.buckets[f"xinghe|{int(T0.timestamp() // 60)}"].spread == (("weibo", 7),)
     (late,) = hits.process(make_post(post_id="d", text="格力的空调起火了", event_time=T0, reposts=7), state)
     with pytest.raises(LateEvent):
         tiers.process(late, state)
@@ -343,20 +378,31 @@ def test_posts_not_recrawled_within_the_horizon_are_forgotten(hits: HitStage, st
     hits.process(make_post(post_id="new", event_time=T0 + timedelta(hours=73), likes=10), state)
     assert hits.expire(state) == 1
     assert set(state.snapshots) == {"weibo:kept", "weibo:new"}
-    assert state.snapshots["weibo:kept"][4] == ["xinghe"]  # its hit mark went with it
+    assert state.snapshots["weibo:kept"].groups == ("xinghe",)
     assert hits.expire(state) == 0  # nothing older left
 
 
-def test_an_older_workers_hit_marks_are_honoured_and_forgotten(hits: HitStage, state: ScoringState) -> None:
-    # Written before the marks moved into the snapshot row: a four-item row and a marker in `seen`.
-    state.snapshots["weibo:p"] = [0, 0, 10, T0.isoformat()]
-    state.seen["weibo:p|xinghe"] = True
+def test_a_row_the_previous_version_wrote_is_read(hits: HitStage, state: ScoringState) -> None:
+    """Rows written before typed rows: [reposts, comments, likes, observed_at ISO, [groups hit for]]."""
+    state.snapshots.restore({"weibo:p": json.dumps([0, 0, 10, T0.isoformat(), ["xinghe"]])})
     (again,) = hits.process(make_post(post_id="p", event_time=T0 + timedelta(hours=1), likes=15), state)
     assert (again.first_seen, again.delta.total) == (False, 5)
-    assert state.snapshots["weibo:p"] == [0, 0, 15, (T0 + timedelta(hours=1)).isoformat(), []]
-    hits.process(make_post(post_id="q", event_time=T0 + timedelta(hours=74)), state)
-    hits.expire(state)
-    assert state.seen == {}
+    assert state.snapshots["weibo:p"] == TrackedPost(0, 0, 15, micros(T0 + timedelta(hours=1)), ("xinghe",))
+
+
+def test_a_repost_counts_for_the_groups_its_root_was_hit_for_while_the_root_is_tracked(
+    hits: HitStage, state: ScoringState
+) -> None:
+    def repost(post_id: str, at: datetime) -> Post:
+        return make_post(
+            post_id=post_id, text="转发微博", root_post_id="root", event_time=at, published_at=at, likes=5
+        )
+
+    hits.process(make_post(post_id="root", likes=10), state)
+    assert [h.group for h in hits.process(repost("r0", T0 + timedelta(hours=1)), state)] == ["xinghe"]
+    hits.process(make_post(post_id="other", event_time=T0 + timedelta(hours=74)), state)
+    assert hits.expire(state) == 2  # the root and r0: last seen 72 h before the newest snapshot
+    assert hits.process(repost("r1", T0 + timedelta(hours=74)), state) == []
 
 
 def test_a_forgotten_post_coming_back_adds_only_its_growth(hits: HitStage, state: ScoringState) -> None:
@@ -387,11 +433,10 @@ def test_a_post_first_seen_long_after_publication_counts_from_then_on(
 
 
 def test_count_markers_are_forgotten_with_the_same_horizon(tiers: TierStage, state: ScoringState) -> None:
-    state.counted.update(
-        {"g|weibo:old": (T0 - timedelta(hours=73)).isoformat(), "g|weibo:new": T0.isoformat()}
-    )
+    state.counted.set("g|weibo:old", micros(T0 - timedelta(hours=73)))
+    state.counted.set("g|weibo:new", micros(T0))
     assert tiers.expire(state) == 1
-    assert set(state.counted) == {"g|weibo:new"}
+    assert state.counted.keys() == ["g|weibo:new"]
 
 
 def test_the_horizon_must_outlast_the_longest_window(matcher: RuleMatcher) -> None:
@@ -448,14 +493,14 @@ def test_a_shuffled_burst_ends_at_level_1_with_every_count(
             changes.extend(tier_stage.tick(state))
     if ticks:
         changes.extend(tier_stage.tick(state))
-    assert state.tiers["xinghe"]["tier"] == int(Tier.level1)
+    assert state.tiers["xinghe"].tier == Tier.level1
     assert changes[-1].tier == Tier.level1
     assert changes[-1].counts == {"8h": 100_001, "4h": 100_001, "2h": 100_001}
     assert all(c.direction == "up" for c in changes)
     windows = tier_stage._windows(state, "xinghe")
     assert windows.sums("xinghe") == {120: 100_001, 240: 100_001, 480: 100_001}
     # The buckets (what the windows count) hold exactly what the posts spread: the ledger's figure.
-    assert sum(sum(b.values()) for b in state.buckets.values()) == sum(p.engagement.total for p in posts)
+    assert sum(b.total for _, b in state.buckets.items()) == sum(p.engagement.total for p in posts)
     ends = [c.window_end for c in changes]
     assert ends == sorted(ends)  # a group's changes come out in event-time order
     assert len({c.event_id for c in changes}) == len(changes)
@@ -467,13 +512,13 @@ def test_an_observation_7_hours_late_counts_and_raises_the_tier_it_reached(
     _feed([make_post(post_id="new", event_time=T0 + timedelta(hours=7), reposts=100)], hits, tiers, state)
     clock.set(T0 + timedelta(hours=7, minutes=5))
     (late,) = _feed([make_post(post_id="old", event_time=T0, reposts=10_001)], hits, tiers, state)
-    assert state.buckets[f"xinghe|{int(T0.timestamp() // 60)}"] == {"weibo": 10_001}
+    assert state.buckets[f"xinghe|{int(T0.timestamp() // 60)}"].spread == (("weibo", 10_001),)
     assert tiers._windows(state, "xinghe").sums("xinghe")[480] == 10_101
     assert (late.previous, late.tier, late.reason) == (Tier.none, Tier.level3, "threshold")
     assert late.window_end == T0 + timedelta(minutes=1)  # the event time it reached level 3
     assert late.detected_at == T0 + timedelta(hours=7, minutes=5)  # when it was decided
     assert late.counts == {"8h": 10_001, "4h": 10_001, "2h": 10_001}
-    assert state.tiers["xinghe"]["tier"] == int(Tier.level3)
+    assert state.tiers["xinghe"].tier == Tier.level3
 
 
 def test_a_late_observation_reopens_windows_that_ended_before_now(
@@ -504,7 +549,7 @@ def test_a_late_observation_reopens_windows_that_ended_before_now(
     assert late[0].counts == {"8h": 100_001, "4h": 100_001, "2h": 100_001}
     assert late[1].counts == {"8h": 100_001, "4h": 100_001, "2h": 40_001}
     assert all(c.detected_at == T0 + timedelta(minutes=201) for c in late)
-    assert state.tiers["xinghe"]["tier"] == int(Tier.level2)
+    assert state.tiers["xinghe"].tier == Tier.level2
 
 
 def test_a_late_observation_that_restores_the_band_restarts_the_hold(
@@ -513,7 +558,7 @@ def test_a_late_observation_that_restores_the_band_restarts_the_hold(
     _feed([make_post(post_id="a", event_time=T0, reposts=10_001)], hits, tiers, state)
     clock.set(T0 + timedelta(minutes=490))
     assert tiers.tick(state) == []  # the 8 h window emptied at minute 480: the hold runs
-    assert state.tiers["xinghe"]["below_since"] == (T0 + timedelta(minutes=480)).isoformat()
+    assert state.tiers["xinghe"].below_since == T0 + timedelta(minutes=480)
     # 8,001 seen late at minute 470 keeps the 8 h window over 8,000 until minute 949.
     assert (
         _feed(
@@ -524,7 +569,7 @@ def test_a_late_observation_that_restores_the_band_restarts_the_hold(
         )
         == []
     )
-    assert state.tiers["xinghe"]["below_since"] is None
+    assert state.tiers["xinghe"].below_since is None
     clock.set(T0 + timedelta(minutes=965))
     assert tiers.tick(state) == []
     clock.set(T0 + timedelta(minutes=966))
@@ -548,7 +593,7 @@ def test_a_late_observation_does_not_rewrite_changes_already_emitted(
         )
         == []
     )
-    assert state.tiers["xinghe"]["tier"] == int(Tier.none)
+    assert state.tiers["xinghe"].tier == Tier.none
 
 
 def test_the_event_clock_lets_history_replay_with_ticks(matcher: RuleMatcher) -> None:
@@ -659,7 +704,7 @@ def test_a_tick_does_not_decide_a_minute_whose_hits_may_still_come(
         )
         == []
     )
-    assert state.tiers["xinghe"]["tier"] == int(Tier.level3)
+    assert state.tiers["xinghe"].tier == Tier.level3
 
 
 def test_an_override_after_a_quiet_spell_first_reports_the_cooldowns_it_missed(

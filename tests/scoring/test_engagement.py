@@ -52,11 +52,6 @@ def test_drop_then_rise_back_not_double_counted() -> None:
     assert (s3.reposts, s3.comments, s3.likes) == (100, 50, 210)
 
 
-def test_snapshot_row_round_trip() -> None:
-    snap = Snapshot(1, 2, 3, T0)
-    assert Snapshot.from_row(snap.to_row()) == snap
-
-
 def test_a_count_never_reported_stays_unknown_in_the_hit() -> None:
     reported = Engagement.model_validate({"reposts": 10, "comments": None, "likes": 3})
     cumulative = cumulative_of(Snapshot(10, 0, 3, T0), reported)

@@ -11,8 +11,10 @@ from pydantic import ValidationError
 from bench.forecast import run_sample
 from schemas.events import Tier, TierForecast
 from services.common.config import ForecastConfig, TiersConfig, YuqingConfig
+from services.common.partitioned import Table
 from services.scoring.exceptions import BadSeries
-from services.scoring.forecast import ForecastStage, estimate
+from services.scoring.forecast import ForecastStage, ForecastTrack, estimate
+from services.scoring.rows import TABLES
 
 CFG = ForecastConfig()
 TIERS = TiersConfig()
@@ -46,12 +48,16 @@ def walk(
 ) -> list[TierForecast]:
     """Evaluate every minute boundary from start to end, feeding only the minutes already complete."""
     stage = ForecastStage(ForecastConfig(**cfg), clock=lambda: at(M0))
-    state: dict[str, list[Any]] = {}
+    state = _table()
     events = []
     for m in range(start, end):
         seen = {k: v for k, v in series.items() if k < M0 + m}
         events += stage.evaluate("xinghe", seen, at(M0 + m), TIERS, current, state)
     return events
+
+
+def _table() -> Table[ForecastTrack]:
+    return TABLES["forecasts"](changelog=False)
 
 
 def minutes(t: datetime) -> float:
@@ -162,12 +168,12 @@ def test_no_forecast_of_a_tier_already_reached() -> None:
 
 def test_reaching_the_tier_ends_the_warning() -> None:
     stage = ForecastStage(CFG, clock=lambda: at(M0))
-    state: dict[str, list[Any]] = {}
+    state = _table()
     series = steady(1000, 0, 200)
     assert stage.evaluate("xinghe", series, at(M0 + 75), TIERS, Tier.level2, state)
     assert "xinghe|1" in state
     assert stage.evaluate("xinghe", series, at(M0 + 102), TIERS, Tier.level1, state) == []
-    assert state == {}
+    assert len(state) == 0
 
 
 def test_forecasts_off() -> None:
@@ -185,7 +191,7 @@ def test_one_warning_per_episode_while_the_expected_time_holds() -> None:
 
 def test_a_second_call_in_the_same_minute_returns_nothing() -> None:
     stage = ForecastStage(CFG, clock=lambda: at(M0))
-    state: dict[str, list[Any]] = {}
+    state = _table()
     series = steady(1000, 0, 200)
     first = stage.evaluate("xinghe", series, at(M0 + 75), TIERS, Tier.level2, state)
     assert len(first) == 1
@@ -199,7 +205,7 @@ def test_a_replay_gives_the_same_event() -> None:
 
     def once() -> list[TierForecast]:
         return ForecastStage(CFG, clock=lambda: at(M0)).evaluate(
-            "xinghe", series, at(M0 + 75), TIERS, Tier.level2, {}
+            "xinghe", series, at(M0 + 75), TIERS, Tier.level2, _table()
         )
 
     assert once() == once()
@@ -258,7 +264,7 @@ def test_huge_counts_stay_exact_and_valid() -> None:
     tiers = TIERS.model_copy(update={"rules": tuple(rule if r.tier == 1 else r for r in TIERS.rules)})
     series = steady(per_minute, 0, 100, wobble=0.0)
     events = ForecastStage(CFG, clock=lambda: at(M0)).evaluate(
-        "xinghe", series, at(M0 + 100), tiers, Tier.level2, {}
+        "xinghe", series, at(M0 + 100), tiers, Tier.level2, _table()
     )
     assert [e.tier for e in events] == [Tier.level1]
     assert events[0].inputs.current == 100 * per_minute
@@ -267,7 +273,7 @@ def test_huge_counts_stay_exact_and_valid() -> None:
 
 def test_a_naive_time_is_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
-        ForecastStage(CFG).evaluate("xinghe", {}, datetime(2026, 1, 1), TIERS, Tier.none, {})  # noqa: DTZ001
+        ForecastStage(CFG).evaluate("xinghe", {}, datetime(2026, 1, 1), TIERS, Tier.none, _table())  # noqa: DTZ001
 
 
 # ---------------------------------------------------------------- config and event

@@ -24,7 +24,6 @@ class World:
         self.hits = HitStage(XINGHE_CONFIG, RuleMatcher(XINGHE_CONFIG.rules), clock=self.clock)
         self.tiers = TierStage(XINGHE_CONFIG, clock=self.clock)
         self.state = ScoringState.in_memory()
-        self.forecasts: dict[str, list[Any]] = {}
         self.live = LiveStage(
             self.tiers, ForecastStage(ForecastConfig(), clock=self.clock), interval, 120, clock=self.clock
         )
@@ -43,7 +42,7 @@ class World:
         """The worker's tick at T0 + minutes (wall and scoring clock alike): tiers, then the live stage."""
         self.clock.set(T0 + timedelta(minutes=minutes))
         self.changes += self.tiers.tick(self.state)
-        return self.live.tick(self.state, self.forecasts, self.clock())
+        return self.live.tick(self.state, self.clock())
 
 
 def test_a_snapshot_carries_the_tier_counts_a_series_and_the_posts_driving_it() -> None:

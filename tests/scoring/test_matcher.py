@@ -400,7 +400,7 @@ def test_everyday_word_brand_followed_by_a_tag_in_a_hashtag_is_the_brand(
         "#超市苹果避雷# 一咬全是渣",
         # Not directly followed by a tag, and nothing else shows the brand.
         "#苹果今天又避雷了#",
-        # The rule is the hashtag's: in running text an everyday word needs a cue as before.
+        # The rule is the hashtag's: in running text an everyday word still needs a cue.
         "买的苹果差评，一点都不脆",
     ],
 )

@@ -5,8 +5,10 @@ from datetime import timedelta
 import pytest
 
 from schemas.events import Tier
+from services.common import json
 from services.common.config import TiersConfig
-from services.scoring.tiers import TierState, decide, set_override, window_label
+from services.scoring.rows import TABLES
+from services.scoring.tiers import TierState, decide, set_override
 from tests.scoring.factories import T0
 
 CFG = TiersConfig()
@@ -18,12 +20,6 @@ def totals(h8: int = 0, h4: int = 0, h2: int = 0) -> dict[int, int]:
 
 def flat(n: int) -> dict[int, int]:
     return totals(n, n, n)
-
-
-def test_window_label() -> None:
-    assert window_label(120) == "2h"
-    assert window_label(480) == "8h"
-    assert window_label(90) == "90m"
 
 
 @pytest.mark.parametrize(
@@ -154,11 +150,19 @@ def test_override_release_keeps_tier_then_cools_down() -> None:
 
 
 def test_state_row_round_trip() -> None:
+    codec = TABLES["tiers"]().codec
     state = TierState(tier=Tier.level2, below_since=T0, override=Tier.level1, override_by="bob", since=T0)
-    assert TierState.from_row(state.to_row()) == state
-    assert TierState.from_row(None) == TierState()
-    # A row written before `since` existed reads as "not known".
-    assert TierState.from_row({"tier": 3, "below_since": None, "override": None}) == TierState(
+    assert codec.decode(codec.encode(state)) == state
+    # Rows of the previous version were objects; one written before `since` existed reads as "not known".
+    old = {
+        "tier": 2,
+        "below_since": T0.isoformat(),
+        "override": 1,
+        "override_by": "bob",
+        "since": T0.isoformat(),
+    }
+    assert codec.decode(json.dumps(old)) == state
+    assert codec.decode(json.dumps({"tier": 3, "below_since": None, "override": None})) == TierState(
         tier=Tier.level3
     )
 

@@ -2,26 +2,34 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.common import json
+from services.common.partitioned import Table
+from services.scoring.rows import TABLES, Bucket, WindowMeta
 from services.scoring.windows import LateEvent, WindowCounter, minute_of
 from tests.scoring.factories import T0
 
 RETENTION = timedelta(hours=8)
 GRACE = timedelta(minutes=10)
 
+Store = tuple[Table[Bucket], Table[WindowMeta]]
+
+
+def _store(changelog: bool = False) -> Store:
+    return TABLES["buckets"](changelog=changelog), TABLES["windows-meta"](changelog=changelog)
+
 
 @pytest.fixture
-def store() -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
-    return {}, {}
+def store() -> Store:
+    return _store()
 
 
 @pytest.fixture
-def counter(store: tuple[dict[str, dict[str, int]], dict[str, Any]]) -> WindowCounter:
+def counter(store: Store) -> WindowCounter:
     buckets, meta = store
     return WindowCounter(buckets, meta, retention=RETENTION, grace=GRACE)
 
@@ -66,15 +74,14 @@ def test_groups_are_separate(counter: WindowCounter) -> None:
     counter.add("b", T0, "weibo", 4)
     assert counter.totals("a", M0, 120) == {"weibo": 3}
     assert counter.totals("b", M0, 120) == {"weibo": 4}
-    assert sorted(counter.groups()) == ["a", "b"]
 
 
-def test_watermark_tracks_newest_event(counter: WindowCounter) -> None:
-    assert counter.watermark("g") is None
+def test_newest_tracks_the_newest_event_of_any_group(counter: WindowCounter) -> None:
+    assert counter.newest() is None
     counter.add("g", T0, "weibo", 1)
     counter.add("g", T0 + timedelta(minutes=30), "weibo", 1)
-    counter.add("g", T0 + timedelta(minutes=25), "weibo", 1)
-    assert counter.watermark("g") == T0 + timedelta(minutes=30)
+    counter.add("h", T0 + timedelta(minutes=25), "weibo", 1)
+    assert counter.newest() == T0 + timedelta(minutes=30)
 
 
 def test_late_event_inside_the_longest_window_counted(counter: WindowCounter) -> None:
@@ -91,9 +98,7 @@ def test_late_by_exactly_the_longest_window_plus_grace_still_counts(counter: Win
     assert counter.totals("g", M0 + 490, 491) == {"weibo": 6}
 
 
-def test_late_event_beyond_the_longest_window_plus_grace_raises(
-    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, Any]]
-) -> None:
+def test_late_event_beyond_the_longest_window_plus_grace_raises(counter: WindowCounter, store: Store) -> None:
     counter.add("g", T0, "weibo", 1)
     counter.add("g", T0 + timedelta(minutes=491), "weibo", 1)
     with pytest.raises(LateEvent) as info:
@@ -102,7 +107,7 @@ def test_late_event_beyond_the_longest_window_plus_grace_raises(
     assert info.value.allowed == timedelta(minutes=490)
     assert "8 h 11 min behind" in str(info.value)
     buckets, _ = store
-    assert buckets[f"g|{M0}"] == {"weibo": 1}
+    assert buckets[f"g|{M0}"].spread == (("weibo", 1),)
 
 
 def test_lateness_is_measured_from_the_evaluation_point_too(counter: WindowCounter) -> None:
@@ -140,7 +145,7 @@ def test_advance_unknown_group_returns_now_minute(counter: WindowCounter) -> Non
 
 
 def test_advance_expires_buckets_past_twice_the_retention_plus_grace(
-    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, Any]]
+    counter: WindowCounter, store: Store
 ) -> None:
     """A late observation may land 490 minutes back, and the windows it is in reach 480 further."""
     buckets, meta = store
@@ -156,9 +161,49 @@ def test_advance_expires_buckets_past_twice_the_retention_plus_grace(
     counter.advance("g", T0 + timedelta(minutes=horizon + 2))
     assert f"g|{M0 + 1}" not in buckets
     assert f"g|{M0 + 100}" in buckets
-    assert meta["g"]["old"] == M0 + 2
+    assert meta["g"].oldest == M0 + 2
     counter.advance("g", T0 + timedelta(hours=48))
     assert not any(k.startswith("g|") for k in buckets)
+
+
+def test_restore_after_bucket_expiry_holds_no_expired_bucket() -> None:
+    """Expiring a bucket deletes its row through the table, so the changelog gets a tombstone and a restore
+    does not bring it back (where it would stay for good: expiry starts after it)."""
+    buckets, meta = _store(changelog=True)
+    changelog: dict[str, bytes] = {}  # what compaction leaves of the buckets changelog
+
+    def flush() -> None:
+        for key, value in buckets.take_changes():
+            if value is None:
+                changelog.pop(key, None)
+            else:
+                changelog[key] = value
+
+    counter = WindowCounter(buckets, meta, RETENTION, GRACE, (120, 240, 480))
+    counter.add("g", T0, "weibo", 5)
+    counter.add("g", T0 + timedelta(minutes=600), "weibo", 7)
+    flush()
+    assert sorted(changelog) == [f"g|{M0}", f"g|{M0 + 600}"]
+    counter.advance("g", T0 + timedelta(hours=20))  # 1,200 minutes on: the first bucket is past 970
+    flush()
+    restored, _ = _store()
+    restored.restore(changelog)
+    assert restored.keys() == [f"g|{M0 + 600}"]
+
+
+def test_buckets_an_earlier_release_left_behind_the_oldest_minute_are_dropped() -> None:
+    """A changelog an older release wrote may hold buckets it expired without a tombstone: a restore brings
+    them back behind the group's oldest minute, where expiry never looks."""
+    buckets, meta = _store(changelog=True)
+    counter = WindowCounter(buckets, meta, RETENTION, GRACE, (120, 240, 480))
+    counter.add("g", T0 + timedelta(hours=20), "weibo", 7)
+    counter.advance("g", T0 + timedelta(hours=20))
+    buckets.take_changes()
+    buckets.restore({f"g|{M0}": json.dumps({"weibo": 5, "_o": 3})})  # a version 1 row, never tombstoned
+    assert counter.drop_stale() == 1
+    assert buckets.take_changes() == [(f"g|{M0}", None)]
+    assert buckets.keys() == [f"g|{M0 + 1200}"]
+    assert counter.drop_stale() == 0
 
 
 def test_event_in_expired_range_raises(counter: WindowCounter) -> None:
@@ -168,13 +213,11 @@ def test_event_in_expired_range_raises(counter: WindowCounter) -> None:
         counter.add("g", T0 + timedelta(minutes=5), "weibo", 1)
 
 
-def test_zero_amount_creates_no_bucket(
-    counter: WindowCounter, store: tuple[dict[str, dict[str, int]], dict[str, Any]]
-) -> None:
+def test_zero_amount_creates_no_bucket(counter: WindowCounter, store: Store) -> None:
     buckets, meta = store
     counter.add("g", T0, "weibo", 0)
-    assert buckets == {}
-    assert meta["g"]["wm"] == M0
+    assert len(buckets) == 0
+    assert meta["g"].newest == M0
 
 
 @given(
@@ -186,8 +229,7 @@ def test_zero_amount_creates_no_bucket(
 )
 def test_running_sums_equal_a_full_scan(steps: list[tuple[str, int, int]]) -> None:
     """Whatever the order of adds (in grace or late) and advances, the O(1) sums match brute force."""
-    buckets: dict[str, dict[str, int]] = {}
-    meta: dict[str, Any] = {}
+    buckets, meta = _store()
     windows = (120, 240, 480)
     counter = WindowCounter(buckets, meta, RETENTION, GRACE, windows)
     clock = 0
@@ -205,8 +247,8 @@ def test_running_sums_equal_a_full_scan(steps: list[tuple[str, int, int]]) -> No
 class _Brute:
     """Window sums straight from the bucket rows, one scan per check."""
 
-    def __init__(self, buckets: dict[str, dict[str, int]], windows: tuple[int, ...]) -> None:
-        self.per_minute = {int(k.split("|")[1]): sum(v.values()) for k, v in buckets.items()}
+    def __init__(self, buckets: Table[Bucket], windows: tuple[int, ...]) -> None:
+        self.per_minute = {int(k.split("|")[1]): v.total for k, v in buckets.items()}
         self.windows = windows
 
     def __call__(self, end: int) -> dict[int, int]:
@@ -227,8 +269,7 @@ class _Brute:
 )
 def test_back_and_walk_equal_a_full_scan(steps: list[tuple[str, int, int]], back: int) -> None:
     """Every window end behind the evaluation point (back) and across a move (walk) sums like brute force."""
-    buckets: dict[str, dict[str, int]] = {}
-    meta: dict[str, Any] = {}
+    buckets, meta = _store()
     windows = (120, 240, 480)
     counter = WindowCounter(buckets, meta, RETENTION, GRACE, windows)
     clock = 0

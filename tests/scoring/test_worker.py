@@ -1,23 +1,30 @@
-"""The scoring handlers on the batch loop, without Kafka: where a post goes, and which tables it writes."""
+"""The scoring handlers on the batch loop: where a post goes, which tables it writes, what a restart keeps."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.events import KeywordHit, Post
 from services.common import json
 from services.common.exceptions import ConfigError, DeadLetter
-from services.common.partitioned import Batch, TableView
+from services.common.kafka import ensure_topics
+from services.common.partitioned import Batch
 from services.common.settings import load_settings
 from services.common.stream import ORIGIN_HEADER, decode
 from services.scoring.core import ScoringState
+from services.scoring.rows import TABLES, micros
 from services.scoring.settings import ScoringSettings
-from services.scoring.worker import TABLES, Scoring, _event_loop
+from services.scoring.windows import minute_of
+from services.scoring.worker import Scoring, _event_loop
+from tests.conftest import produce
 from tests.scoring.factories import T0, make_post
 
 
@@ -27,7 +34,7 @@ def scoring(tmp_path_factory: pytest.TempPathFactory) -> Scoring:
 
 
 def _batch() -> Batch:
-    return Batch(0, {name: TableView() for name in TABLES})
+    return Batch(0, {name: make() for name, make in TABLES.items()})
 
 
 def _record(key: bytes, value: bytes, topic: str = "yuqing.posts.raw", offset: int = 7) -> Any:
@@ -129,7 +136,7 @@ def test_a_hit_older_than_every_window_is_dead_lettered_as_late_event(scoring: S
     assert info.value.reason == "late_event"
     assert "9 h 0 min behind" in info.value.detail
     state = scoring._state(batch)
-    assert sum(sum(b.values()) - b.get("_o", 0) for b in state.buckets.values()) == 10  # 7 h late counted
+    assert sum(b.total for _, b in state.buckets.items()) == 10  # 7 h late counted
 
 
 def test_the_window_clock_setting(tmp_path: Path, monkeypatch) -> None:
@@ -143,3 +150,89 @@ def test_the_window_clock_setting(tmp_path: Path, monkeypatch) -> None:
 
 def scoring_default(tmp_path: Path) -> Scoring:
     return Scoring(ScoringSettings(data_dir=tmp_path, partitions=1))
+
+
+async def _compacted(bootstrap: str, topic: str) -> dict[str, bytes]:
+    """What compaction leaves of a changelog's partition 0: the latest value per key, tombstones applied."""
+    tp = TopicPartition(topic, 0)
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    rows: dict[str, bytes] = {}
+    try:
+        reader.assign([tp])
+        end = (await reader.end_offsets([tp]))[tp]
+        while await reader.position(tp) < end:
+            for records in (await reader.getmany(tp, timeout_ms=1000)).values():
+                for r in records:
+                    key = json.loads(r.key)
+                    if r.value is None:
+                        rows.pop(key, None)
+                    else:
+                        rows[key] = r.value
+    finally:
+        await reader.stop()
+    return rows
+
+
+async def _until(condition: Callable[[], bool], within: float = 60.0) -> None:
+    for _ in range(int(within * 10)):
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not so within {within} s")
+
+
+@pytest.mark.kafka
+async def test_a_bucket_expired_before_a_restart_is_not_restored(
+    kafka: str, prefix: str, tmp_path: Path
+) -> None:
+    """An expired bucket leaves a tombstone on its changelog. A bucket a restore brought back would stay for
+    good: it lies behind the group's oldest minute, where expiry never looks again."""
+    settings = ScoringSettings(
+        kafka_bootstrap=kafka,
+        topic_prefix=prefix,
+        partitions=1,
+        data_dir=tmp_path,
+        session_timeout_seconds=6,
+        # The first tick sweeps buckets behind their group's oldest minute (drop_stale), which would hide
+        # a restore that brought one back: none runs before the assertions.
+        tick_seconds=60,
+    )
+    await ensure_topics(settings)
+    first = Scoring(settings)
+    later = T0 + timedelta(hours=20)  # past twice the 8 h window plus grace: the bucket at T0 expires
+    hits = [
+        _hit_record(make_post(post_id="a", event_time=T0, likes=5), first, 0),
+        _hit_record(make_post(post_id="b", event_time=later, published_at=later, likes=7), first, 1),
+    ]
+    topic = first.topics.keyword_hits
+    kept = f"xinghe|{minute_of(later)}"
+    stop = asyncio.Event()
+    task = asyncio.create_task(first.worker.run(stop))
+    try:
+        # One batch each: the bucket at T0 is on the changelog before it expires.
+        await produce(kafka, topic, [(hits[0].key, hits[0].value)])
+        await _until(lambda: "xinghe|weibo:a" in first.worker.merged("counted"))
+        await produce(kafka, topic, [(hits[1].key, hits[1].value)])
+        await _until(lambda: "xinghe|weibo:b" in first.worker.merged("counted"))
+        assert list(first.worker.merged("buckets")) == [kept]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    changelog = first.worker.changelogs["buckets"]
+    assert list(await _compacted(kafka, changelog)) == [kept]  # the expired bucket's tombstone is there
+    second = Scoring(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(second.worker.run(stop))
+    try:
+        await _until(lambda: second.worker.owned_partitions() == {0})  # restored
+        assert list(second.worker.merged("buckets")) == [kept]
+        assert second.worker.merged("counted") == {
+            "xinghe|weibo:a": micros(T0),
+            "xinghe|weibo:b": micros(later),
+        }
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

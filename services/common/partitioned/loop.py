@@ -1,4 +1,4 @@
-"""A batch consume -> process -> produce loop with per-partition state in changelog topics, on aiokafka.
+"""The consume loop of the batch runtime: fetch, handle, checkpoint, with per-partition state restored first.
 
 Why not faust for this stage: faust spends about 100 µs of framework time on every event it hands an agent
 (measured on this project's machine kind: an agent that does nothing tops out near 10,000 events/s, one that
@@ -8,14 +8,12 @@ Scoring handles every post, so it runs here; the other workers keep faust (docs/
 The model is faust's own, made explicit and batched:
 - all input topics have the same partition count and the range assignor gives a worker the same partition
   numbers of each, so "partition p" is one unit of ownership (inputs, state and changelog partition p);
-- state is plain dicts per partition, written through to a compacted changelog topic per table
-  (`{group_id}-{table}-changelog`, faust's naming and JSON encoding), restored before a partition is
+- state is a set of tables per partition (tables.py), written through to a compacted changelog topic per
+  table (`{group_id}-{table}-changelog`, faust's naming, JSON rows), restored before a partition is
   processed;
-- a batch of records is handled (handlers are plain functions); then its output is produced and
-  acknowledged, then the changed table rows (one record per changed key, however often the batch changed
-  it), then its offsets are committed. That flush runs while the next batch is handled, and flushes run in
-  order. A crash anywhere replays from the last commit against restored state: outputs may repeat (with
-  the same event ids), state never runs ahead of the output it caused;
+- a batch of records is handled (handlers are plain functions), then committed in the steps of
+  checkpoint.py: output, then changed rows, then offsets. That checkpoint runs while the next batch is
+  handled, and checkpoints run in order;
 - a record that kills the process twice is dead-lettered as crash_loop (services/common/journal.py).
 """
 
@@ -25,63 +23,34 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError
-from aiokafka.partitioner import DefaultPartitioner
 
 from services.common import json
-from services.common.exceptions import DeadLetter, KafkaSetupError
+from services.common.exceptions import DeadLetter, KafkaSetupError, StateRowError
 from services.common.journal import CrashJournal, PartitionJournal
 from services.common.kafka import ensure_changelogs
 from services.common.kafka_security import client_kwargs
 from services.common.metrics import CommonMetrics, observe_many
+from services.common.partitioned.checkpoint import Checkpoint, Checkpointer, Record
+from services.common.partitioned.tables import Table
 from services.common.settings import CommonSettings
 from services.common.stall import StallWatch
-from services.common.stream import dead_letter_record, lag_rows, origin_of, retry_transient
+from services.common.stream import dead_letter_record, lag_rows, origin_of
 from services.common.unreadable import install as read_unreadable_records
 from services.common.unreadable import stand_in_detail
 
-__all__ = ["Batch", "PartitionedWorker", "TableView"]
+__all__ = ["Batch", "PartitionedWorker"]
 
 log = logging.getLogger(__name__)
 
 _MAX_RECORDS = 2000
 _YIELD_EVERY = 50
 _FETCH_WAIT_MS = 20
-_PARTITIONER = DefaultPartitioner()
-
-# (topic, partition or None for the key's partition, key, value or None for a tombstone, headers)
-_Out = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
-
-
-class TableView(dict[str, Any]):
-    """One partition's rows of one table; remembers which keys changed since the last flush.
-
-    A dict, so that reads (most of the traffic) run at dict speed; only item assignment and deletion are
-    tracked, which is all the stages use to write (not update(), setdefault() or pop())."""
-
-    def __init__(self, data: dict[str, Any] | None = None) -> None:
-        super().__init__(data or {})
-        self.dirty: set[str] = set()
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self.dirty.add(key)
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self.dirty.add(key)
-
-    def take_changes(self) -> list[tuple[str, Any | None]]:
-        """(key, value or None for a deleted row) for each key changed since the last call."""
-        changes = [(key, self.get(key)) for key in self.dirty]
-        self.dirty = set()
-        return changes
 
 
 @dataclass
@@ -89,7 +58,7 @@ class Batch:
     """What a handler sees: the partition it works on, that partition's tables and an outbox."""
 
     partition: int
-    tables: dict[str, TableView]
+    tables: dict[str, Table[Any]]
     out: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]] = field(default_factory=list)
 
     def send(
@@ -116,15 +85,16 @@ class PartitionedWorker:
     """Runs `handlers` (one per input topic) over batches, and `tick` per owned partition every
     `tick_seconds` (with tables, so that time-driven decisions are saved like any other).
 
-    `forwarded` names the input topics the service writes to itself with a yuqing-origin header (the
-    only ones where that header is believed: stream.origin_of)."""
+    `tables` makes each table of a partition, empty, by name. `forwarded` names the input topics the service
+    writes to itself with a yuqing-origin header (the only ones where that header is believed:
+    stream.origin_of)."""
 
     def __init__(
         self,
         service: str,
         settings: CommonSettings,
         handlers: dict[str, Handler],
-        tables: list[str],
+        tables: Mapping[str, Callable[[], Table[Any]]],
         metrics: CommonMetrics,
         dead_letter_topic: str,
         tick: Callable[[Batch], None] | None = None,
@@ -134,7 +104,7 @@ class PartitionedWorker:
         self.service = service
         self.settings = settings
         self.handlers = handlers
-        self.table_names = tables
+        self.tables = dict(tables)
         self.metrics = metrics
         self.dead_letter_topic = dead_letter_topic
         self.tick = tick
@@ -144,13 +114,15 @@ class PartitionedWorker:
         read_unreadable_records()
         self.group_id = f"{settings.topic_prefix}{service}"
         self.changelogs = {name: f"{self.group_id}-{name}-changelog" for name in tables}
-        self.state: dict[int, dict[str, TableView]] = {}
+        self.state: dict[int, dict[str, Table[Any]]] = {}
         self.stall = StallWatch(settings.stall_seconds)
         self.lag: dict[tuple[str, int], int] = {}
         self.settled = False  # False while joining, rebalancing or restoring: table reads may be partial
-        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests replace it: no real waits
+        self.checkpointer = Checkpointer(
+            service, lambda: self.producer, lambda: self.consumer, metrics, on_retry=self._kafka_failing
+        )
         self._lock = asyncio.Lock()
-        self._flushing: asyncio.Future[None] | None = None
+        self._checkpointing: asyncio.Future[None] | None = None
         self._failure: Exception | None = None
         self._done: dict[TopicPartition, int] = {}  # next offset to process, per input partition
         self._consumer: AIOKafkaConsumer | None = None
@@ -165,7 +137,7 @@ class PartitionedWorker:
         """Every owned partition's rows of `table` (for metrics and read-only views)."""
         out: dict[str, Any] = {}
         for tables in list(self.state.values()):
-            out.update(tables[table])
+            out.update(tables[table].items())
         return out
 
     async def _revoked(self, partitions: set[int]) -> None:
@@ -211,8 +183,8 @@ class PartitionedWorker:
             **client_kwargs(self.settings),
         )
         await reader.start()
-        rows_of: dict[int, dict[str, dict[str, Any]]] = {
-            p: {name: {} for name in self.table_names} for p in partitions
+        rows_of: dict[int, dict[str, dict[str, bytes]]] = {
+            p: {name: {} for name in self.tables} for p in partitions
         }
         restored = 0
         try:
@@ -230,7 +202,7 @@ class PartitionedWorker:
                         if r.value is None:
                             data.pop(key, None)
                         else:
-                            data[key] = json.loads(r.value)
+                            data[key] = r.value
                         restored += 1
                 # By position, not by the last record's offset: compaction can remove the records just
                 # before the end (an old tombstone), and the end would then never be seen.
@@ -239,8 +211,15 @@ class PartitionedWorker:
                         pending.discard(tp)
         finally:
             await reader.stop()
-        for p, names in rows_of.items():  # wrapped once filled: restored rows are not changes to write back
-            self.state[p] = {name: TableView(rows) for name, rows in names.items()}
+        for p, names in rows_of.items():
+            tables = {}
+            for name, rows in names.items():
+                table = tables[name] = self.tables[name]()
+                try:
+                    table.restore(rows)
+                except StateRowError as exc:
+                    raise StateRowError(f"{self.changelogs[name]}[{p}]: {exc}") from None
+            self.state[p] = tables
         return restored
 
     # -- the loop -------------------------------------------------------------------------------------
@@ -305,8 +284,8 @@ class PartitionedWorker:
         return self._producer
 
     async def _loop(self, stop: asyncio.Event) -> None:
-        """Fetch, handle, and hand the batch's output to a flush that runs while the next batch is handled
-        (flushes run one after another, in order; a batch is handled against the state its predecessors
+        """Fetch, handle, and hand the batch to a checkpoint that runs while the next batch is handled
+        (checkpoints run one after another, in order; a batch is handled against the state its predecessors
         left in memory, so overlapping changes nothing but the idle time spent waiting for acks)."""
         last_tick = time.monotonic()
         last_lag = 0.0
@@ -329,9 +308,9 @@ class PartitionedWorker:
                         last_tick = time.monotonic()
                         batches.update(self._ticks(batches, self.tick))
                     if batches:
-                        work = self._prepare(batches, records)
-                        await self._settle()  # the previous flush, which this one must follow
-                        self._flushing = asyncio.ensure_future(self._flush(*work))
+                        checkpoint = self._checkpoint(batches, records)
+                        await self._settle()  # the previous checkpoint, which this one must follow
+                        self._checkpointing = asyncio.ensure_future(self._commit(checkpoint))
                 if time.monotonic() - last_lag >= 1.0:
                     last_lag = time.monotonic()
                     await self._measure_lag()
@@ -340,10 +319,10 @@ class PartitionedWorker:
             await self._settle()
 
     async def _settle(self) -> None:
-        """Wait for the flush in flight; its failure (a non-transient Kafka error) stops the worker."""
-        flushing, self._flushing = self._flushing, None
-        if flushing is not None:
-            await flushing
+        """Wait for the checkpoint in flight; its failure (a CheckpointError) stops the worker."""
+        running, self._checkpointing = self._checkpointing, None
+        if running is not None:
+            await running
 
     def _batch(self, batches: dict[int, Batch], partition: int) -> Batch:
         batch = batches.get(partition)
@@ -353,7 +332,7 @@ class PartitionedWorker:
 
     async def _handle(self, records: dict[TopicPartition, list[Any]]) -> dict[int, Batch]:
         """Run the handlers over a fetch. Every few records the event loop gets a turn: the previous batch's
-        flush, the next fetch and /healthz make progress while this one is handled (measured: without it
+        checkpoint, the next fetch and /healthz make progress while this one is handled (measured: without it
         the worker waited on acks and fetches a fifth of the time)."""
         batches: dict[int, Batch] = {}
         took: list[float] = []
@@ -461,94 +440,31 @@ class PartitionedWorker:
         log.warning("dead letter from %s[%s]@%s: %s %s", topic, partition, offset, reason, detail[:300])
         batch.send(self.dead_letter_topic, topic.encode(), json.dumps(value))
 
-    def _prepare(
-        self, batches: dict[int, Batch], records: dict[TopicPartition, list[Any]]
-    ) -> tuple[list[_Out], list[_Out], dict[TopicPartition, int]]:
-        """A batch's output, changed table rows (encoded now: the next batch changes the same dicts) and the
-        input offsets to commit after both."""
-        outputs: list[_Out] = [
+    def _checkpoint(self, batches: dict[int, Batch], records: dict[TopicPartition, list[Any]]) -> Checkpoint:
+        """The batch's output, changed table rows (encoded now: the next batch changes the same tables) and
+        the input offsets to commit after both."""
+        outputs: list[Record] = [
             (topic, None, key, value, headers)
             for b in batches.values()
             for topic, key, value, headers in b.out
         ]
-        changes: list[_Out] = []
+        changes: list[Record] = []
         for partition, batch in batches.items():
-            for name, view in batch.tables.items():
+            for name, table in batch.tables.items():
                 topic = self.changelogs[name]
-                for key, value in view.take_changes():
-                    encoded = None if value is None else json.dumps(value)
-                    changes.append((topic, partition, json.dumps(key), encoded, None))
+                for key, value in table.take_changes():
+                    changes.append((topic, partition, json.dumps(key), value, None))
         offsets = {
             tp: msgs[-1].offset + 1 for tp, msgs in records.items() if msgs and tp.partition in self.state
         }
-        return outputs, changes, offsets
+        return Checkpoint(outputs, changes, offsets)
 
-    async def _flush(
-        self, outputs: list[_Out], changes: list[_Out], offsets: dict[TopicPartition, int]
-    ) -> None:
-        """Output first, then the table rows it followed from, then the input offsets."""
-        await self._retrying(outputs)
-        await self._retrying(changes)
-        if offsets:
-            await self._commit(offsets)
+    async def _commit(self, checkpoint: Checkpoint) -> None:
+        if await self.checkpointer.commit(checkpoint):
+            self._done.update(checkpoint.offsets)
 
-    async def _send(self, messages: list[_Out]) -> list[asyncio.Future[Any]]:
-        """Queue `messages` as one record batch per topic partition (keyed ones on the partition Kafka's
-        default partitioner picks), in order; a producer send() per message cost a third of the flush."""
-        producer = self.producer
-        by_tp: dict[tuple[str, int], list[_Out]] = {}
-        partitions: dict[str, list[int]] = {}
-        # A batch's hits and tier changes share a few group keys: murmur2 (pure Python) once per key.
-        placed: dict[tuple[str, bytes], int] = {}
-        for message in messages:
-            topic, partition, key = message[0], message[1], message[2]
-            if partition is None:
-                if key is not None and (topic, key) in placed:
-                    partition = placed[topic, key]
-                else:
-                    if topic not in partitions:
-                        partitions[topic] = sorted(await producer.partitions_for(topic))
-                    every = partitions[topic]
-                    partition = _PARTITIONER(key, every, every)
-                    if key is not None:
-                        placed[topic, key] = partition
-            by_tp.setdefault((topic, partition), []).append(message)
-        futures = []
-        for (topic, partition), items in by_tp.items():
-            batch = producer.create_batch()
-            for _, _, key, value, headers in items:
-                if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None, headers=headers or [])
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
-
-    async def _retrying(self, messages: list[_Out]) -> None:
-        """Send and wait for every acknowledgement; a transient failure sends the whole set again (downstream
-        is idempotent by event id), so the batch is never committed with output missing."""
-
-        async def send() -> None:
-            await asyncio.gather(*await self._send(messages))
-
-        def retrying(attempt: int, delay: float, exc: BaseException) -> None:
-            self.metrics.retries.labels(self.service).inc()
-            self.lag = {}  # Kafka is failing, not this worker: no stall verdict from stale lag
-            log.warning(
-                "%s: sending failed (attempt %d), retrying in %.1fs: %s", self.service, attempt, delay, exc
-            )
-
-        if messages:
-            await retry_transient(send, retrying, self.sleep)
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        try:
-            await self.consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The group moved on without us (a long pause): the new owner replays from the last commit.
-            log.warning("%s: commit refused, partitions moved: %s", self.service, exc)
-            return
-        self._done.update(offsets)
+    def _kafka_failing(self) -> None:
+        self.lag = {}  # Kafka is failing, not this worker: no stall verdict from stale lag
 
     async def _measure_lag(self) -> None:
         """Lag per assigned input partition (stream.lag_rows): its end offset minus the next offset to

@@ -1,5 +1,5 @@
-"""The partitioned batch loop: state comes back from its changelog, moves with its partition, and a refused
-message is dead-lettered, never dropped."""
+"""The consume loop: state comes back from its changelog, moves with its partition, and a refused message is
+dead-lettered, never dropped."""
 
 from __future__ import annotations
 
@@ -13,29 +13,29 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
 from schemas.events import DeadLetterRecord
 from services.common import json
 from services.common.exceptions import DeadLetter, KafkaSetupError
 from services.common.metrics import CommonMetrics
-from services.common.partitioned import Batch, PartitionedWorker, TableView
+from services.common.partitioned import Batch, PartitionedWorker, Table
 from services.common.settings import CommonSettings
 from tests.conftest import collect, create_topic, produce
 
 
-def test_a_table_view_reports_each_changed_key_once_with_its_last_value() -> None:
-    view = TableView({"kept": 1, "gone": 2})
-    view["a"] = 1
-    view["a"] = 2
-    view["a"] = 3
-    del view["gone"]
-    assert sorted(view.take_changes(), key=str) == [("a", 3), ("gone", None)]
-    assert view.take_changes() == []  # reported once
-    assert dict(view) == {"kept": 1, "a": 3}
-    assert view.get("missing") is None
-    assert "kept" in view
+class _Count:
+    """Rows that are plain counts."""
+
+    def encode(self, count: int) -> bytes:
+        return json.dumps(count)
+
+    def decode(self, data: bytes) -> int:
+        return int(json.loads(data))
+
+
+def _counts_table(changelog: bool = True) -> Table[int]:
+    return Table(_Count(), changelog=changelog)
 
 
 class _Counter:
@@ -49,7 +49,7 @@ class _Counter:
             raise DeadLetter("invalid_schema", "poison")
         counts = batch.tables["counts"]
         key = record.key.decode()
-        counts[key] = (counts.get(key) or 0) + 1
+        counts.set(key, (counts.get(key) or 0) + 1)
         batch.send(
             self.sink, record.key, json.dumps({"key": key, "count": counts[key], "p": batch.partition})
         )
@@ -69,7 +69,7 @@ def _worker(
         "toy",
         settings,
         handlers={source: _Counter(sink).handle},
-        tables=["counts"],
+        tables={"counts": _counts_table},
         metrics=CommonMetrics(CollectorRegistry(), "toy"),
         dead_letter_topic=f"{prefix}dead-letter",
     )
@@ -166,42 +166,6 @@ async def test_inputs_and_changelogs_must_share_a_partition_count(
         await worker.run(asyncio.Event())
 
 
-async def test_a_transient_send_failure_sends_the_whole_batch_again(tmp_path: Path) -> None:
-    worker = _worker("127.0.0.1:1", "t.", tmp_path, "t.in", "t.out", 1)
-    sent: list[list[Any]] = []
-
-    async def send(messages: list[Any]) -> list[Any]:
-        sent.append(list(messages))
-        if len(sent) == 1:
-            raise KafkaTimeoutError("broker away")
-        return []
-
-    async def no_wait(seconds: float) -> None:
-        return None
-
-    worker._send = send  # type: ignore[method-assign]
-    worker.sleep = no_wait
-    worker.lag = {("t.in", 0): 5}
-    batch = [("t.out", None, b"k", b"v", None), ("t.out", None, b"k", b"w", None)]
-    await worker._retrying(batch)  # type: ignore[arg-type]
-    assert sent == [batch, batch]
-    assert (
-        worker.metrics.registry.get_sample_value("yuqing_processing_retries_total", {"service": "toy"}) == 1
-    )
-    assert worker.lag == {}  # no stall verdict from lag measured before Kafka failed
-
-
-async def test_a_permanent_send_failure_stops_the_worker(tmp_path: Path) -> None:
-    worker = _worker("127.0.0.1:1", "t.", tmp_path, "t.in", "t.out", 1)
-
-    async def send(messages: list[Any]) -> list[Any]:
-        raise MessageSizeTooLargeError("too big")
-
-    worker._send = send  # type: ignore[method-assign]
-    with pytest.raises(MessageSizeTooLargeError):
-        await worker._retrying([("t.out", None, b"k", b"v", None)])
-
-
 class _Died(BaseException):
     """Stands for the process dying: nothing after it runs, journal writes included."""
 
@@ -218,7 +182,7 @@ def _records(source: str, values: list[bytes]) -> dict[TopicPartition, list[Any]
 def _restarted(tmp_path: Path, handle: Callable[[Any, Batch], None]) -> PartitionedWorker:
     worker = _worker("127.0.0.1:1", "t.", tmp_path, "t.in", "t.out", 1)
     worker.handlers = {"t.in": handle}
-    worker.state = {0: {"counts": TableView()}}
+    worker.state = {0: {"counts": _counts_table()}}
     return worker
 
 
