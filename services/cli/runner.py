@@ -177,7 +177,10 @@ class Stack:
                 self.env.setdefault(key, value)
         return self.broker.bootstrap
 
-    def child_env(self, service: str, index: int) -> dict[str, str]:
+    def child_env(self, service: str, index: int, key: str | None = None) -> dict[str, str]:
+        """The environment of service `service`, started under `key` (default: its name): a second instance
+        under its own key gets the web port `web_ports[key]` when it has one, as two processes on one host
+        cannot serve one port."""
         env = {**os.environ, **self.env}
         env["YUQING_KAFKA_BOOTSTRAP"] = self.bootstrap_addr
         # The stack decides the ports (one per process); `yuqing dev` takes them from the user's
@@ -187,7 +190,8 @@ class Stack:
         env["YUQING_DESK_PORT"] = str(self.desk_port)
         # Ack links in alerts lead to this stack's desk, unless the user says where people reach it.
         env.setdefault("YUQING_PUBLIC_URL", f"http://127.0.0.1:{self.desk_port}")
-        env["YUQING_WEB_PORT"] = str(self.web_ports.get(service, self.base_web_port + index))
+        port = self.web_ports.get(key or service) or self.web_ports.get(service, self.base_web_port + index)
+        env["YUQING_WEB_PORT"] = str(port)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -226,7 +230,7 @@ class Stack:
         self._logs.append(out)
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli.main", "worker", name],
-            env=self.child_env(name, index),
+            env=self.child_env(name, index, key),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

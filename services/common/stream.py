@@ -415,14 +415,21 @@ class StreamShell:
                 await ack()
 
         # A task, not a timer, so the first measurement comes as soon as the worker is ready; then every
-        # 10 s, or at once when the assignment changed (the restart tests wait for a worker's lag).
+        # 10 s, or at once when the assignment changed (the restart tests wait for a worker's lag), and every
+        # second while an assigned input partition has no row yet: its end offset is known only once it is
+        # fetched, after its tables are recovered, and a partition taken over from a dead worker should show
+        # when that happens, not up to 10 s later (the scale-out scenarios measure recovery by it).
         @self.app.task
         async def _measure_lag() -> None:
             while True:
                 try:
                     assigned = frozenset(self.app.consumer.assignment())
                     at, before = self._lag_measured
-                    if assigned != before or time.monotonic() - at >= _LAG_REFRESH_SECONDS:
+                    unmeasured = any(
+                        _is_input(tp.topic) and (tp.topic, tp.partition) not in self._lag_rows
+                        for tp in assigned
+                    )
+                    if assigned != before or unmeasured or time.monotonic() - at >= _LAG_REFRESH_SECONDS:
                         self._lag_measured = (time.monotonic(), assigned)
                         await self._refresh_lag()
                 except Exception as exc:

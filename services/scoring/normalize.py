@@ -126,7 +126,8 @@ def normalize_marked(text: str) -> tuple[str, frozenset[int], frozenset[int]]:
         return text, frozenset(), frozenset()
     cuts: set[int] = set()
     ends: set[int] = set()
-    parts, at = [], 0
+    parts: list[str] = []
+    at = 0
     for part in _MARKS.split(text):
         if part == _MARK:
             cuts.add(at)

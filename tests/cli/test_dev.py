@@ -69,6 +69,14 @@ def test_stack_stops_only_a_broker_it_started(
     assert broker.running is already_running
 
 
+def test_a_second_instance_under_its_own_key_gets_its_own_web_port() -> None:
+    # Two workers of one service on one host: the second on the port of its key, not the first's.
+    stack = Stack(web_ports={"notifier": 7003, "notifier-2": 7010})
+    stack.bootstrap_addr = "127.0.0.1:9092"
+    assert stack.child_env("notifier", 3)["YUQING_WEB_PORT"] == "7003"
+    assert stack.child_env("notifier", 3, key="notifier-2")["YUQING_WEB_PORT"] == "7010"
+
+
 def test_dev_keeps_the_users_ports(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("YUQING_API_PORT", "9100")
     monkeypatch.setenv("YUQING_DESK_PORT", "9101")
