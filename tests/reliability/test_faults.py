@@ -147,8 +147,10 @@ async def test_rebalance_second_scoring_worker_joins_and_leaves(
     async def join_then_leave() -> None:
         await asyncio.sleep(6)
         # Under a key of its own: both workers stay in stack.procs, so the stack stops whichever is left.
+        stack.web_ports["scoring-2"] = free_port()  # the first one's port is taken: it would not start
         second = stack.start_one("scoring", index=len(stack.procs) + 4, key="scoring-2")
         await asyncio.sleep(12)
+        assert second.poll() is None, "the second scoring worker exited instead of joining"
         second.terminate()
         await asyncio.to_thread(second.wait, 30)
         del stack.procs["scoring-2"]  # only once it is gone
