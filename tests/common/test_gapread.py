@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.records_to_delete import RecordsToDelete
 
@@ -23,6 +25,18 @@ def settings(kafka: str) -> CommonSettings:
 async def _ten(kafka: str, topic: str) -> None:
     await create_topic(kafka, topic)
     await produce(kafka, topic, [(b"g", f"v{i}".encode()) for i in range(10)])
+
+
+async def _until_end(kafka: str, tp: TopicPartition, end: int, within: float = 20.0) -> None:
+    consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(bootstrap_servers=kafka)
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + within
+        while (await consumer.end_offsets([tp]))[tp] < end:
+            assert asyncio.get_running_loop().time() < deadline, f"{tp} never reached offset {end}"
+            await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()
 
 
 async def test_reads_exactly_the_stretch_in_bounded_rounds(
@@ -55,6 +69,8 @@ async def test_an_offset_without_a_record_still_ends_the_stretch(
                 await producer.send_and_wait(topic, key=b"g", value=f"v{i}".encode())
     finally:
         await producer.stop()
+    # The coordinator writes the commit marker after the commit returns: wait for it to take offset 3.
+    await _until_end(kafka, TopicPartition(topic, 0), 4)
     await produce(kafka, topic, [(b"g", b"after")])  # offset 4: 3 is the commit marker
     got = await read_between(settings, topic, 0, 0, 4, limit=100, seconds=10)
     assert [r.offset for r in got.records] == [0, 1, 2]

@@ -90,6 +90,7 @@ async def test_sigkill_mid_delivery_loses_no_first_hit_and_repeats_only_harmless
         feeding = asyncio.create_task(feed())
         races = kills = 0
         killed_at: Counter[str] = Counter()
+        killed_holding: Counter[str] = Counter()  # kills while the receiver still held the request
         while races < RACES and kills < MAX_KILLS:
             await asyncio.sleep(2)
             # Alternate receivers: the webhook is sent to first, the robot second, so a kill at the robot
@@ -97,9 +98,13 @@ async def test_sigkill_mid_delivery_loses_no_first_hit_and_repeats_only_harmless
             receiver = hook if kills % 2 == 0 else robots
             receiver.landed.clear()
             assert await _landing(receiver.landed, 90), "no request reached the receiver"
+            # On a loaded machine the kill may come after the hold is over and the answer was sent: then the
+            # notifier may or may not have recorded it delivered, and it sends again at most once.
+            holding = time.monotonic() - receiver.landed_at < HOLD - 0.5
             stack.kill("notifier")  # the receiver is holding that request now
             kills += 1
             killed_at["hook" if receiver is hook else "robot"] += 1
+            killed_holding["hook" if receiver is hook else "robot"] += holding
             held = hook.receipts[-1][1] if receiver is hook else robots.raw["wecom"][-1]
             races += "舆情命中".encode() in held or b'"kind":"keyword_hits"' in held
             stack.start_one("notifier")
@@ -135,7 +140,8 @@ async def test_sigkill_mid_delivery_loses_no_first_hit_and_repeats_only_harmless
         # receiver drops it (one per kill there: the request it held); no alert shows under two keys.
         assert hook.keys_with_different_bodies() == []
         assert hook.keys_under_several_ids() == []
-        assert hook.repeats() == killed_at["hook"], hook.copies()  # the held request, sent again
+        # The held request, sent again: once for each kill while it was held, never more than once a kill.
+        assert killed_holding["hook"] <= hook.repeats() <= killed_at["hook"], hook.copies()
         # The robot: a message seen twice is marked the second time, never silently repeated.
         contents = robots.contents()
         assert robots.silent_repeats() == []
@@ -143,7 +149,7 @@ async def test_sigkill_mid_delivery_loses_no_first_hit_and_repeats_only_harmless
         # Here every kill came after the request landed, so each marked copy has its first copy before it.
         marked = robots.marked()
         assert set(marked) <= {c for c in contents if REPEAT not in c}, "marked a message never received"
-        assert len(marked) == killed_at["robot"]  # the held message, sent again with the mark
+        assert killed_holding["robot"] <= len(marked) <= killed_at["robot"]  # the held message, marked
         _row(
             "notifier crash mid-delivery",
             f"{FEED_RATE} first hits/s to the notifier alone; a webhook receiver and a WeCom robot each hold "

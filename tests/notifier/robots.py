@@ -58,6 +58,7 @@ class RobotServer:
         self.lock = threading.Lock()
         self.hold = hold
         self.landed = threading.Event()
+        self.landed_at = 0.0  # time.monotonic() when the latest request landed
         server = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -78,6 +79,7 @@ class RobotServer:
                 if reply[2] and reply[2].get("errcode", reply[2].get("code")) == 0:
                     with server.lock:
                         server.raw[platform].append(raw)
+                server.landed_at = time.monotonic()
                 server.landed.set()
                 time.sleep(server.hold)
                 status, headers, payload = reply
@@ -218,6 +220,7 @@ class HookServer:
         self.alerts: list[dict[str, Any]] = []
         self.bad_signatures = 0
         self.landed = threading.Event()
+        self.landed_at = 0.0  # time.monotonic() when the latest request landed
         self.lock = threading.Lock()
         hook = self
 
@@ -238,6 +241,7 @@ class HookServer:
                     hook.receipts.append((key, body))
                     if not seen:
                         hook.alerts.append(json.loads(body))
+                hook.landed_at = time.monotonic()
                 hook.landed.set()
                 time.sleep(hook.hold)
                 try:
