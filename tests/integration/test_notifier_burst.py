@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from schemas.events import Alert, AlertKind, Engagement, KeywordHit, Platform, Tier
+from schemas.events import Alert, AlertKind, KeywordHit, Tier
 from services.cli.demo import WebhookReceiver
 from services.common import json
+from tests import factories
 from tests.conftest import produce, write_config
 
 pytestmark = pytest.mark.kafka
@@ -42,20 +43,7 @@ async def hit_offsets(bootstrap: str, topic: str, expected: int) -> dict[str, tu
 
 
 def hit(i: int) -> KeywordHit:
-    now = datetime.now(UTC)
-    return KeywordHit(
-        event_time=now,
-        group=GROUPS[i % 2],
-        platform=Platform.weibo,
-        post_id=f"b{i}",
-        thread_key=f"weibo:b{i}",
-        snapshot_id=f"s{i}",
-        first_seen=True,
-        delta=Engagement(likes=1),
-        cumulative=Engagement(likes=1),
-        excerpt=f"避雷 {i}",
-        detected_at=now,
-    )
+    return factories.hit(f"b{i}", 1, group=GROUPS[i % 2], excerpt=f"避雷 {i}", at=datetime.now(UTC))
 
 
 def tier_alert(key: str, group: str, tier: Tier) -> Alert:

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas.events import Engagement, KeywordHit, Platform
+from schemas.events import KeywordHit
 from services.common import json
 from services.notifier.render import REPEAT
+from tests import factories
 from tests.conftest import produce, write_config
 from tests.integration.test_notifier_burst import hit_offsets
 from tests.notifier.robots import HookServer, RobotServer
@@ -30,20 +31,7 @@ FEED_RATE = 50  # first hits a second
 
 
 def hit(i: int) -> KeywordHit:
-    now = datetime.now(UTC)
-    return KeywordHit(
-        event_time=now,
-        group="xinghe",
-        platform=Platform.weibo,
-        post_id=f"c{i}",
-        thread_key=f"weibo:c{i}",
-        snapshot_id=f"c{i}",
-        first_seen=True,
-        delta=Engagement(likes=1),
-        cumulative=Engagement(likes=1),
-        excerpt=f"避雷 星河空调 {i}",
-        detected_at=now,
-    )
+    return factories.hit(f"c{i}", 1, excerpt=f"避雷 星河空调 {i}", at=datetime.now(UTC))
 
 
 def _row(scenario: str, load: str, fault: str, hits: int, notes: str) -> None:
