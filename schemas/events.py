@@ -67,7 +67,10 @@ SCHEMA_VERSION: Literal[1] = 1
 def _to_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("must carry a time zone offset (naive times are ambiguous)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+08:00 has no UTC datetime; pydantic reports ValueErrors only
+        raise ValueError("lies outside the years 1 to 9999 in UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]

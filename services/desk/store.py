@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -58,6 +58,7 @@ from sqlalchemy.pool import StaticPool
 from schemas.events import IncidentEvent, KeywordHit, TierChange
 from schemas.labels import NEUTRAL_BAND
 from services.common import json
+from services.common.clock import utc
 from services.desk import search
 from services.desk.exceptions import StoreError, StoreRejected, StoreUnavailable
 from services.desk.settings import DeskSettings
@@ -105,6 +106,22 @@ class LedgerQuery:
     text: str | None = None  # keyword search over the excerpt (services/desk/search.py)
     post: str | None = None  # one post, "platform:post_id" (the board's top posts link here)
     sort: Literal["time", "spread"] = "time"  # newest first seen first, or largest spread first
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _utc_bound(value))
+
+
+def _utc_bound(value: datetime) -> datetime:
+    """A filter bound in UTC. An aware time at the edge of the calendar (0001-01-01T00:00+08:00) lies
+    outside what UTC datetimes can hold; as a bound it means "before (or after) everything", so it is
+    clamped to the first or last UTC instant instead of overflowing."""
+    try:
+        return utc(value)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC) if value.year == 1 else datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

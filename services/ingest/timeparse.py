@@ -91,6 +91,11 @@ def parse_time(value: object, now: datetime | None = None) -> datetime:
     """
     try:
         parsed = _parse(value, now)
+        if parsed is not None:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=SHANGHAI)
+            # 0001-01-01 in Shanghai is before the first UTC datetime: out of range like the rest.
+            parsed = parsed.astimezone(UTC)
     except (ValueError, OverflowError, OSError):
         # fromtimestamp and the datetime constructor signal out-of-range values in three ways.
         parsed = None
@@ -99,9 +104,7 @@ def parse_time(value: object, now: datetime | None = None) -> datetime:
         if len(shown) > 80:
             shown = shown[:77] + "..."
         raise ValueError(f"unrecognised time {shown}; expected {_ACCEPTED}")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=SHANGHAI)
-    return parsed.astimezone(UTC)
+    return parsed
 
 
 def _parse(value: object, now: datetime | None) -> datetime | None:

@@ -4,7 +4,7 @@ ledger queries and keyword search, shared replica state, retention, and the star
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -166,6 +166,12 @@ def test_ledger_filters_sorts_and_pages(store, sorted_here, monkeypatch):
     assert ids(post="douyin:b") == ["b"]  # a board card's top post links to its row
     assert ids(post="weibo:b") == []
     assert ids(post="b") == []
+    # Bounds at the calendar's edge, whose UTC would overflow, mean "before / after everything".
+    east, west = timezone(timedelta(minutes=4)), timezone(timedelta(minutes=-4))
+    assert ids(until=datetime(1, 1, 1, 0, 1, tzinfo=east)) == []
+    assert ids(since=datetime(1, 1, 1, 0, 1, tzinfo=east)) == ["d", "c", "b", "a"]
+    assert ids(until=datetime(9999, 12, 31, 23, 59, tzinfo=west)) == ["d", "c", "b", "a"]
+    assert ids(since=datetime(9999, 12, 31, 23, 59, tzinfo=west)) == []
     assert store.ledger_page(LedgerQuery(group="other"), tiers, 10, 0)[0] == 1
     assert store.ledger_page(LedgerQuery(), tiers, 10, 4) == (4, [])  # past the end: the total, no rows
 

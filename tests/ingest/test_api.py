@@ -72,6 +72,14 @@ def test_naive_time_is_refused(client):
     assert resp.json()["detail"][0]["loc"] == ["body", "published_at"]
 
 
+def test_time_outside_the_utc_calendar_is_422_not_500(client):
+    for when in ("0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-05:00"):
+        resp = client.post("/v1/posts", json={**POST, "published_at": when})
+        assert resp.status_code == 422, when
+        assert resp.json()["detail"][0]["loc"] == ["body", "published_at"]
+        assert "years 1 to 9999" in resp.json()["detail"][0]["msg"]
+
+
 def test_mixed_batch_accepts_good_items_and_reports_bad_ones(client):
     resp = client.post("/v1/posts", json=[POST, {**POST, "post_id": ""}, {**POST, "post_id": "2"}, 7])
     assert resp.status_code == 207

@@ -99,6 +99,9 @@ def test_explicit_offsets_are_honoured():
         float("inf"),
         10**30,
         "9" * 40,
+        "0001-01-01 00:00:00",  # Beijing time before the first UTC instant
+        "0001-01-01T00:00:00+08:00",
+        "9999-12-31T23:59:59-05:00",  # after the last
     ],
 )
 def test_invalid_values_are_a_value_error_naming_value_and_formats(value):
