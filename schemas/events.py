@@ -214,7 +214,10 @@ class Post(Event):
     author: str | None = Field(default=None, max_length=256)
     author_type: AuthorType = AuthorType.user
     url: str | None = Field(default=None, max_length=2048)
-    published_at: UtcDatetime
+    published_at: UtcDatetime | None = Field(
+        description="When the platform published the post. Required, but null when the source names no "
+        "time (an undated feed entry): it is never filled in with the time the post was seen."
+    )
     root_post_id: str | None = Field(
         default=None, max_length=128, description="The original post when this one is a repost or share."
     )

@@ -80,10 +80,11 @@ def parse_body(body: bytes, content_type: str) -> Body:
 def _check_times(post: Post, now: datetime, bounds: TimeBounds) -> None:
     # A snapshot dated 2099 would shadow every later real snapshot downstream; one from 1970 is a misread.
     for name in ("event_time", "published_at"):
-        problem = bounds.problem(getattr(post, name), now)
+        when = getattr(post, name)
+        problem = None if when is None else bounds.problem(when, now)
         if problem is not None:
             raise AdapterError(name, problem)
-    if post.published_at > post.event_time + bounds.max_skew:
+    if post.published_at is not None and post.published_at > post.event_time + bounds.max_skew:
         raise AdapterError(
             "published_at",
             f"{post.published_at.isoformat()} is after event_time {post.event_time.isoformat()}, "

@@ -283,7 +283,7 @@ def _entry_key(feed_url: str, entry: Mapping[str, Any]) -> str | None:
     return f"{feed_url}|{title}|{_str(entry.get('published')) or ''}" if title else None
 
 
-def _published(entry: Mapping[str, Any], now: datetime, bounds: TimeBounds) -> datetime:
+def _published(entry: Mapping[str, Any], now: datetime, bounds: TimeBounds) -> datetime | None:
     for raw_key, parsed_key in (("published", "published_parsed"), ("updated", "updated_parsed")):
         candidates: list[datetime] = []
         raw = entry.get(raw_key)
@@ -303,4 +303,4 @@ def _published(entry: Mapping[str, Any], now: datetime, bounds: TimeBounds) -> d
         # A date of 1970 or next year is a broken feed, not news: treat the entry as undated.
         if candidates and bounds.problem(candidates[0], now) is None:
             return candidates[0]
-    return now  # an undated entry was published no later than we saw it
+    return None  # undated: the poll time would be a made-up publication time

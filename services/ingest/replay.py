@@ -101,14 +101,14 @@ async def replay(
                     continue
                 try:
                     post, explicit = _decode(line, native, clock())
+                    if event_time and not explicit:
+                        post, explicit = _at_publication(post), True
+                        published += 1
                 except _BadLine as exc:
                     bad += 1
                     _write_bad(sink, number, str(exc), line)
                     bar.show(read_bytes, sent + len(pending), bad)
                     continue
-                if event_time and not explicit:
-                    post, explicit = _observed(post, post.published_at), True
-                    published += 1
                 # A native payload has no observation time: its publish time sets the pace, and it is
                 # observed when it is sent, so it is stamped again after the wait.
                 pace = post.event_time if explicit else post.published_at if native else None
@@ -145,10 +145,10 @@ def parse_line(
     a line holds no post."""
     try:
         post, explicit = _decode(line, _platform(platform), now)
+        if publish_time and not explicit:
+            post = _at_publication(post)
     except _BadLine as exc:
         raise ReplayError(str(exc)) from None
-    if publish_time and not explicit:
-        post = _observed(post, post.published_at)
     return post, explicit
 
 
@@ -190,6 +190,13 @@ def _envelope(data: dict[str, Any], now: datetime) -> tuple[Post, bool]:
     except AdapterError as exc:
         where = "" if exc.field in ("platform", "payload") else "payload."
         raise _BadLine(f"{where}{exc}") from None
+
+
+def _at_publication(post: Post) -> Post:
+    """The post observed when it was published (replaying history by publish time)."""
+    if post.published_at is None:
+        raise _BadLine("event_time: the line has neither an observation time nor a publication time")
+    return _observed(post, post.published_at)
 
 
 def _observed(post: Post, now: datetime) -> Post:

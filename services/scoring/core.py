@@ -154,9 +154,10 @@ class HitStage:
             prev = Snapshot(row.reposts, row.comments, row.likes, from_micros(row.observed_at))
             marked = row.groups
         delta, snap = apply_snapshot(prev, post)
-        if prev is None and post.event_time - post.published_at > self.track:
+        if prev is None and (post.published_at is None or post.event_time - post.published_at > self.track):
             # First seen (or seen again after `expire`) long after publication: what it gathered until now
-            # did not happen within any window. Count its growth from here on.
+            # did not happen within any window. Count its growth from here on. With no publication time
+            # nobody can say when its first counts were gathered, so they are not placed in a window either.
             delta = Engagement()
         sentiment, demand = analyse(post.text)
         now = self.clock()

@@ -72,6 +72,17 @@ def test_naive_time_is_refused(client):
     assert resp.json()["detail"][0]["loc"] == ["body", "published_at"]
 
 
+def test_an_unknown_publication_time_is_stated_as_null_not_left_out(client):
+    """published_at is required but nullable: a sender that does not know it says so; one that forgets
+    the field is told."""
+    resp = client.post("/v1/posts", json={**POST, "published_at": None})
+    assert resp.status_code == 202, resp.text
+    missing = {k: v for k, v in POST.items() if k != "published_at"}
+    resp = client.post("/v1/posts", json=missing)
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["body", "published_at"]
+
+
 def test_time_outside_the_utc_calendar_is_422_not_500(client):
     for when in ("0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-05:00"):
         resp = client.post("/v1/posts", json={**POST, "published_at": when})

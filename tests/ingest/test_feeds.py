@@ -335,17 +335,22 @@ async def test_a_feed_larger_than_the_cap_is_an_error_not_read(site, client):
     assert feeds.last_error[site.base + "/big"] == "feed is larger than 1000 bytes; not read"
 
 
-async def test_implausible_feed_dates_read_as_the_poll_time_and_cst_as_beijing(site, client):
+async def test_missing_or_implausible_feed_dates_are_unknown_and_cst_is_beijing(site, client):
+    """A publication time the feed does not give truthfully is null, never the poll time (which is when
+    the entry was seen: `event_time`)."""
     item = (
         "<item><title>{t}</title><link>https://news.example.cn/{t}.html</link><pubDate>{d}</pubDate></item>"
     )
-    items = "".join(
-        item.format(t=t, d=d)
-        for t, d in (
-            ("cst", "Sat, 21 Nov 2026 10:00:00 CST"),
-            ("epoch", "Thu, 01 Jan 1970 00:00:00 GMT"),
-            ("future", "Sat, 21 Nov 2099 10:00:00 +0800"),
+    items = (
+        "".join(
+            item.format(t=t, d=d)
+            for t, d in (
+                ("cst", "Sat, 21 Nov 2026 10:00:00 CST"),
+                ("epoch", "Thu, 01 Jan 1970 00:00:00 GMT"),
+                ("future", "Sat, 21 Nov 2099 10:00:00 +0800"),
+            )
         )
+        + "<item><title>undated</title><link>https://news.example.cn/undated.html</link></item>"
     )
     site.docs["/rss"] = Doc(
         f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>{items}</channel></rss>'.encode()
@@ -353,9 +358,11 @@ async def test_implausible_feed_dates_read_as_the_poll_time_and_cst_as_beijing(s
     posts = await poller(site, client, ("/rss", "news")).poll_once()
     assert {p.post_id: p.published_at for p in posts} == {
         stable_id("https://news.example.cn/cst.html"): datetime(2026, 11, 21, 2, 0, tzinfo=UTC),
-        stable_id("https://news.example.cn/epoch.html"): NOW,
-        stable_id("https://news.example.cn/future.html"): NOW,
+        stable_id("https://news.example.cn/epoch.html"): None,
+        stable_id("https://news.example.cn/future.html"): None,
+        stable_id("https://news.example.cn/undated.html"): None,
     }
+    assert {p.event_time for p in posts} == {NOW}
 
 
 @pytest.mark.parametrize("prefix", [b"\n", b"\r\n\r\n  ", b"\xef\xbb\xbf\n"])

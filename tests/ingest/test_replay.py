@@ -15,7 +15,7 @@ from services.common import json
 from services.common.clock import FakeClock
 from services.common.kafka import ensure_topics
 from services.common.settings import CommonSettings
-from services.ingest.replay import replay
+from services.ingest.replay import ReplayError, parse_line, replay
 
 pytestmark = pytest.mark.kafka
 
@@ -175,6 +175,13 @@ async def test_bad_arguments_fail_before_anything_is_sent(kafka, topic, tmp_path
         await replay(
             tmp_path / "missing.jsonl", kafka, topic, speed=None, platform=None, report=None, progress=False
         )
+
+
+def test_replaying_by_publish_time_refuses_a_line_with_neither_time():
+    line = json.dumps(post("6003", published_at=None))
+    assert parse_line(line, None, NOW)[0].event_time == NOW  # live replay: observed now
+    with pytest.raises(ReplayError, match="neither an observation time nor a publication time"):
+        parse_line(line, None, NOW, publish_time=True)
 
 
 async def test_event_time_keeps_history_times_and_gives_undated_lines_their_publish_time(

@@ -19,7 +19,7 @@ def make_post(
     post_id: str = "p1",
     text: str = "星河电器空调起火了，要求退款",
     event_time: datetime = T0,
-    published_at: datetime = T0,
+    published_at: datetime | None = T0,
     reposts: int = 0,
     comments: int = 0,
     likes: int = 0,

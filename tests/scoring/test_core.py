@@ -432,6 +432,19 @@ def test_a_post_first_seen_long_after_publication_counts_from_then_on(
     assert [h.delta.total for h in stale] == [0]
 
 
+def test_a_post_with_no_publication_time_counts_its_growth_not_its_first_counts(
+    hits: HitStage, state: ScoringState
+) -> None:
+    """Nobody can say when an undated post gathered its first counts, so they are not put in a window;
+    what it gains while watched is."""
+    first = hits.process(make_post(post_id="u", published_at=None, likes=900), state)
+    later = hits.process(
+        make_post(post_id="u", published_at=None, likes=1000, event_time=T0 + timedelta(minutes=5)), state
+    )
+    assert [h.delta.total for h in first] == [0]
+    assert [h.delta.total for h in later] == [100]
+
+
 def test_count_markers_are_forgotten_with_the_same_horizon(tiers: TierStage, state: ScoringState) -> None:
     state.counted.set("g|weibo:old", micros(T0 - timedelta(hours=73)))
     state.counted.set("g|weibo:new", micros(T0))
