@@ -653,11 +653,19 @@ def _blameless(t: _Text, start: int, end: int) -> bool:
 
 
 def _owners(t: _Text, e: _Evidence, mentions: list[_Mention]) -> set[int]:
-    """The group(s) a piece of evidence is about: the nearest brand in its clause (two brands joined by 和/、
-    share it), else the last brand named before it in its sentence, else before it in the post, else the
-    first after it. Negative evidence skips blameless mentions; praise may go to them."""
-    norm = t.norm
+    """The group(s) a piece of evidence is about: those of the brand mention(s) it is about. A brand term
+    that several groups watch (two teams on one brand) is one mention per group at the same place, and
+    each of them is owed the evidence."""
     pool = [m for m in mentions if not (e.polarity < 0 and m.blameless)]
+    places = {(m.start, m.end) for m in _owning(t, e, pool)}
+    return {m.group for m in pool if (m.start, m.end) in places}
+
+
+def _owning(t: _Text, e: _Evidence, pool: list[_Mention]) -> set[_Mention]:
+    """The mention(s) in `pool` a piece of evidence is about: the nearest brand in its clause (two brands
+    joined by 和/、 share it), else the last brand named before it in its sentence, else before it in the
+    post, else the first after it. Negative evidence skips blameless mentions; praise may go to them."""
+    norm = t.norm
     if not pool:
         return set()
     if e.term in _COUNTERFEIT:
@@ -667,7 +675,7 @@ def _owners(t: _Text, e: _Evidence, mentions: list[_Mention]) -> set[int]:
             if _SELLER_AFTER.match(norm[m.end : m.end + 4]) or norm[m.start - 1 : m.start] == "在"
         ]
         if sellers:
-            return {min(sellers, key=lambda m: abs(m.start - e.start)).group}
+            return {min(sellers, key=lambda m: abs(m.start - e.start))}
     lo, hi = t.clause(e.start, e.end)
     near = [m for m in pool if lo <= m.start < hi]
     if near:
@@ -677,11 +685,11 @@ def _owners(t: _Text, e: _Evidence, mentions: list[_Mention]) -> set[int]:
 
         near.sort(key=gap)
         best = near[0]
-        out = {best.group}
+        out = {best}
         for m in near[1:]:
             a, b = (best, m) if best.end <= m.start else (m, best)
             if _COORDINATION.match(norm[a.end : b.start]):
-                out.add(m.group)
+                out.add(m)
         return out
     # Beyond its own clause, a complaint is about where it was bought rather than what (在拼多多买的AirPods
     # 是高仿，找客服就是机器人回复).
@@ -695,5 +703,5 @@ def _owners(t: _Text, e: _Evidence, mentions: list[_Mention]) -> set[int]:
         last = max(in_sentence or before, key=lambda m: m.start)
         # 苹果和华为都被消协点名，售后问题一大堆: what follows two joined brands is about both.
         joined = [m for m in pool if m.end <= last.start and _COORDINATION.match(norm[m.end : last.start])]
-        return {last.group, *(m.group for m in joined)}
-    return {min(pool, key=lambda m: m.start).group}
+        return {last, *joined}
+    return {min(pool, key=lambda m: m.start)}

@@ -123,6 +123,25 @@ def test_multiple_groups_matched_independently(matcher: RuleMatcher) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("星河电器空调漏水，投诉无门", ["xinghe-cs", "xinghe-pr"]),
+        ("小米挺好，星河电器空调漏水，投诉无门", ["xinghe-cs", "xinghe-pr"]),
+        ("星河电器挺好，小米手机起火了", ["xiaomi"]),
+    ],
+)
+def test_groups_watching_the_same_brand_each_get_its_complaints(text: str, expected: list[str]) -> None:
+    """Two teams (customer service, PR) watching one brand: each is owed a complaint about it, also when
+    another brand in the post means the evidence has to be attributed."""
+    m = build(
+        {"name": "xinghe-cs", "brands": ["星河电器"]},
+        {"name": "xinghe-pr", "brands": ["星河电器", "星河"]},
+        {"name": "xiaomi", "brands": ["小米"]},
+    )
+    assert groups_of(m.match(text)) == expected
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "星 河電器，投訴！",
