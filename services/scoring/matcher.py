@@ -29,10 +29,11 @@ import logging
 import math
 import re
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 import jieba
@@ -314,9 +315,8 @@ class RuleMatcher:
         t = _Text(norm, camel, masked)
         mentions: list[_Mention] = []
         required: dict[int, list[TermMatch]] = {}
-        found = [
-            f for f in found if _COMPOUND not in f[4] and not (compounds and _inside(f[0], f[1], compounds))
-        ]
+        in_compound = _inside_longer(compounds)
+        found = [f for f in found if _COMPOUND not in f[4] and not in_compound(f[0], f[1])]
         for start, end, word, owners, kinds in found:
             if kinds == _ONLY_NEGATIVE:
                 continue
@@ -344,7 +344,8 @@ class RuleMatcher:
             if "negative" in kinds and self._on_boundaries(t, start, end, strict=False)
         }
         # 维权 inside 集体维权 is the same evidence: keep the longest.
-        tags = {k: w for k, w in tags.items() if not _inside(k[0], k[1], tags)}
+        in_longer = _inside_longer(tags)
+        tags = {k: w for k, w in tags.items() if not in_longer(*k)}
         return self._decide(t, mentions, tags, required)
 
     def _decide(
@@ -621,26 +622,30 @@ def _jieba_run(freq: dict[str, int], sentence: str, lo: int, hi: int, ends: list
         ends.extend(range(lo + 1, hi + 1))
 
 
-def _inside(start: int, end: int, spans: Iterable[tuple[int, int]]) -> bool:
-    # A plain loop rather than any() over a generator: this runs for every candidate against every other.
+def _inside_longer(spans: Iterable[tuple[int, int]]) -> Callable[[int, int], bool]:
+    """A test of whether (start, end) lies inside a longer one of `spans`. Each test is a binary search, so
+    checking every candidate of a post against every other stays O(n log n): a hostile post naming a brand
+    and a tag thousands of times must not cost seconds."""
+    reach_at: dict[int, int] = {}  # start -> the furthest end of a span starting there
     for s, e in spans:
-        if s <= start and end <= e and e - s > end - start:
-            return True
-    return False
+        if e > reach_at.get(s, -1):
+            reach_at[s] = e
+    starts = sorted(reach_at)
+    reach = list(accumulate((reach_at[s] for s in starts), max))  # furthest end of the spans up to here
+
+    def inside(start: int, end: int) -> bool:
+        i = bisect_left(starts, start)  # spans [0, i) start before `start`: reaching `end` makes them longer
+        return (i > 0 and reach[i - 1] >= end) or reach_at.get(start, -1) > end
+
+    return inside
 
 
 def _outermost(mentions: list[_Mention]) -> list[_Mention]:
     """小米 inside 小米手机 is the same mention: keep the longest."""
     if len(mentions) < 2:  # the usual post names its brand once
         return list(mentions)
-    return [
-        m
-        for m in mentions
-        if not any(
-            o is not m and o.start <= m.start and m.end <= o.end and o.end - o.start > m.end - m.start
-            for o in mentions
-        )
-    ]
+    in_longer = _inside_longer((m.start, m.end) for m in mentions)
+    return [m for m in mentions if not in_longer(m.start, m.end)]
 
 
 def _blameless(t: _Text, start: int, end: int) -> bool:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from schemas.labels import DEMANDS
 from services.common.config import RulesConfig
-from services.scoring.matcher import RuleMatcher
+from services.scoring.matcher import RuleMatcher, _inside_longer
 from services.scoring.normalize import normalize
 from services.scoring.sentiment import analyse
 
@@ -47,3 +47,19 @@ def test_matcher_and_sentiment_accept_any_text(text):
     score, demand = analyse(text)
     assert -1.0 <= score <= 1.0
     assert demand in DEMANDS
+
+
+spans = st.lists(
+    st.tuples(st.integers(0, 30), st.integers(1, 12)).map(lambda p: (p[0], p[0] + p[1])), max_size=40
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(spans, spans)
+def test_inside_longer_agrees_with_its_definition(containers, queries):
+    """The O(log n) containment test the matcher uses (so a post naming a brand thousands of times stays
+    cheap) answers as the pairwise definition does: inside a span that is longer and covers it."""
+    inside = _inside_longer(containers)
+    for start, end in queries + containers:
+        expected = any(s <= start and end <= e and e - s > end - start for s, e in containers)
+        assert inside(start, end) == expected, (start, end)
