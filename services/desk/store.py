@@ -915,14 +915,17 @@ def _terms_of(hits: Iterable[KeywordHit], known: Iterable[str] = ()) -> list[str
 def _new_entry(key: str, hits: list[KeywordHit]) -> dict[str, Any]:
     first, last = hits[0], hits[-1]  # in event-time order
     counts = _counts(last)
+    # Post text is the public's: a NUL in it (valid JSON as \u0000) is no reason to keep the post out of the
+    # ledger, and PostgreSQL's text cannot hold one, so it is shown as the replacement character.
+    excerpt = first.excerpt.replace("\x00", "\ufffd")
     return {
         "entry_key": key,
         "platform": first.platform.value,
         "post_id": first.post_id,
         "rule_group": first.group,
         "url": first.url,
-        "excerpt": first.excerpt,
-        "excerpt_norm": search.normalise(first.excerpt),
+        "excerpt": excerpt,
+        "excerpt_norm": search.normalise(excerpt),
         **counts,
         "spread": _spread(counts),
         "sentiment": first.sentiment,

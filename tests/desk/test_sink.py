@@ -258,11 +258,11 @@ def test_an_ack_link_works_once_across_two_replicas(replicas):
 
 async def test_poison_records_go_to_the_dead_letter_topic_and_the_next_ones_are_stored(settings, kafka):
     """On each input topic a record that does not decode, and on keyword-hits one PostgreSQL refuses (a NUL in
-    its text) sent in the same batch as a valid one: each poison record is dead-lettered with its reason and
+    its URL) sent in the same batch as a valid one: each poison record is dead-lettered with its reason and
     counted, and the valid record after it is stored."""
     topics = Topics.with_prefix(settings.topic_prefix)
     url = settings.database_url.get_secret_value()
-    refused = hit("nul-post", 10, excerpt="星河空调\x00漏水")
+    refused = hit("nul-post", 10, url="https://x.example/\x00")
     good = hit("good-post", 300, excerpt="星河空调漏水")
     change = tier_change(Tier.level3, Tier.none, {"8h": 11_000})
     opened = incident_event(1, IncidentState.opened)

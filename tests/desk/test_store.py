@@ -107,12 +107,22 @@ def test_a_hit_postgresql_cannot_hold_is_rejected_and_the_writer_goes_on(pg_url)
     lease = store.acquire_writer()
     assert lease is not None
     with pytest.raises(StoreRejected, match="NUL"):
-        store.write([hit("a", 1), hit("b", 2, excerpt="坏\x00字")], {("t.keyword-hits", 0): 2}, lease)
+        store.write(
+            [hit("a", 1), hit("b", 2, url="https://x.example/\x00")], {("t.keyword-hits", 0): 2}, lease
+        )
     assert store.stored_offsets() == {}
     assert store.write([hit("a", 1)], {("t.keyword-hits", 0): 2}, lease) == 1
     assert store.stored_offsets() == {("t.keyword-hits", 0): 2}
     lease.close()
     store.close()
+
+
+def test_a_nul_in_post_text_does_not_keep_the_post_out_of_the_ledger(store):
+    """PostgreSQL's text holds no NUL, and the text is the public's: shown as U+FFFD, found by its words."""
+    assert store.write([hit("a", 1, excerpt="星河空调\x00漏水，投诉")]) == 1
+    total, rows = store.ledger_page(LedgerQuery(text="漏水"), {}, 10, 0)
+    assert total == 1
+    assert rows[0]["excerpt"] == "星河空调\ufffd漏水，投诉"
 
 
 def test_unknown_counts_stay_unknown(store):
