@@ -252,9 +252,9 @@ async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, by
         await producer.stop()
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+async def create_topic(bootstrap: str, name: str, partitions: int = 1, **client: Any) -> None:
     """A topic of the test's own, with `partitions` partitions (the broker does not auto-create)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])

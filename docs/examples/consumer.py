@@ -3,6 +3,13 @@
     pip install aiokafka
     python docs/examples/consumer.py --bootstrap 127.0.0.1:9092 [--prefix yuqing.]
 
+On a cluster with TLS and SASL (as the ops team runs it), name the protocol, mechanism, user and CA; the
+password comes from the environment, never the command line:
+
+    KAFKA_SASL_PASSWORD=... python docs/examples/consumer.py --bootstrap kafka-0:9093 \
+        --security-protocol SASL_SSL --sasl-mechanism SCRAM-SHA-512 --username downstream \
+        --cafile ca.crt [--certfile client.crt --keyfile client.key]
+
 Delivery is at-least-once: the same event can arrive twice, with the same event_id, after a producer
 retry, a rebalance or a restart. This consumer commits offsets only after handling an event (nothing is
 lost) and skips event_ids it has already handled. That memory is in-process and bounded: it covers
@@ -15,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import ssl
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -45,20 +54,50 @@ def describe(event: dict[str, Any]) -> str:
     )
 
 
+def security(
+    protocol: str = "PLAINTEXT",
+    mechanism: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    cafile: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> dict[str, Any]:
+    """aiokafka's keyword arguments for a TLS and/or SASL connection (none for PLAINTEXT)."""
+    kwargs: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=cafile)  # the system's CAs when no file is named
+        if certfile:
+            context.load_cert_chain(certfile, keyfile)  # mTLS, when the cluster asks for a client certificate
+        kwargs["ssl_context"] = context
+    if protocol.startswith("SASL_"):
+        if not (mechanism and username and password):
+            raise SystemExit(f"{protocol} needs --sasl-mechanism, --username and KAFKA_SASL_PASSWORD")
+        kwargs |= {
+            "sasl_mechanism": mechanism,
+            "sasl_plain_username": username,
+            "sasl_plain_password": password,
+        }
+    return kwargs
+
+
 async def consume(
     bootstrap: str,
     prefix: str,
     group_id: str = "example-downstream",
     out: Callable[[str], None] = print,
     limit: int | None = None,
+    **client: Any,
 ) -> None:
-    """Print each tier change once; stop after `limit` records (None: run until cancelled)."""
+    """Print each tier change once; stop after `limit` records (None: run until cancelled). `client` holds
+    further aiokafka arguments, such as those `security` returns."""
     consumer = AIOKafkaConsumer(
         f"{prefix}tier-changes",
         bootstrap_servers=bootstrap,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **client,
     )
     seen = SeenIds()
     handled = 0
@@ -84,5 +123,22 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--prefix", default="yuqing.")
+    parser.add_argument(
+        "--security-protocol", default="PLAINTEXT", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    )
+    parser.add_argument("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    parser.add_argument("--username")
+    parser.add_argument("--cafile")
+    parser.add_argument("--certfile")
+    parser.add_argument("--keyfile")
     args = parser.parse_args()
-    asyncio.run(consume(args.bootstrap, args.prefix))
+    client = security(
+        args.security_protocol,
+        args.sasl_mechanism,
+        args.username,
+        os.environ.get("KAFKA_SASL_PASSWORD"),
+        args.cafile,
+        args.certfile,
+        args.keyfile,
+    )
+    asyncio.run(consume(args.bootstrap, args.prefix, **client))

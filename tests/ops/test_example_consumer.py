@@ -60,3 +60,36 @@ async def test_the_example_consumer_prints_each_tier_change_once(kafka: str, pre
         "xinghe: tier 2 -> 1 (up, threshold) counts {'8h': 36000}",
         "skipping unknown schema version 2 at offset 4",
     ]
+
+
+@pytest.mark.kafka
+async def test_the_example_consumer_reads_over_sasl_ssl(secure_kafka, prefix: str) -> None:
+    """Over TLS with a SCRAM user, as the ops team's cluster runs, with the arguments its flags give."""
+    env = secure_kafka.client_env()
+    example = _example()
+    client = example.security(
+        env["YUQING_KAFKA_SECURITY_PROTOCOL"],
+        env["YUQING_KAFKA_SASL_MECHANISM"],
+        env["YUQING_KAFKA_SASL_USERNAME"],
+        env["YUQING_KAFKA_SASL_PASSWORD"],
+        env["YUQING_KAFKA_SSL_CA_FILE"],
+    )
+    assert client["security_protocol"] == "SASL_SSL"
+    topic = f"{prefix}tier-changes"
+    ours = secure_kafka.client_kwargs()
+    await create_topic(secure_kafka.bootstrap, topic, **ours)
+    change = tier_change(Tier.level3, Tier.none, {"8h": 12_000})
+    await produce(secure_kafka.bootstrap, topic, [(b"xinghe", json.dumps(change))], **ours)
+    lines: list[str] = []
+    await asyncio.wait_for(
+        example.consume(
+            secure_kafka.bootstrap, prefix, group_id=f"{prefix}example", out=lines.append, limit=1, **client
+        ),
+        60,
+    )
+    assert lines == ["xinghe: tier 0 -> 3 (up, threshold) counts {'8h': 12000}"]
+
+
+def test_the_example_consumer_refuses_sasl_without_its_credentials() -> None:
+    with pytest.raises(SystemExit, match="KAFKA_SASL_PASSWORD"):
+        _example().security("SASL_SSL", "SCRAM-SHA-512", "downstream", None)
