@@ -166,6 +166,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     else:
         process.caught_up.set()
     tasks.append(asyncio.create_task(_refresh(desk.model, process.stored)))
+    tasks.append(asyncio.create_task(_follow_logouts(app.state.console.sessions, process.store)))
     tasks.append(asyncio.create_task(_purge_nightly(process, ZoneInfo(desk.config.notifier.briefing_tz))))
     try:
         yield
@@ -177,6 +178,20 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if process.kafka is not None:
             await process.kafka.stop()
         await asyncio.to_thread(process.store.close)
+
+
+async def _follow_logouts(sessions: console.Sessions, store: Store, every: float = 1.0) -> None:
+    """End here, within `every`, the console sessions a logout ended on any replica."""
+    while True:
+        try:
+            ended = await asyncio.to_thread(store.sessions_ended_after, sessions.ended_seq, datetime.now(UTC))
+        except StoreUnavailable as exc:
+            log.warning("store unavailable, logouts on other replicas are not seen yet: %s", exc)
+        except Exception:  # a read that fails must not end the following for good
+            log.exception("reading the ended console sessions failed")
+        else:
+            sessions.absorb_ended(ended)
+        await asyncio.sleep(every)
 
 
 async def _refresh(model: ReadModel, stored: asyncio.Event, every: float = 1.0) -> None:

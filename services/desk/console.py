@@ -126,9 +126,10 @@ class Sessions:
         self._nonce = nonce
         self._tokens = {self._key_id(t): t for t in tokens}
         self.open = not tokens
-        # Sessions ended by a logout, by nonce, until they would have expired anyway. In memory: a restart
-        # forgets them (docs/operations.md), as the cookie itself stays signed.
+        # Sessions ended by a logout, by nonce, until they would have expired anyway: this replica's at once,
+        # every replica's as `absorb_ended` takes them from the store (`ended_seq`: the last row taken).
         self._revoked: dict[str, datetime] = {}
+        self.ended_seq = 0
 
     def _mac(self, label: str, data: str) -> str:
         return _b64(hmac.new(self._secret, f"{label}|{data}".encode(), hashlib.sha256).digest())
@@ -173,6 +174,12 @@ class Sessions:
         """End `session` here and now: its cookie, wherever it was copied to, no longer verifies."""
         self._revoked = {n: until for n, until in self._revoked.items() if until > now}
         self._revoked[session.nonce] = session.expires
+
+    def absorb_ended(self, rows: Sequence[tuple[int, str, datetime]]) -> None:
+        """Sessions another replica (or this one) ended, as the store lists them: (row id, nonce, expiry)."""
+        for seq, nonce, expires in rows:
+            self._revoked[nonce] = expires
+            self.ended_seq = max(self.ended_seq, seq)
 
     def csrf(self, session: Session) -> str:
         """The form token of a session: forms carry it, a cross-site page cannot read it."""
@@ -621,7 +628,9 @@ async def logout(request: Request, c: ConsoleDep) -> Response:
     form = await c.checked_form(request, session)
     if isinstance(form, Response):
         return form
-    c.sessions.revoke(session, datetime.now(UTC))
+    now = datetime.now(UTC)
+    c.sessions.revoke(session, now)  # here at once; the other replicas follow the store within a second
+    await asyncio.to_thread(c.desk.model.store.end_session, session.nonce, now, session.expires)
     response = RedirectResponse("/console/login", 303, headers=_HEADERS)
     response.delete_cookie(_COOKIE, path="/console")
     return response

@@ -71,6 +71,7 @@ from services.desk.tables import (
     ledger_hits,
     ledger_terms,
     login_failures,
+    sessions_ended,
     sink_offsets,
     statements,
     tier_changes,
@@ -672,6 +673,21 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(delete(login_failures).where(login_failures.c.key.in_(list(keys))))
 
+    def end_session(self, nonce: str, now: datetime, expires_at: datetime) -> None:
+        """A console session ended by a logout: every replica refuses its cookie from now on."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(sessions_ended).values(nonce=nonce, ended_at=now, expires_at=expires_at))
+        except IntegrityError:
+            pass  # ended already (a second logout with a copied cookie, on another replica)
+
+    def sessions_ended_after(self, after: int, now: datetime) -> list[tuple[int, str, datetime]]:
+        """(id, nonce, expires_at) of the sessions ended after row `after` that have not yet expired."""
+        c = sessions_ended.c
+        query = select(c.id, c.nonce, c.expires_at).where(c.id > after, c.expires_at > now).order_by(c.id)
+        with self._read() as conn:
+            return [(r.id, r.nonce, r.expires_at) for r in conn.execute(query)]
+
     # -- retention --------------------------------------------------------------------------
     def purge(self, now: datetime, retention: Retention, batch: int = 5000) -> dict[str, int]:
         """Delete what outlived its table's retention; in batches, each its own short transaction."""
@@ -681,6 +697,7 @@ class Store:
             "incidents": 0,
             "ack_links_used": 0,
             "login_failures": 0,
+            "sessions_ended": 0,
         }
         c = ledger_entries.c
         if retention.ledger_days:
@@ -723,6 +740,9 @@ class Store:
             ).rowcount
             purged["login_failures"] = conn.execute(
                 delete(login_failures).where(login_failures.c.failed_at < now - _LOGIN_MEMORY)
+            ).rowcount
+            purged["sessions_ended"] = conn.execute(
+                delete(sessions_ended).where(sessions_ended.c.expires_at < now)
             ).rowcount
         return purged
 

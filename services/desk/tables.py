@@ -35,6 +35,7 @@ __all__ = [
     "ledger_hits",
     "ledger_terms",
     "login_failures",
+    "sessions_ended",
     "sink_offsets",
     "statements",
     "tier_changes",
@@ -211,6 +212,17 @@ login_failures = Table(
     Column("key", Text, nullable=False),
     Column("failed_at", UtcDateTime, nullable=False),
     Index("ix_login_failures_key", "key", "failed_at"),
+)
+
+# Console sessions ended by a logout, by nonce: every replica refuses a copied cookie of one (it follows the
+# rows by id). Purged once the session would have expired anyway.
+sessions_ended = Table(
+    "sessions_ended",
+    METADATA,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("nonce", String(64), nullable=False, unique=True),
+    Column("ended_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
 )
 
 # The sink's position: the next offset to read per topic partition, written with the rows it read.

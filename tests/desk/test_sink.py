@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -231,12 +232,35 @@ def replicas(pg_url: str) -> Iterator[tuple[TestClient, TestClient, _Collect]]:
         "link_secret": "link-secret-0123456789",
         "database_url": pg_url,
         "read_model": False,
+        "console_secret": "console-secret-0123456789",  # one signing key: a cookie is valid on both
     }
     a = create_app(DeskSettings(**common), config=load_config(), publisher=publisher)
     b = create_app(DeskSettings(**common), config=load_config(), publisher=publisher)
     a.state.desk.model.apply(incident_event(1, IncidentState.opened))  # stored once, seen by both
-    with TestClient(a) as one, TestClient(b) as two:
+    with TestClient(a, follow_redirects=False) as one, TestClient(b, follow_redirects=False) as two:
         yield one, two, publisher
+
+
+@pytest.mark.usefixtures("kafka")
+def test_a_logout_on_one_replica_ends_the_session_on_the_other(replicas):
+    """Behind a load balancer: a cookie copied before the logout stops working on every replica."""
+    one, two, _ = replicas
+    resp = one.post("/console/login", data={"actor": "张三", "token": TOKEN, "next": ""})
+    assert resp.status_code == 303, resp.text
+    cookie = one.cookies["yuqing-console"]
+    two.cookies.set("yuqing-console", cookie)
+    assert two.get("/console/board").status_code == 200
+    page = one.get("/console/board").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf is not None
+    assert one.post("/console/logout", data={"csrf": csrf.group(1)}).status_code == 303
+    for _ in range(50):
+        if two.get("/console/board").status_code != 200:
+            break
+        time.sleep(0.1)
+    refused = two.get("/console/board")
+    assert refused.status_code == 303
+    assert refused.headers["location"].startswith("/console/login")
 
 
 @pytest.mark.usefixtures("kafka")

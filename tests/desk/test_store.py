@@ -40,12 +40,12 @@ def test_the_migrated_schema_is_the_tables_module(store):
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), METADATA)
     assert diff == []
-    assert store.revision() == "0002"
+    assert store.revision() == "0003"
 
 
 def test_migrating_again_changes_nothing(url, store):
     again = open_store(DeskSettings(database_url=url))
-    assert again.revision() == "0002"
+    assert again.revision() == "0003"
     again.close()
 
 
@@ -250,6 +250,22 @@ def test_the_login_lockout_is_shared_by_replicas(url, store):
     one.failed(keys, T0 + timedelta(minutes=16))
     assert one.retry_after(keys, T0 + timedelta(minutes=16)) is None
     two.store.close()
+
+
+def test_ended_sessions_are_listed_to_every_replica_until_they_expire(url, store):
+    other = open_store(DeskSettings(database_url=url))
+    store.end_session("n1", T0, T0 + timedelta(hours=12))
+    other.end_session("n1", T0 + timedelta(minutes=1), T0 + timedelta(hours=12))  # a copy's logout: no error
+    other.end_session("n2", T0, T0 + timedelta(hours=1))
+    rows = other.sessions_ended_after(0, T0)
+    assert [(nonce, expires) for _, nonce, expires in rows] == [
+        ("n1", T0 + timedelta(hours=12)),
+        ("n2", T0 + timedelta(hours=1)),
+    ]
+    assert store.sessions_ended_after(rows[0][0], T0) == rows[1:]  # only what came after the last one taken
+    assert [n for _, n, _ in store.sessions_ended_after(0, T0 + timedelta(hours=2))] == ["n1"]  # n2 expired
+    assert store.purge(T0 + timedelta(hours=2), Retention())["sessions_ended"] == 1
+    other.close()
 
 
 def test_the_purge_keeps_what_retention_keeps(store):
