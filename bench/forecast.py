@@ -152,8 +152,10 @@ def _sample_hits(config: YuqingConfig) -> Iterator[KeywordHit]:
         (Post.model_validate(json.loads(line)) for line in raw.splitlines() if line.strip()),
         key=lambda p: p.event_time,
     )
-    stage, state = HitStage(config, RuleMatcher(config.rules), clock=lambda: T0), ScoringState.in_memory()
+    now = [T0]  # the clock follows the posts, as a live worker's wall clock would
+    stage, state = HitStage(config, RuleMatcher(config.rules), clock=lambda: now[0]), ScoringState.in_memory()
     for post in posts:
+        now[0] = post.event_time
         yield from stage.process(post, state)
 
 

@@ -730,7 +730,8 @@ class DeadLetterRecord(Event):
     reason: str = Field(
         pattern=r"^[a-z_]+$",
         description="invalid_json, invalid_schema, unsupported_schema_version, empty, too_large, wrong_key, "
-        "late_event, invalid_transition, delivery_failed, processing_error, crash_loop (the metric's reason "
+        "late_event, future_event, invalid_transition, delivery_failed, processing_error, crash_loop (the "
+        "metric's reason "
         "label; docs/operations.md says what each means).",
     )
     detail: str = Field(default="", max_length=2000, description="What was wrong, for a person.")

@@ -22,6 +22,7 @@ from services.common.config import TiersConfig, YuqingConfig
 from services.common.exceptions import ConfigError
 from services.common.partitioned import Table
 from services.scoring.engagement import Snapshot, apply_snapshot, cumulative_of
+from services.scoring.exceptions import FutureEvent
 from services.scoring.forecast import ForecastTrack
 from services.scoring.matcher import RuleMatcher
 from services.scoring.rows import (
@@ -38,7 +39,7 @@ from services.scoring.sentiment import analyse
 from services.scoring.tiers import TierDecision, TierState, decide, held, highest, set_override
 from services.scoring.windows import Move, WindowCounter, minute_of
 
-__all__ = ["DEFAULT_TRACK", "HitStage", "ScoringState", "TierStage"]
+__all__ = ["DEFAULT_MAX_SKEW", "DEFAULT_TRACK", "HitStage", "ScoringState", "TierStage"]
 
 _TOP_N = 10
 _SPREAD = attrgetter("spread")
@@ -46,6 +47,15 @@ _NO_TIER = TierState()
 
 # How long a post is remembered after its last snapshot (its high-water counts and hit markers).
 DEFAULT_TRACK = timedelta(hours=72)
+# How far ahead of the worker's clock an observation may be dated (clock skew between crawler and worker);
+# ingest refuses the same at its API by default.
+DEFAULT_MAX_SKEW = timedelta(minutes=10)
+
+
+def _not_future(at: datetime, clock: Clock, allowed: timedelta) -> None:
+    now = clock()
+    if at > now + allowed:
+        raise FutureEvent(at, now, allowed)
 
 
 def _checked_track(track: timedelta, config: YuqingConfig) -> timedelta:
@@ -102,10 +112,12 @@ class HitStage:
         matcher: RuleMatcher,
         clock: Clock = system_clock,
         track: timedelta = DEFAULT_TRACK,
+        max_skew: timedelta = DEFAULT_MAX_SKEW,
     ) -> None:
         self.config = config
         self.matcher = matcher
         self.clock = clock
+        self.max_skew = max_skew
         self.track = _checked_track(track, config)
         self._track_us = track // timedelta(microseconds=1)
 
@@ -132,8 +144,9 @@ class HitStage:
     def process(self, post: Post, state: ScoringState) -> list[KeywordHit]:
         """Hits for one snapshot. The caller must produce the hits before it saves the state changes (the
         batch loop does): a crash then never keeps a snapshot whose hit was lost, which a replay would see
-        as a zero delta."""
-
+        as a zero delta. FutureEvent when the snapshot is dated ahead of the clock by more than `max_skew`:
+        kept, it would outrank every real snapshot of the post after it."""
+        _not_future(post.event_time, self.clock, self.max_skew)
         groups = {m.group: m.matches for m in self.matcher.match(post.text)}
         thread_key = post.thread_key  # a property: built once here
         inherited: tuple[str, ...] = ()
@@ -224,10 +237,12 @@ class TierStage:
         clock: Clock = system_clock,
         track: timedelta = DEFAULT_TRACK,
         event_clock: bool = False,
+        max_skew: timedelta = DEFAULT_MAX_SKEW,
     ) -> None:
         self.config = config
         self.rule_version = rule_version
         self.clock = clock
+        self.max_skew = max_skew
         self.track = _checked_track(track, config)
         self._track_us = track // timedelta(microseconds=1)
         self.event_clock = event_clock
@@ -259,12 +274,14 @@ class TierStage:
         return self.clock()
 
     def process(self, hit: KeywordHit, state: ScoringState, offset: int | None = None) -> list[TierChange]:
-        """Count the hit (raises windows.LateEvent when too late) and re-evaluate its group.
+        """Count the hit (raises windows.LateEvent when too late, FutureEvent when dated ahead of the wall
+        clock by more than `max_skew`) and re-evaluate its group.
 
         Replays are harmless two ways: `offset` (the hit's position in its partition) makes each window row
         skip an input it already applied; the per-post marker skips the same hit produced twice upstream.
         The marker is written last, so a crash between the writes can repeat work, never lose it.
         """
+        _not_future(hit.event_time, self.clock, self.max_skew)
         windows = self._windows(state, hit.group)
         platform = hit.platform.value
         key = f"{hit.group}|{platform}:{hit.post_id}"

@@ -29,6 +29,13 @@ class ScoringSettings(CommonSettings):
     spread_series_minutes: int = Field(
         default=120, ge=10, le=24 * 60, description="Minutes of per-minute spread a snapshot carries."
     )
+    max_clock_skew_seconds: float = Field(
+        default=600,
+        ge=0,
+        le=86_400,
+        description="How far ahead of this worker's clock a post or keyword hit may be dated; later ones are "
+        "dead-lettered as future_event (counted, one would make every real observation after it late).",
+    )
     window_clock: Literal["wall", "event"] = Field(
         default="wall",
         description="What time ticks move the windows to: 'wall', the wall clock (live), so that tiers come "

@@ -33,6 +33,7 @@ from services.common.partitioned import Batch, PartitionedWorker
 from services.common.shutdown import exit_after
 from services.common.stream import ORIGIN_HEADER, decode, expect_key, home_partition
 from services.scoring.core import HitStage, ScoringState, TierStage
+from services.scoring.exceptions import FutureEvent
 from services.scoring.forecast import ForecastStage
 from services.scoring.live import LiveStage
 from services.scoring.matcher import RuleMatcher
@@ -98,9 +99,14 @@ class Scoring:
         config = load_config(settings.config_file)
         matcher = RuleMatcher(config.rules)
         track = timedelta(hours=settings.track_hours)
-        self.hits_stage = HitStage(config, matcher, track=track)
+        skew = timedelta(seconds=settings.max_clock_skew_seconds)
+        self.hits_stage = HitStage(config, matcher, track=track, max_skew=skew)
         self.tier_stage = TierStage(
-            config, rule_version=matcher.version, track=track, event_clock=settings.window_clock == "event"
+            config,
+            rule_version=matcher.version,
+            track=track,
+            event_clock=settings.window_clock == "event",
+            max_skew=skew,
         )
         self.forecast_stage = ForecastStage(config.forecast)
         self._expired_at: dict[int, float] = {}
@@ -182,7 +188,11 @@ class Scoring:
         self._match(post, batch)
 
     def _match(self, post: Post, batch: Batch) -> None:
-        for hit in self.hits_stage.process(post, self._state(batch)):
+        try:
+            hits = self.hits_stage.process(post, self._state(batch))
+        except FutureEvent as exc:
+            raise DeadLetter("future_event", str(exc)) from None
+        for hit in hits:
             counter = self._hits_by_platform.get(hit.platform)
             if counter is None:  # labels() costs a lock and a tuple per call: resolve each platform once
                 counter = self._hits_by_platform[hit.platform] = self.hits_total.labels(hit.platform.value)
@@ -196,6 +206,8 @@ class Scoring:
             changes = self.tier_stage.process(hit, self._state(batch), offset=record.offset)
         except LateEvent as exc:
             raise DeadLetter("late_event", str(exc)) from None
+        except FutureEvent as exc:
+            raise DeadLetter("future_event", str(exc)) from None
         self._emit(changes, batch)
 
     def on_override(self, record: Any, batch: Batch) -> None:

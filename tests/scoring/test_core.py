@@ -13,11 +13,12 @@ from services.common import json
 from services.common.clock import FakeClock
 from services.common.exceptions import ConfigError
 from services.scoring.core import HitStage, ScoringState, TierStage
+from services.scoring.exceptions import FutureEvent
 from services.scoring.matcher import RuleMatcher
 from services.scoring.rows import TrackedPost, micros
 from services.scoring.windows import LateEvent
 from tests.factories import crisis_burst
-from tests.scoring.factories import T0, XINGHE_CONFIG, make_post
+from tests.scoring.factories import STILL_CLOCK, T0, XINGHE_CONFIG, make_post
 
 ROOT_TEXT = "星河电器空调起火了，要求退款"
 
@@ -34,12 +35,12 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def hits(matcher: RuleMatcher, clock: FakeClock) -> HitStage:
-    return HitStage(XINGHE_CONFIG, matcher, clock=clock)
+    return HitStage(XINGHE_CONFIG, matcher, clock=clock, max_skew=STILL_CLOCK)
 
 
 @pytest.fixture
 def tiers(clock: FakeClock) -> TierStage:
-    return TierStage(XINGHE_CONFIG, rule_version="v-test", clock=clock)
+    return TierStage(XINGHE_CONFIG, rule_version="v-test", clock=clock, max_skew=STILL_CLOCK)
 
 
 @pytest.fixture
@@ -180,8 +181,8 @@ def test_tier_change_ids_are_deterministic(matcher: RuleMatcher) -> None:
     def run(detected: timedelta) -> list[TierChange]:
         clock = FakeClock(T0 + detected)
         return _escalate(
-            HitStage(XINGHE_CONFIG, matcher, clock=clock),
-            TierStage(XINGHE_CONFIG, clock=clock),
+            HitStage(XINGHE_CONFIG, matcher, clock=clock, max_skew=STILL_CLOCK),
+            TierStage(XINGHE_CONFIG, clock=clock, max_skew=STILL_CLOCK),
             ScoringState.in_memory(),
         )
 
@@ -242,8 +243,8 @@ def test_tick_within_hold_keeps_tier(
 
 def _cooldowns(matcher: RuleMatcher, ticks: list[timedelta]) -> list[TierChange]:
     clock = FakeClock(T0)
-    hit_stage = HitStage(XINGHE_CONFIG, matcher, clock=clock)
-    tier_stage, state = TierStage(XINGHE_CONFIG, clock=clock), ScoringState.in_memory()
+    hit_stage = HitStage(XINGHE_CONFIG, matcher, clock=clock, max_skew=STILL_CLOCK)
+    tier_stage, state = TierStage(XINGHE_CONFIG, clock=clock, max_skew=STILL_CLOCK), ScoringState.in_memory()
     _escalate(hit_stage, tier_stage, state)
     down: list[TierChange] = []
     for at in ticks:
@@ -353,8 +354,8 @@ def test_group_grace_overrides_default(clock: FakeClock) -> None:
             }
         }
     )
-    hits = HitStage(config, RuleMatcher(config.rules), clock=clock)
-    tiers, state = TierStage(config, clock=clock), ScoringState.in_memory()
+    hits = HitStage(config, RuleMatcher(config.rules), clock=clock, max_skew=STILL_CLOCK)
+    tiers, state = TierStage(config, clock=clock, max_skew=STILL_CLOCK), ScoringState.in_memory()
     for text, pid in (("星河电器空调起火了", "a"), ("格力的空调起火了", "b")):
         for hit in hits.process(
             make_post(post_id=pid, text=text, event_time=T0 + timedelta(minutes=520)), state
@@ -445,6 +446,25 @@ def test_a_post_with_no_publication_time_counts_its_growth_not_its_first_counts(
     assert [h.delta.total for h in later] == [100]
 
 
+def test_observations_dated_ahead_of_the_clock_beyond_the_skew_are_refused(matcher: RuleMatcher) -> None:
+    clock = FakeClock(T0)
+    hit_stage = HitStage(XINGHE_CONFIG, matcher, clock=clock, max_skew=timedelta(minutes=10))
+    tier_stage, state = (
+        TierStage(XINGHE_CONFIG, clock=clock, max_skew=timedelta(minutes=10)),
+        ScoringState.in_memory(),
+    )
+    soon = T0 + timedelta(minutes=9)  # a crawler's clock a little ahead: counted
+    (hit,) = hit_stage.process(make_post(post_id="a", event_time=soon, published_at=soon, likes=7), state)
+    tier_stage.process(hit, state)
+    later = T0 + timedelta(minutes=11)
+    with pytest.raises(FutureEvent, match="ahead of this worker's clock"):
+        hit_stage.process(make_post(post_id="b", event_time=later, published_at=soon, likes=7), state)
+    with pytest.raises(FutureEvent):
+        tier_stage.process(hit.model_copy(update={"event_time": later, "post_id": "c"}), state)
+    assert sum(b.total for _, b in state.buckets.items()) == 7
+    assert state.snapshots.keys() == ["weibo:a"]
+
+
 def test_count_markers_are_forgotten_with_the_same_horizon(tiers: TierStage, state: ScoringState) -> None:
     state.counted.set("g|weibo:old", micros(T0 - timedelta(hours=73)))
     state.counted.set("g|weibo:new", micros(T0))
@@ -493,8 +513,8 @@ def test_a_shuffled_burst_ends_at_level_1_with_every_count(
     100,001 in every window: no post is dropped as late."""
     clock = FakeClock(T0 + timedelta(minutes=95))
     hit_stage, tier_stage = (
-        HitStage(XINGHE_CONFIG, matcher, clock=clock),
-        TierStage(XINGHE_CONFIG, clock=clock),
+        HitStage(XINGHE_CONFIG, matcher, clock=clock, max_skew=STILL_CLOCK),
+        TierStage(XINGHE_CONFIG, clock=clock, max_skew=STILL_CLOCK),
     )
     state = ScoringState.in_memory()
     posts = _burst()
@@ -616,8 +636,8 @@ def test_the_event_clock_lets_history_replay_with_ticks(matcher: RuleMatcher) ->
     clock = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
 
     def run(event_clock: bool, ticks: bool) -> list[TierChange]:
-        hit_stage = HitStage(XINGHE_CONFIG, matcher, clock=clock)
-        tier_stage = TierStage(XINGHE_CONFIG, clock=clock, event_clock=event_clock)
+        hit_stage = HitStage(XINGHE_CONFIG, matcher, clock=clock, max_skew=STILL_CLOCK)
+        tier_stage = TierStage(XINGHE_CONFIG, clock=clock, event_clock=event_clock, max_skew=STILL_CLOCK)
         state, out = ScoringState.in_memory(), []
         for post in history:
             out.extend(_feed([post], hit_stage, tier_stage, state))
@@ -685,8 +705,8 @@ def test_when_ticks_run_does_not_change_what_is_emitted(
     def run(tick_at: list[datetime]) -> list[TierChange]:
         clock = FakeClock(T0)
         hit_stage, tier_stage = (
-            HitStage(XINGHE_CONFIG, matcher, clock=clock),
-            TierStage(XINGHE_CONFIG, clock=clock),
+            HitStage(XINGHE_CONFIG, matcher, clock=clock, max_skew=STILL_CLOCK),
+            TierStage(XINGHE_CONFIG, clock=clock, max_skew=STILL_CLOCK),
         )
         state, out, pending = ScoringState.in_memory(), [], list(tick_at)
         for post in feed:

@@ -15,14 +15,16 @@ from services.scoring.forecast import ForecastStage
 from services.scoring.live import LiveStage
 from services.scoring.matcher import RuleMatcher
 from services.scoring.windows import minute_of
-from tests.scoring.factories import T0, XINGHE_CONFIG, make_post
+from tests.scoring.factories import STILL_CLOCK, T0, XINGHE_CONFIG, make_post
 
 
 class World:
     def __init__(self, interval: float = 15.0) -> None:
         self.clock = FakeClock(T0)  # the wall clock: the snapshot interval
-        self.hits = HitStage(XINGHE_CONFIG, RuleMatcher(XINGHE_CONFIG.rules), clock=self.clock)
-        self.tiers = TierStage(XINGHE_CONFIG, clock=self.clock)
+        self.hits = HitStage(
+            XINGHE_CONFIG, RuleMatcher(XINGHE_CONFIG.rules), clock=self.clock, max_skew=STILL_CLOCK
+        )
+        self.tiers = TierStage(XINGHE_CONFIG, clock=self.clock, max_skew=STILL_CLOCK)
         self.state = ScoringState.in_memory()
         self.live = LiveStage(
             self.tiers, ForecastStage(ForecastConfig(), clock=self.clock), interval, 120, clock=self.clock

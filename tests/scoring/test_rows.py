@@ -14,7 +14,7 @@ from services.scoring.core import HitStage, ScoringState, TierStage
 from services.scoring.forecast import ForecastTrack
 from services.scoring.matcher import RuleMatcher
 from services.scoring.rows import TABLES, TrackedPost, from_micros, micros
-from tests.scoring.factories import T0, XINGHE_CONFIG, make_post
+from tests.scoring.factories import STILL_CLOCK, T0, XINGHE_CONFIG, make_post
 
 TEXT = "星河电器空调起火了，要求退款"
 
@@ -51,8 +51,8 @@ VERSION_1: dict[str, dict[str, str]] = {
 
 def _feed(state: ScoringState) -> None:
     clock = FakeClock(T0)
-    hits = HitStage(XINGHE_CONFIG, RuleMatcher(XINGHE_CONFIG.rules), clock=clock)
-    tiers = TierStage(XINGHE_CONFIG, clock=clock)
+    hits = HitStage(XINGHE_CONFIG, RuleMatcher(XINGHE_CONFIG.rules), clock=clock, max_skew=STILL_CLOCK)
+    tiers = TierStage(XINGHE_CONFIG, clock=clock, max_skew=STILL_CLOCK)
     for i, (minute, spread) in enumerate([(0, 10_001), (3, 2_000), (200, 5)]):
         at = T0 + timedelta(minutes=minute, microseconds=7)
         for hit in hits.process(make_post(post_id=f"p{i}", event_time=at, reposts=spread), state):

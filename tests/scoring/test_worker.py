@@ -114,8 +114,13 @@ def test_a_hit_decodes_to_the_hit_it_was_written_from(scoring: Scoring, post: Po
         assert decode(KeywordHit, json.dumps(hit)) == hit
 
 
-def _hit_record(post: Post, scoring: Scoring, offset: int) -> Any:
+def _decoded_hit(scoring: Scoring, post: Post) -> KeywordHit:
     (hit,) = scoring.hits_stage.process(post, ScoringState.in_memory())
+    return hit
+
+
+def _hit_record(post: Post, scoring: Scoring, offset: int) -> Any:
+    hit = _decoded_hit(scoring, post)
     return _record(b"xinghe", json.dumps(hit), topic=scoring.topics.keyword_hits, offset=offset)
 
 
@@ -137,6 +142,33 @@ def test_a_hit_older_than_every_window_is_dead_lettered_as_late_event(scoring: S
     assert "9 h 0 min behind" in info.value.detail
     state = scoring._state(batch)
     assert sum(b.total for _, b in state.buckets.items()) == 10  # 7 h late counted
+
+
+@pytest.mark.parametrize("handler", ["on_raw_post", "on_hit"])
+def test_an_observation_dated_ahead_of_the_clock_is_dead_lettered_and_counts_nothing(
+    scoring: Scoring, handler: str
+) -> None:
+    """One post or hit dated in 2099 (any producer on posts.raw or keyword-hits can send one) is refused as
+    future_event: counted, it became its group's newest time and every real post after it was late."""
+    batch = _batch()
+    now = datetime.now(UTC)
+    future = now + timedelta(days=365 * 70)
+    real = make_post(post_id="real", event_time=now, published_at=now, likes=5)
+    poison = make_post(post_id="poison", event_time=future, published_at=now, likes=500)
+    if handler == "on_raw_post":
+        record = _record(b"weibo:poison", json.dumps(poison))
+    else:
+        hit = _decoded_hit(scoring, real).model_copy(update={"event_time": future})
+        record = _record(b"xinghe", json.dumps(hit), topic=scoring.topics.keyword_hits)
+    with pytest.raises(DeadLetter) as info:
+        getattr(scoring, handler)(record, batch)
+    assert info.value.reason == "future_event"
+    assert "YUQING_MAX_CLOCK_SKEW_SECONDS" in info.value.detail
+    state = scoring._state(batch)
+    assert not len(state.buckets)
+    assert not len(state.snapshots)
+    scoring.on_hit(_hit_record(real, scoring, 9), batch)  # the real one after it still counts
+    assert sum(b.total for _, b in state.buckets.items()) == 5
 
 
 def test_the_window_clock_setting(tmp_path: Path, monkeypatch) -> None:
