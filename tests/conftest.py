@@ -177,6 +177,7 @@ def stack_factory(kafka: str, prefix: str, tmp_path: Path) -> Iterator[Callable[
         services: tuple[str, ...] = ("ingest", "scoring", "escalation", "notifier", "desk"),
         partitions: int = 2,
         extra_env: dict[str, str] | None = None,
+        service_env: dict[str, dict[str, str]] | None = None,
     ) -> Stack:
         env = {
             "YUQING_KAFKA_BOOTSTRAP": kafka,
@@ -193,6 +194,7 @@ def stack_factory(kafka: str, prefix: str, tmp_path: Path) -> Iterator[Callable[
         }
         stack = Stack(
             env=env,
+            service_env=service_env or {},
             log_dir=tmp_path / "logs",
             api_port=free_port(),
             desk_port=free_port(),

@@ -116,6 +116,8 @@ class Stack:
     """The services as child processes on one host, optionally with the embedded broker."""
 
     env: dict[str, str] = field(default_factory=dict)
+    # Per service, settings over `env` (each service's own Kafka user, as on a cluster with ACLs).
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     log_dir: Path = Path(".yuqing-data/logs")
     api_port: int = 8000
     desk_port: int = 8001
@@ -181,7 +183,7 @@ class Stack:
         """The environment of service `service`, started under `key` (default: its name): a second instance
         under its own key gets the web port `web_ports[key]` when it has one, as two processes on one host
         cannot serve one port."""
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env, **self.service_env.get(service, {})}
         env["YUQING_KAFKA_BOOTSTRAP"] = self.bootstrap_addr
         # The stack decides the ports (one per process); `yuqing dev` takes them from the user's
         # YUQING_API_PORT, YUQING_DESK_PORT and YUQING_WEB_PORT (see from_env), so these do not override a

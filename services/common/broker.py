@@ -28,6 +28,7 @@ from services.common.exceptions import BrokerError
 
 __all__ = [
     "DEFAULT_KAFKA_VERSION",
+    "Acl",
     "BrokerError",
     "BrokerSecurity",
     "EmbeddedBroker",
@@ -117,10 +118,20 @@ class BrokerSecurity:
     tls: bool = False
     sasl: Literal["scram", "plain"] | None = None
     client_auth: Literal["none", "requested", "required"] = "none"
+    # Authorization: Kafka's StandardAuthorizer, the admin user (yuqing) a super user, every other user only
+    # what `EmbeddedBroker.grant` allows. `users`: further SCRAM users, created at format time.
+    acls: bool = False
+    users: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "users", tuple(self.users))  # a list when read back from broker.json
         if self.client_auth != "none" and not self.tls:
             raise BrokerError("a client certificate needs a TLS listener: add --tls")
+        if (self.acls or self.users) and self.sasl != "scram":
+            raise BrokerError("ACLs and further users need SASL SCRAM users: add --sasl scram")
+        bad = [u for u in self.users if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", u) or u == _USER]
+        if bad:
+            raise BrokerError(f"user names must be [A-Za-z0-9._-], not {_USER!r}: {bad}")
 
     @property
     def enabled(self) -> bool:
@@ -134,6 +145,17 @@ class BrokerSecurity:
     def mechanism(self) -> str | None:
         """The mechanism clients are told to use (a SCRAM broker accepts both SHA-256 and SHA-512)."""
         return {"scram": "SCRAM-SHA-512", "plain": "PLAIN", None: None}[self.sasl]
+
+
+@dataclass(frozen=True)
+class Acl:
+    """One allow rule, as a Strimzi KafkaUser lists them: a resource (a topic, a consumer group or the
+    cluster), literal or by prefix, and the operations allowed on it."""
+
+    resource: Literal["topic", "group", "cluster"]
+    name: str
+    operations: tuple[str, ...]
+    pattern: Literal["literal", "prefix"] = "literal"
 
 
 @dataclass(frozen=True)
@@ -256,9 +278,10 @@ class EmbeddedBroker:
             return {}
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
-    def client_env(self, mtls: bool | None = None) -> dict[str, str]:
-        """The YUQING_* settings of a client of this broker. The client certificate is included when the
-        broker requires one, or when `mtls` asks for it."""
+    def client_env(self, mtls: bool | None = None, user: str | None = None) -> dict[str, str]:
+        """The YUQING_* settings of a client of this broker: as the admin user, or as `user` (one of
+        `security.users`). The client certificate is included when the broker requires one, or when `mtls`
+        asks for it."""
         env = {"YUQING_KAFKA_BOOTSTRAP": self.bootstrap}
         if self._count > 1:
             env["YUQING_REPLICATION_FACTOR"] = str(self.replication_factor)
@@ -268,9 +291,11 @@ class EmbeddedBroker:
         credentials = self._credentials()
         env["YUQING_KAFKA_SECURITY_PROTOCOL"] = security.protocol
         if security.sasl is not None:
+            if user is not None and user not in security.users:
+                raise BrokerError(f"no user {user!r} on this broker; it has {list(security.users)}")
             env["YUQING_KAFKA_SASL_MECHANISM"] = security.mechanism or ""
-            env["YUQING_KAFKA_SASL_USERNAME"] = _USER
-            env["YUQING_KAFKA_SASL_PASSWORD"] = credentials.get("password", "")
+            env["YUQING_KAFKA_SASL_USERNAME"] = user or _USER
+            env["YUQING_KAFKA_SASL_PASSWORD"] = credentials.get(f"user:{user}" if user else "password", "")
         if security.tls:
             tls = self.tls_files
             env["YUQING_KAFKA_SSL_CA_FILE"] = str(tls.ca)
@@ -280,13 +305,13 @@ class EmbeddedBroker:
                 env["YUQING_KAFKA_SSL_KEY_PASSWORD"] = credentials.get("key_password", "")
         return env
 
-    def client_kwargs(self, mtls: bool | None = None) -> dict[str, Any]:
+    def client_kwargs(self, mtls: bool | None = None, user: str | None = None) -> dict[str, Any]:
         """aiokafka keyword arguments of a client of this broker (client_env, through kafka_security);
         settings of the caller's environment do not leak in."""
         from services.common.kafka_security import client_kwargs
         from services.common.settings import CommonSettings
 
-        env = self.client_env(mtls=mtls)
+        env = self.client_env(mtls=mtls, user=user)
         fields: dict[str, str | None] = {
             name: None
             for name in CommonSettings.model_fields
@@ -294,6 +319,60 @@ class EmbeddedBroker:
         }
         fields |= {k.removeprefix("YUQING_").lower(): v for k, v in env.items()}
         return client_kwargs(CommonSettings(**fields))  # type: ignore[arg-type]
+
+    def grant(self, user: str, acls: list[Acl]) -> None:
+        """Allow `user` what `acls` list, with Kafka's own AclCommand run as the admin user: one run per set
+        of operations and pattern type (each run starts a JVM)."""
+        security = self._security
+        if not security.acls:
+            raise BrokerError("this broker was started without --acls: every user may do everything")
+        if user not in security.users:
+            raise BrokerError(f"no user {user!r} on this broker; it has {list(security.users)}")
+        config = self._home / "admin.properties"
+        env = self.client_env()
+        lines = [
+            f"security.protocol={security.protocol}",
+            f"sasl.mechanism={security.mechanism}",
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{_USER}" password="{env["YUQING_KAFKA_SASL_PASSWORD"]}";',
+        ]
+        if security.tls:
+            lines += ["ssl.truststore.type=PEM", f"ssl.truststore.location={self.tls_files.ca}"]
+        _write_private(config, "\n".join([*lines, ""]))
+        runs: dict[tuple[str, tuple[str, ...]], list[Acl]] = {}
+        for acl in acls:
+            runs.setdefault((acl.pattern, tuple(sorted(acl.operations))), []).append(acl)
+        java, classpath = self._java(), f"{self.fetch()}/*"
+        for (pattern, operations), resources in runs.items():
+            args = [
+                f"--{a.resource}" if a.resource == "cluster" else f"--{a.resource}={a.name}"
+                for a in resources
+            ]
+            ops = [f"--operation={op}" for op in operations]
+            kind = "prefixed" if pattern == "prefix" else "literal"
+            proc = subprocess.run(
+                [
+                    java,
+                    "-cp",
+                    classpath,
+                    "org.apache.kafka.tools.AclCommand",
+                    f"--bootstrap-server={self.bootstrap}",
+                    f"--command-config={config}",
+                    "--add",
+                    f"--allow-principal=User:{user}",
+                    f"--resource-pattern-type={kind}",
+                    *ops,
+                    *args,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+            if proc.returncode != 0:
+                raise BrokerError(
+                    f"granting {user} {operations} failed:\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}"
+                )
 
     # -- tools ---------------------------------------------------------------
     @staticmethod
@@ -312,7 +391,8 @@ class EmbeddedBroker:
     def fetch(self) -> Path:
         """Resolve the broker jars with Maven into the cache (once per version)."""
         marker = self.libs / ".complete"
-        if marker.exists():
+        # A cache resolved before the tools joined the pom is resolved again.
+        if marker.exists() and (self.libs / f"kafka-tools-{self.version}.jar").exists():
             return self.libs
         mvn = shutil.which("mvn")
         if not mvn:
@@ -368,7 +448,6 @@ class EmbeddedBroker:
             shutil.rmtree(node.dir / "data", ignore_errors=True)
             node.dir.mkdir(parents=True, exist_ok=True)
         credentials = {"password": secrets.token_urlsafe(18), "key_password": secrets.token_urlsafe(18)}
-        _write_private(self._home / "credentials.json", json.dumps(credentials))
         if security.tls:
             make_tls_files(self._home / "tls", credentials["key_password"])
         ports = _distinct_free_ports(2 * self._count, avoid={n.port for n in self.node_list})
@@ -379,8 +458,13 @@ class EmbeddedBroker:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         users = []
         if security.sasl == "scram":
-            for mechanism in _SCRAM:
-                users += ["--add-scram", f"{mechanism}=[name={_USER},password={credentials['password']}]"]
+            passwords = {_USER: credentials["password"]}
+            for name in security.users:
+                passwords[name] = credentials[f"user:{name}"] = secrets.token_urlsafe(18)
+            for name, password in passwords.items():
+                for mechanism in _SCRAM:
+                    users += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
+        _write_private(self._home / "credentials.json", json.dumps(credentials))
         for node, controller, internal in zip(self.node_list, controllers, internals, strict=True):
             text = self._properties(node, voters, controller, internal, credentials["password"])
             _write_private(node.properties, text)
@@ -471,7 +555,13 @@ class EmbeddedBroker:
                     f"listener.name.client.{mechanism.lower()}.sasl.jaas.config="
                     "org.apache.kafka.common.security.scram.ScramLoginModule required;"
                 )
-        elif security.sasl == "plain":
+        if security.acls:
+            lines += [
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                # The admin user, and the brokers and controllers on their loopback plaintext listeners.
+                f"super.users=User:{_USER};User:ANONYMOUS",
+            ]
+        if security.sasl == "plain":
             lines += [
                 "listener.name.client.sasl.enabled.mechanisms=PLAIN",
                 "listener.name.client.plain.sasl.jaas.config="

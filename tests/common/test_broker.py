@@ -32,6 +32,19 @@ def test_a_client_certificate_needs_tls() -> None:
         BrokerSecurity(sasl="scram", client_auth="required")
 
 
+def test_acls_and_users_need_scram_and_plain_names() -> None:
+    with pytest.raises(BrokerError, match="--sasl scram"):
+        BrokerSecurity(tls=True, acls=True)
+    with pytest.raises(BrokerError, match="user names"):
+        BrokerSecurity(sasl="scram", users=("yuqing-scoring", "x]password=y"))
+    with pytest.raises(BrokerError, match="user names"):
+        BrokerSecurity(sasl="scram", users=("yuqing",))  # the admin's own name
+    # As broker.json gives them back (a list): the same layout, so the home starts again.
+    assert BrokerSecurity(sasl="scram", acls=True, users=["a"]) == BrokerSecurity(  # type: ignore[arg-type]
+        sasl="scram", acls=True, users=("a",)
+    )
+
+
 def test_start_prints_the_client_settings_and_keeps_the_password_in_a_private_file(
     secure_kafka_started: tuple[EmbeddedBroker, str],
 ) -> None:

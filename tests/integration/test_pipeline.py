@@ -50,7 +50,9 @@ async def test_posts_flow_through_every_service(kafka, topics, stack_factory, tm
     await check_pipeline(kafka, {}, topics, stack_factory, tmp_path)
 
 
-async def check_pipeline(kafka, kafka_client, topics, stack_factory, tmp_path, extra_env=None) -> None:
+async def check_pipeline(
+    kafka, kafka_client, topics, stack_factory, tmp_path, extra_env=None, service_env=None
+) -> None:
     """Eleven posts in over HTTP, three tiers up, an override, an incident with its deadlines, alerts at a
     signed webhook, a dead letter, and the metrics that show them. `kafka` and `kafka_client` (security
     arguments of the test's own Kafka clients) say where the stack started with `extra_env` runs."""
@@ -63,7 +65,7 @@ async def check_pipeline(kafka, kafka_client, topics, stack_factory, tmp_path, e
                 "group_interval_seconds": 5,
             },
         )
-        stack = stack_factory(config, extra_env=extra_env)
+        stack = stack_factory(config, extra_env=extra_env, service_env=service_env)
         api, desk = f"http://127.0.0.1:{stack.api_port}", f"http://127.0.0.1:{stack.desk_port}"
         await wait_ready(api, stack)
         await wait_ready(desk, stack)
