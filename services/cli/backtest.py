@@ -7,9 +7,7 @@ prints the tier timeline and the hits per rule group and writes the timeline as 
 
 from __future__ import annotations
 
-import math
 import sys
-import time
 import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any, TextIO
 from services.common import json
 from services.common.config import load_config
 from services.common.csvfile import write_csv
+from services.common.progress import ProgressBar
 from services.ingest.exceptions import ReplayError
 from services.ingest.replay import parse_line
 from services.scoring.backtest import Backtest, timeline_row
@@ -132,28 +131,11 @@ def _text(value: str) -> str:
     return "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in value)
 
 
-class _Progress:
+class _Progress(ProgressBar):
     """One carriage-return line on stderr: bar, percent of the file, posts and bad lines."""
 
-    _WIDTH = 24
-    _EVERY = 0.2
+    label = "backtest"
 
-    def __init__(self, total_bytes: int, stream: TextIO | None) -> None:
-        self._total = max(total_bytes, 1)
-        self._stream = stream
-        self._last = -math.inf
-
-    def show(self, done_bytes: int, posts: int, bad: int, *, final: bool = False) -> None:
-        if self._stream is None:
-            return
-        now = time.monotonic()
-        if not final and now - self._last < self._EVERY:
-            return
-        self._last = now
-        fraction = min(done_bytes / self._total, 1.0)
-        filled = round(fraction * self._WIDTH)
-        self._stream.write(
-            f"\rbacktest [{'#' * filled}{'.' * (self._WIDTH - filled)}] {fraction:6.1%}"
-            f"  {posts:,} posts  {bad:,} bad" + ("\n" if final else "")
-        )
-        self._stream.flush()
+    def detail(self, now: float, *counts: int) -> str:
+        posts, bad = counts
+        return f"{posts:,} posts  {bad:,} bad"

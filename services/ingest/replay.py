@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from schemas.events import Platform, Post
 from services.common import json
 from services.common.clock import Clock, system_clock
+from services.common.progress import ProgressBar
 from services.ingest.adapters import AdapterError, adapt
 from services.ingest.exceptions import ReplayError
 from services.ingest.timeparse import parse_time
@@ -241,30 +242,15 @@ class _Pacer:
         return max(0.0, due - now)
 
 
-class _Progress:
+class _Progress(ProgressBar):
     """One carriage-return line on stderr: bar, percent of the file, counts and send rate."""
 
-    _WIDTH = 24
-    _EVERY = 0.2  # seconds between redraws; a terminal cannot show more and it costs the loop time
+    label = "replay"
 
     def __init__(self, total_bytes: int, stream: TextIO | None, start: float) -> None:
-        self._total = max(total_bytes, 1)
-        self._stream = stream
+        super().__init__(total_bytes, stream)
         self._start = start
-        self._last = -math.inf
 
-    def show(self, done_bytes: int, sent: int, bad: int, *, final: bool = False) -> None:
-        if self._stream is None:
-            return
-        now = time.monotonic()
-        if not final and now - self._last < self._EVERY:
-            return
-        self._last = now
-        fraction = min(done_bytes / self._total, 1.0)
-        filled = round(fraction * self._WIDTH)
-        rate = sent / max(now - self._start, 1e-9)
-        self._stream.write(
-            f"\rreplay [{'#' * filled}{'.' * (self._WIDTH - filled)}] {fraction:6.1%}"
-            f"  {sent:,} sent  {bad:,} bad  {rate:,.1f}/s" + ("\n" if final else "")
-        )
-        self._stream.flush()
+    def detail(self, now: float, *counts: int) -> str:
+        sent, bad = counts
+        return f"{sent:,} sent  {bad:,} bad  {sent / max(now - self._start, 1e-9):,.1f}/s"
