@@ -315,15 +315,19 @@ class Console:
     def refused(self, request: Request, session: Session | None, status: int, message: str) -> HTMLResponse:
         return self.page(request, "error.html", session, status=status, title="无法完成", message=message)
 
-    async def checked_form(self, request: Request, session: Session) -> dict[str, str] | Response:
-        """The posted form, once its CSRF token matched the session's; else the refusal to return."""
+    async def posted(self, request: Request) -> tuple[Session, dict[str, str]] | Response:
+        """The session and the posted form, once the form's CSRF token matched the session's; else the
+        response to return (the login page, or the refusal)."""
+        session = self.session(request)
+        if session is None:
+            return self.to_login(request)
         form = await _form(request)
         if isinstance(form, Response):
             return form
         if not self.sessions.csrf_ok(session, form.get("csrf", "")):
             message = "表单令牌无效或缺失，请刷新页面后重试。(CSRF token missing)"
             return self.refused(request, session, 403, message)
-        return form
+        return session, form
 
     def local_time(self, text: str) -> datetime:
         """A time typed in a form (datetime-local): in the console's zone unless it names an offset."""
@@ -622,12 +626,10 @@ async def login(request: Request, c: ConsoleDep) -> Response:
 
 @router.post("/console/logout")
 async def logout(request: Request, c: ConsoleDep) -> Response:
-    session = c.session(request)
-    if session is None:
-        return c.to_login(request)
-    form = await c.checked_form(request, session)
-    if isinstance(form, Response):
-        return form
+    posted = await c.posted(request)
+    if isinstance(posted, Response):
+        return posted
+    session, _ = posted
     now = datetime.now(UTC)
     c.sessions.revoke(session, now)  # here at once; the other replicas follow the store within a second
     await asyncio.to_thread(c.desk.model.store.end_session, session.nonce, now, session.expires)
@@ -693,12 +695,10 @@ async def incident(request: Request, incident_id: str, c: ConsoleDep, sent: str 
 
 @router.post("/console/incidents/{incident_id}/actions")
 async def act(request: Request, incident_id: str, c: ConsoleDep) -> Response:
-    session = c.session(request)
-    if session is None:
-        return c.to_login(request)
-    form = await c.checked_form(request, session)
-    if isinstance(form, Response):
-        return form
+    posted = await c.posted(request)
+    if isinstance(posted, Response):
+        return posted
+    session, form = posted
     comment = form.get("comment", "")
     try:
         body = ActionRequest(action=form.get("action", ""), actor=session.actor, comment=comment)

@@ -203,12 +203,10 @@ async def statement_page(
 
 @router.post("/console/incidents/{incident_id}/statement")
 async def statement_action(request: Request, incident_id: str, c: ConsoleDep) -> Response:
-    session = c.session(request)
-    if session is None:
-        return c.to_login(request)
-    form = await c.checked_form(request, session)
-    if isinstance(form, Response):
-        return form
+    posted = await c.posted(request)
+    if isinstance(posted, Response):
+        return posted
+    session, form = posted
     op, text, comment = form.get("op", ""), form.get("text", ""), form.get("comment", "")
     keep = {"comment": comment, **({"text": text} if op == "draft" else {})}
     kind = _OPS.get(op)
@@ -278,12 +276,10 @@ async def follow_ups_page(request: Request, incident_id: str, c: ConsoleDep, sen
 
 @router.post("/console/incidents/{incident_id}/follow-ups")
 async def add_follow_up(request: Request, incident_id: str, c: ConsoleDep) -> Response:
-    session = c.session(request)
-    if session is None:
-        return c.to_login(request)
-    form = await c.checked_form(request, session)
-    if isinstance(form, Response):
-        return form
+    posted = await c.posted(request)
+    if isinstance(posted, Response):
+        return posted
+    session, form = posted
     typed = {k: form.get(k, "").strip() for k in ("target", "post", "owner", "due")}
 
     def again(status: int, error: str) -> Response:
@@ -317,12 +313,10 @@ async def add_follow_up(request: Request, incident_id: str, c: ConsoleDep) -> Re
 
 @router.post("/console/incidents/{incident_id}/follow-ups/{item_id}")
 async def follow_up_outcome(request: Request, incident_id: str, item_id: str, c: ConsoleDep) -> Response:
-    session = c.session(request)
-    if session is None:
-        return c.to_login(request)
-    form = await c.checked_form(request, session)
-    if isinstance(form, Response):
-        return form
+    posted = await c.posted(request)
+    if isinstance(posted, Response):
+        return posted
+    session, form = posted
     try:
         body = ActionRequest(
             action=A.follow_up_outcome,
