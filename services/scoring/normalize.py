@@ -12,6 +12,10 @@ __all__ = ["normalize", "normalize_marked"]
 
 # Zero-width and formatting characters that posters (and spam) insert inside words; all whitespace too.
 _DROP = re.compile(r"[\s\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff\u00ad\u180e]+")
+# Separators put between the characters of a name so that keyword filters and search miss it (星.河.电.器,
+# 星*河, 星·河): dropped between two CJK ideographs. Chinese punctuation (，。、！) is never one of them: it
+# ends words and sentences, and dropping it would join words that are not a name.
+_SPLIT = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff])[.*·・•_\-~|/\\^+=]+(?=[\u3400-\u9fff\uf900-\ufaff])")
 
 
 def _gap(m: re.Match[str]) -> str:
@@ -90,8 +94,9 @@ def _to_simplified(text: str) -> str:
 
 
 def normalize(text: str) -> str:
-    """NFKC (full-width to half-width), case folding, traditional to simplified, no zero-widths, and no
-    spaces except a single one between Latin letters or digits.
+    """NFKC (full-width to half-width), case folding, traditional to simplified, no zero-widths, no
+    spaces except a single one between Latin letters or digits, and no evasion separators between two CJK
+    ideographs (星.河 -> 星河).
 
     Emoji are kept as they are: they separate words, so they keep jieba's boundaries honest.
     """
@@ -118,7 +123,7 @@ def normalize_marked(text: str) -> tuple[str, frozenset[int], frozenset[int]]:
         mentioned = _MENTION_GAP.sub(_end_mention, text)
         marked = marked or len(mentioned) != len(text)
         text = mentioned
-    text = _DROP.sub(_gap, text.casefold())
+    text = _SPLIT.sub("", _DROP.sub(_gap, text.casefold()))
     # Folding case and dropping spaces can leave characters that compose ('A´' -> 'a' + combining acute):
     # normalise once more, so that normalising twice changes nothing.
     text = _to_simplified(unicodedata.normalize("NFKC", text))

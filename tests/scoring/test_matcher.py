@@ -123,6 +123,19 @@ def test_multiple_groups_matched_independently(matcher: RuleMatcher) -> None:
 
 
 @pytest.mark.parametrize(
+    "text",
+    ["星.河.电.器空调漏水，投诉无门", "避雷星*河*电*器", "星·河·电·器 售后太差，投诉", "星_河-电~器，差评"],
+)
+def test_a_brand_split_by_separators_to_dodge_filters_matches(matcher: RuleMatcher, text: str) -> None:
+    assert groups_of(matcher.match(text)) == ["xinghe"]
+
+
+@pytest.mark.parametrize("text", ["我在星河，电器城里买的东西坏了，投诉", "买星河、电器都要避雷"])
+def test_chinese_punctuation_still_ends_a_word(matcher: RuleMatcher, text: str) -> None:
+    assert groups_of(matcher.match(text)) == []
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("星河电器空调漏水，投诉无门", ["xinghe-cs", "xinghe-pr"]),

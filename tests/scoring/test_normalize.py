@@ -84,3 +84,17 @@ def test_simplified_text_is_not_run_through_t2s() -> None:
     # OpenCC's t2s phrase table turns the simplified 打坏了 into 打坯了.
     assert normalize("把墙打坏了") == "把墙打坏了"
     assert normalize("把牆打壞了") == "把墙打坏了"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("星.河.电.器", "星河电器"),
+        ("星*河·电_器", "星河电器"),
+        ("星河。电器", "星河。电器"),  # Chinese punctuation stays: it ends a sentence
+        ("v1.5 和 iphone-15", "v1.5和iphone-15"),  # separators beside Latin letters or digits stay
+        ("星河.com", "星河.com"),
+    ],
+)
+def test_separators_between_cjk_ideographs_are_dropped(text: str, expected: str) -> None:
+    assert normalize(text) == expected
