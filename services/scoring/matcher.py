@@ -70,7 +70,9 @@ _SELLER_AFTER = re.compile(r"^(?:上|买|的百亿|百亿|补贴|自营|旗舰�
 _BOUGHT = re.compile(r"(?:买的|买了|买个|入手的|入手了)$")
 # An everyday word right after these is addressed or accused as a company (@小米, 避雷小米, 投诉苹果).
 _ADDRESSED = re.compile(r"(?:@|避雷|投诉|曝光|抵制|起诉|举报)$")
-_COORDINATION = re.compile(r"^(?:和|与|跟|、|及|以及|还有)$")
+# Two brands joined so (小米和华为, 小米、华为, 小米/华为, or side by side once a separator between them was
+# dropped as an evasion: normalize) share what is said about them.
+_COORDINATION = re.compile(r"^(?:和|与|跟|、|及|以及|还有|/|&|\+|\|)?$")
 # A strong tag counts unless the brand's text is at least this positive; the no-tag path needs at most this.
 _STRONG_MAX = 0.3
 _NEGATIVE_POST_MAX = -0.3

@@ -264,6 +264,9 @@ def test_everyday_word_brand_with_a_cue_matches(brands: RuleMatcher, text: str, 
         ("换了华为之后再也不想用苹果手机了，系统bug太多，差评", ["apple"]),
         ("【避雷】在拼多多买的AirPods是高仿，找客服就是机器人回复", ["pdd"]),
         ("苹果手机和华为都被消协点名，售后问题一大堆", ["apple", "huawei"]),
+        ("小米/华为手机都起火了，投诉", ["huawei", "xiaomi"]),
+        ("格力+华为都被投诉了", ["gree", "huawei"]),
+        ("避雷小米.华为", ["huawei", "xiaomi"]),  # a separator dropped as an evasion leaves them side by side
     ],
 )
 def test_complaint_goes_to_the_brand_it_is_about(brands: RuleMatcher, text: str, expected: list[str]) -> None:
