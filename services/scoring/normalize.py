@@ -14,8 +14,9 @@ __all__ = ["normalize", "normalize_marked"]
 _DROP = re.compile(r"[\s\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff\u00ad\u180e]+")
 # Separators put between the characters of a name so that keyword filters and search miss it (星.河.电.器,
 # 星*河, 星·河): dropped between two CJK ideographs. Chinese punctuation (，。、！) is never one of them: it
-# ends words and sentences, and dropping it would join words that are not a name.
-_SPLIT = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff])[.*·・•_\-~|/\\^+=]+(?=[\u3400-\u9fff\uf900-\ufaff])")
+# ends words and sentences, and dropping it would join words that are not a name. Possessive: a long run of
+# separators is scanned once, never given back.
+_SPLIT = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff])[.*·・•_\-~|/\\^+=]++(?=[\u3400-\u9fff\uf900-\ufaff])")
 
 
 def _gap(m: re.Match[str]) -> str:
