@@ -113,6 +113,12 @@ def _desk_process(settings: DeskSettings, port: int, log: Any) -> subprocess.Pop
     )
 
 
+async def _trickle(bootstrap: str, topic: str, values: list[bytes], chunk: int = 100) -> None:
+    for i in range(0, len(values), chunk):
+        await produce(bootstrap, topic, [(b"xinghe", v) for v in values[i : i + chunk]])
+        await asyncio.sleep(0.05)
+
+
 async def test_a_desk_killed_mid_stream_stores_every_row_exactly_once(settings, tmp_path):
     url = settings.database_url.get_secret_value()
     topics = Topics.with_prefix(settings.topic_prefix)
@@ -121,12 +127,10 @@ async def test_a_desk_killed_mid_stream_stores_every_row_exactly_once(settings, 
     with (tmp_path / "desk.log").open("wb") as log:
         desk = _desk_process(settings, port, log)
         try:
+            # A chunk at a time, so that the desk stores them in many batches: fed at once, they could all
+            # land in one transaction, and there would be no moment with some, not all, rows stored.
             feeding = asyncio.create_task(
-                produce(
-                    settings.kafka_bootstrap,
-                    topics.keyword_hits,
-                    [(b"xinghe", json.dumps(e)) for e in events],
-                )
+                _trickle(settings.kafka_bootstrap, topics.keyword_hits, [json.dumps(e) for e in events])
             )
             # Killed once some, not all, rows are stored.
             assert await wait_for(lambda: 0 < counts(url)[1] < len(events), within=60, every=0.05)
