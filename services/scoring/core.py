@@ -259,7 +259,8 @@ class TierStage:
     def tiers_for(self, group: str) -> TiersConfig:
         return self._tiers.get(group, self.config.tiers)
 
-    def _windows(self, state: ScoringState, group: str) -> WindowCounter:
+    def windows(self, state: ScoringState, group: str) -> WindowCounter:
+        """The group's window counter over `state` (also read by the live spread and the forecast)."""
         lengths = self._lengths.get(group, self._default_lengths)
         grace = self._graces.get(group, self._grace)
         return WindowCounter(state.buckets, state.windows_meta, self._retention, grace, lengths)
@@ -282,7 +283,7 @@ class TierStage:
         The marker is written last, so a crash between the writes can repeat work, never lose it.
         """
         _not_future(hit.event_time, self.clock, self.max_skew)
-        windows = self._windows(state, hit.group)
+        windows = self.windows(state, hit.group)
         platform = hit.platform.value
         key = f"{hit.group}|{platform}:{hit.post_id}"
         total = hit.delta.total  # a property summing three counts: read once
@@ -307,7 +308,7 @@ class TierStage:
         now = self.now(state) - timedelta(minutes=1)
         out: list[TierChange] = []
         for group in groups if groups is not None else state.windows_meta.keys():
-            out.extend(self._evaluate(group, self._windows(state, group), state, now))
+            out.extend(self._evaluate(group, self.windows(state, group), state, now))
         return out
 
     def expire(self, state: ScoringState) -> int:
@@ -328,7 +329,7 @@ class TierStage:
     def override(self, group: str, tier: Tier | None, operator: str, state: ScoringState) -> list[TierChange]:
         """Pin (tier) or release (None) the group's tier now (see `now`): the cooldowns the minutes since
         its last evaluation brought, if any, then the override itself."""
-        windows = self._windows(state, group)
+        windows = self.windows(state, group)
         current = state.tiers.get(group) or _NO_TIER
         move = windows.move(group, self.now(state))
         out: list[TierChange] = []
@@ -495,7 +496,7 @@ class TierStage:
             reason=decision.reason,
             window_end=window_end,
             counts=counts,
-            top_posts=tuple(self._top_posts(group, state, minute - longest, minute)),
+            top_posts=tuple(self.top_posts(group, state, minute - longest, minute)),
             platform_mix=windows.totals(group, minute, longest),
             rule_version=self.rule_version,
             operator=operator,
@@ -504,18 +505,9 @@ class TierStage:
 
     # -- read only, for the live spread and the forecast (services/scoring/live.py) ------------------
 
-    def windows(self, state: ScoringState, group: str) -> WindowCounter:
-        return self._windows(state, group)
-
     @staticmethod
     def tier_of(group: str, state: ScoringState) -> Tier:
         return (state.tiers.get(group) or _NO_TIER).tier
-
-    def top_posts(
-        self, group: str, state: ScoringState, since_minute: int, until_minute: int
-    ) -> list[dict[str, Any]]:
-        """The posts that spread most with a hit in minutes (since, until], most first."""
-        return self._top_posts(group, state, since_minute, until_minute)
 
     @staticmethod
     def _remember_top(hit: KeywordHit, state: ScoringState) -> None:
@@ -536,9 +528,11 @@ class TierStage:
         state.top.set(hit.group, TopPosts(tuple(entries[: _TOP_N * 2])))
 
     @staticmethod
-    def _top_posts(
+    def top_posts(
         group: str, state: ScoringState, since_minute: int, until_minute: int
     ) -> list[dict[str, Any]]:
+        """The posts that spread most with a hit in minutes (since, until], most first (also read by the
+        live spread, services/scoring/live.py)."""
         row = state.top.get(group)
         entries = [e for e in row.posts if since_minute < e.minute <= until_minute] if row is not None else []
         return [

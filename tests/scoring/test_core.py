@@ -304,7 +304,7 @@ def test_replayed_hit_is_counted_once(hits: HitStage, tiers: TierStage, state: S
     [hit] = hits.process(post, state)
     assert [int(c.tier) for c in tiers.process(hit, state)] == [3]
     assert tiers.process(hit, state) == []
-    sums = tiers._windows(state, "xinghe").sums("xinghe")
+    sums = tiers.windows(state, "xinghe").sums("xinghe")
     assert sums[480] == 10_001
 
 
@@ -530,7 +530,7 @@ def test_a_shuffled_burst_ends_at_level_1_with_every_count(
     assert changes[-1].tier == Tier.level1
     assert changes[-1].counts == {"8h": 100_001, "4h": 100_001, "2h": 100_001}
     assert all(c.direction == "up" for c in changes)
-    windows = tier_stage._windows(state, "xinghe")
+    windows = tier_stage.windows(state, "xinghe")
     assert windows.sums("xinghe") == {120: 100_001, 240: 100_001, 480: 100_001}
     # The buckets (what the windows count) hold exactly what the posts spread: the ledger's figure.
     assert sum(b.total for _, b in state.buckets.items()) == sum(p.engagement.total for p in posts)
@@ -546,7 +546,7 @@ def test_an_observation_7_hours_late_counts_and_raises_the_tier_it_reached(
     clock.set(T0 + timedelta(hours=7, minutes=5))
     (late,) = _feed([make_post(post_id="old", event_time=T0, reposts=10_001)], hits, tiers, state)
     assert state.buckets[f"xinghe|{int(T0.timestamp() // 60)}"].spread == (("weibo", 10_001),)
-    assert tiers._windows(state, "xinghe").sums("xinghe")[480] == 10_101
+    assert tiers.windows(state, "xinghe").sums("xinghe")[480] == 10_101
     assert (late.previous, late.tier, late.reason) == (Tier.none, Tier.level3, "threshold")
     assert late.window_end == T0 + timedelta(minutes=1)  # the event time it reached level 3
     assert late.detected_at == T0 + timedelta(hours=7, minutes=5)  # when it was decided
