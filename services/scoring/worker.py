@@ -127,8 +127,8 @@ class Scoring:
             tick_seconds=min(settings.tick_seconds, settings.spread_snapshot_seconds),
             forwarded=[t.scoring_threads],
         )
-        self._states: dict[int, tuple[dict[str, Any], ScoringState]] = {}  # partition -> (its tables, view)
-        self._live: dict[int, tuple[dict[str, Any], LiveStage]] = {}  # partition -> (its tables, stage)
+        # partition -> (its tables, the core's view of them, its live stage)
+        self._partitions: dict[int, tuple[dict[str, Any], ScoringState, LiveStage]] = {}
         self.hits_total = Counter(
             "yuqing_keyword_hits_total",
             "Keyword hits emitted, per platform.",
@@ -153,24 +153,21 @@ class Scoring:
 
     # -- handlers -----------------------------------------------------------------------------------
 
-    def _state(self, batch: Batch) -> ScoringState:
-        """The partition's tables as the core's ScoringState (built once per restored partition)."""
-        cached = self._states.get(batch.partition)
+    def _partition(self, batch: Batch) -> tuple[dict[str, Any], ScoringState, LiveStage]:
+        """The partition's tables as the core's ScoringState, and its live stage: built once per restored
+        partition, so a restored one starts its live stage afresh (its first tick sends snapshots)."""
+        cached = self._partitions.get(batch.partition)
         # By identity, holding the dict: a restored partition brings new tables, and an id() could be reused.
         if cached is None or cached[0] is not batch.tables:
-            cached = self._states[batch.partition] = (batch.tables, ScoringState.of(batch.tables))
-        return cached[1]
-
-    def _live_stage(self, batch: Batch) -> LiveStage:
-        """The partition's live stage; a restored partition starts afresh (its first tick sends snapshots)."""
-        cached = self._live.get(batch.partition)
-        if cached is None or cached[0] is not batch.tables:
             s = self.settings
-            stage = LiveStage(
+            live = LiveStage(
                 self.tier_stage, self.forecast_stage, s.spread_snapshot_seconds, s.spread_series_minutes
             )
-            cached = self._live[batch.partition] = (batch.tables, stage)
-        return cached[1]
+            cached = self._partitions[batch.partition] = (batch.tables, ScoringState.of(batch.tables), live)
+        return cached
+
+    def _state(self, batch: Batch) -> ScoringState:
+        return self._partition(batch)[1]
 
     def on_raw_post(self, record: Any, batch: Batch) -> None:
         post = decode(Post, record.value)
@@ -216,9 +213,9 @@ class Scoring:
         self._emit(self.tier_stage.override(cmd.group, cmd.tier, cmd.actor, self._state(batch)), batch)
 
     def on_tick(self, batch: Batch) -> None:
-        state = self._state(batch)
+        _, state, live = self._partition(batch)
         self._emit(self.tier_stage.tick(state), batch)
-        forecasts, snapshots = self._live_stage(batch).tick(state, self.tier_stage.now(state))
+        forecasts, snapshots = live.tick(state, self.tier_stage.now(state))
         for forecast in forecasts:
             batch.send(self.topics.tier_forecasts, forecast.group.encode(), json.dumps(forecast))
         for snapshot in snapshots:
